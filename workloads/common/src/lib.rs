@@ -1,0 +1,14 @@
+//! What every io360 tier shares.
+//!
+//! The comment model that travels between tiers, the `application/problem+json` error body,
+//! extractors that turn bad input into such bodies, telemetry (JSON logs, Prometheus metrics,
+//! health endpoints), the serving loop with graceful shutdown, and the inter-tier HTTP client.
+
+pub mod client;
+pub mod extract;
+pub mod model;
+pub mod problem;
+pub mod serve;
+pub mod telemetry;
+
+pub use problem::Problem;

@@ -1,0 +1,198 @@
+//! JSON logs, Prometheus metrics and the health endpoints every tier serves.
+//!
+//! A tier builds a [`Telemetry`], registers its own metrics in [`Telemetry::registry`], then
+//! wraps its router with [`Telemetry::instrument`], which adds `/metrics`, `/healthz`,
+//! `/readyz` and per-route request metrics (`io360_http_requests_total`,
+//! `io360_http_request_duration_seconds`, `io360_http_requests_in_flight`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Starts JSON-line logging to stdout, filtered by `IO360_LOG` (default `info`). Calling it
+/// twice (as `io360 up` does for every tier) is harmless.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IO360_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_target(true)
+        .try_init();
+}
+
+/// Whether a tier is ready to take traffic (`/readyz`).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the tier ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the tier is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    tier: String,
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierRoute {
+    tier: String,
+    route: String,
+}
+
+#[derive(Clone)]
+struct HttpMetrics {
+    tier: &'static str,
+    requests: Family<RouteLabels, Counter>,
+    duration: Family<TierRoute, Histogram>,
+    in_flight: Gauge,
+}
+
+/// A tier's metrics registry, readiness flag and HTTP instrumentation.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Arc<Mutex<Registry>>,
+    http: HttpMetrics,
+    /// The tier's readiness.
+    pub ready: Readiness,
+}
+
+impl Telemetry {
+    /// New telemetry for the named tier.
+    pub fn new(tier: &'static str) -> Self {
+        let mut registry = Registry::with_prefix("io360");
+        let http = HttpMetrics {
+            tier,
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+            }),
+            in_flight: Gauge::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            http.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            http.duration.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being answered now",
+            http.in_flight.clone(),
+        );
+        Telemetry {
+            registry: Arc::new(Mutex::new(registry)),
+            http,
+            ready: Readiness::default(),
+        }
+    }
+
+    /// Registers a metric (its name gets the `io360_` prefix).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, metric);
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+
+    /// Adds `/metrics`, `/healthz`, `/readyz` and request metrics to a tier's router.
+    pub fn instrument(&self, router: Router) -> Router {
+        let ops = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(self.clone());
+        router
+            .layer(middleware::from_fn_with_state(self.http.clone(), record))
+            .merge(ops)
+    }
+}
+
+async fn metrics(State(t): State<Telemetry>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        t.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(t): State<Telemetry>) -> Response {
+    if t.ready.get() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn record(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    m.in_flight.inc();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    m.in_flight.dec();
+    m.duration
+        .get_or_create(&TierRoute {
+            tier: m.tier.to_owned(),
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&RouteLabels {
+            tier: m.tier.to_owned(),
+            route,
+            method,
+            status: res.status().as_u16(),
+        })
+        .inc();
+    res
+}
