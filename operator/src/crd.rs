@@ -1,0 +1,544 @@
+//! The `CommentCluster` custom resource: what a platform engineer writes, and the status the
+//! operator reports back. Every doc comment on a field here becomes `kubectl explain` text.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::MetricSpec;
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An io360 comment system on Kubernetes: every tier (frontend, logic, store, sync, longpoll,
+/// logger) deployed and scaled on its own, with live comments that can be suspended by hand or
+/// automatically under overload while pages keep being served.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "io360.dev",
+    version = "v1alpha1",
+    kind = "CommentCluster",
+    namespaced,
+    shortname = "cc",
+    status = "CommentClusterStatus",
+    derive = "PartialEq",
+    doc = "An io360 comment system: every tier deployed and scaled on its own, with live comments that can be suspended by hand or automatically under overload.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every tier has its desired replicas ready"
+    ),
+    printcolumn(
+        name = "Comments",
+        type_ = "string",
+        json_path = ".status.comments",
+        description = "Live or Suspended"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.suspension.reason",
+        description = "Why comments are suspended: Manual or Overload"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CommentClusterSpec {
+    /// The io360 container image every tier runs (`io360 serve <tier>`).
+    #[serde(default)]
+    pub image: ImageSpec,
+
+    /// The frontend tier: serves the site's pages and assets, with a read-only snapshot of
+    /// each page's comments. Scales with page traffic; automatic degrade watches its HPA.
+    #[serde(default)]
+    pub frontend: TierSpec,
+
+    /// The logic tier: the public comment API (post, list, votes, moderation).
+    #[serde(default)]
+    pub logic: TierSpec,
+
+    /// The sync tier: tails the store's change feed and feeds every longpoll instance.
+    #[serde(default)]
+    pub sync: TierSpec,
+
+    /// The longpoll tier: holds browsers' long-poll and SSE requests. Scaled to zero while
+    /// comments are suspended.
+    #[serde(default)]
+    pub longpoll: TierSpec,
+
+    /// The store tier: durable comments on a PersistentVolume. Always one replica (the
+    /// storage engine is single-writer).
+    #[serde(default)]
+    pub store: StatefulTierSpec,
+
+    /// The logger tier: the audit and event log, on its own PersistentVolume. Always one
+    /// replica.
+    #[serde(default)]
+    pub logger: StatefulTierSpec,
+
+    /// Where the site's static pages come from. Mounted read-only at /site in frontend pods.
+    /// When unset, frontend serves the small demo site built into the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteSource>,
+
+    /// Origins (scheme://host[:port]) allowed to embed comments (CORS). Empty means only the
+    /// site's own origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_origins: Vec<String>,
+
+    /// Which new comments wait for a moderator: `off` (none), `all`, or `first-time` (only
+    /// from authors with no approved comment yet).
+    #[serde(default)]
+    pub moderation: ModerationMode,
+
+    /// The Secret holding the admin bearer token for the moderation API and /admin.
+    pub admin_token_secret: SecretKeyRef,
+
+    /// An optional Ingress routing `/` to frontend, `/api` to logic and `/v1` to longpoll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
+    /// Suspend live comments by hand: longpoll scales to zero, logic refuses writes with 503,
+    /// frontend keeps serving every page with the last comment snapshot. Always wins over
+    /// automatic degrade.
+    #[serde(default)]
+    pub comments_suspended: bool,
+
+    /// Suspend live comments automatically while frontend is overloaded, and resume when the
+    /// load has stayed low for a cooldown.
+    #[serde(default)]
+    pub auto_degrade: AutoDegradeSpec,
+}
+
+/// The container image of the io360 tiers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Image repository, without tag, e.g. `ghcr.io/example/io360`.
+    #[serde(default = "default_repository")]
+    #[schemars(length(min = 1, max = 255))]
+    pub repository: String,
+
+    /// Image tag.
+    #[serde(default = "default_tag")]
+    #[schemars(length(min = 1, max = 128))]
+    pub tag: String,
+
+    /// When the kubelet pulls the image.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+
+    /// Secrets used to pull the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<LocalObjectReference>,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_repository(),
+            tag: default_tag(),
+            pull_policy: PullPolicy::default(),
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+fn default_repository() -> String {
+    "io360".into()
+}
+
+fn default_tag() -> String {
+    "latest".into()
+}
+
+/// Image pull policy, as in a Pod spec.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the node.
+    #[default]
+    IfNotPresent,
+    /// Pull on every container start.
+    Always,
+    /// Never pull; the image must already be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The value Kubernetes expects in a container's `imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Always => "Always",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// How one stateless tier runs: a fixed replica count or an autoscaler, and where its pods go.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+pub struct TierSpec {
+    /// A fixed number of replicas. Ignored when `autoscaling` is set. Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+
+    /// Scale this tier with a HorizontalPodAutoscaler; the operator then leaves the replica
+    /// count to the autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// CPU and memory requests and limits of the tier's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the tier's pods must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Taints the tier's pods tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Node and pod affinity of the tier's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the tier's pods spread over zones and nodes. When unset, pods of the tier prefer
+    /// different nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+
+    /// The tier's PodDisruptionBudget. Default: enabled with maxUnavailable 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PdbSpec>,
+}
+
+/// A HorizontalPodAutoscaler for one tier.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be less than or equal to maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// The fewest replicas the autoscaler keeps.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+
+    /// The most replicas the autoscaler may create. Automatic degrade treats "at
+    /// maxReplicas and over the threshold" as overload.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+
+    /// Target average CPU utilization, in percent of the CPU request. Default 70.
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization: i32,
+
+    /// Further metrics for the autoscaler (autoscaling/v2 MetricSpec), e.g. requests per
+    /// second from a custom metrics adapter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSpec>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+/// A PodDisruptionBudget for one tier. Set at most one of minAvailable and maxUnavailable.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))").message("set at most one of minAvailable and maxUnavailable"))]
+pub struct PdbSpec {
+    /// Create the PodDisruptionBudget. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Pods that must stay available during voluntary disruptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_available: Option<i32>,
+
+    /// Pods that may be unavailable during voluntary disruptions. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_unavailable: Option<i32>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a single-replica tier with its own PersistentVolume runs (store, logger).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatefulTierSpec {
+    /// The tier's PersistentVolume.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// CPU and memory requests and limits of the tier's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the tier's pod must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Taints the tier's pod tolerates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Node and pod affinity of the tier's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// A PersistentVolumeClaim's size and class. Both are fixed once the claim exists.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storageClassName is immutable"))]
+#[x_kube(validation = Rule::new("self.size == oldSelf.size").message("size is immutable: expand the PersistentVolumeClaim itself"))]
+pub struct StorageSpec {
+    /// Requested size, as a Kubernetes quantity (e.g. `10Gi`). Default 1Gi.
+    #[serde(default = "default_storage_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+
+    /// The StorageClass of the claim. When unset, the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+
+/// Where the site's static files come from: exactly one of configMap or persistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.configMap) != has(self.persistentVolumeClaim)").message("set exactly one of configMap and persistentVolumeClaim"))]
+pub struct SiteSource {
+    /// A ConfigMap whose keys are the site's files (small sites).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<LocalObjectReference>,
+
+    /// A PersistentVolumeClaim holding the site's files, mounted read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<ClaimRef>,
+}
+
+/// A PersistentVolumeClaim in the CommentCluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRef {
+    /// Name of the PersistentVolumeClaim.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+/// A key of a Secret in the CommentCluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key inside the Secret. Default `token`.
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "token".into()
+}
+
+/// Moderation mode of new comments.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ModerationMode {
+    /// Every comment is published at once.
+    #[serde(rename = "off")]
+    Off,
+    /// Every comment waits for a moderator.
+    #[serde(rename = "all")]
+    All,
+    /// Comments from authors with no approved comment yet wait for a moderator.
+    #[default]
+    #[serde(rename = "first-time")]
+    FirstTime,
+}
+
+impl ModerationMode {
+    /// The value of `IO360_MODERATION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::All => "all",
+            Self::FirstTime => "first-time",
+        }
+    }
+}
+
+/// An Ingress in front of the comment system.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// The public host name, e.g. `blog.example.com`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+
+    /// The IngressClass to use. When unset, the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+
+    /// Serve HTTPS with the certificate in this Secret (type kubernetes.io/tls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<IngressTls>,
+}
+
+/// TLS of the Ingress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressTls {
+    /// The Secret holding the certificate and key.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// When and how comments are suspended automatically under frontend overload.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.recoveryThreshold < self.utilizationThreshold").message("recoveryThreshold must be below utilizationThreshold"))]
+pub struct AutoDegradeSpec {
+    /// Turn automatic degrade on. Needs frontend autoscaling.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Frontend CPU utilization (percent, as the frontend HPA reports it) at or above which,
+    /// with frontend at its maxReplicas, the cluster counts as overloaded. Default 90.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub utilization_threshold: i32,
+
+    /// How long overload must hold before comments are suspended, in seconds. Default 60.
+    #[serde(default = "default_hold")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub hold_seconds: i64,
+
+    /// Frontend utilization (percent) under which load counts as recovered. Must be below
+    /// utilizationThreshold. Default 60.
+    #[serde(default = "default_recovery")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub recovery_threshold: i32,
+
+    /// How long load must stay under recoveryThreshold before comments resume, in seconds.
+    /// Default 300.
+    #[serde(default = "default_cooldown")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub cooldown_seconds: i64,
+}
+
+impl Default for AutoDegradeSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            utilization_threshold: default_threshold(),
+            hold_seconds: default_hold(),
+            recovery_threshold: default_recovery(),
+            cooldown_seconds: default_cooldown(),
+        }
+    }
+}
+
+fn default_threshold() -> i32 {
+    90
+}
+fn default_hold() -> i64 {
+    60
+}
+fn default_recovery() -> i32 {
+    60
+}
+fn default_cooldown() -> i64 {
+    300
+}
+
+/// What the operator last saw and did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommentClusterStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `CommentsSuspended` (reason `Manual` or `Overload`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// `Live` or `Suspended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comments: Option<String>,
+
+    /// Desired and ready replicas of each tier, by tier name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, TierStatus>,
+
+    /// The current suspension of live comments, when suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<SuspensionStatus>,
+
+    /// When comments last went live again (RFC 3339), after a suspension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<String>,
+
+    /// longpoll's replica count just before it was scaled to zero, restored on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longpoll_replicas_before_suspension: Option<i32>,
+}
+
+/// Replicas of one tier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierStatus {
+    /// Replicas the tier should have now (the autoscaler's choice when one manages it).
+    pub desired_replicas: i32,
+    /// Replicas passing their readiness probe.
+    pub ready_replicas: i32,
+}
+
+/// Why and since when comments are suspended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspensionStatus {
+    /// `Manual` (spec.commentsSuspended) or `Overload` (automatic degrade).
+    pub reason: String,
+    /// The sentence shown to readers.
+    pub message: String,
+    /// When the suspension began (RFC 3339).
+    pub since: String,
+}

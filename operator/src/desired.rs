@@ -1,0 +1,916 @@
+//! Spec in, desired objects out: every child a CommentCluster should have, as a pure function
+//! of the resource and its suspension. Nothing here talks to the API server, so the whole
+//! shape of a deployment is tested from YAML fixtures.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet, StatefulSetSpec,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec as K8sIngressSpec, IngressTLS, NetworkPolicy,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::crd::{CommentCluster, PdbSpec, StatefulTierSpec, TierSpec};
+use crate::degrade::SuspensionReason;
+
+/// The port every tier listens on, named `http`.
+pub const HTTP_PORT: i32 = 8080;
+/// Replicas of a stateless tier with neither `replicas` nor `autoscaling` set.
+pub const DEFAULT_REPLICAS: i32 = 2;
+/// Label that marks every object the operator manages.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`].
+pub const MANAGER: &str = "io360-operator";
+/// Label holding the CommentCluster's name on every child.
+pub const INSTANCE: &str = "app.kubernetes.io/instance";
+/// Label holding the tier on pods and workloads.
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+/// Pod template annotation that changes when a tier's configuration does, rolling its pods.
+pub const CONFIG_HASH: &str = "io360.dev/config-hash";
+
+/// The six tiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// Serves pages.
+    Frontend,
+    /// The comment API.
+    Logic,
+    /// Durable comments.
+    Store,
+    /// Change feed fan-out.
+    Sync,
+    /// Long-poll connections.
+    Longpoll,
+    /// Audit log.
+    Logger,
+}
+
+impl Tier {
+    /// Every tier, in a stable order.
+    pub const ALL: [Tier; 6] = [
+        Tier::Frontend,
+        Tier::Logic,
+        Tier::Store,
+        Tier::Sync,
+        Tier::Longpoll,
+        Tier::Logger,
+    ];
+
+    /// The tier's name, as in `io360 serve <tier>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Frontend => "frontend",
+            Tier::Logic => "logic",
+            Tier::Store => "store",
+            Tier::Sync => "sync",
+            Tier::Longpoll => "longpoll",
+            Tier::Logger => "logger",
+        }
+    }
+
+    /// The stateless tiers that scale out, with their spec.
+    pub fn scalable(cc: &CommentCluster) -> [(Tier, &TierSpec); 4] {
+        [
+            (Tier::Frontend, &cc.spec.frontend),
+            (Tier::Logic, &cc.spec.logic),
+            (Tier::Sync, &cc.spec.sync),
+            (Tier::Longpoll, &cc.spec.longpoll),
+        ]
+    }
+}
+
+/// Names of a CommentCluster's children, per docs/CONTRACTS.md.
+pub mod names {
+    use super::Tier;
+
+    /// `<cc>-<tier>`: the tier's Service and workload.
+    pub fn tier(cc: &str, tier: Tier) -> String {
+        format!("{cc}-{}", tier.as_str())
+    }
+    /// `<cc>-control`: the control ConfigMap.
+    pub fn control(cc: &str) -> String {
+        format!("{cc}-control")
+    }
+    /// `<cc>-tiers`: the tiers' ServiceAccount, Role and RoleBinding.
+    pub fn tiers_account(cc: &str) -> String {
+        format!("{cc}-tiers")
+    }
+    /// `<cc>-logger-data`: logger's PersistentVolumeClaim.
+    pub fn logger_data(cc: &str) -> String {
+        format!("{cc}-logger-data")
+    }
+}
+
+/// The suspension in force, as decided by the reconciler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspension {
+    /// Why.
+    pub reason: SuspensionReason,
+    /// Since when (RFC 3339).
+    pub since: String,
+}
+
+/// Everything besides the spec that shapes the children.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// The suspension in force, if any.
+    pub suspension: Option<Suspension>,
+    /// When comments last came back (RFC 3339); the control ConfigMap's `since` while live.
+    pub live_since: Option<String>,
+}
+
+/// One child as it will be applied: its API resource and the object.
+#[derive(Clone, Debug)]
+pub struct DesiredObject {
+    /// Group, version, kind and plural of the object.
+    pub resource: ApiResource,
+    /// The object, with apiVersion, kind, metadata and owner reference set.
+    pub object: DynamicObject,
+}
+
+impl DesiredObject {
+    fn new<K>(obj: K) -> Self
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let mut value = serde_json::to_value(&obj).expect("k8s-openapi objects serialize");
+        value["apiVersion"] = resource.api_version.clone().into();
+        value["kind"] = resource.kind.clone().into();
+        let object = serde_json::from_value(value).expect("a serialized object is a DynamicObject");
+        Self { resource, object }
+    }
+
+    /// `Kind/name`, for logs and events.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.resource.kind, self.object.name_any())
+    }
+}
+
+/// The kinds the operator creates, in apply order: what pods need (config, identity) first.
+pub fn kinds() -> Vec<ApiResource> {
+    vec![
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
+        ApiResource::erase::<PersistentVolumeClaim>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<NetworkPolicy>(&()),
+        ApiResource::erase::<Ingress>(&()),
+    ]
+}
+
+/// The labels every child of `cc` carries.
+pub fn instance_labels(cc: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "io360".to_string()),
+        (INSTANCE.to_string(), cc.to_string()),
+        (MANAGED_BY.to_string(), MANAGER.to_string()),
+    ])
+}
+
+/// The label selector that finds every child of `cc`.
+pub fn instance_selector(cc: &str) -> String {
+    format!("{INSTANCE}={cc},{MANAGED_BY}={MANAGER}")
+}
+
+fn selector_labels(cc: &str, tier: Tier) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "io360".to_string()),
+        (INSTANCE.to_string(), cc.to_string()),
+        (COMPONENT.to_string(), tier.as_str().to_string()),
+    ])
+}
+
+struct Ctx<'a> {
+    cc: &'a CommentCluster,
+    name: String,
+    namespace: Option<String>,
+    owner: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+}
+
+impl Ctx<'_> {
+    fn meta(&self, name: String, tier: Option<Tier>) -> ObjectMeta {
+        let mut labels = instance_labels(&self.name);
+        if let Some(t) = tier {
+            labels.insert(COMPONENT.into(), t.as_str().into());
+        }
+        ObjectMeta {
+            name: Some(name),
+            namespace: self.namespace.clone(),
+            labels: Some(labels),
+            owner_references: Some(self.owner.clone()),
+            ..Default::default()
+        }
+    }
+
+    fn url(&self, tier: Tier) -> String {
+        format!("http://{}:{HTTP_PORT}", names::tier(&self.name, tier))
+    }
+}
+
+/// Builds every child `cc` should have. `cc` must carry a name and uid (it came from the API
+/// server) and should have passed [`crate::validate::validate`].
+pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
+    let name = cc.name_any();
+    let owner = cc.controller_owner_ref(&()).into_iter().collect();
+    let ctx = Ctx {
+        cc,
+        name,
+        namespace: cc.namespace(),
+        owner,
+    };
+    let mut out = vec![
+        DesiredObject::new(control_configmap(&ctx, inputs)),
+        DesiredObject::new(service_account(&ctx)),
+        DesiredObject::new(role(&ctx)),
+        DesiredObject::new(role_binding(&ctx)),
+        DesiredObject::new(logger_claim(&ctx)),
+    ];
+    for tier in Tier::ALL {
+        out.push(DesiredObject::new(service(&ctx, tier)));
+    }
+    out.push(DesiredObject::new(store_statefulset(&ctx)));
+    let suspended = inputs.suspension.is_some();
+    for (tier, spec) in Tier::scalable(cc) {
+        let replicas = match (&spec.autoscaling, tier, suspended) {
+            (Some(_), _, _) => None,
+            (None, Tier::Longpoll, true) => Some(0),
+            (None, _, _) => Some(spec.replicas.unwrap_or(DEFAULT_REPLICAS)),
+        };
+        out.push(DesiredObject::new(tier_deployment(
+            &ctx, tier, spec, replicas,
+        )));
+    }
+    out.push(DesiredObject::new(logger_deployment(&ctx)));
+    for (tier, spec) in Tier::scalable(cc) {
+        if let Some(hpa) = hpa(&ctx, tier, spec) {
+            out.push(DesiredObject::new(hpa));
+        }
+    }
+    for (tier, spec) in Tier::scalable(cc) {
+        if let Some(pdb) = pdb(&ctx, tier, spec.pod_disruption_budget.as_ref()) {
+            out.push(DesiredObject::new(pdb));
+        }
+    }
+    for (tier, from) in [
+        (Tier::Store, vec![Tier::Logic, Tier::Sync]),
+        (Tier::Sync, vec![Tier::Longpoll]),
+        (Tier::Logger, vec![]),
+    ] {
+        out.push(DesiredObject::new(network_policy(&ctx, tier, &from)));
+    }
+    if let Some(ing) = ingress(&ctx) {
+        out.push(DesiredObject::new(ing));
+    }
+    out
+}
+
+/// The control ConfigMap's data for a suspension state (docs/CONTRACTS.md).
+pub fn control_data(inputs: &Inputs, created: Option<String>) -> BTreeMap<String, String> {
+    let (suspended, reason, message, since) = match &inputs.suspension {
+        Some(s) => (
+            "true",
+            s.reason.as_str(),
+            s.reason.message(),
+            s.since.clone(),
+        ),
+        None => (
+            "false",
+            "",
+            "Comments are live.",
+            inputs.live_since.clone().or(created).unwrap_or_default(),
+        ),
+    };
+    BTreeMap::from([
+        ("commentsSuspended".to_string(), suspended.to_string()),
+        ("reason".to_string(), reason.to_string()),
+        ("message".to_string(), message.to_string()),
+        ("since".to_string(), since),
+    ])
+}
+
+fn control_configmap(ctx: &Ctx, inputs: &Inputs) -> ConfigMap {
+    let created = ctx
+        .cc
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string());
+    ConfigMap {
+        metadata: ctx.meta(names::control(&ctx.name), None),
+        data: Some(control_data(inputs, created)),
+        ..Default::default()
+    }
+}
+
+fn service_account(ctx: &Ctx) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ctx.meta(names::tiers_account(&ctx.name), None),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}
+
+/// The tiers may read and watch their own control ConfigMap, and nothing else.
+fn role(ctx: &Ctx) -> Role {
+    Role {
+        metadata: ctx.meta(names::tiers_account(&ctx.name), None),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![names::control(&ctx.name)]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+    }
+}
+
+fn role_binding(ctx: &Ctx) -> RoleBinding {
+    let account = names::tiers_account(&ctx.name);
+    RoleBinding {
+        metadata: ctx.meta(account.clone(), None),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: account.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account,
+            namespace: ctx.namespace.clone(),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn claim_spec(storage: &crate::crd::StorageSpec) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: storage.storage_class_name.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(storage.size.clone()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn logger_claim(ctx: &Ctx) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ctx.meta(names::logger_data(&ctx.name), Some(Tier::Logger)),
+        spec: Some(claim_spec(&ctx.cc.spec.logger.storage)),
+        ..Default::default()
+    }
+}
+
+fn service(ctx: &Ctx, tier: Tier) -> Service {
+    Service {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&ctx.name, tier)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: HTTP_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// The environment of a tier's container, per docs/CONTRACTS.md.
+fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
+    let spec = &ctx.cc.spec;
+    let mut vars = vec![
+        env("IO360_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        env("IO360_LOG", "info"),
+    ];
+    if tier != Tier::Logger {
+        vars.push(env("IO360_LOGGER_URL", ctx.url(Tier::Logger)));
+    }
+    match tier {
+        Tier::Store | Tier::Logger => vars.push(env("IO360_DATA_DIR", "/data")),
+        Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
+        Tier::Longpoll => vars.push(env("IO360_SYNC_URL", ctx.url(Tier::Sync))),
+        Tier::Frontend => {
+            vars.push(env("IO360_LOGIC_URL", ctx.url(Tier::Logic)));
+            if spec.site.is_some() {
+                vars.push(env("IO360_SITE_DIR", "/site"));
+            }
+        }
+    }
+    if matches!(tier, Tier::Logic | Tier::Frontend) {
+        vars.push(EnvVar {
+            name: "IO360_ADMIN_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: spec.admin_token_secret.name.clone(),
+                    key: spec.admin_token_secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        vars.push(env("IO360_CONTROL_CONFIGMAP", names::control(&ctx.name)));
+        vars.push(EnvVar {
+            name: "IO360_CONTROL_NAMESPACE".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if tier == Tier::Logic {
+        vars.push(env("IO360_MODERATION", spec.moderation.as_str()));
+    }
+    if matches!(tier, Tier::Logic | Tier::Longpoll) && !spec.allowed_origins.is_empty() {
+        vars.push(env("IO360_ALLOWED_ORIGINS", spec.allowed_origins.join(",")));
+    }
+    vars
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("512Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    }
+}
+
+/// Where a pod of a tier runs.
+struct Placement<'a> {
+    resources: Option<&'a ResourceRequirements>,
+    node_selector: Option<&'a BTreeMap<String, String>>,
+    tolerations: Option<&'a Vec<k8s_openapi::api::core::v1::Toleration>>,
+    affinity: Option<&'a k8s_openapi::api::core::v1::Affinity>,
+    spread: Option<Vec<TopologySpreadConstraint>>,
+}
+
+impl<'a> Placement<'a> {
+    fn of_tier(ctx: &Ctx, tier: Tier, spec: &'a TierSpec) -> Self {
+        let spread = spec.topology_spread_constraints.clone().or_else(|| {
+            Some(vec![TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "kubernetes.io/hostname".into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(&ctx.name, tier)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }])
+        });
+        Self {
+            resources: spec.resources.as_ref(),
+            node_selector: spec.node_selector.as_ref(),
+            tolerations: spec.tolerations.as_ref(),
+            affinity: spec.affinity.as_ref(),
+            spread,
+        }
+    }
+
+    fn of_stateful(spec: &'a StatefulTierSpec) -> Self {
+        Self {
+            resources: spec.resources.as_ref(),
+            node_selector: spec.node_selector.as_ref(),
+            tolerations: spec.tolerations.as_ref(),
+            affinity: spec.affinity.as_ref(),
+            spread: None,
+        }
+    }
+}
+
+/// 64-bit FNV-1a: small, stable across Rust releases (unlike `DefaultHasher`), and enough to
+/// tell one configuration from another.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn pod_template(
+    ctx: &Ctx,
+    tier: Tier,
+    place: Placement,
+    mut volumes: Vec<(Volume, VolumeMount)>,
+) -> PodTemplateSpec {
+    let spec = &ctx.cc.spec;
+    let env = tier_env(ctx, tier);
+    if matches!(tier, Tier::Store | Tier::Logger) {
+        // The data volume itself comes from the StatefulSet's claim template for store.
+        if tier == Tier::Logger {
+            volumes.push((
+                Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: names::logger_data(&ctx.name),
+                        read_only: Some(false),
+                    }),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "data".into(),
+                    mount_path: "/data".into(),
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    let (vols, mut mounts): (Vec<Volume>, Vec<VolumeMount>) = volumes.into_iter().unzip();
+    if tier == Tier::Store {
+        mounts.push(VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            ..Default::default()
+        });
+    }
+    let container = Container {
+        name: "io360".into(),
+        image: Some(format!("{}:{}", spec.image.repository, spec.image.tag)),
+        image_pull_policy: Some(spec.image.pull_policy.as_str().into()),
+        command: Some(vec!["io360".into()]),
+        args: Some(vec!["serve".into(), tier.as_str().into()]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: Some(place.resources.cloned().unwrap_or_else(default_resources)),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // The hash covers what a tier reads at start and would not see change otherwise.
+    let hashed = serde_json::json!({
+        "env": container.env,
+        "volumes": vols,
+        "image": container.image,
+        "secret": spec.admin_token_secret,
+    });
+    let hash = format!("{:016x}", fnv1a(hashed.to_string().as_bytes()));
+    let pull_secrets =
+        (!spec.image.pull_secrets.is_empty()).then(|| spec.image.pull_secrets.clone());
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some({
+                let mut l = selector_labels(&ctx.name, tier);
+                l.insert(MANAGED_BY.into(), MANAGER.into());
+                l
+            }),
+            annotations: Some(BTreeMap::from([(CONFIG_HASH.to_string(), hash)])),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            service_account_name: Some(names::tiers_account(&ctx.name)),
+            // Only the tiers that watch the control ConfigMap get an API token.
+            automount_service_account_token: Some(matches!(tier, Tier::Logic | Tier::Frontend)),
+            image_pull_secrets: pull_secrets,
+            node_selector: place.node_selector.cloned(),
+            tolerations: place.tolerations.cloned(),
+            affinity: place.affinity.cloned(),
+            topology_spread_constraints: place.spread,
+            volumes: (!vols.is_empty()).then_some(vols),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65532),
+                run_as_group: Some(65532),
+                fs_group: Some(65532),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            termination_grace_period_seconds: Some(30),
+            ..Default::default()
+        }),
+    }
+}
+
+fn site_volume(ctx: &Ctx) -> Vec<(Volume, VolumeMount)> {
+    let Some(site) = &ctx.cc.spec.site else {
+        return Vec::new();
+    };
+    let mut volume = Volume {
+        name: "site".into(),
+        ..Default::default()
+    };
+    if let Some(cm) = &site.config_map {
+        volume.config_map = Some(ConfigMapVolumeSource {
+            name: cm.name.clone(),
+            ..Default::default()
+        });
+    } else if let Some(pvc) = &site.persistent_volume_claim {
+        volume.persistent_volume_claim = Some(PersistentVolumeClaimVolumeSource {
+            claim_name: pvc.claim_name.clone(),
+            read_only: Some(true),
+        });
+    }
+    vec![(
+        volume,
+        VolumeMount {
+            name: "site".into(),
+            mount_path: "/site".into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )]
+}
+
+fn tier_deployment(ctx: &Ctx, tier: Tier, spec: &TierSpec, replicas: Option<i32>) -> Deployment {
+    let volumes = if tier == Tier::Frontend {
+        site_volume(ctx)
+    } else {
+        Vec::new()
+    };
+    Deployment {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(DeploymentSpec {
+            replicas,
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&ctx.name, tier)),
+                ..Default::default()
+            },
+            template: pod_template(ctx, tier, Placement::of_tier(ctx, tier, spec), volumes),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn logger_deployment(ctx: &Ctx) -> Deployment {
+    let tier = Tier::Logger;
+    Deployment {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // One writer on a ReadWriteOnce volume: the old pod must stop first.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&ctx.name, tier)),
+                ..Default::default()
+            },
+            template: pod_template(
+                ctx,
+                tier,
+                Placement::of_stateful(&ctx.cc.spec.logger),
+                Vec::new(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn store_statefulset(ctx: &Ctx) -> StatefulSet {
+    let tier = Tier::Store;
+    let store = &ctx.cc.spec.store;
+    StatefulSet {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(StatefulSetSpec {
+            // The storage engine is single-writer: exactly one replica, always.
+            replicas: Some(1),
+            service_name: Some(names::tier(&ctx.name, tier)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&ctx.name, tier)),
+                ..Default::default()
+            },
+            template: pod_template(ctx, tier, Placement::of_stateful(store), Vec::new()),
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(selector_labels(&ctx.name, tier)),
+                    ..Default::default()
+                },
+                spec: Some(claim_spec(&store.storage)),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn hpa(ctx: &Ctx, tier: Tier, spec: &TierSpec) -> Option<HorizontalPodAutoscaler> {
+    let auto = spec.autoscaling.as_ref()?;
+    let mut metrics = vec![MetricSpec {
+        type_: "Resource".into(),
+        resource: Some(ResourceMetricSource {
+            name: "cpu".into(),
+            target: MetricTarget {
+                type_: "Utilization".into(),
+                average_utilization: Some(auto.target_cpu_utilization),
+                ..Default::default()
+            },
+        }),
+        ..Default::default()
+    }];
+    metrics.extend(auto.metrics.iter().cloned());
+    Some(HorizontalPodAutoscaler {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: names::tier(&ctx.name, tier),
+            },
+            min_replicas: Some(auto.min_replicas),
+            max_replicas: auto.max_replicas,
+            metrics: Some(metrics),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn pdb(ctx: &Ctx, tier: Tier, spec: Option<&PdbSpec>) -> Option<PodDisruptionBudget> {
+    let (min, max) = match spec {
+        Some(p) if !p.enabled => return None,
+        Some(p) if p.min_available.is_some() => (p.min_available, None),
+        Some(p) => (None, Some(p.max_unavailable.unwrap_or(1))),
+        None => (None, Some(1)),
+    };
+    Some(PodDisruptionBudget {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&ctx.name, tier)),
+                ..Default::default()
+            }),
+            min_available: min.map(IntOrString::Int),
+            max_unavailable: max.map(IntOrString::Int),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Only the tiers that use `tier` may reach it; an empty `from` means every io360 pod of this
+/// cluster (logger takes audit events from all).
+fn network_policy(ctx: &Ctx, tier: Tier, from: &[Tier]) -> NetworkPolicy {
+    let peers = if from.is_empty() {
+        let mut labels = BTreeMap::from([(INSTANCE.to_string(), ctx.name.clone())]);
+        labels.insert("app.kubernetes.io/name".into(), "io360".into());
+        vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    } else {
+        from.iter()
+            .map(|t| NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(&ctx.name, *t)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect()
+    };
+    NetworkPolicy {
+        metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&ctx.name, tier)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(peers),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(HTTP_PORT)),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn ingress(ctx: &Ctx) -> Option<Ingress> {
+    let spec = ctx.cc.spec.ingress.as_ref()?;
+    let path = |p: &str, tier: Tier| HTTPIngressPath {
+        path: Some(p.into()),
+        path_type: "Prefix".into(),
+        backend: IngressBackend {
+            service: Some(IngressServiceBackend {
+                name: names::tier(&ctx.name, tier),
+                port: Some(ServiceBackendPort {
+                    name: Some("http".into()),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        },
+    };
+    Some(Ingress {
+        metadata: ctx.meta(ctx.name.clone(), None),
+        spec: Some(K8sIngressSpec {
+            ingress_class_name: spec.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(spec.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![
+                        path("/api", Tier::Logic),
+                        path("/v1", Tier::Longpoll),
+                        path("/", Tier::Frontend),
+                    ],
+                }),
+            }]),
+            tls: spec.tls.as_ref().map(|t| {
+                vec![IngressTLS {
+                    hosts: Some(vec![spec.host.clone()]),
+                    secret_name: Some(t.secret_name.clone()),
+                }]
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}

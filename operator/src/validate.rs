@@ -1,0 +1,230 @@
+//! Checks a CommentCluster before anything is built from it. The CRD schema and its CEL rules
+//! catch most mistakes at `kubectl apply`; this catches the rest (and the same ones again, for
+//! API servers that skip CEL), each error naming the field at fault and what is allowed.
+
+use std::fmt;
+
+use kube::ResourceExt;
+
+use crate::crd::{AutoscalingSpec, CommentCluster, TierSpec};
+use crate::desired::Tier;
+
+/// One problem with a spec: the field at fault and what is allowed there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.frontend.autoscaling.minReplicas`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CommentCluster: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+/// The longest child suffix, `-logger-data`; names built from the cluster's name must stay valid
+/// DNS labels (63 characters).
+const LONGEST_SUFFIX: usize = "-logger-data".len();
+
+/// Validates `cc`, returning every problem at once.
+pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
+    let mut errs = Vec::new();
+    let mut err = |field: String, message: String| errs.push(FieldError { field, message });
+    let spec = &cc.spec;
+
+    let name = cc.name_any();
+    if name.len() + LONGEST_SUFFIX > 63 {
+        err(
+            "metadata.name".into(),
+            format!(
+                "must be at most {} characters, so that `<name>-logger-data` is a valid name (got {})",
+                63 - LONGEST_SUFFIX,
+                name.len()
+            ),
+        );
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        err(
+            "metadata.name".into(),
+            "must start with a lowercase letter: Service names are derived from it".into(),
+        );
+    }
+
+    for (tier, t) in Tier::scalable(cc) {
+        tier_errors(&format!("spec.{}", tier.as_str()), t, &mut err);
+    }
+
+    let ad = &spec.auto_degrade;
+    if ad.enabled && spec.frontend.autoscaling.is_none() {
+        err(
+            "spec.autoDegrade.enabled".into(),
+            "automatic degrade reads the frontend autoscaler: set spec.frontend.autoscaling".into(),
+        );
+    }
+    if ad.recovery_threshold >= ad.utilization_threshold {
+        err(
+            "spec.autoDegrade.recoveryThreshold".into(),
+            format!(
+                "must be below utilizationThreshold ({}), got {}",
+                ad.utilization_threshold, ad.recovery_threshold
+            ),
+        );
+    }
+    if !(1..=1000).contains(&ad.utilization_threshold) {
+        err(
+            "spec.autoDegrade.utilizationThreshold".into(),
+            format!(
+                "must be 1 to 1000 percent, got {}",
+                ad.utilization_threshold
+            ),
+        );
+    }
+    for (field, v) in [
+        ("holdSeconds", ad.hold_seconds),
+        ("cooldownSeconds", ad.cooldown_seconds),
+    ] {
+        if !(0..=86400).contains(&v) {
+            err(
+                format!("spec.autoDegrade.{field}"),
+                format!("must be 0 to 86400 seconds, got {v}"),
+            );
+        }
+    }
+
+    if let Some(site) = &spec.site
+        && site.config_map.is_some() == site.persistent_volume_claim.is_some()
+    {
+        err(
+            "spec.site".into(),
+            "set exactly one of configMap and persistentVolumeClaim".into(),
+        );
+    }
+
+    for (i, origin) in spec.allowed_origins.iter().enumerate() {
+        if let Err(why) = check_origin(origin) {
+            err(format!("spec.allowedOrigins[{i}]"), why);
+        }
+    }
+
+    if let Some(ing) = &spec.ingress
+        && (ing.host.is_empty() || ing.host.contains('/') || ing.host.contains(':'))
+    {
+        err(
+            "spec.ingress.host".into(),
+            format!(
+                "must be a bare host name like blog.example.com, got {:?}",
+                ing.host
+            ),
+        );
+    }
+
+    if spec.admin_token_secret.name.is_empty() {
+        err(
+            "spec.adminTokenSecret.name".into(),
+            "must name a Secret holding the admin token".into(),
+        );
+    }
+
+    for (tier, storage) in [
+        ("store", &spec.store.storage),
+        ("logger", &spec.logger.storage),
+    ] {
+        if !is_quantity(&storage.size) {
+            err(
+                format!("spec.{tier}.storage.size"),
+                format!("must be a quantity like 10Gi, got {:?}", storage.size),
+            );
+        }
+    }
+
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidSpec(errs))
+    }
+}
+
+fn tier_errors(path: &str, t: &TierSpec, err: &mut impl FnMut(String, String)) {
+    if t.replicas.is_some() && t.autoscaling.is_some() {
+        err(
+            path.to_string(),
+            "set either replicas or autoscaling, not both".into(),
+        );
+    }
+    if let Some(r) = t.replicas
+        && !(0..=1000).contains(&r)
+    {
+        err(
+            format!("{path}.replicas"),
+            format!("must be 0 to 1000, got {r}"),
+        );
+    }
+    if let Some(AutoscalingSpec {
+        min_replicas,
+        max_replicas,
+        target_cpu_utilization,
+        ..
+    }) = &t.autoscaling
+    {
+        if *min_replicas < 1 {
+            err(
+                format!("{path}.autoscaling.minReplicas"),
+                format!("must be at least 1, got {min_replicas}"),
+            );
+        }
+        if min_replicas > max_replicas {
+            err(
+                format!("{path}.autoscaling.minReplicas"),
+                format!("must be at most maxReplicas ({max_replicas}), got {min_replicas}"),
+            );
+        }
+        if !(1..=100).contains(target_cpu_utilization) {
+            err(
+                format!("{path}.autoscaling.targetCpuUtilization"),
+                format!("must be 1 to 100 percent, got {target_cpu_utilization}"),
+            );
+        }
+    }
+    if let Some(p) = &t.pod_disruption_budget
+        && p.min_available.is_some()
+        && p.max_unavailable.is_some()
+    {
+        err(
+            format!("{path}.podDisruptionBudget"),
+            "set at most one of minAvailable and maxUnavailable".into(),
+        );
+    }
+}
+
+fn check_origin(origin: &str) -> Result<(), String> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| format!("must start with http:// or https://, got {origin:?}"))?;
+    if rest.is_empty() || rest.contains('/') || rest.contains('?') || rest.contains('#') {
+        return Err(format!(
+            "must be scheme://host[:port] with no path, got {origin:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn is_quantity(s: &str) -> bool {
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits_end);
+    !num.is_empty()
+        && num.parse::<f64>().is_ok()
+        && matches!(
+            unit,
+            "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
+        )
+}

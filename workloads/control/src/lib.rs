@@ -1,0 +1,1 @@
+//! The tier side of io360's control ConfigMap.
