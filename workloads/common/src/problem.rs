@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn unavailable_sets_retry_after_header() {
-        let res = Problem::unavailable("suspended", "paused", Duration::from_secs(30))
-            .into_response();
+        let res =
+            Problem::unavailable("suspended", "paused", Duration::from_secs(30)).into_response();
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()[header::RETRY_AFTER], "30");
         assert_eq!(

@@ -1,1 +1,65 @@
-//! io360 store.
+//! io360's store tier: the durable home of every comment.
+//!
+//! Comments live in fjall on disk. One writer thread assigns each thread's next sequence
+//! number and the next change-feed position, applies a batch of concurrent writes, and makes
+//! them durable with a single fsync before any of them is acknowledged (group commit). Reads
+//! run on tokio's blocking pool, never on the async workers. Committed changes stream to
+//! consumers (sync, logic's cache) through the change feed.
+//!
+//! The public surface is [`Config`], [`serve`], the [`Db`] itself (for tests and tools) and
+//! the wire types in [`api`], which logic and sync use through [`StoreClient`].
+
+pub mod api;
+mod client;
+mod db;
+mod keys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use io360_common::serve::Shutdown;
+use io360_common::telemetry::Telemetry;
+use tokio::net::TcpListener;
+
+pub use client::StoreClient;
+pub use db::{Db, OpenError};
+
+/// Configuration of the store tier.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Where comments are kept on disk. Created when missing; one process at a time.
+    #[arg(long, env = "IO360_DATA_DIR", default_value = "./data/store")]
+    pub data_dir: PathBuf,
+
+    /// Most writes made durable by one fsync.
+    #[arg(long, env = "IO360_STORE_GROUP_COMMIT_MAX", default_value_t = 512)]
+    pub group_commit_max: usize,
+}
+
+/// Why the store tier stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the data directory and serves the store API on `listener` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let telemetry = Telemetry::new("store");
+    let db = Db::open(&config.data_dir, config.group_commit_max)?;
+    db.register_metrics(&telemetry);
+    let db = Arc::new(db);
+    telemetry.ready.set(true);
+    let router = telemetry.instrument(api::router(db.clone(), shutdown.clone()));
+    io360_common::serve::serve("store", listener, router, shutdown).await?;
+    db.close();
+    Ok(())
+}

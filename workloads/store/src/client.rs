@@ -1,0 +1,172 @@
+//! The typed client other tiers use to call the store.
+
+use futures::{Stream, StreamExt};
+use io360_common::client::{ClientError, TierClient};
+use io360_common::model::{Change, FeedPos, Seq, ThreadMeta, ThreadPage};
+
+use crate::api::{
+    Author, Counts, CountsRequest, FeedLine, Pending, StoredComment, Suspension, ThreadChanges,
+    WriteOp, WriteResult,
+};
+
+/// A client for the store tier.
+#[derive(Debug, Clone)]
+pub struct StoreClient {
+    inner: TierClient,
+}
+
+fn q(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl StoreClient {
+    /// A client for the store at `base` (e.g. `http://127.0.0.1:8084`).
+    pub fn new(base: &str) -> Self {
+        StoreClient {
+            inner: TierClient::new("store", base),
+        }
+    }
+
+    /// Applies a write; returns once it is durable.
+    pub async fn write(&self, op: &WriteOp) -> Result<WriteResult, ClientError> {
+        self.inner.post("/store/v1/write", op).await
+    }
+
+    /// A thread's comments changed after `after`.
+    pub async fn page(
+        &self,
+        thread: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<ThreadPage, ClientError> {
+        self.inner
+            .get(&format!(
+                "/store/v1/comments?thread={}&after={after}&limit={limit}",
+                q(thread)
+            ))
+            .await
+    }
+
+    /// A thread's metadata.
+    pub async fn meta(&self, thread: &str) -> Result<ThreadMeta, ClientError> {
+        self.inner
+            .get(&format!("/store/v1/thread?thread={}", q(thread)))
+            .await
+    }
+
+    /// Approved counts for many threads.
+    pub async fn counts(&self, threads: Vec<String>) -> Result<Counts, ClientError> {
+        self.inner
+            .post("/store/v1/counts", &CountsRequest { threads })
+            .await
+    }
+
+    /// One comment with its private fields; `None` when it does not exist.
+    pub async fn comment(&self, id: u64) -> Result<Option<StoredComment>, ClientError> {
+        match self.inner.get(&format!("/store/v1/comment/{id}")).await {
+            Ok(c) => Ok(Some(c)),
+            Err(ClientError::Problem(p)) if p.status == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A thread's changes after `after`.
+    pub async fn changes(
+        &self,
+        thread: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<ThreadChanges, ClientError> {
+        self.inner
+            .get(&format!(
+                "/store/v1/changes?thread={}&after={after}&limit={limit}",
+                q(thread)
+            ))
+            .await
+    }
+
+    /// Held comments, oldest first.
+    pub async fn pending(&self, limit: usize) -> Result<Pending, ClientError> {
+        self.inner
+            .get(&format!("/store/v1/pending?limit={limit}"))
+            .await
+    }
+
+    /// How many approved comments an author has.
+    pub async fn author_approved(&self, key: &str) -> Result<u64, ClientError> {
+        let a: Author = self
+            .inner
+            .get(&format!("/store/v1/author?key={}", q(key)))
+            .await?;
+        Ok(a.approved)
+    }
+
+    /// The durable manual suspension.
+    pub async fn suspension(&self) -> Result<Suspension, ClientError> {
+        self.inner.get("/store/v1/suspension").await
+    }
+
+    /// Sets the durable manual suspension.
+    pub async fn set_suspension(&self, s: &Suspension) -> Result<Suspension, ClientError> {
+        self.inner
+            .send_json(reqwest::Method::PUT, "/store/v1/suspension", s)
+            .await
+    }
+
+    /// Follows the change feed from `after`: every committed change in order, then new ones as
+    /// they commit. The stream ends when the connection drops (callers reconnect from the last
+    /// position they saw); heartbeats are yielded as `Ok(None)` so callers can tell a quiet
+    /// feed from a dead one.
+    pub async fn feed(
+        &self,
+        after: FeedPos,
+    ) -> Result<impl Stream<Item = Result<Option<Change>, ClientError>> + use<>, ClientError> {
+        let url = self.inner.url(&format!("/store/v1/feed?after={after}"));
+        let res = self
+            .inner
+            .http()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unavailable(&url, e))?;
+        if !res.status().is_success() {
+            return Err(unavailable(&url, format!("feed answered {}", res.status())));
+        }
+        let state = (res.bytes_stream().boxed(), Vec::<u8>::new(), url);
+        Ok(futures::stream::unfold(
+            state,
+            |(mut bytes, mut buf, url)| async move {
+                loop {
+                    if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=nl).collect();
+                        let item = match serde_json::from_slice::<FeedLine>(&line) {
+                            Ok(FeedLine::Change(c)) => Ok(Some(c)),
+                            Ok(FeedLine::Heartbeat { .. }) => Ok(None),
+                            Err(e) => Err(unavailable(&url, format!("bad feed line: {e}"))),
+                        };
+                        return Some((item, (bytes, buf, url)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => {
+                            let e = unavailable(&url, e);
+                            return Some((
+                                Err(e),
+                                (futures::stream::empty().boxed(), Vec::new(), url),
+                            ));
+                        }
+                        None => return None,
+                    }
+                }
+            },
+        ))
+    }
+}
+
+fn unavailable(url: &str, reason: impl std::fmt::Display) -> ClientError {
+    ClientError::Unavailable {
+        tier: "store",
+        url: url.to_owned(),
+        reason: reason.to_string(),
+    }
+}

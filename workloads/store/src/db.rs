@@ -1,0 +1,931 @@
+//! The store's database: fjall keyspaces, the single writer with group commit, and reads on
+//! the blocking pool.
+//!
+//! Keyspaces:
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `threads` | thread name | [`ThreadRecord`] |
+//! | `log` | (thread id, seq) | feed position of that change |
+//! | `feed` | feed position | the [`Change`] |
+//! | `latest` | (thread id, seq of a comment's last change) | comment id |
+//! | `comments` | comment id | [`StoredComment`] |
+//! | `idem` | (thread id, idempotency key) | feed position of the first result |
+//! | `votes` | (comment id, voter) | the vote |
+//! | `pending` | comment id | empty: the moderation queue |
+//! | `authors` | author key | approved comment count |
+//! | `meta` | name | counters and the suspension |
+//!
+//! Every write is one fjall batch (atomic). The writer thread drains up to
+//! `group_commit_max` queued writes, commits each batch to the journal without syncing, then
+//! calls `persist(SyncAll)` once for the whole group, and only then answers the writers and
+//! advances the durable feed position that change-feed readers follow. A crash before the
+//! fsync loses only unacknowledged writes, and always a suffix of them, so sequence numbers
+//! stay gap-free.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use http::StatusCode;
+use io360_common::Problem;
+use io360_common::model::{Change, ChangeKind, FeedPos, Seq, Status, ThreadMeta, ThreadPage};
+use io360_common::telemetry::Telemetry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::api::{Counts, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult};
+use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
+
+/// Why the data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the directory.
+    #[error(
+        "the data directory {0} is in use by another io360 store process; stop it, or give this one its own --data-dir"
+    )]
+    Locked(PathBuf),
+    /// The directory could not be created or locked.
+    #[error("cannot use the data directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// fjall refused to open it.
+    #[error("cannot open the comment database in {dir}: {source}")]
+    Fjall {
+        /// The directory.
+        dir: PathBuf,
+        /// fjall's error.
+        source: fjall::Error,
+    },
+}
+
+/// A thread's durable record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ThreadRecord {
+    id: u64,
+    head: Seq,
+    count: u64,
+    closed: bool,
+}
+
+struct Tables {
+    db: Database,
+    threads: Keyspace,
+    log: Keyspace,
+    feed: Keyspace,
+    latest: Keyspace,
+    comments: Keyspace,
+    idem: Keyspace,
+    votes: Keyspace,
+    pending: Keyspace,
+    authors: Keyspace,
+    meta: Keyspace,
+}
+
+type Reply = oneshot::Sender<Result<WriteResult, Problem>>;
+
+enum Job {
+    Write(WriteOp, Reply),
+    Suspend(Suspension, oneshot::Sender<Result<Suspension, Problem>>),
+}
+
+#[derive(Clone)]
+struct Metrics {
+    writes: Counter,
+    group_size: Histogram,
+    fsync_seconds: Histogram,
+    durable_pos: Gauge,
+}
+
+/// The comment database. Cheap to share behind an `Arc`.
+pub struct Db {
+    tables: Arc<Tables>,
+    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    durable: watch::Receiver<FeedPos>,
+    metrics: Metrics,
+    _lock: File,
+}
+
+fn fjall_err(e: fjall::Error) -> Problem {
+    Problem::internal(format!("storage error: {e}"))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| Problem::internal(format!("corrupt record: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current time")
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, group_commit_max: usize) -> Result<Db, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let lock = File::create(dir.join("io360-store.lock")).map_err(|source| OpenError::Dir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(OpenError::Locked(dir.to_owned()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(OpenError::Dir {
+                    dir: dir.to_owned(),
+                    source,
+                });
+            }
+        }
+        let fj = |source| OpenError::Fjall {
+            dir: dir.to_owned(),
+            source,
+        };
+        let db = Database::builder(dir.join("fjall"))
+            .manual_journal_persist(true)
+            .open()
+            .map_err(fj)?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let tables = Tables {
+            threads: ks("threads").map_err(fj)?,
+            log: ks("log").map_err(fj)?,
+            feed: ks("feed").map_err(fj)?,
+            latest: ks("latest").map_err(fj)?,
+            comments: ks("comments").map_err(fj)?,
+            idem: ks("idem").map_err(fj)?,
+            votes: ks("votes").map_err(fj)?,
+            pending: ks("pending").map_err(fj)?,
+            authors: ks("authors").map_err(fj)?,
+            meta: ks("meta").map_err(fj)?,
+            db,
+        };
+        let last = |k: &Keyspace| -> Result<u64, OpenError> {
+            match k.last_key_value() {
+                None => Ok(0),
+                Some(g) => Ok(read_u64(&g.key().map_err(fj)?)),
+            }
+        };
+        let last_pos = last(&tables.feed)?;
+        let last_id = last(&tables.comments)?;
+        let next_tid = match tables.meta.get("next_thread_id").map_err(fj)? {
+            Some(v) => read_u64(&v),
+            None => 1,
+        };
+        let tables = Arc::new(tables);
+        let (durable_tx, durable) = watch::channel(last_pos);
+        let (jobs, rx) = mpsc::channel();
+        let metrics = Metrics {
+            writes: Counter::default(),
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            durable_pos: Gauge::default(),
+        };
+        metrics.durable_pos.set(last_pos as i64);
+        let mut writer = Writer {
+            t: tables.clone(),
+            next_pos: last_pos + 1,
+            next_id: last_id + 1,
+            next_tid,
+            durable: durable_tx,
+            metrics: metrics.clone(),
+            poisoned: false,
+        };
+        let max = group_commit_max.max(1);
+        let handle = std::thread::Builder::new()
+            .name("io360-store-writer".into())
+            .spawn(move || writer.run(rx, max))
+            .map_err(|source| OpenError::Dir {
+                dir: dir.to_owned(),
+                source,
+            })?;
+        tracing::info!(dir = %dir.display(), feed_position = last_pos, "store opened");
+        Ok(Db {
+            tables,
+            jobs: std::sync::Mutex::new(Some(jobs)),
+            writer: std::sync::Mutex::new(Some(handle)),
+            durable,
+            metrics,
+            _lock: lock,
+        })
+    }
+
+    /// Adds the store's metrics to a tier's registry.
+    pub fn register_metrics(&self, t: &Telemetry) {
+        let m = &self.metrics;
+        t.register("store_writes", "Writes made durable", m.writes.clone());
+        t.register(
+            "store_group_commit_size",
+            "Writes made durable by one fsync",
+            m.group_size.clone(),
+        );
+        t.register(
+            "store_fsync_seconds",
+            "Time spent in one group fsync",
+            m.fsync_seconds.clone(),
+        );
+        t.register(
+            "store_feed_position",
+            "Last durable change-feed position",
+            m.durable_pos.clone(),
+        );
+    }
+
+    /// Follows the last durable change-feed position.
+    pub fn durable(&self) -> watch::Receiver<FeedPos> {
+        self.durable.clone()
+    }
+
+    /// Stops the writer after it has finished what is queued.
+    pub fn close(&self) {
+        if let Ok(mut j) = self.jobs.lock() {
+            j.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Problem> {
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| Problem::internal("writer lock"))?;
+        let unavailable = || {
+            Problem::unavailable(
+                "store-stopping",
+                "the store is shutting down",
+                std::time::Duration::from_secs(2),
+            )
+        };
+        jobs.as_ref()
+            .ok_or_else(unavailable)?
+            .send(job)
+            .map_err(|_| unavailable())
+    }
+
+    /// Applies one write; answers once it is durable.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteResult, Problem> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Write(op, tx))?;
+        rx.await
+            .map_err(|_| Problem::internal("the store writer stopped"))?
+    }
+
+    /// Sets the durable manual suspension.
+    pub async fn set_suspension(&self, mut s: Suspension) -> Result<Suspension, Problem> {
+        if s.since.is_none() {
+            s.since = Some(now());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Suspend(s, tx))?;
+        rx.await
+            .map_err(|_| Problem::internal("the store writer stopped"))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Tables) -> Result<T, Problem> + Send + 'static,
+    ) -> Result<T, Problem> {
+        let t = self.tables.clone();
+        tokio::task::spawn_blocking(move || f(&t))
+            .await
+            .map_err(|e| Problem::internal(format!("read task failed: {e}")))?
+    }
+
+    /// A thread's comments whose last change is after `after`, in sequence order.
+    pub async fn page(
+        &self,
+        thread: String,
+        after: Seq,
+        limit: usize,
+    ) -> Result<ThreadPage, Problem> {
+        self.read(move |t| {
+            let Some(rec) = t.thread(&thread)? else {
+                return Ok(ThreadPage {
+                    thread,
+                    ..ThreadPage::default()
+                });
+            };
+            let from = thread_seq(rec.id, after.saturating_add(1));
+            let to = thread_seq(rec.id, u64::MAX);
+            let mut comments = Vec::new();
+            for kv in t.latest.range(from..=to).take(limit) {
+                let (_, id) = kv.into_inner().map_err(fjall_err)?;
+                if let Some(c) = t.comment(read_u64(&id))? {
+                    comments.push(c.comment);
+                }
+            }
+            Ok(ThreadPage {
+                thread,
+                head: rec.head,
+                closed: rec.closed,
+                comments,
+            })
+        })
+        .await
+    }
+
+    /// A thread's metadata (all zero for a thread nobody wrote to).
+    pub async fn meta(&self, thread: String) -> Result<ThreadMeta, Problem> {
+        self.read(move |t| {
+            let rec = t.thread(&thread)?.unwrap_or_default();
+            Ok(ThreadMeta {
+                thread,
+                head: rec.head,
+                count: rec.count,
+                closed: rec.closed,
+            })
+        })
+        .await
+    }
+
+    /// Approved comment counts for many threads.
+    pub async fn counts(&self, threads: Vec<String>) -> Result<Counts, Problem> {
+        self.read(move |t| {
+            let mut counts = std::collections::BTreeMap::new();
+            for name in threads {
+                let n = t.thread(&name)?.map(|r| r.count).unwrap_or(0);
+                counts.insert(name, n);
+            }
+            Ok(Counts { counts })
+        })
+        .await
+    }
+
+    /// One comment with its private fields.
+    pub async fn comment(&self, id: u64) -> Result<Option<StoredComment>, Problem> {
+        self.read(move |t| t.comment(id)).await
+    }
+
+    /// A thread's changes after `after`, in sequence order.
+    pub async fn changes(
+        &self,
+        thread: String,
+        after: Seq,
+        limit: usize,
+    ) -> Result<ThreadChanges, Problem> {
+        let durable = *self.durable.borrow();
+        self.read(move |t| {
+            let Some(rec) = t.thread(&thread)? else {
+                return Ok(ThreadChanges {
+                    thread,
+                    head: 0,
+                    changes: Vec::new(),
+                });
+            };
+            let from = thread_seq(rec.id, after.saturating_add(1));
+            let to = thread_seq(rec.id, u64::MAX);
+            let mut changes = Vec::new();
+            let mut cut = false;
+            for kv in t.log.range(from..=to).take(limit) {
+                let (_, pos) = kv.into_inner().map_err(fjall_err)?;
+                let pos = read_u64(&pos);
+                if pos > durable {
+                    // Not yet durable: a reader must never see a change a crash could undo.
+                    cut = true;
+                    break;
+                }
+                if let Some(c) = t.feed.get(u64_key(pos)).map_err(fjall_err)? {
+                    changes.push(decode::<Change>(&c)?);
+                }
+            }
+            let head = if cut {
+                changes.last().map(|c| c.seq).unwrap_or(after)
+            } else {
+                rec.head
+            };
+            Ok(ThreadChanges {
+                thread,
+                head,
+                changes,
+            })
+        })
+        .await
+    }
+
+    /// Durable changes after feed position `after`, at most `limit`.
+    pub async fn feed(&self, after: FeedPos, limit: usize) -> Result<Vec<Change>, Problem> {
+        let durable = *self.durable.borrow();
+        self.read(move |t| {
+            let mut out = Vec::new();
+            if after >= durable {
+                return Ok(out);
+            }
+            for kv in t
+                .feed
+                .range(u64_key(after + 1)..=u64_key(durable))
+                .take(limit)
+            {
+                let (_, v) = kv.into_inner().map_err(fjall_err)?;
+                out.push(decode(&v)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Held comments, oldest first.
+    pub async fn pending(&self, limit: usize) -> Result<Vec<StoredComment>, Problem> {
+        self.read(move |t| {
+            let mut out = Vec::new();
+            for kv in t.pending.iter().take(limit) {
+                let id = kv.key().map_err(fjall_err)?;
+                if let Some(c) = t.comment(read_u64(&id))? {
+                    out.push(c);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// How many approved comments the author with this key has.
+    pub async fn author_approved(&self, key: String) -> Result<u64, Problem> {
+        self.read(move |t| {
+            Ok(t.authors
+                .get(key.as_bytes())
+                .map_err(fjall_err)?
+                .map(|v| read_u64(&v))
+                .unwrap_or(0))
+        })
+        .await
+    }
+
+    /// The durable manual suspension.
+    pub async fn suspension(&self) -> Result<Suspension, Problem> {
+        self.read(|t| match t.meta.get("suspension").map_err(fjall_err)? {
+            Some(v) => decode(&v),
+            None => Ok(Suspension::default()),
+        })
+        .await
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Tables {
+    fn thread(&self, name: &str) -> Result<Option<ThreadRecord>, Problem> {
+        match self.threads.get(name.as_bytes()).map_err(fjall_err)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn comment(&self, id: u64) -> Result<Option<StoredComment>, Problem> {
+        match self.comments.get(u64_key(id)).map_err(fjall_err)? {
+            Some(v) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The single writer: owns the counters, so sequence numbers and feed positions are assigned
+/// in commit order without locks.
+struct Writer {
+    t: Arc<Tables>,
+    next_pos: FeedPos,
+    next_id: u64,
+    next_tid: u64,
+    durable: watch::Sender<FeedPos>,
+    metrics: Metrics,
+    poisoned: bool,
+}
+
+enum Done {
+    Write(Reply, Result<WriteResult, Problem>),
+    Suspend(
+        oneshot::Sender<Result<Suspension, Problem>>,
+        Result<Suspension, Problem>,
+    ),
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Job>, max: usize) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < max {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut done = Vec::with_capacity(group.len());
+            let mut wrote = false;
+            for job in group {
+                match job {
+                    Job::Write(op, reply) => {
+                        let r = self.apply(op);
+                        wrote |= matches!(&r, Ok(w) if !w.replayed);
+                        done.push(Done::Write(reply, r));
+                    }
+                    Job::Suspend(s, reply) => {
+                        let r = self.suspend(s);
+                        wrote |= r.is_ok();
+                        done.push(Done::Suspend(reply, r));
+                    }
+                }
+            }
+            if wrote {
+                let start = Instant::now();
+                if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
+                    // The journal can no longer be trusted: refuse everything from now on.
+                    self.poisoned = true;
+                    tracing::error!(error = %e, "fsync failed; the store refuses further writes");
+                    for d in &mut done {
+                        match d {
+                            Done::Write(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
+                            Done::Suspend(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
+                        }
+                    }
+                }
+                self.metrics
+                    .fsync_seconds
+                    .observe(start.elapsed().as_secs_f64());
+                self.metrics.group_size.observe(done.len() as f64);
+            }
+            if !self.poisoned {
+                let durable = self.next_pos - 1;
+                self.metrics.durable_pos.set(durable as i64);
+                self.durable.send_replace(durable);
+            }
+            for d in done {
+                match d {
+                    Done::Write(reply, r) => {
+                        if r.is_ok() {
+                            self.metrics.writes.inc();
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Done::Suspend(reply, r) => {
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final fsync failed");
+        }
+    }
+
+    fn suspend(&mut self, s: Suspension) -> Result<Suspension, Problem> {
+        if self.poisoned {
+            return Err(fjall_err(fjall::Error::Poisoned));
+        }
+        self.t
+            .meta
+            .insert("suspension", encode(&s))
+            .map_err(fjall_err)?;
+        Ok(s)
+    }
+
+    fn apply(&mut self, op: WriteOp) -> Result<WriteResult, Problem> {
+        if self.poisoned {
+            return Err(fjall_err(fjall::Error::Poisoned));
+        }
+        match op {
+            WriteOp::Append {
+                thread,
+                comment,
+                idempotency_key,
+            } => self.append(thread, comment, idempotency_key),
+            WriteOp::Close { thread } => self.set_closed(thread, true),
+            WriteOp::Reopen { thread } => self.set_closed(thread, false),
+            WriteOp::Edit { id, text, html } => self.update(id, ChangeKind::Edited, |c| {
+                if c.comment.status == Status::Deleted {
+                    return Err(gone(id));
+                }
+                c.comment.text = text;
+                c.comment.html = html;
+                c.comment.modified = Some(now());
+                Ok(0)
+            }),
+            WriteOp::Delete { id } => self.update(id, ChangeKind::Deleted, |c| {
+                let delta = match c.comment.status {
+                    Status::Deleted => return Err(gone(id)),
+                    Status::Approved => -1,
+                    Status::Pending => 0,
+                };
+                c.comment.status = Status::Deleted;
+                c.comment.text.clear();
+                c.comment.html.clear();
+                c.comment.author = None;
+                c.comment.website = None;
+                c.email = None;
+                c.remote = None;
+                Ok(delta)
+            }),
+            WriteOp::Approve { id } => self.update(id, ChangeKind::Approved, |c| {
+                if c.comment.status != Status::Pending {
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "not-pending",
+                        format!("comment {id} is not waiting for moderation"),
+                    ));
+                }
+                c.comment.status = Status::Approved;
+                Ok(1)
+            }),
+            WriteOp::Vote { id, voter, value } => {
+                if value != 1 && value != -1 {
+                    return Err(Problem::invalid("value", "must be 1 or -1"));
+                }
+                let key = id_bytes(id, voter.as_bytes());
+                if self.t.votes.contains_key(&key).map_err(fjall_err)? {
+                    return Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "already-voted",
+                        format!("you have already voted on comment {id}"),
+                    ));
+                }
+                let votes = self.t.votes.clone();
+                self.update_with(id, ChangeKind::Voted, |c, batch| {
+                    if c.comment.status != Status::Approved {
+                        return Err(Problem::new(
+                            StatusCode::CONFLICT,
+                            "not-votable",
+                            format!("comment {id} cannot be voted on"),
+                        ));
+                    }
+                    if value > 0 {
+                        c.comment.votes.up += 1;
+                    } else {
+                        c.comment.votes.down += 1;
+                    }
+                    batch.insert(&votes, key, [value as u8]);
+                    Ok(0)
+                })
+            }
+        }
+    }
+
+    fn thread_or_new(&mut self, name: &str) -> Result<(ThreadRecord, bool), Problem> {
+        match self.t.thread(name)? {
+            Some(r) => Ok((r, false)),
+            None => Ok((
+                ThreadRecord {
+                    id: self.next_tid,
+                    ..ThreadRecord::default()
+                },
+                true,
+            )),
+        }
+    }
+
+    /// Adds the records common to every change to `batch` and advances the counters.
+    fn record_change(
+        &mut self,
+        batch: &mut fjall::OwnedWriteBatch,
+        name: &str,
+        rec: &mut ThreadRecord,
+        created_thread: bool,
+        kind: ChangeKind,
+        comment: Option<&StoredComment>,
+    ) -> Change {
+        let t = &self.t;
+        let pos = self.next_pos;
+        rec.head += 1;
+        let change = Change {
+            pos,
+            thread: name.to_owned(),
+            seq: rec.head,
+            kind,
+            comment: comment.map(|c| c.comment.clone()),
+        };
+        batch.insert(&t.threads, name.as_bytes(), encode(rec));
+        batch.insert(&t.log, thread_seq(rec.id, rec.head), u64_key(pos));
+        batch.insert(&t.feed, u64_key(pos), encode(&change));
+        if created_thread {
+            batch.insert(&t.meta, "next_thread_id", u64_key(rec.id + 1));
+        }
+        change
+    }
+
+    fn commit(
+        &mut self,
+        batch: fjall::OwnedWriteBatch,
+        created_thread: bool,
+    ) -> Result<(), Problem> {
+        batch.durability(None).commit().map_err(|e| {
+            self.poisoned = true;
+            fjall_err(e)
+        })?;
+        self.next_pos += 1;
+        if created_thread {
+            self.next_tid += 1;
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        thread: String,
+        new: crate::api::NewComment,
+        idempotency_key: Option<String>,
+    ) -> Result<WriteResult, Problem> {
+        io360_common::model::validate_thread(&thread)
+            .map_err(|rule| Problem::invalid("thread", rule))?;
+        let (mut rec, created_thread) = self.thread_or_new(&thread)?;
+        let idem_key = idempotency_key.map(|k| id_bytes(rec.id, k.as_bytes()));
+        if let Some(k) = &idem_key
+            && !created_thread
+            && let Some(pos) = self.t.idem.get(k).map_err(fjall_err)?
+        {
+            let change = self
+                .t
+                .feed
+                .get(pos)
+                .map_err(fjall_err)?
+                .ok_or_else(|| Problem::internal("idempotency record without its change"))?;
+            return Ok(WriteResult {
+                change: decode(&change)?,
+                replayed: true,
+            });
+        }
+        if rec.closed {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "thread-closed",
+                "this thread is closed to new comments",
+            ));
+        }
+        if let Some(parent) = new.parent {
+            match self.t.comment(parent)? {
+                Some(p) if p.comment.thread == thread => {}
+                _ => {
+                    return Err(Problem::invalid(
+                        "parent",
+                        format!("must be a comment of this thread; {parent} is not"),
+                    ));
+                }
+            }
+        }
+        let id = self.next_id;
+        let status = new.status;
+        let stored = StoredComment {
+            comment: io360_common::model::Comment {
+                id,
+                thread: thread.clone(),
+                seq: rec.head + 1,
+                parent: new.parent,
+                author: new.author,
+                website: new.website,
+                text: new.text,
+                html: new.html,
+                created: now(),
+                modified: None,
+                status,
+                votes: Default::default(),
+            },
+            email: new.email,
+            remote: new.remote,
+            author_key: new.author_key,
+        };
+        if status == Status::Approved {
+            rec.count += 1;
+        }
+        let mut batch = self.t.db.batch();
+        let change = self.record_change(
+            &mut batch,
+            &thread,
+            &mut rec,
+            created_thread,
+            ChangeKind::Created,
+            Some(&stored),
+        );
+        let t = self.t.clone();
+        batch.insert(&t.comments, u64_key(id), encode(&stored));
+        batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
+        if let Some(k) = idem_key {
+            batch.insert(&t.idem, k, u64_key(change.pos));
+        }
+        if status == Status::Pending {
+            batch.insert(&t.pending, u64_key(id), []);
+        }
+        if status == Status::Approved
+            && let Some(key) = &stored.author_key
+        {
+            self.bump_author(&mut batch, key)?;
+        }
+        self.commit(batch, created_thread)?;
+        self.next_id += 1;
+        Ok(WriteResult {
+            change,
+            replayed: false,
+        })
+    }
+
+    fn bump_author(&self, batch: &mut fjall::OwnedWriteBatch, key: &str) -> Result<(), Problem> {
+        let n = self
+            .t
+            .authors
+            .get(key.as_bytes())
+            .map_err(fjall_err)?
+            .map(|v| read_u64(&v))
+            .unwrap_or(0);
+        batch.insert(&self.t.authors, key.as_bytes(), u64_key(n + 1));
+        Ok(())
+    }
+
+    fn set_closed(&mut self, thread: String, closed: bool) -> Result<WriteResult, Problem> {
+        io360_common::model::validate_thread(&thread)
+            .map_err(|rule| Problem::invalid("thread", rule))?;
+        let (mut rec, created_thread) = self.thread_or_new(&thread)?;
+        rec.closed = closed;
+        let kind = if closed {
+            ChangeKind::Closed
+        } else {
+            ChangeKind::Reopened
+        };
+        let mut batch = self.t.db.batch();
+        let change = self.record_change(&mut batch, &thread, &mut rec, created_thread, kind, None);
+        self.commit(batch, created_thread)?;
+        Ok(WriteResult {
+            change,
+            replayed: false,
+        })
+    }
+
+    fn update(
+        &mut self,
+        id: u64,
+        kind: ChangeKind,
+        f: impl FnOnce(&mut StoredComment) -> Result<i64, Problem>,
+    ) -> Result<WriteResult, Problem> {
+        self.update_with(id, kind, |c, _| f(c))
+    }
+
+    /// Applies `f` to a comment as a new change of its thread. `f` returns how the thread's
+    /// visible count changes.
+    fn update_with(
+        &mut self,
+        id: u64,
+        kind: ChangeKind,
+        f: impl FnOnce(&mut StoredComment, &mut fjall::OwnedWriteBatch) -> Result<i64, Problem>,
+    ) -> Result<WriteResult, Problem> {
+        let mut stored = self.t.comment(id)?.ok_or_else(|| {
+            Problem::not_found("comment-not-found", format!("there is no comment {id}"))
+        })?;
+        let thread = stored.comment.thread.clone();
+        let mut rec = self
+            .t
+            .thread(&thread)?
+            .ok_or_else(|| Problem::internal(format!("comment {id} has no thread record")))?;
+        let old_seq = stored.comment.seq;
+        let was_pending = stored.comment.status == Status::Pending;
+        let mut batch = self.t.db.batch();
+        let delta = f(&mut stored, &mut batch)?;
+        rec.count = rec.count.saturating_add_signed(delta);
+        stored.comment.seq = rec.head + 1;
+        let change = self.record_change(&mut batch, &thread, &mut rec, false, kind, Some(&stored));
+        let t = self.t.clone();
+        batch.remove(&t.latest, thread_seq(rec.id, old_seq));
+        batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
+        batch.insert(&t.comments, u64_key(id), encode(&stored));
+        if was_pending && stored.comment.status != Status::Pending {
+            batch.remove(&t.pending, u64_key(id));
+        }
+        if kind == ChangeKind::Approved
+            && let Some(key) = &stored.author_key
+        {
+            self.bump_author(&mut batch, key)?;
+        }
+        self.commit(batch, false)?;
+        Ok(WriteResult {
+            change,
+            replayed: false,
+        })
+    }
+}
+
+fn gone(id: u64) -> Problem {
+    Problem::new(
+        StatusCode::GONE,
+        "comment-deleted",
+        format!("comment {id} has been deleted"),
+    )
+}
