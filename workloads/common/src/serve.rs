@@ -45,8 +45,8 @@ impl ShutdownTrigger {
         let _ = self.tx.send(true);
     }
 
-    /// Begins shutdown on SIGINT or SIGTERM.
-    pub fn on_signals(self) -> impl Future<Output = ()> {
+    /// Waits for SIGINT or SIGTERM, then begins shutdown.
+    pub fn on_signals(&self) -> impl Future<Output = ()> + '_ {
         async move {
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]

@@ -1,1 +1,176 @@
-//! io360 logic.
+//! io360's logic tier: the public comment API.
+//!
+//! Logic holds no state of its own: comments live in store, and what logic keeps in memory (a
+//! cache of popular threads, rate-limit counters) can be lost at any time. It checks and
+//! renders what readers send (Markdown to sanitized HTML, once, at write time), applies the
+//! abuse limits and moderation rules, and answers reads from its cache, which the store's
+//! change feed keeps fresh.
+
+mod admin;
+mod api;
+mod atom;
+mod cache;
+mod limits;
+mod render;
+mod state;
+mod suspension;
+mod token;
+
+use std::time::Duration;
+
+use io360_common::serve::Shutdown;
+use io360_common::telemetry::Telemetry;
+use tokio::net::TcpListener;
+
+pub use render::render;
+pub use suspension::SuspensionState;
+
+/// How held comments are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Moderation {
+    /// Every comment is published at once.
+    Off,
+    /// Every comment waits for a moderator.
+    All,
+    /// An author's first comment waits; once one is approved, the rest are published at once.
+    FirstTime,
+}
+
+/// Configuration of the logic tier. Every limit can be changed; defaults suit a small site.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Base URL of the store tier.
+    #[arg(long, env = "IO360_STORE_URL", default_value = "http://127.0.0.1:8084")]
+    pub store_url: String,
+
+    /// Bearer token for the admin API. Without one, the admin API is closed.
+    #[arg(long, env = "IO360_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Key that signs edit tokens; derived from the admin token when unset, so every replica
+    /// given the same admin token agrees.
+    #[arg(long, env = "IO360_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+
+    /// How long an author may edit or delete a comment, in seconds.
+    #[arg(long, env = "IO360_EDIT_WINDOW", default_value_t = 900)]
+    pub edit_window: u64,
+
+    /// Moderation mode.
+    #[arg(long, env = "IO360_MODERATION", value_enum, default_value_t = Moderation::Off)]
+    pub moderation: Moderation,
+
+    /// Origins allowed to embed comments (CORS), comma-separated, e.g.
+    /// `https://blog.example.org`. Empty: same origin only.
+    #[arg(long, env = "IO360_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Header set by a trusted reverse proxy with the client's address (e.g.
+    /// `X-Forwarded-For`). Unset: the connection's address is the client's.
+    #[arg(long, env = "IO360_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+
+    /// Switches the per-client rate limits off (for benchmarks and tests), as Isso's guard can.
+    #[arg(long, env = "IO360_NO_RATE_LIMITS")]
+    pub no_rate_limits: bool,
+
+    /// Writes (posts, edits, votes) per client per minute.
+    #[arg(long, env = "IO360_WRITES_PER_MINUTE", default_value_t = 10)]
+    pub writes_per_minute: u32,
+
+    /// Burst of writes allowed at once.
+    #[arg(long, env = "IO360_WRITES_BURST", default_value_t = 5)]
+    pub writes_burst: u32,
+
+    /// Reads per client per minute.
+    #[arg(long, env = "IO360_READS_PER_MINUTE", default_value_t = 1200)]
+    pub reads_per_minute: u32,
+
+    /// Longest comment, in bytes.
+    #[arg(long, env = "IO360_MAX_TEXT_BYTES", default_value_t = 20_000)]
+    pub max_text_bytes: usize,
+
+    /// Most links in one comment.
+    #[arg(long, env = "IO360_MAX_LINKS", default_value_t = 5)]
+    pub max_links: usize,
+
+    /// Words that get a comment refused, comma-separated, matched case-insensitively.
+    #[arg(long, env = "IO360_BANNED_WORDS", value_delimiter = ',')]
+    pub banned_words: Vec<String>,
+
+    /// How long the same text from the same client on the same thread counts as a duplicate,
+    /// in seconds.
+    #[arg(long, env = "IO360_DUPLICATE_WINDOW", default_value_t = 600)]
+    pub duplicate_window: u64,
+
+    /// The site's public URL, for links in Atom feeds.
+    #[arg(
+        long,
+        env = "IO360_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub public_url: String,
+
+    /// Name of the control ConfigMap to watch for suspension (on Kubernetes).
+    #[arg(long, env = "IO360_CONTROL_CONFIGMAP")]
+    pub control_configmap: Option<String>,
+
+    /// Namespace of the control ConfigMap; default: the kubeconfig's namespace.
+    #[arg(long, env = "IO360_CONTROL_NAMESPACE")]
+    pub control_namespace: Option<String>,
+}
+
+impl Config {
+    /// Checks the configuration and says what is wrong in a sentence.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.store_url.starts_with("http://") || self.store_url.starts_with("https://")) {
+            return Err(format!(
+                "IO360_STORE_URL must be an http(s) URL, not `{}`",
+                self.store_url
+            ));
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err("IO360_ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        if self.max_text_bytes == 0 {
+            return Err("IO360_MAX_TEXT_BYTES must be at least 1".into());
+        }
+        for o in &self.allowed_origins {
+            if http::HeaderValue::from_str(o).is_err() || !o.contains("://") {
+                return Err(format!(
+                    "IO360_ALLOWED_ORIGINS: `{o}` is not an origin like https://example.org"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the logic tier stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is not valid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the public API on `listener` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let telemetry = Telemetry::new("logic");
+    let state = state::AppState::new(config, &telemetry);
+    state.start_background(shutdown.clone(), telemetry.ready.clone());
+    let router = telemetry.instrument(api::router(state));
+    io360_common::serve::serve("logic", listener, router, shutdown).await?;
+    Ok(())
+}
+
+/// How long a write is refused after suspension, as told to clients in `Retry-After`.
+pub const SUSPENDED_RETRY: Duration = Duration::from_secs(60);

@@ -9,6 +9,7 @@
 //! | `GET /store/v1/comment/{id}` | a [`StoredComment`], private fields included |
 //! | `GET /store/v1/changes?thread&after&limit` | a thread's [`Change`]s after a sequence number |
 //! | `GET /store/v1/feed?after` | every change after a feed position, as an endless NDJSON stream |
+//! | `GET /store/v1/position` | the last durable feed position |
 //! | `GET /store/v1/pending?limit` | held comments, oldest first |
 //! | `GET /store/v1/author?key` | how many approved comments an author has |
 //! | `GET`/`PUT /store/v1/suspension` | the durable manual suspension flag |
@@ -253,6 +254,7 @@ pub fn router(db: Arc<Db>, shutdown: Shutdown) -> Router {
         .route("/store/v1/comment/{id}", get(comment))
         .route("/store/v1/changes", get(changes))
         .route("/store/v1/feed", get(feed))
+        .route("/store/v1/position", get(position))
         .route("/store/v1/pending", get(pending))
         .route("/store/v1/author", get(author))
         .route("/store/v1/suspension", get(suspension).put(set_suspension))
@@ -364,6 +366,19 @@ async fn set_suspension(
     Json(sus): Json<Suspension>,
 ) -> Result<axum::Json<Suspension>, Problem> {
     Ok(axum::Json(s.db.set_suspension(sus).await?))
+}
+
+/// The last durable change-feed position.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Position {
+    /// The position.
+    pub position: FeedPos,
+}
+
+async fn position(State(s): State<AppState>) -> axum::Json<Position> {
+    axum::Json(Position {
+        position: *s.db.durable().borrow(),
+    })
 }
 
 /// How often an idle feed says it is alive.

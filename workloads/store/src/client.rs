@@ -27,6 +27,11 @@ impl StoreClient {
         }
     }
 
+    /// The store's base URL.
+    pub fn base(&self) -> &str {
+        self.inner.base()
+    }
+
     /// Applies a write; returns once it is durable.
     pub async fn write(&self, op: &WriteOp) -> Result<WriteResult, ClientError> {
         self.inner.post("/store/v1/write", op).await
@@ -83,6 +88,12 @@ impl StoreClient {
                 q(thread)
             ))
             .await
+    }
+
+    /// The last durable change-feed position.
+    pub async fn position(&self) -> Result<FeedPos, ClientError> {
+        let p: crate::api::Position = self.inner.get("/store/v1/position").await?;
+        Ok(p.position)
     }
 
     /// Held comments, oldest first.

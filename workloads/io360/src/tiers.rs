@@ -1,0 +1,57 @@
+//! The list of tiers: how each is configured and started.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use io360_common::serve::Shutdown;
+use tokio::net::TcpListener;
+
+/// Where a tier listens.
+#[derive(Debug, Clone, Args)]
+pub struct Listen {
+    /// Address to listen on.
+    #[arg(long, env = "IO360_ADDR")]
+    pub addr: Option<String>,
+}
+
+/// One tier and its configuration.
+#[derive(Debug, Subcommand)]
+pub enum Tier {
+    /// Durable comments on fjall (default address 127.0.0.1:8084).
+    Store {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_store::Config,
+    },
+    /// The public comment API (default address 127.0.0.1:8081).
+    Logic {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_logic::Config,
+    },
+}
+
+/// Binds `addr`, saying which tier wanted it when that fails.
+pub async fn bind(tier: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{tier}: cannot listen on {addr}"))
+}
+
+/// Runs one tier until SIGINT or SIGTERM.
+pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move { trigger.on_signals().await });
+    match tier {
+        Tier::Store { listen, config } => {
+            let l = bind("store", listen.addr.as_deref().unwrap_or("127.0.0.1:8084")).await?;
+            io360_store::serve(config, l, shutdown).await?;
+        }
+        Tier::Logic { listen, config } => {
+            let l = bind("logic", listen.addr.as_deref().unwrap_or("127.0.0.1:8081")).await?;
+            io360_logic::serve(config, l, shutdown).await?;
+        }
+    }
+    Ok(())
+}

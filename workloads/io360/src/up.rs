@@ -1,0 +1,139 @@
+//! `io360 up`: every tier in one process, on loopback, with the public face on `--addr`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use io360_common::serve::Shutdown;
+use tokio::task::JoinSet;
+
+use crate::tiers::bind;
+
+/// Flags of `io360 up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The public address: pages, /api, /v1, /embed.js, /admin.
+    #[arg(long, env = "IO360_ADDR", default_value = "127.0.0.1:8080")]
+    addr: String,
+
+    /// Where comments and the admin token are kept.
+    #[arg(long, env = "IO360_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// The site's static files (default: the demo site shipped with io360).
+    #[arg(long, env = "IO360_SITE_DIR")]
+    site: Option<PathBuf>,
+
+    #[command(flatten)]
+    logic: io360_logic::Config,
+}
+
+/// The admin token: from the environment, else the one saved in the data directory, else a new
+/// one saved there (so edit tokens keep working across restarts).
+fn admin_token(given: Option<String>, data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    if let Some(t) = given {
+        return Ok((t, false));
+    }
+    let path = data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if t.len() >= 16 {
+            return Ok((t, true));
+        }
+    }
+    let bytes: [u8; 24] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    write_private(&path, &token)
+        .with_context(|| format!("cannot save the admin token in {}", path.display()))?;
+    Ok((token, true))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(contents.as_bytes())
+}
+
+/// Runs every tier until SIGINT or SIGTERM, or until one of them fails.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let (token, from_file) = admin_token(args.logic.admin_token.clone(), &args.data_dir)?;
+    let _ = args.site;
+
+    let store_l = bind("store", "127.0.0.1:0").await?;
+    let store_url = format!("http://{}", store_l.local_addr()?);
+    let public = bind("public face", &args.addr).await?;
+    let public_addr = public.local_addr()?;
+
+    let mut logic = args.logic;
+    logic.store_url = store_url;
+    logic.admin_token = Some(token.clone());
+    logic.public_url = format!("http://{public_addr}");
+
+    let store = io360_store::Config {
+        data_dir: args.data_dir.join("store"),
+        group_commit_max: 512,
+    };
+
+    let (trigger, shutdown) = Shutdown::new();
+    let mut tiers: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let s = shutdown.clone();
+    tiers.spawn(async move {
+        (
+            "store",
+            io360_store::serve(store, store_l, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
+    let s = shutdown.clone();
+    tiers.spawn(async move {
+        (
+            "logic",
+            io360_logic::serve(logic, public, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
+
+    println!("io360 is up on http://{public_addr}/");
+    if from_file {
+        println!(
+            "admin token (kept in {}): {token}",
+            args.data_dir.join("admin-token").display()
+        );
+    }
+    println!("press Ctrl-C to stop");
+
+    let signals = trigger.on_signals();
+    tokio::pin!(signals);
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            _ = &mut signals => break,
+            done = tiers.join_next() => {
+                let Some(done) = done else { break };
+                let (name, result) = done.context("a tier task panicked")?;
+                if let Err(e) = result {
+                    // One tier down takes the process down cleanly: stop the others too.
+                    failure = Some(e.context(format!("the {name} tier stopped")));
+                    trigger.trigger();
+                    break;
+                }
+            }
+        }
+    }
+    while let Some(done) = tiers.join_next().await {
+        if let Ok((name, Err(e))) = done {
+            tracing::warn!(tier = name, error = %e, "tier stopped with an error during shutdown");
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,160 @@
+//! Starting tiers for tests: in-process on loopback, or as real `io360` processes.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use io360_common::serve::{Shutdown, ShutdownTrigger};
+use serde_json::Value;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+#[derive(Parser)]
+struct LogicArgs {
+    #[command(flatten)]
+    config: io360_logic::Config,
+}
+
+/// Logic configuration as `io360 serve logic` would parse these flags.
+pub fn logic_config(flags: &[&str]) -> io360_logic::Config {
+    let mut argv = vec!["logic"];
+    argv.extend_from_slice(flags);
+    LogicArgs::try_parse_from(argv).expect("logic flags").config
+}
+
+/// Store and logic in this process, on loopback ports; stops when dropped.
+pub struct Stack {
+    pub api: String,
+    pub store: String,
+    pub http: reqwest::Client,
+    trigger: ShutdownTrigger,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(flags: &[&str]) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let (trigger, shutdown) = Shutdown::new();
+        let store_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store = format!("http://{}", store_l.local_addr().unwrap());
+        let cfg = io360_store::Config {
+            data_dir: dir.path().join("store"),
+            group_commit_max: 256,
+        };
+        let s = shutdown.clone();
+        tokio::spawn(async move { io360_store::serve(cfg, store_l, s).await.unwrap() });
+        let mut all = vec!["--admin-token", ADMIN, "--store-url", &store];
+        all.extend_from_slice(flags);
+        let logic = logic_config(&all);
+        let logic_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!("http://{}", logic_l.local_addr().unwrap());
+        tokio::spawn(async move { io360_logic::serve(logic, logic_l, shutdown).await.unwrap() });
+        let http = reqwest::Client::new();
+        wait_ready(&http, &format!("{api}/readyz")).await;
+        Stack {
+            api,
+            store,
+            http,
+            trigger,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.api, path)
+    }
+
+    /// Posts a comment; returns (status, body).
+    pub async fn post(&self, thread: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .http
+            .post(self.url("/api/v1/comments"))
+            .query(&[("thread", thread)])
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        status_json(res).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        status_json(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn list(&self, thread: &str) -> Value {
+        let res = self
+            .http
+            .get(self.url("/api/v1/comments"))
+            .query(&[("thread", thread)])
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_json(res).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+pub async fn status_json(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+pub async fn wait_ready(http: &reqwest::Client, url: &str) {
+    for _ in 0..200 {
+        if let Ok(r) = http.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A real `io360 serve <tier>` process; killed when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_io360"));
+        cmd.args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc(cmd.spawn().expect("starting io360"))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,574 @@
+//! The public API under `/api/v1` (see DESIGN.md for the contract).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use io360_common::Problem;
+use io360_common::extract::{Json, Query};
+use io360_common::model::{Comment, Status, ThreadPage, validate_thread};
+use io360_store::api::{NewComment, WriteOp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::state::AppState;
+use crate::token::TokenError;
+use crate::{Moderation, SUSPENDED_RETRY, limits, render};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 256 * 1024;
+/// Longest author name, website, email and title, in bytes.
+const MAX_AUTHOR: usize = 100;
+const MAX_EMAIL: usize = 254;
+const MAX_WEBSITE: usize = 500;
+const MAX_TITLE: usize = 300;
+/// Longest idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+pub fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.allowed_origins);
+    Router::new()
+        .route("/api/v1/comments", get(list).post(create))
+        .route(
+            "/api/v1/comments/{id}",
+            axum::routing::patch(edit).delete(remove),
+        )
+        .route("/api/v1/comments/{id}/vote", post(vote))
+        .route("/api/v1/counts", post(counts))
+        .route("/api/v1/feed", get(crate::atom::feed))
+        .route("/api/v1/preview", post(preview))
+        .route("/api/v1/status", get(status))
+        .merge(crate::admin::router())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors)
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            http::HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no-such-route", "there is no such API route")
+}
+
+/// The client's address, as the rate limits and the store see it.
+pub struct Client(pub IpAddr);
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        Ok(Client(limits::client_ip(
+            &parts.headers,
+            peer,
+            state.config.trusted_proxy_header.as_deref(),
+        )))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    thread: String,
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadQuery {
+    pub thread: String,
+}
+
+pub fn check_thread(thread: &str) -> Result<(), Problem> {
+    validate_thread(thread).map_err(|rule| Problem::invalid("thread", rule))
+}
+
+/// Comments others may see: held ones are left out.
+fn visible(page: &ThreadPage, after: u64, limit: usize) -> ThreadPage {
+    let comments: Vec<Comment> = page
+        .comments
+        .iter()
+        .filter(|c| c.seq > after && c.status != Status::Pending)
+        .take(limit)
+        .cloned()
+        .collect();
+    ThreadPage {
+        thread: page.thread.clone(),
+        head: page.head,
+        closed: page.closed,
+        comments,
+    }
+}
+
+async fn list(
+    State(s): State<AppState>,
+    client: Client,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    s.reads.check(client.0)?;
+    check_thread(&q.thread)?;
+    let limit = match q.limit {
+        None => 1000,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
+    };
+    let page = s.cache.thread(&s.store, &q.thread).await?;
+    Ok(axum::Json(visible(&page, q.after, limit)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostBody {
+    text: String,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    website: Option<String>,
+    #[serde(default)]
+    parent: Option<u64>,
+    #[serde(default)]
+    title: Option<String>,
+    /// The honeypot: hidden from people, filled in by bots.
+    #[serde(default)]
+    homepage: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Posted {
+    comment: Comment,
+    edit_token: String,
+    editable_until: String,
+}
+
+fn refuse_when_suspended(s: &AppState) -> Result<(), Problem> {
+    let sus = s.suspension.get();
+    if sus.suspended {
+        let mut p = Problem::unavailable(
+            "comments-suspended",
+            "comments are paused for now; reading still works",
+            SUSPENDED_RETRY,
+        );
+        if let Some(m) = sus.message.or(sus.reason) {
+            p = p.with_detail(m);
+        }
+        return Err(p);
+    }
+    Ok(())
+}
+
+fn optional(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, Problem> {
+    let Some(v) = value else { return Ok(None) };
+    let v = v.trim().to_owned();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > max {
+        return Err(Problem::invalid(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(Some(v))
+}
+
+fn check_text(s: &AppState, text: &str) -> Result<(), Problem> {
+    if text.trim().is_empty() {
+        return Err(Problem::invalid("text", "must not be empty"));
+    }
+    let max = s.config.max_text_bytes;
+    if text.len() > max {
+        return Err(Problem::invalid(
+            "text",
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    let links = render::count_links(text);
+    if links > s.config.max_links {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-many-links",
+            format!(
+                "`text` has {links} links; at most {} are allowed",
+                s.config.max_links
+            ),
+        )
+        .with_field("text"));
+    }
+    let lower = text.to_lowercase();
+    if let Some(w) = s.banned.iter().find(|w| lower.contains(w.as_str())) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "banned-word",
+            format!("`text` contains a word this site does not accept (`{w}`)"),
+        )
+        .with_field("text"));
+    }
+    Ok(())
+}
+
+fn check_website(website: &Option<String>) -> Result<(), Problem> {
+    if let Some(w) = website
+        && !(w.starts_with("http://") || w.starts_with("https://"))
+    {
+        return Err(Problem::invalid(
+            "website",
+            "must start with http:// or https://",
+        ));
+    }
+    Ok(())
+}
+
+fn check_email(email: &Option<String>) -> Result<(), Problem> {
+    if let Some(e) = email {
+        let mut parts = e.split('@');
+        let (Some(user), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Problem::invalid(
+                "email",
+                "must be an address like name@example.org",
+            ));
+        };
+        if user.is_empty() || !domain.contains('.') || e.contains(char::is_whitespace) {
+            return Err(Problem::invalid(
+                "email",
+                "must be an address like name@example.org",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn created_unix(c: &Comment) -> i64 {
+    time::OffsetDateTime::parse(&c.created, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(0)
+}
+
+async fn create(
+    State(s): State<AppState>,
+    client: Client,
+    Query(q): Query<ThreadQuery>,
+    headers: HeaderMap,
+    Json(body): Json<PostBody>,
+) -> Result<Response, Problem> {
+    check_thread(&q.thread)?;
+    refuse_when_suspended(&s)?;
+    s.writes.check(client.0)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    Problem::invalid(
+                        "Idempotency-Key",
+                        "must be 1 to 200 visible ASCII characters",
+                    )
+                })?;
+            Some(v.to_owned())
+        }
+    };
+    if body.homepage.as_deref().is_some_and(|h| !h.is_empty()) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "spam-rejected",
+            "this comment looks automated and was not accepted",
+        )
+        .with_field("homepage"));
+    }
+    check_text(&s, &body.text)?;
+    let author = optional("author", body.author, MAX_AUTHOR)?;
+    let email = optional("email", body.email, MAX_EMAIL)?;
+    let website = optional("website", body.website, MAX_WEBSITE)?;
+    optional("title", body.title, MAX_TITLE)?;
+    check_website(&website)?;
+    check_email(&email)?;
+    let digest: [u8; 32] = Sha256::digest(body.text.trim().as_bytes()).into();
+    let dup_key = (client.0, q.thread.clone(), digest);
+    if idempotency_key.is_none() && s.recent.contains_key(&dup_key) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "duplicate",
+            "you have just posted the same text on this thread",
+        )
+        .with_field("text"));
+    }
+    let author_key = match (&email, &author) {
+        (Some(e), _) => Some(s.keys.derive("author-email", &e.to_lowercase())),
+        (None, Some(a)) => Some(s.keys.derive(
+            "author-name",
+            &format!("{a}@{}", limits::truncate(client.0)),
+        )),
+        (None, None) => None,
+    };
+    let status = match s.config.moderation {
+        Moderation::Off => Status::Approved,
+        Moderation::All => Status::Pending,
+        Moderation::FirstTime => match &author_key {
+            Some(k) if s.store.author_approved(k).await? > 0 => Status::Approved,
+            _ => Status::Pending,
+        },
+    };
+    let html = render::render(&body.text);
+    let op = WriteOp::Append {
+        thread: q.thread.clone(),
+        comment: NewComment {
+            parent: body.parent,
+            author,
+            email,
+            website,
+            text: body.text,
+            html,
+            status,
+            remote: Some(limits::truncate(client.0)),
+            author_key,
+        },
+        idempotency_key,
+    };
+    let result = s.store.write(&op).await?;
+    s.cache.changed(&q.thread, result.change.seq);
+    s.recent.insert(dup_key, ());
+    let comment = result
+        .change
+        .comment
+        .ok_or_else(|| Problem::internal("store answered an append without its comment"))?;
+    let expires = created_unix(&comment) + s.config.edit_window as i64;
+    let body = Posted {
+        edit_token: s.keys.edit_token(comment.id, expires),
+        editable_until: rfc3339(expires),
+        comment,
+    };
+    let mut res = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if result.replayed {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(res)
+}
+
+fn comment_id(raw: &str) -> Result<u64, Problem> {
+    raw.parse()
+        .map_err(|_| Problem::invalid("id", "must be a comment id (a positive integer)"))
+}
+
+/// Checks the edit token in `Authorization` for comment `id`.
+fn authorize_edit(s: &AppState, headers: &HeaderMap, id: u64) -> Result<(), Problem> {
+    let token = bearer(headers).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "edit-token-missing",
+            "send the comment's edit token as `Authorization: Bearer <editToken>`",
+        )
+        .with_field("Authorization")
+    })?;
+    s.keys.verify_edit(token, id, now_unix()).map_err(|e| {
+        match e {
+            TokenError::Invalid => {
+                Problem::new(StatusCode::FORBIDDEN, "edit-token-invalid", e.to_string())
+            }
+            TokenError::Expired => {
+                Problem::new(StatusCode::FORBIDDEN, "edit-window-closed", e.to_string())
+            }
+        }
+        .with_field("Authorization")
+    })
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct One {
+    pub comment: Comment,
+}
+
+async fn edit(
+    State(s): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<EditBody>,
+) -> Result<axum::Json<One>, Problem> {
+    let id = comment_id(&id)?;
+    authorize_edit(&s, &headers, id)?;
+    refuse_when_suspended(&s)?;
+    s.writes.check(client.0)?;
+    check_text(&s, &body.text)?;
+    let html = render::render(&body.text);
+    let r = s
+        .store
+        .write(&WriteOp::Edit {
+            id,
+            text: body.text,
+            html,
+        })
+        .await?;
+    one(&s, r)
+}
+
+fn one(s: &AppState, r: io360_store::api::WriteResult) -> Result<axum::Json<One>, Problem> {
+    s.cache.changed(&r.change.thread, r.change.seq);
+    let comment = r
+        .change
+        .comment
+        .ok_or_else(|| Problem::internal("store answered a comment change without its comment"))?;
+    Ok(axum::Json(One { comment }))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<One>, Problem> {
+    let id = comment_id(&id)?;
+    authorize_edit(&s, &headers, id)?;
+    refuse_when_suspended(&s)?;
+    s.writes.check(client.0)?;
+    let r = s.store.write(&WriteOp::Delete { id }).await?;
+    one(&s, r)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    value: i8,
+}
+
+async fn vote(
+    State(s): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    Json(body): Json<VoteBody>,
+) -> Result<axum::Json<One>, Problem> {
+    let id = comment_id(&id)?;
+    if body.value != 1 && body.value != -1 {
+        return Err(Problem::invalid("value", "must be 1 or -1"));
+    }
+    refuse_when_suspended(&s)?;
+    s.writes.check(client.0)?;
+    let voter = s.keys.derive("voter", &client.0.to_string());
+    let r = s
+        .store
+        .write(&WriteOp::Vote {
+            id,
+            voter,
+            value: body.value,
+        })
+        .await?;
+    one(&s, r)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsBody {
+    threads: Vec<String>,
+}
+
+async fn counts(
+    State(s): State<AppState>,
+    client: Client,
+    Json(body): Json<CountsBody>,
+) -> Result<Response, Problem> {
+    s.reads.check(client.0)?;
+    if body.threads.len() > 1000 {
+        return Err(Problem::invalid(
+            "threads",
+            "must list at most 1000 threads",
+        ));
+    }
+    for (i, t) in body.threads.iter().enumerate() {
+        validate_thread(t).map_err(|rule| Problem::invalid(&format!("threads[{i}]"), rule))?;
+    }
+    Ok(axum::Json(s.store.counts(body.threads).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreviewBody {
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Preview {
+    html: String,
+}
+
+async fn preview(
+    State(s): State<AppState>,
+    client: Client,
+    Json(body): Json<PreviewBody>,
+) -> Result<axum::Json<Preview>, Problem> {
+    s.reads.check(client.0)?;
+    check_text(&s, &body.text)?;
+    Ok(axum::Json(Preview {
+        html: render::render(&body.text),
+    }))
+}
+
+async fn status(State(s): State<AppState>) -> axum::Json<crate::SuspensionState> {
+    axum::Json(s.suspension.get())
+}
