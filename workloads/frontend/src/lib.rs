@@ -1,0 +1,376 @@
+//! io360's frontend tier: the site's pages, always up, with their comments inside.
+//!
+//! The frontend serves a directory of static files from memory (every representation
+//! prepared in advance, reloaded when the directory changes), splices a read-only snapshot of
+//! each page's comments into the page, serves the embed widget (`/embed.js`, `/embed.css`),
+//! and, where it is the only public face (`io360 up`), forwards `/api` to logic and `/v1` to
+//! longpoll. Nothing a dynamic tier does can slow or fail a page: snapshots refresh in the
+//! background, stale snapshots are served when logic is down, and under load the dynamic
+//! routes are refused first.
+//!
+//! The public surface is [`Config`], [`serve`] and [`Error`].
+
+mod assets;
+mod marker;
+mod page;
+mod proxy;
+mod respond;
+mod shed;
+mod site;
+mod snapshot;
+mod suspension;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::{HeaderValue, Method, StatusCode, header};
+use io360_common::Problem;
+use io360_common::client::TierClient;
+use io360_common::serve::Shutdown;
+use io360_common::telemetry::Telemetry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+
+use crate::site::{Entry, Lookup, PathRefused, Site};
+use crate::snapshot::{SnapshotMetrics, Snapshots};
+use crate::suspension::Suspension;
+
+pub use crate::site::LoadError;
+pub use crate::suspension::SuspensionState;
+
+/// Configuration of the frontend tier.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// The site's static files. Unset: the demo site built into io360.
+    #[arg(long = "site-dir", env = "IO360_SITE_DIR")]
+    pub site_dir: Option<PathBuf>,
+
+    /// Base URL of logic: comment snapshots, suspension status, and where `/api` and `/admin`
+    /// are forwarded. Unset: pages are served without snapshots and `/api` answers 503.
+    #[arg(long, env = "IO360_LOGIC_URL")]
+    pub logic_url: Option<String>,
+
+    /// Base URL of longpoll, where `/v1` is forwarded. Unset: `/v1` answers 503 (on
+    /// Kubernetes an Ingress routes `/v1` to longpoll directly).
+    #[arg(long, env = "IO360_LONGPOLL_URL")]
+    pub longpoll_url: Option<String>,
+
+    /// How old a snapshot may get before a page request triggers a background refresh.
+    #[arg(long, env = "IO360_SNAPSHOT_REFRESH_MS", default_value_t = 1000)]
+    pub snapshot_refresh_ms: u64,
+
+    /// Longest wait for logic when refreshing one snapshot.
+    #[arg(long, env = "IO360_SNAPSHOT_TIMEOUT_MS", default_value_t = 2000)]
+    pub snapshot_timeout_ms: u64,
+
+    /// How often logic's suspension status is read.
+    #[arg(long, env = "IO360_STATUS_INTERVAL_MS", default_value_t = 3000)]
+    pub status_interval_ms: u64,
+
+    /// Most static requests in flight before static requests get 503. Dynamic requests get
+    /// 503 from half of this.
+    #[arg(long, env = "IO360_MAX_STATIC_IN_FLIGHT", default_value_t = 8192)]
+    pub max_static_in_flight: usize,
+
+    /// Most `/api`, `/v1` and `/admin` requests in flight (held long polls count).
+    #[arg(long, env = "IO360_MAX_DYNAMIC_IN_FLIGHT", default_value_t = 32768)]
+    pub max_dynamic_in_flight: usize,
+
+    /// `Cache-Control: max-age` for files other than pages, in seconds.
+    #[arg(long, env = "IO360_ASSET_MAX_AGE", default_value_t = 3600)]
+    pub asset_max_age: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            site_dir: None,
+            logic_url: None,
+            longpoll_url: None,
+            snapshot_refresh_ms: 1000,
+            snapshot_timeout_ms: 2000,
+            status_interval_ms: 3000,
+            max_static_in_flight: 8192,
+            max_dynamic_in_flight: 32768,
+            asset_max_age: 3600,
+        }
+    }
+}
+
+/// Why the frontend could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is not usable.
+    #[error("invalid frontend configuration: {0}")]
+    Config(String),
+    /// The site directory could not be loaded.
+    #[error(transparent)]
+    Site(#[from] LoadError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Where the site comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Dir(PathBuf),
+    Demo,
+}
+
+/// The running tier's state.
+pub(crate) struct Frontend {
+    source: Source,
+    site: ArcSwap<Site>,
+    snapshots: Arc<Snapshots>,
+    suspension: Arc<Suspension>,
+    widget: assets::Widget,
+    not_found: site::Asset,
+    api: proxy::Upstream,
+    live: proxy::Upstream,
+    asset_max_age: u64,
+    site_hit: Counter,
+    site_miss: Counter,
+    site_files: Gauge,
+    reloads: Counter,
+}
+
+impl Frontend {
+    /// Reads the site and swaps it in; warms the snapshots of its pages in the background.
+    async fn load(self: &Arc<Self>) -> Result<usize, LoadError> {
+        let this = self.clone();
+        let site = tokio::task::spawn_blocking(move || {
+            let raw = match &this.source {
+                Source::Dir(d) => site::read_dir(d)?,
+                Source::Demo => assets::demo_files(),
+            };
+            Ok::<_, LoadError>(Site::build(raw, &this.snapshots, this.asset_max_age))
+        })
+        .await
+        .map_err(|e| LoadError::Read {
+            path: PathBuf::from("."),
+            source: std::io::Error::other(e),
+        })??;
+        let n = site.len;
+        let slots: Vec<_> = site.pages().map(|p| p.slot.clone()).collect();
+        self.site.store(Arc::new(site));
+        self.site_files.set(n as i64);
+        self.reloads.inc();
+        let snapshots = self.snapshots.clone();
+        tokio::spawn(async move { snapshots.warm(slots).await });
+        Ok(n)
+    }
+
+    fn entry_response(&self, req: &Request, entry: &Entry, status: StatusCode) -> Response {
+        let head = req.method() == Method::HEAD;
+        match entry {
+            Entry::Asset(a) => {
+                respond::representation(req.headers(), head, status, &a.meta, &a.encoded)
+            }
+            Entry::Page(p) => {
+                self.snapshots.touch(&p.slot);
+                let snap = &self.snapshots.metrics;
+                if p.slot.current.load().is_none() {
+                    snap.served_absent.inc();
+                } else if p.slot.is_stale() {
+                    snap.served_stale.inc();
+                } else {
+                    snap.served_fresh.inc();
+                }
+                let page = p.current(&self.suspension);
+                respond::representation(req.headers(), head, status, &page.meta, &page.encoded)
+            }
+        }
+    }
+}
+
+async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Response {
+    let path = match site::clean_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(PathRefused::Escapes) => {
+            front.site_miss.inc();
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "path-refused",
+                "the path leaves the site (`..`, a backslash or a NUL byte)",
+            )
+            .with_field("path")
+            .into_response();
+        }
+        Err(PathRefused::Hidden) => {
+            front.site_miss.inc();
+            return not_found(&front, &req, None);
+        }
+    };
+    let site = front.site.load();
+    match site.lookup(&path) {
+        Lookup::Found(entry) => {
+            front.site_hit.inc();
+            front.entry_response(&req, &entry, StatusCode::OK)
+        }
+        Lookup::Redirect => {
+            let mut location = format!("{}/", req.uri().path());
+            if let Some(q) = req.uri().query() {
+                location.push('?');
+                location.push_str(q);
+            }
+            let mut res = StatusCode::PERMANENT_REDIRECT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res
+        }
+        Lookup::NotFound(page) => {
+            front.site_miss.inc();
+            not_found(&front, &req, page)
+        }
+    }
+}
+
+fn not_found(front: &Frontend, req: &Request, page: Option<Arc<Entry>>) -> Response {
+    match page {
+        Some(e) => front.entry_response(req, &e, StatusCode::NOT_FOUND),
+        None => respond::representation(
+            req.headers(),
+            req.method() == Method::HEAD,
+            StatusCode::NOT_FOUND,
+            &front.not_found.meta,
+            &front.not_found.encoded,
+        ),
+    }
+}
+
+async fn embed_js(State(front): State<Arc<Frontend>>, req: Request) -> Response {
+    front.widget.script(&req)
+}
+
+async fn embed_css(State(front): State<Arc<Frontend>>, req: Request) -> Response {
+    front.widget.style(&req)
+}
+
+async fn to_logic(State(front): State<Arc<Frontend>>, req: Request) -> Response {
+    front.api.forward(req).await
+}
+
+async fn to_longpoll(State(front): State<Arc<Frontend>>, req: Request) -> Response {
+    front.live.forward(req).await
+}
+
+fn check_url(name: &str, url: &Option<String>) -> Result<(), Error> {
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(Error::Config(
+            format!("{name} must be an http:// or https:// URL, not `{u}`"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Loads the site and serves it on `listener` until `shutdown`.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    check_url("IO360_LOGIC_URL", &config.logic_url)?;
+    check_url("IO360_LONGPOLL_URL", &config.longpoll_url)?;
+    let telemetry = Telemetry::new("frontend");
+    let logic = config
+        .logic_url
+        .as_deref()
+        .map(|u| TierClient::new("logic", u));
+    let snapshots = Arc::new(Snapshots::new(
+        logic.clone(),
+        Duration::from_millis(config.snapshot_refresh_ms.max(50)),
+        Duration::from_millis(config.snapshot_timeout_ms.max(50)),
+        SnapshotMetrics::new(&telemetry),
+    ));
+    let site_requests: Family<ResultLabel, Counter> = Family::default();
+    telemetry.register(
+        "frontend_site_requests",
+        "Requests for site files, by result (hit: served from memory; miss: not in the site)",
+        site_requests.clone(),
+    );
+    let site_files: Gauge = Gauge::default();
+    telemetry.register(
+        "frontend_site_files",
+        "Files of the site held in memory",
+        site_files.clone(),
+    );
+    let reloads: Counter = Counter::default();
+    telemetry.register(
+        "frontend_site_loads",
+        "Times the site was (re)loaded",
+        reloads.clone(),
+    );
+    let source = match &config.site_dir {
+        Some(d) => Source::Dir(d.clone()),
+        None => Source::Demo,
+    };
+    let front = Arc::new(Frontend {
+        source: source.clone(),
+        site: ArcSwap::from_pointee(Site::empty()),
+        snapshots,
+        suspension: Arc::new(Suspension::new()),
+        widget: assets::Widget::new(),
+        not_found: assets::not_found_page(),
+        api: proxy::Upstream::new(
+            "logic",
+            config.logic_url.as_deref(),
+            Some(Duration::from_secs(30)),
+        ),
+        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None),
+        asset_max_age: config.asset_max_age,
+        site_hit: site_requests
+            .get_or_create(&ResultLabel { result: "hit" })
+            .clone(),
+        site_miss: site_requests
+            .get_or_create(&ResultLabel { result: "miss" })
+            .clone(),
+        site_files,
+        reloads,
+    });
+    let n = front.load().await?;
+    tracing::info!(files = n, site = ?source, "site loaded");
+    if let Source::Dir(dir) = source {
+        tokio::spawn(watch::follow(front.clone(), dir, shutdown.clone()));
+    }
+    if let Some(logic) = logic {
+        tokio::spawn(front.suspension.clone().follow_logic(
+            logic,
+            Duration::from_millis(config.status_interval_ms.max(100)),
+            shutdown.clone(),
+        ));
+    }
+    let admission = Arc::new(shed::Admission::new(
+        config.max_static_in_flight,
+        config.max_dynamic_in_flight,
+        &telemetry,
+    ));
+    let router = Router::new()
+        .route("/embed.js", get(embed_js))
+        .route("/embed.css", get(embed_css))
+        .route("/api", any(to_logic))
+        .route("/api/{*rest}", any(to_logic))
+        .route("/admin", any(to_logic))
+        .route("/admin/{*rest}", any(to_logic))
+        .route("/v1/{*rest}", any(to_longpoll))
+        .route("/", get(static_file))
+        .route("/{*path}", get(static_file))
+        .with_state(front)
+        .layer(middleware::from_fn_with_state(admission, shed::protect));
+    let router = telemetry.instrument(router);
+    telemetry.ready.set(true);
+    io360_common::serve::serve("frontend", listener, router, shutdown).await?;
+    Ok(())
+}
