@@ -25,29 +25,10 @@ use serde::{Deserialize, Serialize};
     status = "CommentClusterStatus",
     derive = "PartialEq",
     doc = "An io360 comment system: every tier deployed and scaled on its own, with live comments that can be suspended by hand or automatically under overload.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
-        description = "Whether every tier has its desired replicas ready"
-    ),
-    printcolumn(
-        name = "Comments",
-        type_ = "string",
-        json_path = ".status.comments",
-        description = "Live or Suspended"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.suspension.reason",
-        description = "Why comments are suspended: Manual or Overload"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Whether every tier has its desired replicas ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Comments","type":"string","description":"Live or Suspended","jsonPath":".status.comments"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why comments are suspended: Manual or Overload","jsonPath":".status.suspension.reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CommentClusterSpec {

@@ -8,6 +8,9 @@
 pub mod crd;
 pub mod degrade;
 pub mod desired;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
 pub mod validate;
 
 use kube::CustomResourceExt;

@@ -1,5 +1,8 @@
 //! The io360 operator binary: `crd` prints the CustomResourceDefinition, `run` runs the
-//! controller.
+//! controller (with leader election, `/metrics` and `/healthz`, JSON logs and graceful
+//! shutdown on SIGTERM or Ctrl-C).
+
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -18,11 +21,19 @@ struct Cli {
 enum Command {
     /// Print the CommentCluster CustomResourceDefinition as YAML.
     Crd,
+    /// Run the controller against the cluster of the ambient config (in-cluster or KUBECONFIG).
+    Run(run::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", io360_operator::crd_yaml()),
+        Command::Crd => {
+            print!("{}", io360_operator::crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run::run(args)),
     }
-    Ok(())
 }

@@ -1,0 +1,732 @@
+//! The part that talks to the API server: one pass of validate → decide suspension → build →
+//! server-side apply → prune → scale longpoll → status, plus the error policy.
+//!
+//! Status is a function of what was observed, with transition times kept when a condition's
+//! status does not change, and it is only written when it differs from what is stored, so a
+//! reconcile does not trigger the next one.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::crd::{CommentCluster, CommentClusterStatus, SuspensionStatus, TierStatus};
+use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason, Thresholds};
+use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
+use crate::metrics::Metrics;
+use crate::validate::{InvalidSpec, validate};
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "io360-operator";
+
+/// What went wrong in a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What the operator was doing.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The resource lacks a name, namespace or uid (it did not come from the API server).
+    #[error("CommentCluster has no {0}")]
+    MissingMetadata(&'static str),
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on CommentClusters.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// How often automatic degrade re-reads the frontend autoscaler.
+    pub degrade_interval: Duration,
+    state: Mutex<HashMap<String, ClusterMemory>>,
+}
+
+/// What the operator remembers between passes about one cluster (by uid). Losing it (a
+/// restart, a new leader) is safe: degrade timers restart and the overload state itself is
+/// read back from status.
+#[derive(Default)]
+struct ClusterMemory {
+    degrade: Option<DegradeState>,
+    children: HashMap<String, String>,
+    failures: u32,
+    suspended: bool,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        degrade_interval: Duration,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            degrade_interval,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_memory<R>(&self, uid: &str, f: impl FnOnce(&mut ClusterMemory) -> R) -> R {
+        let mut map = self.state.lock().expect("cluster memory lock poisoned");
+        f(map.entry(uid.to_string()).or_default())
+    }
+
+    fn update_suspended_gauge(&self) {
+        let map = self.state.lock().expect("cluster memory lock poisoned");
+        let n = map.values().filter(|m| m.suspended).count();
+        self.metrics.suspended_clusters.set(n as i64);
+    }
+
+    async fn event(&self, cc: &CommentCluster, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &cc.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// Reconciles one CommentCluster; the controller calls it on every change of the resource or
+/// its children, and periodically.
+pub async fn reconcile(cc: Arc<CommentCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let start = Instant::now();
+    let uid = cc.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let result = reconcile_inner(&cc, &ctx, &uid).await;
+    ctx.metrics.observe(start.elapsed(), result.is_ok());
+    match result {
+        Ok(action) => {
+            ctx.with_memory(&uid, |m| m.failures = 0);
+            Ok(action)
+        }
+        Err(e) => {
+            warn!(cluster = %cc.name_any(), namespace = ?cc.namespace(), error = %e, "reconcile failed");
+            ctx.event(&cc, EventType::Warning, "ReconcileFailed", e.to_string())
+                .await;
+            // Best effort: make the failure visible in status too.
+            let mut status = cc.status.clone().unwrap_or_default();
+            let now = Timestamp::now();
+            set_condition(
+                &mut status.conditions,
+                cc.metadata.generation,
+                &now,
+                "Ready",
+                false,
+                "ReconcileFailed",
+                &e.to_string(),
+            );
+            if Some(&status) != cc.status.as_ref()
+                && let Err(e2) = write_status(&ctx.client, &cc, &status).await
+            {
+                warn!(error = %e2, "could not write failure status");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Backs off exponentially per cluster (1 s doubling up to 5 min) after a failed reconcile.
+pub fn error_policy(cc: Arc<CommentCluster>, _err: &Error, ctx: Arc<Context>) -> Action {
+    let uid = cc.uid().unwrap_or_default();
+    let failures = ctx.with_memory(&uid, |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    let secs = 2u64
+        .saturating_pow(failures.saturating_sub(1).min(9))
+        .min(300);
+    Action::requeue(Duration::from_secs(secs))
+}
+
+async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Result<Action, Error> {
+    if cc.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove every child.
+        ctx.state
+            .lock()
+            .expect("cluster memory lock poisoned")
+            .remove(uid);
+        ctx.update_suspended_gauge();
+        return Ok(Action::await_change());
+    }
+    let ns = cc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = cc.name_any();
+    let now = Timestamp::now();
+    let old_status = cc.status.clone().unwrap_or_default();
+
+    if let Err(invalid) = validate(cc) {
+        return invalid_spec(cc, ctx, &old_status, &now, invalid).await;
+    }
+
+    // Decide the suspension.
+    let overload = evaluate_degrade(cc, ctx, uid, &ns, &name, &old_status, now).await?;
+    let decision = degrade::decide(cc.spec.comments_suspended, &overload);
+    let suspension = decision.map(|reason| {
+        let since = old_status
+            .suspension
+            .as_ref()
+            .filter(|s| s.reason == reason.as_str())
+            .map(|s| s.since.clone())
+            .unwrap_or_else(|| now.to_string());
+        Suspension { reason, since }
+    });
+    let was = old_status.suspension.as_ref().map(|s| s.reason.clone());
+    let live_since = match (&suspension, &was) {
+        (None, Some(_)) => Some(now.to_string()),
+        _ => old_status.resumed_at.clone(),
+    };
+    let inputs = Inputs {
+        suspension: suspension.clone(),
+        live_since: live_since.clone(),
+    };
+
+    // Build and apply.
+    let wanted = desired::build(cc, &inputs);
+    let applied = apply_all(ctx, &ns, &wanted).await?;
+    let restored = ctx.with_memory(uid, |m| {
+        let first = m.children.is_empty();
+        let mut restored = Vec::new();
+        for (key, obj) in &applied {
+            let new_uid = obj.uid().unwrap_or_default();
+            if let Some(old) = m.children.insert(key.clone(), new_uid.clone())
+                && old != new_uid
+                && !first
+            {
+                restored.push(key.clone());
+            }
+        }
+        restored
+    });
+    for key in restored {
+        info!(cluster = %name, child = %key, "recreated a child that was deleted");
+        ctx.event(
+            cc,
+            EventType::Normal,
+            "ChildRestored",
+            format!("recreated {key}, which had been deleted"),
+        )
+        .await;
+    }
+    let pruned = prune(ctx, &ns, &name, uid, &wanted).await?;
+    for key in &pruned {
+        ctx.with_memory(uid, |m| m.children.remove(key));
+        ctx.event(
+            cc,
+            EventType::Normal,
+            "ChildDeleted",
+            format!("deleted {key}, no longer wanted by the spec"),
+        )
+        .await;
+    }
+
+    // longpoll under an autoscaler is scaled through its scale subresource: to zero while
+    // suspended (an HPA leaves a target at zero alone), back when live.
+    let mut longpoll_before = old_status.longpoll_replicas_before_suspension;
+    let mut replicas_now: BTreeMap<String, (i32, i32)> = BTreeMap::new();
+    for (key, obj) in &applied {
+        if let Some(tier) = tier_of(key, &name) {
+            let desired = obj.data["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
+            let ready = obj.data["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32;
+            replicas_now.insert(tier.to_string(), (desired, ready));
+        }
+    }
+    if let Some(auto) = &cc.spec.longpoll.autoscaling {
+        let lp = Tier::Longpoll.as_str().to_string();
+        let (current, ready) = replicas_now.get(&lp).copied().unwrap_or((1, 0));
+        let target = if suspension.is_some() {
+            if current > 0 {
+                longpoll_before = Some(current);
+            }
+            0
+        } else if current == 0 {
+            let t = longpoll_before
+                .unwrap_or(auto.min_replicas)
+                .clamp(auto.min_replicas, auto.max_replicas);
+            longpoll_before = None;
+            t
+        } else {
+            longpoll_before = None;
+            current
+        };
+        if target != current {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.patch_scale(
+                &names::tier(&name, Tier::Longpoll),
+                &pp,
+                &Patch::Merge(json!({"spec": {"replicas": target}})),
+            )
+            .await
+            .map_err(kube_err("scale longpoll"))?;
+            replicas_now.insert(lp, (target, ready.min(target)));
+        }
+    } else {
+        longpoll_before = None;
+    }
+
+    // Status.
+    let status = compute_status(
+        cc,
+        &old_status,
+        &now,
+        &replicas_now,
+        suspension.as_ref(),
+        live_since,
+        longpoll_before,
+    );
+    if status != old_status {
+        write_status(&ctx.client, cc, &status).await?;
+    }
+
+    // Events for what changed.
+    let is_suspended = suspension.is_some();
+    ctx.with_memory(uid, |m| m.suspended = is_suspended);
+    ctx.update_suspended_gauge();
+    match (&was, &suspension) {
+        (None, Some(s)) => {
+            info!(cluster = %name, reason = s.reason.as_str(), "comments suspended");
+            ctx.event(
+                cc,
+                EventType::Normal,
+                "CommentsSuspended",
+                format!(
+                    "comments suspended ({}): longpoll scaled to zero; {}",
+                    s.reason.as_str(),
+                    s.reason.message()
+                ),
+            )
+            .await;
+        }
+        (Some(_), None) => {
+            info!(cluster = %name, "comments resumed");
+            ctx.event(
+                cc,
+                EventType::Normal,
+                "CommentsResumed",
+                "comments are live again; longpoll scaled back".into(),
+            )
+            .await;
+        }
+        (Some(old), Some(s)) if old != s.reason.as_str() => {
+            ctx.event(
+                cc,
+                EventType::Normal,
+                "CommentsSuspended",
+                format!(
+                    "comments still suspended, now for reason {}",
+                    s.reason.as_str()
+                ),
+            )
+            .await;
+        }
+        _ => {}
+    }
+    if old_status.observed_generation != cc.metadata.generation {
+        ctx.event(
+            cc,
+            EventType::Normal,
+            "Applied",
+            format!(
+                "applied {} objects for generation {}",
+                wanted.len(),
+                cc.metadata.generation.unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+
+    Ok(if cc.spec.auto_degrade.enabled {
+        Action::requeue(ctx.degrade_interval)
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    })
+}
+
+fn tier_of<'a>(key: &str, cc: &str) -> Option<&'a str> {
+    let (kind, name) = key.split_once('/')?;
+    if kind != "Deployment" && kind != "StatefulSet" {
+        return None;
+    }
+    Tier::ALL
+        .iter()
+        .find(|t| name == names::tier(cc, **t))
+        .map(|t| t.as_str())
+}
+
+async fn invalid_spec(
+    cc: &CommentCluster,
+    ctx: &Context,
+    old: &CommentClusterStatus,
+    now: &Timestamp,
+    invalid: InvalidSpec,
+) -> Result<Action, Error> {
+    let mut status = old.clone();
+    status.observed_generation = cc.metadata.generation;
+    let msg = invalid.to_string();
+    set_condition(
+        &mut status.conditions,
+        cc.metadata.generation,
+        now,
+        "Ready",
+        false,
+        "InvalidSpec",
+        &msg,
+    );
+    set_condition(
+        &mut status.conditions,
+        cc.metadata.generation,
+        now,
+        "Progressing",
+        false,
+        "InvalidSpec",
+        &msg,
+    );
+    if &status != old {
+        warn!(cluster = %cc.name_any(), error = %msg, "invalid spec");
+        ctx.event(cc, EventType::Warning, "InvalidSpec", msg).await;
+        write_status(&ctx.client, cc, &status).await?;
+    }
+    // Only a change of the spec can fix it.
+    Ok(Action::await_change())
+}
+
+/// Reads the frontend autoscaler and advances the degrade machine; returns its new state.
+async fn evaluate_degrade(
+    cc: &CommentCluster,
+    ctx: &Context,
+    uid: &str,
+    ns: &str,
+    name: &str,
+    old: &CommentClusterStatus,
+    now: Timestamp,
+) -> Result<DegradeState, Error> {
+    let ad = &cc.spec.auto_degrade;
+    if !ad.enabled {
+        ctx.with_memory(uid, |m| m.degrade = None);
+        return Ok(DegradeState::default());
+    }
+    // After a restart, an overload suspension is read back from status.
+    let remembered = ctx.with_memory(uid, |m| m.degrade);
+    let state = remembered.unwrap_or_else(|| match &old.suspension {
+        Some(s) if s.reason == SuspensionReason::Overload.as_str() => DegradeState::Overloaded {
+            since: s.since.parse().unwrap_or(now),
+            under_since: None,
+        },
+        _ => DegradeState::default(),
+    });
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
+    let hpa = api
+        .get_opt(&names::tier(name, Tier::Frontend))
+        .await
+        .map_err(kube_err("read the frontend autoscaler"))?;
+    let reading = hpa.as_ref().and_then(hpa_reading);
+    let thresholds = Thresholds {
+        overload: ad.utilization_threshold,
+        hold: Duration::from_secs(ad.hold_seconds.max(0) as u64),
+        recovery: ad.recovery_threshold,
+        cooldown: Duration::from_secs(ad.cooldown_seconds.max(0) as u64),
+    };
+    let next = degrade::step(state, now, reading, &thresholds);
+    ctx.with_memory(uid, |m| m.degrade = Some(next));
+    Ok(next)
+}
+
+/// The degrade machine's view of an autoscaler: replicas against the maximum, and the CPU
+/// utilization it reports.
+pub fn hpa_reading(hpa: &HorizontalPodAutoscaler) -> Option<HpaReading> {
+    let spec = hpa.spec.as_ref()?;
+    let status = hpa.status.as_ref()?;
+    let utilization = status.current_metrics.iter().flatten().find_map(|m| {
+        m.resource
+            .as_ref()
+            .filter(|r| r.name == "cpu")
+            .and_then(|r| r.current.average_utilization)
+    });
+    Some(HpaReading {
+        current_replicas: status.current_replicas.unwrap_or(0),
+        max_replicas: spec.max_replicas,
+        utilization,
+    })
+}
+
+async fn apply_all(
+    ctx: &Context,
+    ns: &str,
+    wanted: &[DesiredObject],
+) -> Result<Vec<(String, DynamicObject)>, Error> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let apply = |d: &DesiredObject| {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &d.resource);
+        let pp = pp.clone();
+        let key = d.key();
+        let name = d.object.name_any();
+        let obj = d.object.clone();
+        async move {
+            let applied = api
+                .patch(&name, &pp, &Patch::Apply(&obj))
+                .await
+                .map_err(kube_err(format!("apply {key}")))?;
+            Ok::<_, Error>((key, applied))
+        }
+    };
+    // What pods read at start (control ConfigMap, identity) goes first; the rest in parallel.
+    let (first, rest): (Vec<_>, Vec<_>) = wanted.iter().partition(|d| {
+        matches!(
+            d.resource.kind.as_str(),
+            "ConfigMap" | "ServiceAccount" | "Role" | "RoleBinding"
+        )
+    });
+    let mut out: Vec<(String, DynamicObject)> = stream::iter(first.into_iter().map(apply))
+        .buffer_unordered(4)
+        .try_collect()
+        .await?;
+    let more: Vec<(String, DynamicObject)> = stream::iter(rest.into_iter().map(apply))
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    out.extend(more);
+    Ok(out)
+}
+
+/// Deletes children of kinds that come and go with the spec (autoscalers, disruption budgets,
+/// the Ingress) when they are no longer wanted. Returns what was deleted.
+async fn prune(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    wanted: &[DesiredObject],
+) -> Result<Vec<String>, Error> {
+    let keep: HashSet<String> = wanted.iter().map(DesiredObject::key).collect();
+    let lp = ListParams::default().labels(&desired::instance_selector(name));
+    let mut deleted = Vec::new();
+    for ar in [
+        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<Ingress>(&()),
+    ] {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+        let list = api
+            .list_metadata(&lp)
+            .await
+            .map_err(kube_err(format!("list {}", ar.plural)))?;
+        for obj in list.items {
+            let key = format!("{}/{}", ar.kind, obj.name_any());
+            let ours = obj.owner_references().iter().any(|o| o.uid == uid);
+            if ours && !keep.contains(&key) {
+                match api
+                    .delete(&obj.name_any(), &DeleteParams::background())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(kube_err(format!("delete {key}"))(e)),
+                }
+                info!(cluster = %name, child = %key, "deleted a child no longer wanted");
+                deleted.push(key);
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sets condition `type_`, keeping its transition time when its status does not change.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    now: &Timestamp,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) {
+    let status = if status { "True" } else { "False" };
+    let transition = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(*now));
+    let cond = Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = cond,
+        None => conditions.push(cond),
+    }
+}
+
+fn compute_status(
+    cc: &CommentCluster,
+    old: &CommentClusterStatus,
+    now: &Timestamp,
+    replicas: &BTreeMap<String, (i32, i32)>,
+    suspension: Option<&Suspension>,
+    resumed_at: Option<String>,
+    longpoll_before: Option<i32>,
+) -> CommentClusterStatus {
+    let generation = cc.metadata.generation;
+    let tiers: BTreeMap<String, TierStatus> = replicas
+        .iter()
+        .map(|(t, (desired, ready))| {
+            (
+                t.clone(),
+                TierStatus {
+                    desired_replicas: *desired,
+                    ready_replicas: *ready,
+                },
+            )
+        })
+        .collect();
+    let lagging: Vec<String> = tiers
+        .iter()
+        .filter(|(_, s)| s.ready_replicas < s.desired_replicas)
+        .map(|(t, s)| format!("{t} {}/{}", s.ready_replicas, s.desired_replicas))
+        .collect();
+    let mut conditions = old.conditions.clone();
+    let ready = lagging.is_empty() && tiers.len() == Tier::ALL.len();
+    if ready {
+        set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "Ready",
+            true,
+            "AllTiersReady",
+            "every tier has its desired replicas ready",
+        );
+        set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "Progressing",
+            false,
+            "Complete",
+            "every child is applied and ready",
+        );
+    } else {
+        let msg = format!("waiting for ready replicas: {}", lagging.join(", "));
+        set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "Ready",
+            false,
+            "TiersNotReady",
+            &msg,
+        );
+        set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "Progressing",
+            true,
+            "RollingOut",
+            &msg,
+        );
+    }
+    match suspension {
+        Some(s) => set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "CommentsSuspended",
+            true,
+            s.reason.as_str(),
+            s.reason.message(),
+        ),
+        None => set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "CommentsSuspended",
+            false,
+            "Live",
+            "comments are live",
+        ),
+    }
+    CommentClusterStatus {
+        observed_generation: generation,
+        conditions,
+        comments: Some(
+            if suspension.is_some() {
+                "Suspended"
+            } else {
+                "Live"
+            }
+            .into(),
+        ),
+        tiers,
+        suspension: suspension.map(|s| SuspensionStatus {
+            reason: s.reason.as_str().into(),
+            message: s.reason.message().into(),
+            since: s.since.clone(),
+        }),
+        resumed_at,
+        longpoll_replicas_before_suspension: longpoll_before,
+    }
+}
+
+/// Writes the whole status with server-side apply, so fields that are gone (a lifted
+/// suspension) are removed rather than left behind.
+async fn write_status(
+    client: &Client,
+    cc: &CommentCluster,
+    status: &CommentClusterStatus,
+) -> Result<(), Error> {
+    let ns = cc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<CommentCluster> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": CommentCluster::api_version(&()),
+        "kind": CommentCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &cc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err("write status"))?;
+    Ok(())
+}

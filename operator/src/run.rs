@@ -1,0 +1,243 @@
+//! Starting the controller: client, leader election, watches, metrics server, shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use io360_operator::crd::CommentCluster;
+use io360_operator::desired::{MANAGED_BY, MANAGER};
+use io360_operator::leader::Election;
+use io360_operator::metrics::{self, Metrics};
+use io360_operator::reconcile::{self, Context};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// Options of `io360-operator run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Watch CommentClusters in this namespace only (default: every namespace).
+    #[arg(long, env = "IO360_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Address of /metrics and /healthz.
+    #[arg(
+        long,
+        env = "IO360_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+
+    /// Elect a leader on a Lease before reconciling (run two replicas, one active).
+    #[arg(long, env = "IO360_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Namespace of the leader Lease (default: the pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "io360-operator")]
+    lease_name: String,
+
+    /// This replica's identity in the Lease and in Events (default: the pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// How often automatic degrade re-reads each frontend autoscaler, in seconds.
+    #[arg(long, env = "IO360_OPERATOR_DEGRADE_INTERVAL", default_value_t = 5)]
+    degrade_interval: u64,
+
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "IO360_LOG", default_value = "info")]
+    log: String,
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn owns<K>(
+    c: Controller<CommentCluster>,
+    client: &Client,
+    ns: Option<&str>,
+    wc: &watcher::Config,
+) -> Controller<CommentCluster>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    c.owns(api::<K>(client, ns), wc.clone())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
+        .init();
+
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes config: set KUBECONFIG or run in a pod")?;
+    let metrics = Arc::new(Metrics::new());
+
+    // Shutdown: a signal, or losing the leader Lease.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+    }
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    let server = tokio::spawn(metrics::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        stopped(),
+    ));
+    info!(addr = %args.metrics_addr, "serving /metrics and /healthz");
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("io360-operator-{}", std::process::id()));
+    let election = if args.leader_election {
+        let ns = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let election = Election {
+            name: args.lease_name.clone(),
+            namespace: ns.clone(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(15),
+            renew: Duration::from_secs(3),
+        };
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+        tokio::select! {
+            _ = election.acquire(&leases) => {}
+            _ = stopped() => {
+                server.await??;
+                return Ok(());
+            }
+        }
+        metrics.leader.set(1);
+        let (e, l, tx) = (election.clone(), leases.clone(), stop_tx.clone());
+        tokio::spawn(async move {
+            e.hold(&l).await;
+            error!("leadership lost; stopping");
+            let _ = tx.send(true);
+        });
+        Some((election, leases))
+    } else {
+        None
+    };
+
+    let ns = args.namespace.as_deref();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "io360-operator".into(),
+                instance: Some(identity),
+            },
+        ),
+        metrics.clone(),
+        Duration::from_secs(args.degrade_interval.max(1)),
+    ));
+    let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    let mut controller = Controller::new(
+        api::<CommentCluster>(&client, ns),
+        watcher::Config::default(),
+    );
+    controller = owns::<ConfigMap>(controller, &client, ns, &children);
+    controller = owns::<ServiceAccount>(controller, &client, ns, &children);
+    controller = owns::<Role>(controller, &client, ns, &children);
+    controller = owns::<RoleBinding>(controller, &client, ns, &children);
+    controller = owns::<PersistentVolumeClaim>(controller, &client, ns, &children);
+    controller = owns::<Service>(controller, &client, ns, &children);
+    controller = owns::<StatefulSet>(controller, &client, ns, &children);
+    controller = owns::<Deployment>(controller, &client, ns, &children);
+    controller = owns::<HorizontalPodAutoscaler>(controller, &client, ns, &children);
+    controller = owns::<PodDisruptionBudget>(controller, &client, ns, &children);
+    controller = owns::<NetworkPolicy>(controller, &client, ns, &children);
+    controller = owns::<Ingress>(controller, &client, ns, &children);
+    info!(namespace = ?ns, "controller starting");
+    controller
+        .graceful_shutdown_on(stopped())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+                    other => warn!(error = %other, "controller"),
+                }
+            }
+        })
+        .await;
+
+    metrics.alive.store(false, Ordering::Relaxed);
+    metrics.leader.set(0);
+    if let Some((election, leases)) = election
+        && let Err(e) = election.release(&leases).await
+    {
+        warn!(error = %e, "could not release the lease");
+    }
+    let _ = stop_tx.send(true);
+    server.await??;
+    info!("stopped");
+    Ok(())
+}
