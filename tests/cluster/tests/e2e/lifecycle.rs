@@ -1,0 +1,207 @@
+//! Suite item 3: `kubectl apply` of an example CommentCluster converges: every child exists
+//! and is owned by the CommentCluster, Deployments get Ready pods on the fake nodes, and the
+//! status turns Ready with the right replica counts.
+
+use anyhow::{Context, Result, ensure};
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde_json::{Value, json};
+
+use crate::support::{Suite, comment_cluster};
+
+/// The tiers and the replicas the example asks for (store and logger always run one).
+pub const EXAMPLE_REPLICAS: [(&str, i64); 6] = [
+    ("frontend", 2),
+    ("logic", 2),
+    ("sync", 1),
+    ("longpoll", 3),
+    ("store", 1),
+    ("logger", 1),
+];
+
+/// The example: fixed replicas per tier, moderation and origins set, one autoscaled tier
+/// would make replica counts the autoscaler's choice, so none here.
+pub fn example(name: &str) -> Value {
+    comment_cluster(
+        name,
+        json!({
+            "frontend": {"replicas": 2},
+            "logic": {"replicas": 2},
+            "sync": {"replicas": 1},
+            "longpoll": {"replicas": 3},
+            "moderation": "first-time",
+            "allowedOrigins": ["https://blog.example.com"],
+        }),
+    )
+}
+
+/// Kinds the operator makes children of (group, version, kind).
+pub const CHILD_KINDS: [(&str, &str, &str); 11] = [
+    ("", "v1", "ConfigMap"),
+    ("", "v1", "Service"),
+    ("", "v1", "ServiceAccount"),
+    ("", "v1", "PersistentVolumeClaim"),
+    ("rbac.authorization.k8s.io", "v1", "Role"),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "StatefulSet"),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+    ("policy", "v1", "PodDisruptionBudget"),
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
+];
+
+/// Every object of [`CHILD_KINDS`] in the namespace, as (kind, name, owner uids).
+pub async fn objects(s: &Suite, ns: &str) -> Result<Vec<(String, String, Vec<String>)>> {
+    let mut out = Vec::new();
+    for (group, version, kind) in CHILD_KINDS {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(s.client.clone(), ns, &resource);
+        for object in api.list(&ListParams::default()).await?.items {
+            let owners = object
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| o.kind == "CommentCluster" && o.controller == Some(true))
+                .map(|o| o.uid)
+                .collect();
+            out.push((
+                kind.to_string(),
+                object.metadata.name.unwrap_or_default(),
+                owners,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Objects in a namespace the suite or Kubernetes made, not the operator.
+pub fn made_by_others(kind: &str, name: &str) -> bool {
+    matches!(
+        (kind, name),
+        ("ConfigMap", "kube-root-ca.crt") | ("ServiceAccount", "default")
+    ) || (kind == "PersistentVolumeClaim" && name.contains("-store-"))
+}
+
+pub fn example_cluster_converges_to_ready(s: &Suite) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        let ns = s.namespace("lifecycle").await?;
+        let name = "example";
+        s.apply(&ns, &example(name)).await?;
+        let cc = s.wait_ready(&ns, name, 180).await?;
+        let uid = cc["metadata"]["uid"]
+            .as_str()
+            .context("no uid")?
+            .to_string();
+
+        // The children the contracts name, each owned (as controller) by the CommentCluster.
+        let children = objects(s, &ns).await?;
+        let mut expected: Vec<(String, String)> = vec![
+            ("ConfigMap".into(), format!("{name}-control")),
+            ("ServiceAccount".into(), format!("{name}-tiers")),
+            ("StatefulSet".into(), format!("{name}-store")),
+        ];
+        for tier in ["frontend", "logic", "sync", "longpoll", "logger"] {
+            expected.push(("Deployment".into(), format!("{name}-{tier}")));
+        }
+        for (tier, _) in EXAMPLE_REPLICAS {
+            expected.push(("Service".into(), format!("{name}-{tier}")));
+        }
+        for (kind, wanted) in &expected {
+            ensure!(
+                children.iter().any(|(k, n, _)| k == kind && n == wanted),
+                "no {kind} {wanted}; children: {children:?}"
+            );
+        }
+        for kind in [
+            "Role",
+            "RoleBinding",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+        ] {
+            ensure!(
+                children.iter().any(|(k, _, _)| k == kind),
+                "no {kind} among {children:?}"
+            );
+        }
+        for (kind, child, owners) in &children {
+            if made_by_others(kind, child) {
+                continue;
+            }
+            ensure!(
+                owners == &vec![uid.clone()],
+                "{kind} {child} is not controlled by CommentCluster {name} ({uid}): owners {owners:?}"
+            );
+        }
+
+        // Every Deployment's pods are Ready on fake nodes; store runs its one pod.
+        let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &ns);
+        for d in deployments.list(&ListParams::default()).await?.items {
+            let dname = d.metadata.name.clone().unwrap_or_default();
+            let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            ensure!(ready == spec, "Deployment {dname}: {ready} of {spec} ready");
+        }
+        let sets: Api<StatefulSet> = Api::namespaced(s.client.clone(), &ns);
+        let store = sets.get(&format!("{name}-store")).await?;
+        ensure!(
+            store.status.as_ref().and_then(|s| s.ready_replicas) == Some(1),
+            "store not ready: {:?}",
+            store.status
+        );
+        let pods = s.pods(&ns, "").await?;
+        ensure!(!pods.is_empty(), "no pods in {ns}");
+        for pod in &pods {
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            ensure!(
+                phase == "Running",
+                "pod {:?} is {phase} on {node:?}",
+                pod.metadata.name
+            );
+            if s.cluster.mode() == io360_cluster_tests::ClusterMode::Owned {
+                ensure!(
+                    node.starts_with("kwok-node-"),
+                    "pod {:?} on {node:?}",
+                    pod.metadata.name
+                );
+            }
+        }
+
+        // Status: desired and ready replicas per tier, comments live.
+        for (tier, replicas) in EXAMPLE_REPLICAS {
+            let t = &cc["status"]["tiers"][tier];
+            ensure!(
+                t["desiredReplicas"] == replicas && t["readyReplicas"] == replicas,
+                "status.tiers.{tier} = {t}, wanted {replicas} desired and ready"
+            );
+        }
+        ensure!(
+            cc["status"]["comments"] == "Live",
+            "status.comments = {}",
+            cc["status"]["comments"]
+        );
+        let control = s
+            .control_data(&ns, name)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        ensure!(
+            control["commentsSuspended"] == "false",
+            "control ConfigMap: {control}"
+        );
+        Ok(())
+    })
+}

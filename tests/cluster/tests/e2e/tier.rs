@@ -1,0 +1,193 @@
+//! Suite item 6: a logic tier process, run locally with the credentials of the tiers'
+//! ServiceAccount, watches its control ConfigMap and refuses writes within 5 s of the operator
+//! suspending comments; reads keep working, and writes come back on resume.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use futures::future::BoxFuture;
+use io360_cluster_tests::Process;
+use serde_json::{Value, json};
+
+use crate::support::{Suite, comment_cluster, free_port, secs};
+
+const THREAD: &str = "/posts/e2e-suspension";
+
+/// Posts a comment; the HTTP status, the Retry-After header and the body.
+async fn post(http: &reqwest::Client, logic: &str, n: u32) -> Result<(u16, Option<String>, Value)> {
+    let response = http
+        .post(format!("{logic}/api/v1/comments"))
+        .query(&[("thread", THREAD)])
+        .json(
+            &json!({"text": format!("comment number {n} from the cluster suite"), "author": "e2e"}),
+        )
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.json().await.unwrap_or(Value::Null);
+    Ok((status, retry_after, body))
+}
+
+pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        let io360 = s.io360_binary().await?.to_path_buf();
+        let ns = s.namespace("tier").await?;
+        let name = "tiered";
+        s.apply(&ns, &comment_cluster(name, json!({}))).await?;
+        s.wait_ready(&ns, name, 180).await?;
+
+        // The tiers' own ServiceAccount: logic must manage with the RBAC the operator gave it.
+        let kubeconfig = s
+            .cluster
+            .service_account_kubeconfig(&ns, &format!("{name}-tiers"))
+            .await?;
+        let dir = s
+            .cluster
+            .scratch()
+            .join(format!("tier-{}", crate::support::unique()));
+        std::fs::create_dir_all(&dir)?;
+        let store_addr = format!("127.0.0.1:{}", free_port()?);
+        let logic_addr = format!("127.0.0.1:{}", free_port()?);
+        let _store = Process::start_with_env(
+            "io360 serve store",
+            &io360,
+            vec!["serve".into(), "store".into()],
+            vec![
+                ("IO360_ADDR".into(), store_addr.clone()),
+                (
+                    "IO360_DATA_DIR".into(),
+                    dir.join("store").display().to_string(),
+                ),
+                ("IO360_LOG".into(), "info".into()),
+            ],
+            dir.join("store.log"),
+        )?;
+        let logic_process = Process::start_with_env(
+            "io360 serve logic",
+            &io360,
+            vec!["serve".into(), "logic".into()],
+            vec![
+                ("IO360_ADDR".into(), logic_addr.clone()),
+                ("IO360_STORE_URL".into(), format!("http://{store_addr}")),
+                ("IO360_CONTROL_CONFIGMAP".into(), format!("{name}-control")),
+                ("IO360_CONTROL_NAMESPACE".into(), ns.clone()),
+                ("IO360_ADMIN_TOKEN".into(), "e2e-admin-token-tier".into()),
+                ("IO360_NO_RATE_LIMITS".into(), "true".into()),
+                ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+                ("IO360_LOG".into(), "info".into()),
+            ],
+            dir.join("logic.log"),
+        )?;
+        let logic = format!("http://{logic_addr}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+
+        let ready = s
+            .wait("logic /readyz", 60, || async {
+                match http.get(format!("{logic}/readyz")).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        ready.with_context(|| format!("logic log:\n{}", logic_process.log_tail(30)))?;
+
+        let mut n = 0;
+        let (status, _, body) = post(&http, &logic, n).await?;
+        ensure!(
+            status == 201,
+            "a write while live answered {status}: {body}\nlogic log:\n{}",
+            logic_process.log_tail(30)
+        );
+
+        // Suspend, and time from the moment the control ConfigMap says so to the first 503.
+        s.set_suspended(&ns, name, true).await?;
+        let patched = Instant::now();
+        let mut written_at: Option<Instant> = None;
+        let refused = loop {
+            ensure!(
+                patched.elapsed() < Duration::from_secs(60),
+                "logic still accepts writes 60 s after the suspension patch (control ConfigMap written: {})\nlogic log:\n{}",
+                written_at.is_some(),
+                logic_process.log_tail(30)
+            );
+            if written_at.is_none() {
+                let control = s
+                    .control_data(&ns, name)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                if control["commentsSuspended"] == "true" {
+                    written_at = Some(Instant::now());
+                }
+            }
+            n += 1;
+            let (status, retry_after, body) = post(&http, &logic, n).await?;
+            match status {
+                201 => {}
+                503 => break (retry_after, body),
+                other => anyhow::bail!("write during suspension answered {other}: {body}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let refused_at = Instant::now();
+        let lag = match written_at {
+            Some(at) => refused_at.duration_since(at).as_secs_f64(),
+            None => 0.0,
+        };
+        ensure!(
+            lag <= 5.0,
+            "logic refused writes {lag:.1} s after the operator suspended (limit 5 s)"
+        );
+        eprintln!(
+            "logic refused writes {lag:.2} s after the control ConfigMap changed ({:.2} s after the patch)",
+            secs(patched)
+        );
+        let (retry_after, problem) = refused;
+        ensure!(retry_after.is_some(), "503 without Retry-After");
+        ensure!(
+            problem["type"].is_string() && problem["title"].is_string(),
+            "503 body is not a problem document: {problem}"
+        );
+
+        // Reads keep working while suspended.
+        let list = http
+            .get(format!("{logic}/api/v1/comments"))
+            .query(&[("thread", THREAD)])
+            .send()
+            .await?;
+        ensure!(
+            list.status().as_u16() == 200,
+            "read while suspended answered {}",
+            list.status()
+        );
+        let list: Value = list.json().await?;
+        ensure!(
+            list["comments"].as_array().is_some_and(|c| !c.is_empty()),
+            "the comment written while live is not listed: {list}"
+        );
+
+        s.set_suspended(&ns, name, false).await?;
+        s.wait("logic accepting writes again", 30, || {
+            n += 1;
+            let n = n;
+            let http = http.clone();
+            let logic = logic.clone();
+            async move {
+                match post(&http, &logic, n).await {
+                    Ok((201, _, _)) => Ok(()),
+                    Ok((status, _, body)) => Err(format!("{status}: {body}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await?;
+        Ok(())
+    })
+}
