@@ -1,0 +1,273 @@
+//! The Helm chart, checked with a real `helm` (built by `tests/cluster/install-tools.sh`):
+//! lint, render, the values schema, and RBAC that covers every kind the operator manages and
+//! nothing more. A missing helm binary fails these tests; it never skips them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use io360_operator::desired;
+use serde_yaml::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/io360-operator")
+}
+
+/// The helm the cluster harness uses: `<cache>/io360/k8s/<K8S_VERSION>/bin/helm`.
+fn helm_path() -> PathBuf {
+    let script = std::fs::read_to_string(repo().join("tests/cluster/install-tools.sh"))
+        .expect("tests/cluster/install-tools.sh pins the tool versions");
+    let version = script
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .expect("install-tools.sh has a K8S_VERSION= line")
+        .trim()
+        .to_string();
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("XDG_CACHE_HOME or HOME is set");
+    let path = cache.join(format!("io360/k8s/{version}/bin/helm"));
+    assert!(
+        path.is_file(),
+        "helm not found at {}: run `bash tests/cluster/install-tools.sh`",
+        path.display()
+    );
+    path
+}
+
+fn helm(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join(format!("io360-operator-helm-{}", std::process::id()));
+    Command::new(helm_path())
+        .args(args)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .expect("helm runs")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "helm failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn render(extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "io360-operator",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "io360-system",
+        "--include-crds",
+    ];
+    args.extend_from_slice(extra);
+    let out = ok(helm(&args));
+    serde_yaml::Deserializer::from_str(&out)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn lints_strictly_with_every_option() {
+    let chart = chart();
+    let c = chart.to_str().unwrap();
+    ok(helm(&["lint", c, "--strict"]));
+    ok(helm(&[
+        "lint",
+        c,
+        "--strict",
+        "--set",
+        "watchNamespace=sites",
+        "--set",
+        "example.enabled=true",
+    ]));
+}
+
+#[test]
+fn values_schema_rejects_bad_values() {
+    let chart = chart();
+    let c = chart.to_str().unwrap();
+    for (set, field) in [
+        ("replicaCount=0", "replicaCount"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("watchNamespace=Not_A_Namespace", "watchNamespace"),
+        ("nonsense=1", "nonsense"),
+    ] {
+        let out = helm(&["template", "x", c, "--set", set]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(
+            err.contains(field),
+            "{set}: error does not name {field}: {err}"
+        );
+    }
+}
+
+#[test]
+fn renders_the_operator_with_two_replicas_and_leader_election() {
+    let docs = render(&[]);
+    let deploy = of_kind(&docs, "Deployment");
+    assert_eq!(deploy.len(), 1);
+    let d = deploy[0];
+    assert_eq!(d["spec"]["replicas"], 2);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "run");
+    assert!(args.contains(&"--lease-name=io360-operator"), "{args:?}");
+    let env: BTreeSet<&str> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for var in ["POD_NAME", "POD_NAMESPACE", "IO360_LOG"] {
+        assert!(env.contains(var), "{var} missing: {env:?}");
+    }
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // The CRD ships in crds/ (installed first, kept on uninstall) and is the generated one.
+    let crds = of_kind(&docs, "CustomResourceDefinition");
+    assert_eq!(crds.len(), 1);
+    let chart_crd =
+        std::fs::read_to_string(chart().join("crds/commentclusters.io360.dev.yaml")).unwrap();
+    assert!(
+        chart_crd == io360_operator::crd_yaml(),
+        "charts/io360-operator/crds is stale: run \
+         `cargo run -p io360-operator -- crd > charts/io360-operator/crds/commentclusters.io360.dev.yaml`"
+    );
+    // No example unless asked for.
+    assert!(of_kind(&docs, "CommentCluster").is_empty());
+    let with_example = render(&["--set", "example.enabled=true"]);
+    assert_eq!(of_kind(&with_example, "CommentCluster").len(), 1);
+}
+
+/// (apiGroup, resource) → verbs granted, from a rendered Role or ClusterRole.
+fn grants(role: &Value) -> Vec<(String, String, BTreeSet<String>, bool)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_sequence().unwrap() {
+        let verbs: BTreeSet<String> = rule["verbs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let named = rule.get("resourceNames").is_some();
+        for g in rule["apiGroups"].as_sequence().unwrap() {
+            for r in rule["resources"].as_sequence().unwrap() {
+                out.push((
+                    g.as_str().unwrap().to_string(),
+                    r.as_str().unwrap().to_string(),
+                    verbs.clone(),
+                    named,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn allowed(
+    g: &[(String, String, BTreeSet<String>, bool)],
+    group: &str,
+    res: &str,
+    verb: &str,
+) -> bool {
+    g.iter()
+        .any(|(gg, r, v, _)| gg == group && r == res && v.contains(verb))
+}
+
+#[test]
+fn rbac_covers_every_managed_kind_and_nothing_wider() {
+    for (extra, kind) in [
+        (vec![], "ClusterRole"),
+        (vec!["--set", "watchNamespace=sites"], "Role"),
+    ] {
+        let docs = render(&extra);
+        let roles: Vec<&Value> = of_kind(&docs, kind)
+            .into_iter()
+            .filter(|r| {
+                !r["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("leader-election")
+            })
+            .collect();
+        assert_eq!(roles.len(), 1, "{kind}");
+        if kind == "Role" {
+            assert_eq!(roles[0]["metadata"]["namespace"], "sites");
+            assert!(
+                of_kind(&docs, "ClusterRole").is_empty(),
+                "namespaced mode needs no ClusterRole"
+            );
+        }
+        let g = grants(roles[0]);
+        for ar in desired::kinds() {
+            for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+                assert!(
+                    allowed(&g, &ar.group, &ar.plural, verb),
+                    "{kind} lacks {verb} on {}/{}",
+                    ar.group,
+                    ar.plural
+                );
+            }
+        }
+        for (group, res, verb) in [
+            ("io360.dev", "commentclusters", "watch"),
+            ("io360.dev", "commentclusters/status", "patch"),
+            ("apps", "deployments/scale", "patch"),
+            ("events.k8s.io", "events", "create"),
+        ] {
+            assert!(
+                allowed(&g, group, res, verb),
+                "{kind} lacks {verb} on {group}/{res}"
+            );
+        }
+        for (_, res, verbs, _) in &g {
+            assert!(res != "*" && !verbs.contains("*"), "wildcard in {kind}");
+            assert!(res != "secrets", "the operator never needs Secrets");
+            assert!(!res.starts_with("cluster"), "{res} in {kind}");
+            assert!(!verbs.contains("escalate") && !verbs.contains("bind"));
+        }
+    }
+    // The Lease: only the operator's own may be read or renewed.
+    let docs = render(&[]);
+    let lease_role = of_kind(&docs, "Role")
+        .into_iter()
+        .find(|r| {
+            r["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("leader-election")
+        })
+        .expect("leader election Role");
+    assert_eq!(lease_role["metadata"]["namespace"], "io360-system");
+    let g = grants(lease_role);
+    assert!(
+        g.iter()
+            .all(|(grp, res, verbs, named)| grp == "coordination.k8s.io"
+                && res == "leases"
+                && (*named || verbs.iter().all(|v| v == "create")))
+    );
+}
