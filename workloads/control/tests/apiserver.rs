@@ -51,10 +51,13 @@ async fn wait_for(
     what: &str,
     want: impl Fn(&ControlState) -> bool,
 ) -> Result<()> {
-    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| want(s)))
+    let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|s| want(s)))
         .await
-        .with_context(|| format!("waiting for {what}: state is {:?}", *rx.borrow()))??;
-    Ok(())
+        .map(|r| r.map(|_| ()));
+    match waited {
+        Ok(r) => Ok(r?),
+        Err(_) => anyhow::bail!("waiting for {what}: state is {:?}", *rx.borrow()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
