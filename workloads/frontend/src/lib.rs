@@ -317,6 +317,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         Some(d) => Source::Dir(d.clone()),
         None => Source::Demo,
     };
+    // Each handle is taken in its own statement: a `Family` guard held across a second
+    // `get_or_create` deadlocks.
+    let site_hit = site_requests
+        .get_or_create(&ResultLabel { result: "hit" })
+        .clone();
+    let site_miss = site_requests
+        .get_or_create(&ResultLabel { result: "miss" })
+        .clone();
     let front = Arc::new(Frontend {
         source: source.clone(),
         site: ArcSwap::from_pointee(Site::empty()),
@@ -331,12 +339,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         ),
         live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None),
         asset_max_age: config.asset_max_age,
-        site_hit: site_requests
-            .get_or_create(&ResultLabel { result: "hit" })
-            .clone(),
-        site_miss: site_requests
-            .get_or_create(&ResultLabel { result: "miss" })
-            .clone(),
+        site_hit,
+        site_miss,
         site_files,
         reloads,
     });

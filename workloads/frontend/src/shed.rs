@@ -53,17 +53,23 @@ impl Admission {
             "Requests being answered, by class (static, dynamic)",
             gauge.clone(),
         );
+        // One statement per handle: a `Family` guard held across another `get_or_create`
+        // deadlocks.
+        let shed_static = shed.get_or_create(&ClassLabel { class: "static" }).clone();
+        let shed_dynamic = shed.get_or_create(&ClassLabel { class: "dynamic" }).clone();
+        let gauge_static = gauge.get_or_create(&ClassLabel { class: "static" }).clone();
+        let gauge_dynamic = gauge
+            .get_or_create(&ClassLabel { class: "dynamic" })
+            .clone();
         Admission {
             static_in_flight: AtomicUsize::new(0),
             dynamic_in_flight: AtomicUsize::new(0),
             max_static: max_static.max(1),
             max_dynamic: max_dynamic.max(1),
-            shed_static: shed.get_or_create(&ClassLabel { class: "static" }).clone(),
-            shed_dynamic: shed.get_or_create(&ClassLabel { class: "dynamic" }).clone(),
-            gauge_static: gauge.get_or_create(&ClassLabel { class: "static" }).clone(),
-            gauge_dynamic: gauge
-                .get_or_create(&ClassLabel { class: "dynamic" })
-                .clone(),
+            shed_static,
+            shed_dynamic,
+            gauge_static,
+            gauge_dynamic,
         }
     }
 

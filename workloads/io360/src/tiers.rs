@@ -23,6 +23,13 @@ pub enum Tier {
         #[command(flatten)]
         config: io360_store::Config,
     },
+    /// The site's pages with comment snapshots, and the widget (default address 127.0.0.1:8080).
+    Frontend {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_frontend::Config,
+    },
     /// The public comment API (default address 127.0.0.1:8081).
     Logic {
         #[command(flatten)]
@@ -47,6 +54,14 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
         Tier::Store { listen, config } => {
             let l = bind("store", listen.addr.as_deref().unwrap_or("127.0.0.1:8084")).await?;
             io360_store::serve(config, l, shutdown).await?;
+        }
+        Tier::Frontend { listen, config } => {
+            let l = bind(
+                "frontend",
+                listen.addr.as_deref().unwrap_or("127.0.0.1:8080"),
+            )
+            .await?;
+            io360_frontend::serve(config, l, shutdown).await?;
         }
         Tier::Logic { listen, config } => {
             let l = bind("logic", listen.addr.as_deref().unwrap_or("127.0.0.1:8081")).await?;

@@ -62,10 +62,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// Runs every tier until SIGINT or SIGTERM, or until one of them fails.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (token, from_file) = admin_token(args.logic.admin_token.clone(), &args.data_dir)?;
-    let _ = args.site;
 
     let store_l = bind("store", "127.0.0.1:0").await?;
     let store_url = format!("http://{}", store_l.local_addr()?);
+    let logic_l = bind("logic", "127.0.0.1:0").await?;
+    let logic_url = format!("http://{}", logic_l.local_addr()?);
     let public = bind("public face", &args.addr).await?;
     let public_addr = public.local_addr()?;
 
@@ -73,6 +74,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     logic.store_url = store_url;
     logic.admin_token = Some(token.clone());
     logic.public_url = format!("http://{public_addr}");
+    // Browsers reach logic through the frontend, which appends their address to this header.
+    logic
+        .trusted_proxy_header
+        .get_or_insert_with(|| "x-forwarded-for".to_owned());
+
+    let frontend = io360_frontend::Config {
+        site_dir: args.site,
+        logic_url: Some(logic_url),
+        ..io360_frontend::Config::default()
+    };
 
     let store = io360_store::Config {
         data_dir: args.data_dir.join("store"),
@@ -94,7 +105,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tiers.spawn(async move {
         (
             "logic",
-            io360_logic::serve(logic, public, s)
+            io360_logic::serve(logic, logic_l, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
+    let s = shutdown.clone();
+    tiers.spawn(async move {
+        (
+            "frontend",
+            io360_frontend::serve(frontend, public, s)
                 .await
                 .map_err(Into::into),
         )
