@@ -455,10 +455,10 @@ fn chart_service_account(manifest: &str) -> Result<String> {
             Ok(v) => v,
             Err(_) => continue,
         };
-        if value["kind"] == "ServiceAccount" {
-            if let Some(name) = value["metadata"]["name"].as_str() {
-                accounts.push(name.to_string());
-            }
+        if value["kind"] == "ServiceAccount"
+            && let Some(name) = value["metadata"]["name"].as_str()
+        {
+            accounts.push(name.to_string());
         }
     }
     match accounts.as_slice() {
