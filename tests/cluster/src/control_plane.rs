@@ -438,6 +438,17 @@ impl ControlPlane {
     }
 }
 
+impl Drop for ControlPlane {
+    /// Stops components in the reverse of their start order, so nothing outlives what it
+    /// depends on (an API server without etcd takes long to give up); the directory goes after.
+    fn drop(&mut self) {
+        let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(mut proc) = procs.pop() {
+            proc.stop(Duration::from_secs(5));
+        }
+    }
+}
+
 /// A running HPA-only controller manager; stopped on drop.
 #[derive(Debug)]
 pub struct HpaController {
