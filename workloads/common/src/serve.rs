@@ -1,6 +1,5 @@
 //! The serving loop every tier uses: bind, serve with graceful shutdown, stop on a signal.
 
-use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -46,24 +45,26 @@ impl ShutdownTrigger {
     }
 
     /// Waits for SIGINT or SIGTERM, then begins shutdown.
-    pub fn on_signals(&self) -> impl Future<Output = ()> + '_ {
-        async move {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("installing a SIGTERM handler");
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+    pub async fn on_signals(&self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
                 }
             }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-            tracing::info!("shutting down");
-            self.trigger();
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        self.trigger();
     }
 }
 

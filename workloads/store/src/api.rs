@@ -169,7 +169,7 @@ pub struct ThreadChanges {
 #[serde(untagged)]
 pub enum FeedLine {
     /// A committed change.
-    Change(Change),
+    Change(Box<Change>),
     /// Nothing new; the feed is durable up to `heartbeat`.
     Heartbeat {
         /// The durable feed position.
@@ -411,7 +411,7 @@ async fn feed(State(s): State<AppState>, Query(q): Query<FeedQuery>) -> Response
                         let next = changes.last().map(|c| c.pos).unwrap_or(head);
                         let mut out = Vec::with_capacity(changes.len() * 256);
                         for c in changes {
-                            serde_json::to_writer(&mut out, &FeedLine::Change(c)).ok()?;
+                            serde_json::to_writer(&mut out, &c).ok()?;
                             out.push(b'\n');
                         }
                         return Some((

@@ -151,7 +151,7 @@ impl StoreClient {
                     if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=nl).collect();
                         let item = match serde_json::from_slice::<FeedLine>(&line) {
-                            Ok(FeedLine::Change(c)) => Ok(Some(c)),
+                            Ok(FeedLine::Change(c)) => Ok(Some(*c)),
                             Ok(FeedLine::Heartbeat { .. }) => Ok(None),
                             Err(e) => Err(unavailable(&url, format!("bad feed line: {e}"))),
                         };
