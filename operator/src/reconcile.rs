@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -505,22 +505,36 @@ async fn apply_all(
             Ok::<_, Error>((key, applied))
         }
     };
-    // What pods read at start (control ConfigMap, identity) goes first; the rest in parallel.
+    // What pods read at start (control ConfigMap, identity) goes first, and a Role before
+    // its RoleBinding: the API server checks a binding against the Role it names. Within a
+    // stage every apply runs to completion even when one fails, so a fast failure cannot
+    // cancel a slower apply that a later pass depends on.
     let (first, rest): (Vec<_>, Vec<_>) = wanted.iter().partition(|d| {
         matches!(
             d.resource.kind.as_str(),
-            "ConfigMap" | "ServiceAccount" | "Role" | "RoleBinding"
+            "ConfigMap" | "ServiceAccount" | "Role"
         )
     });
-    let mut out: Vec<(String, DynamicObject)> = stream::iter(first.into_iter().map(apply))
-        .buffer_unordered(4)
-        .try_collect()
-        .await?;
-    let more: Vec<(String, DynamicObject)> = stream::iter(rest.into_iter().map(apply))
-        .buffer_unordered(8)
-        .try_collect()
-        .await?;
-    out.extend(more);
+    let mut out = Vec::with_capacity(wanted.len());
+    for (stage, width) in [(first, 4), (rest, 8)] {
+        let results: Vec<Result<(String, DynamicObject), Error>> =
+            stream::iter(stage.into_iter().map(apply))
+                .buffer_unordered(width)
+                .collect()
+                .await;
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok(applied) => out.push(applied),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
     Ok(out)
 }
 

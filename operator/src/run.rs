@@ -222,7 +222,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .for_each(|res| async move {
             if let Err(e) = res {
                 match e {
+                    // Already logged by the reconciler.
                     kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+                    // A trigger for an object deleted meanwhile: nothing to do.
+                    kube::runtime::controller::Error::ObjectNotFound(obj) => {
+                        tracing::debug!(object = %obj, "object gone before its reconcile")
+                    }
                     other => warn!(error = %other, "controller"),
                 }
             }
