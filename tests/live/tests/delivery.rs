@@ -16,7 +16,12 @@ use tokio::sync::Mutex;
 type Acks = Arc<Mutex<BTreeMap<String, Vec<Ack>>>>;
 
 /// A bad request: path and query, headers, the status expected, the field named.
-type BadCase = (String, Vec<(&'static str, &'static str)>, u16, Option<&'static str>);
+type BadCase = (
+    String,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    Option<&'static str>,
+);
 
 fn threads(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("/{prefix}/post-{i}")).collect()

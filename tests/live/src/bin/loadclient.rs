@@ -1,0 +1,429 @@
+//! The long-poll load client behind `tests/live/bench.sh` (a benchmark, not a test).
+//!
+//! Holds N long polls on one channel of io360 (`/v1/poll`) or Nchan (`/sub/<channel>`),
+//! publishes one message per round (io360: an append to the store, so the time includes the
+//! fsync and the sync hop; Nchan: `POST /pub/<channel>`), and measures for each held poll the
+//! time from just before the publish until its answer was read. It also reports the server's
+//! memory per held poll: resident memory of the given processes and, when given, the kernel
+//! and TCP memory of their cgroup, before the polls were opened and once all were held.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use io360_common::model::Status;
+use io360_store::StoreClient;
+use io360_store::api::{NewComment, WriteOp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Io360,
+    Nchan,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Which server.
+    #[arg(long, value_enum)]
+    target: Target,
+    /// The server's address (longpoll or nginx).
+    #[arg(long)]
+    addr: String,
+    /// The store's base URL (io360: where comments are published).
+    #[arg(long, default_value = "")]
+    store: String,
+    /// Held polls.
+    #[arg(long)]
+    n: usize,
+    /// Publish rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Loopback source addresses to spread connections over (comma-separated).
+    #[arg(long, default_value = "127.0.0.1")]
+    sources: String,
+    /// Server process ids whose resident memory is counted (comma-separated).
+    #[arg(long, default_value = "")]
+    pids: String,
+    /// The server's memory cgroup directory (cgroup v1), for kernel and TCP memory.
+    #[arg(long)]
+    cgroup: Option<String>,
+    /// Channel / thread name.
+    #[arg(long, default_value = "bench")]
+    channel: String,
+    /// A label for the output line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Memory {
+    rss: u64,
+    cg_total: u64,
+    cg_kmem: u64,
+    cg_tcp: u64,
+}
+
+fn memory(args: &Args) -> Memory {
+    let rss = args
+        .pids
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(rss_kib)
+        .sum::<u64>()
+        * 1024;
+    let read = |f: &str| -> u64 {
+        args.cgroup
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(format!("{d}/{f}")).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Memory {
+        rss,
+        cg_total: read("memory.usage_in_bytes"),
+        cg_kmem: read("memory.kmem.usage_in_bytes"),
+        cg_tcp: read("memory.kmem.tcp.usage_in_bytes"),
+    }
+}
+
+/// Per connection: the last round whose message it read, and when (ns since `start`).
+struct Conn {
+    round: AtomicU64,
+    at: AtomicU64,
+}
+
+struct Shared {
+    start: Instant,
+    conns: Vec<Conn>,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The round number in a message body (`round-<n>-end`).
+fn round_of(body: &[u8]) -> Option<u64> {
+    let i = find(body, b"round-")? + 6;
+    let rest = &body[i..];
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    last_modified: Option<String>,
+    etag: Option<String>,
+}
+
+async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer> {
+    buf.clear();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut res = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(len) = res.parse(buf)? {
+            let status = res.code.unwrap_or(0);
+            let mut clen = 0usize;
+            let mut last_modified = None;
+            let mut etag = None;
+            for h in res.headers.iter() {
+                let v = String::from_utf8_lossy(h.value).to_string();
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    clen = v.trim().parse().unwrap_or(0);
+                } else if h.name.eq_ignore_ascii_case("last-modified") {
+                    last_modified = Some(v);
+                } else if h.name.eq_ignore_ascii_case("etag") {
+                    etag = Some(v);
+                }
+            }
+            while buf.len() < len + clen {
+                if s.read_buf(buf).await? == 0 {
+                    bail!("closed mid-body");
+                }
+            }
+            let body = buf[len..len + clen].to_vec();
+            buf.drain(..len + clen);
+            return Ok(Answer {
+                status,
+                body,
+                last_modified,
+                etag,
+            });
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if s.read_buf(buf).await? == 0 {
+            bail!("closed");
+        }
+    }
+}
+
+async fn hold(
+    shared: Arc<Shared>,
+    i: usize,
+    target: Target,
+    addr: std::net::SocketAddr,
+    source: std::net::IpAddr,
+    channel: String,
+    since: u64,
+) -> Result<()> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(std::net::SocketAddr::new(source, 0))?;
+    let mut s = sock.connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut since = since;
+    let mut lm: Option<String> = None;
+    let mut etag: Option<String> = None;
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        let req = match target {
+            Target::Io360 => format!(
+                "GET /v1/poll?thread=%2F{channel}&since={since} HTTP/1.1\r\nHost: bench\r\n\r\n"
+            ),
+            Target::Nchan => {
+                let mut r = format!("GET /sub/{channel} HTTP/1.1\r\nHost: bench\r\n");
+                if let Some(v) = &lm {
+                    r.push_str(&format!("If-Modified-Since: {v}\r\n"));
+                }
+                if let Some(v) = &etag {
+                    r.push_str(&format!("If-None-Match: {v}\r\n"));
+                }
+                r.push_str("\r\n");
+                r
+            }
+        };
+        s.write_all(req.as_bytes()).await?;
+        let a = read_answer(&mut s, &mut buf).await?;
+        let now = shared.start.elapsed().as_nanos() as u64;
+        if a.status == 200 {
+            if let Some(r) = round_of(&a.body) {
+                shared.conns[i].at.store(now, Ordering::SeqCst);
+                shared.conns[i].round.store(r, Ordering::SeqCst);
+            }
+            match target {
+                Target::Io360 => {
+                    let v: serde_json::Value = serde_json::from_slice(&a.body)?;
+                    if let Some(last) = v["events"].as_array().and_then(|e| e.last()) {
+                        since = last["seq"].as_u64().unwrap_or(since);
+                    }
+                }
+                Target::Nchan => {
+                    lm = a.last_modified.or(lm);
+                    etag = a.etag.or(etag);
+                }
+            }
+        } else if a.status >= 500 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn held(http: &reqwest::Client, args: &Args) -> Result<usize> {
+    let text = match args.target {
+        Target::Io360 => {
+            http.get(format!("http://{}/metrics", args.addr))
+                .send()
+                .await?
+                .text()
+                .await?
+        }
+        Target::Nchan => {
+            http.get(format!("http://{}/nchan_status", args.addr))
+                .send()
+                .await?
+                .text()
+                .await?
+        }
+    };
+    let key = match args.target {
+        Target::Io360 => "io360_longpoll_held_connections ",
+        Target::Nchan => "subscribers: ",
+    };
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+async fn wait_held(http: &reqwest::Client, args: &Args, n: usize, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let h = held(http, args).await?;
+        if h >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {h} of {n} polls held");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn publish(
+    http: &reqwest::Client,
+    store: &Option<StoreClient>,
+    args: &Args,
+    round: u64,
+) -> Result<u64> {
+    let text = format!("round-{round}-end");
+    match args.target {
+        Target::Io360 => {
+            let store = store.as_ref().context("--store is required for io360")?;
+            let r = store
+                .write(&WriteOp::Append {
+                    thread: format!("/{}", args.channel),
+                    comment: NewComment {
+                        parent: None,
+                        author: Some("bench".into()),
+                        email: None,
+                        website: None,
+                        text: text.clone(),
+                        html: format!("<p>{text}</p>"),
+                        status: Status::Approved,
+                        remote: None,
+                        author_key: None,
+                    },
+                    idempotency_key: None,
+                })
+                .await?;
+            Ok(r.change.seq)
+        }
+        Target::Nchan => {
+            let r = http
+                .post(format!("http://{}/pub/{}", args.addr, args.channel))
+                .body(text)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("publish answered {}", r.status());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::new();
+    let store = (!args.store.is_empty()).then(|| StoreClient::new(&args.store));
+    let addr: std::net::SocketAddr = args.addr.parse()?;
+    let sources: Vec<std::net::IpAddr> = args
+        .sources
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+
+    // A first message, so every poll starts from a known position.
+    let since = publish(&http, &store, &args, 0).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = memory(&args);
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        conns: (0..args.n)
+            .map(|_| Conn {
+                round: AtomicU64::new(0),
+                at: AtomicU64::new(0),
+            })
+            .collect(),
+    });
+    for i in 0..args.n {
+        let shared = shared.clone();
+        let source = sources[i % sources.len()];
+        let channel = args.channel.clone();
+        let target = args.target;
+        tokio::spawn(async move {
+            if let Err(e) = hold(shared, i, target, addr, source, channel, since).await {
+                eprintln!("poll {i}: {e}");
+            }
+        });
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    wait_held(&http, &args, args.n, Duration::from_secs(120)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = memory(&args);
+
+    let mut all = Vec::new();
+    for round in 1..=args.rounds as u64 {
+        wait_held(&http, &args, args.n, Duration::from_secs(60)).await?;
+        let t0 = shared.start.elapsed().as_nanos() as u64;
+        publish(&http, &store, &args, round).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shared
+            .conns
+            .iter()
+            .any(|c| c.round.load(Ordering::SeqCst) < round)
+        {
+            if Instant::now() > deadline {
+                let missing = shared
+                    .conns
+                    .iter()
+                    .filter(|c| c.round.load(Ordering::SeqCst) < round)
+                    .count();
+                bail!("round {round}: {missing} polls never got the message");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut ms: Vec<f64> = shared
+            .conns
+            .iter()
+            .map(|c| c.at.load(Ordering::SeqCst).saturating_sub(t0) as f64 / 1e6)
+            .collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        eprintln!(
+            "{} round {round}: p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            args.label,
+            pct(&ms, 0.5),
+            pct(&ms, 0.99),
+            ms.last().copied().unwrap_or(f64::NAN)
+        );
+        all.extend(ms);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    let n = args.n as f64;
+    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / n;
+    let out = serde_json::json!({
+        "label": args.label,
+        "target": format!("{:?}", args.target).to_lowercase(),
+        "n": args.n,
+        "rounds": args.rounds,
+        "p50_ms": pct(&all, 0.5),
+        "p99_ms": pct(&all, 0.99),
+        "max_ms": all.last().copied().unwrap_or(f64::NAN),
+        "rss_per_poll_bytes": per(after.rss, before.rss),
+        "cgroup_per_poll_bytes": per(after.cg_total, before.cg_total),
+        "kmem_per_poll_bytes": per(after.cg_kmem, before.cg_kmem),
+        "tcp_per_poll_bytes": per(after.cg_tcp, before.cg_tcp),
+    });
+    println!("{out}");
+    std::process::exit(0);
+}
