@@ -264,6 +264,9 @@ pub(crate) struct Asset {
     pub encoded: Encoded,
 }
 
+/// Gzip and brotli forms of a file found next to it (`x.gz`, `x.br`).
+type Precompressed = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What a path in the site resolves to.
 pub(crate) enum Entry {
     /// A file served as it is.
@@ -305,7 +308,7 @@ impl Site {
         let mut by_path: HashMap<String, RawFile> =
             raw.into_iter().map(|f| (f.rel.clone(), f)).collect();
         let names: Vec<String> = by_path.keys().cloned().collect();
-        let mut precompressed: HashMap<String, (Option<Vec<u8>>, Option<Vec<u8>>)> = HashMap::new();
+        let mut precompressed: HashMap<String, Precompressed> = HashMap::new();
         for name in &names {
             for (ext, is_gz) in [(".gz", true), (".br", false)] {
                 if let Some(base) = name.strip_suffix(ext)
@@ -569,7 +572,7 @@ mod tests {
             }
         );
         assert_eq!(clean_path("/a//b/./c.html").unwrap().key, "a/b/c.html");
-        assert_eq!(clean_path("/posts/").unwrap().dir, true);
+        assert!(clean_path("/posts/").unwrap().dir);
         assert_eq!(clean_path("/%2e%2e/etc/passwd"), Err(PathRefused::Escapes));
         assert_eq!(clean_path("/a/../../x"), Err(PathRefused::Escapes));
         assert_eq!(clean_path("/a%5c..%5cx"), Err(PathRefused::Escapes));
