@@ -20,6 +20,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -63,8 +64,6 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// How often automatic degrade re-reads the frontend autoscaler.
-    pub degrade_interval: Duration,
     state: Mutex<HashMap<String, ClusterMemory>>,
 }
 
@@ -81,17 +80,11 @@ struct ClusterMemory {
 
 impl Context {
     /// A context for `client`.
-    pub fn new(
-        client: Client,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-        degrade_interval: Duration,
-    ) -> Self {
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
         Self {
             client,
             recorder,
             metrics,
-            degrade_interval,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -192,7 +185,7 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
     }
 
     // Decide the suspension.
-    let overload = evaluate_degrade(cc, ctx, uid, &ns, &name, &old_status, now).await?;
+    let overload = degrade_state(ctx, cc, uid);
     let decision = degrade::decide(cc.spec.comments_suspended, &overload);
     let suspension = decision.map(|reason| {
         let since = old_status
@@ -371,11 +364,9 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
         .await;
     }
 
-    Ok(if cc.spec.auto_degrade.enabled {
-        Action::requeue(ctx.degrade_interval)
-    } else {
-        Action::requeue(Duration::from_secs(300))
-    })
+    // Automatic degrade is evaluated on its own cadence (see [`evaluate_degrade_all`]),
+    // which triggers a reconcile only when its decision flips.
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 fn tier_of<'a>(key: &str, cc: &str) -> Option<&'a str> {
@@ -426,45 +417,71 @@ async fn invalid_spec(
     Ok(Action::await_change())
 }
 
-/// Reads the frontend autoscaler and advances the degrade machine; returns its new state.
-async fn evaluate_degrade(
-    cc: &CommentCluster,
-    ctx: &Context,
-    uid: &str,
-    ns: &str,
-    name: &str,
-    old: &CommentClusterStatus,
-    now: Timestamp,
-) -> Result<DegradeState, Error> {
-    let ad = &cc.spec.auto_degrade;
-    if !ad.enabled {
+/// The degrade state of a cluster: what the evaluator last computed, or, after a restart or
+/// a change of leader, what its status says (an overload suspension survives; timers restart).
+fn degrade_state(ctx: &Context, cc: &CommentCluster, uid: &str) -> DegradeState {
+    if !cc.spec.auto_degrade.enabled {
         ctx.with_memory(uid, |m| m.degrade = None);
-        return Ok(DegradeState::default());
+        return DegradeState::default();
     }
-    // After a restart, an overload suspension is read back from status.
-    let remembered = ctx.with_memory(uid, |m| m.degrade);
-    let state = remembered.unwrap_or_else(|| match &old.suspension {
-        Some(s) if s.reason == SuspensionReason::Overload.as_str() => DegradeState::Overloaded {
-            since: s.since.parse().unwrap_or(now),
-            under_since: None,
-        },
-        _ => DegradeState::default(),
-    });
-    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
-    let hpa = api
-        .get_opt(&names::tier(name, Tier::Frontend))
-        .await
-        .map_err(kube_err("read the frontend autoscaler"))?;
-    let reading = hpa.as_ref().and_then(hpa_reading);
-    let thresholds = Thresholds {
+    let old = cc.status.clone().unwrap_or_default();
+    ctx.with_memory(uid, |m| {
+        *m.degrade.get_or_insert_with(|| match &old.suspension {
+            Some(s) if s.reason == SuspensionReason::Overload.as_str() => {
+                DegradeState::Overloaded {
+                    since: s.since.parse().unwrap_or_else(|_| Timestamp::now()),
+                    under_since: None,
+                }
+            }
+            _ => DegradeState::default(),
+        })
+    })
+}
+
+fn thresholds(cc: &CommentCluster) -> Thresholds {
+    let ad = &cc.spec.auto_degrade;
+    Thresholds {
         overload: ad.utilization_threshold,
         hold: Duration::from_secs(ad.hold_seconds.max(0) as u64),
         recovery: ad.recovery_threshold,
         cooldown: Duration::from_secs(ad.cooldown_seconds.max(0) as u64),
-    };
-    let next = degrade::step(state, now, reading, &thresholds);
-    ctx.with_memory(uid, |m| m.degrade = Some(next));
-    Ok(next)
+    }
+}
+
+/// One round of automatic degrade over every cluster that has it enabled: reads each
+/// frontend autoscaler from the watch cache (no API calls), advances its degrade machine, and
+/// returns the clusters whose decision flipped, to be reconciled now.
+pub fn evaluate_degrade_all(
+    ctx: &Context,
+    clusters: &Store<CommentCluster>,
+    hpas: &Store<HorizontalPodAutoscaler>,
+    now: Timestamp,
+) -> Vec<ObjectRef<CommentCluster>> {
+    let mut flipped = Vec::new();
+    for cc in clusters.state() {
+        if !cc.spec.auto_degrade.enabled || cc.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let (Some(uid), Some(ns)) = (cc.uid(), cc.namespace()) else {
+            continue;
+        };
+        let before = degrade_state(ctx, &cc, &uid);
+        let key = ObjectRef::new(&names::tier(&cc.name_any(), Tier::Frontend)).within(&ns);
+        let reading = hpas.get(&key).as_deref().and_then(hpa_reading);
+        let after = degrade::step(before, now, reading, &thresholds(&cc));
+        ctx.with_memory(&uid, |m| m.degrade = Some(after));
+        if after.overloaded() != before.overloaded() {
+            info!(
+                cluster = %cc.name_any(),
+                namespace = %ns,
+                overloaded = after.overloaded(),
+                ?reading,
+                "automatic degrade decision changed"
+            );
+            flipped.push(ObjectRef::from_obj(&*cc));
+        }
+    }
+    flipped
 }
 
 /// The degrade machine's view of an autoscaler: replicas against the maximum, and the CPU

@@ -20,7 +20,8 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -107,6 +108,33 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Evaluates automatic degrade every `every` until `stop`, waking the controller for the
+/// clusters whose decision flipped.
+async fn degrade_loop(
+    ctx: Arc<Context>,
+    clusters: Store<CommentCluster>,
+    hpas: Store<HorizontalPodAutoscaler>,
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<CommentCluster>>,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        let now = jiff::Timestamp::now();
+        for obj in reconcile::evaluate_degrade_all(&ctx, &clusters, &hpas, now) {
+            if wake.unbounded_send(obj).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -196,7 +224,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         ),
         metrics.clone(),
-        Duration::from_secs(args.degrade_interval.max(1)),
     ));
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
     let mut controller = Controller::new(
@@ -211,7 +238,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     controller = owns::<Service>(controller, &client, ns, &children);
     controller = owns::<StatefulSet>(controller, &client, ns, &children);
     controller = owns::<Deployment>(controller, &client, ns, &children);
-    controller = owns::<HorizontalPodAutoscaler>(controller, &client, ns, &children);
+    // Autoscalers are also cached: automatic degrade reads them from here, not the API.
+    let (hpas, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
+    let hpa_events = reflector(
+        hpa_writer,
+        watcher(
+            api::<HorizontalPodAutoscaler>(&client, ns),
+            children.clone(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    controller = controller.owns_stream(hpa_events);
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    controller = controller.reconcile_on(wake_rx);
+    tokio::spawn(degrade_loop(
+        ctx.clone(),
+        controller.store(),
+        hpas,
+        wake_tx,
+        Duration::from_secs(args.degrade_interval.max(1)),
+        stopped(),
+    ));
     controller = owns::<PodDisruptionBudget>(controller, &client, ns, &children);
     controller = owns::<NetworkPolicy>(controller, &client, ns, &children);
     controller = owns::<Ingress>(controller, &client, ns, &children);
