@@ -152,6 +152,9 @@ pub enum ServeError {
     /// The configuration is not valid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The control ConfigMap could not be read at start.
+    #[error(transparent)]
+    Control(#[from] io360_control::Error),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
@@ -165,7 +168,22 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("logic");
+    let control = match &config.control_configmap {
+        Some(name) if !name.trim().is_empty() => Some(
+            io360_control::start(io360_control::Target {
+                namespace: config.control_namespace.clone(),
+                name: name.clone(),
+            })
+            .await?,
+        ),
+        _ => None,
+    };
     let state = state::AppState::new(config, &telemetry);
+    if let Some(control) = control {
+        // The first state was read before serving: a pod started while suspended starts
+        // suspended.
+        state.suspension.follow_control(control, shutdown.clone());
+    }
     state.start_background(shutdown.clone(), telemetry.ready.clone());
     let router = telemetry.instrument(api::router(state));
     io360_common::serve::serve("logic", listener, router, shutdown).await?;

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use io360_common::serve::Shutdown;
 use serde::Serialize;
 
 /// What `/api/v1/status` answers.
@@ -46,11 +47,44 @@ impl Suspension {
     }
 
     /// Records the control ConfigMap's state.
-    #[allow(dead_code)]
-    pub fn set_control(&self, s: SuspensionState) {
+    fn set_control(&self, s: &io360_control::ControlState) {
+        let state = SuspensionState {
+            suspended: s.suspended,
+            reason: s.reason.map(|r| r.as_str().to_owned()),
+            message: Some(s.message.clone()).filter(|m| !m.is_empty()),
+            since: s.since.map(|t| {
+                time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            }),
+        };
         if let Ok(mut c) = self.control.write() {
-            *c = s;
+            *c = state;
         }
+    }
+
+    /// Follows the control ConfigMap until `shutdown`.
+    pub fn follow_control(&self, control: io360_control::Control, shutdown: Shutdown) {
+        let mut rx = control.receiver();
+        self.set_control(&rx.borrow_and_update());
+        let this = self.clone();
+        tokio::spawn(async move {
+            // `control` owns the watch task: keep it alive as long as this loop.
+            let _control = control;
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let state = rx.borrow_and_update().clone();
+                        tracing::info!(suspended = state.suspended, reason = ?state.reason, "control ConfigMap changed");
+                        this.set_control(&state);
+                    }
+                    _ = shutdown.wait() => return,
+                }
+            }
+        });
     }
 
     /// The combined state: the control ConfigMap wins when it suspends.
