@@ -54,7 +54,11 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let telemetry = Telemetry::new("store");
-    let db = Db::open(&config.data_dir, config.group_commit_max)?;
+    // Opening replays the journal: disk work, kept off the async workers.
+    let db =
+        tokio::task::spawn_blocking(move || Db::open(&config.data_dir, config.group_commit_max))
+            .await
+            .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
