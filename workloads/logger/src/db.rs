@@ -1,0 +1,601 @@
+//! The event log on disk: fjall keyspaces, one writer thread, retention, reads on the blocking
+//! pool.
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `events` | (time in Unix nanoseconds, sequence) | the [`Event`] as JSON |
+//! | `authors` | author key, `0`, event key | empty: which events concern an author |
+//!
+//! Keys are big-endian so fjall's order is time order; "newest first" is a reverse range
+//! scan. The writer thread takes every queued batch, commits them, and calls
+//! `persist(SyncAll)` once before answering any of them, like the store's group commit. The
+//! same thread applies retention (oldest events first, by age and by total size) and erasure,
+//! so the size it tracks is exact without locks.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use io360_common::Problem;
+use io360_common::telemetry::Telemetry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::event::{Event, Kind};
+
+/// Why the data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the directory.
+    #[error(
+        "the data directory {0} is in use by another io360 logger process; stop it, or give this one its own --data-dir"
+    )]
+    Locked(PathBuf),
+    /// The directory could not be created, locked or read.
+    #[error("cannot use the data directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// fjall refused to open it.
+    #[error("cannot open the event log in {dir}: {source}")]
+    Fjall {
+        /// The directory.
+        dir: PathBuf,
+        /// fjall's error.
+        source: fjall::Error,
+    },
+}
+
+/// How long and how much the log keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events older than this are deleted.
+    pub max_age: Duration,
+    /// When the stored events exceed this many bytes, the oldest are deleted.
+    pub max_bytes: u64,
+}
+
+/// What a query asks for. Every filter is optional; results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only events at or after this time (Unix nanoseconds).
+    pub since: Option<u64>,
+    /// Only events before this time (Unix nanoseconds).
+    pub until: Option<u64>,
+    /// Only events strictly older than this cursor (an event `id`).
+    pub before: Option<[u8; 16]>,
+    /// Only these kinds (empty: all).
+    pub kinds: Vec<Kind>,
+    /// Only this thread.
+    pub thread: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only events concerning this author key.
+    pub author_key: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl Filter {
+    fn matches(&self, e: &Event) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && self
+                .thread
+                .as_ref()
+                .is_none_or(|t| e.thread.as_ref() == Some(t))
+            && self.actor.as_ref().is_none_or(|a| &e.actor == a)
+            && self
+                .author_key
+                .as_ref()
+                .is_none_or(|k| e.author_key.as_ref() == Some(k))
+    }
+}
+
+/// A page of events, newest first, with the cursor for the next page when there may be more.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Page {
+    /// The events.
+    pub events: Vec<Event>,
+    /// Pass as `before` to get the next (older) page; absent when this is the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Most events one query examines before it answers with what it found and a cursor.
+const SCAN_LIMIT: usize = 200_000;
+
+struct Tables {
+    db: Database,
+    events: Keyspace,
+    authors: Keyspace,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Problem>>;
+
+enum Job {
+    Append(Vec<(u64, Event)>, Reply<usize>),
+    Erase(String, Reply<u64>),
+    Sweep(Reply<u64>),
+}
+
+#[derive(Clone)]
+struct Metrics {
+    ingested: Counter,
+    expired: Counter,
+    stored: Gauge,
+    bytes: Gauge,
+    fsync_seconds: Histogram,
+}
+
+/// The event log. Cheap to share behind an `Arc`.
+pub struct EventLog {
+    tables: Arc<Tables>,
+    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    tail: broadcast::Sender<Arc<Event>>,
+    metrics: Metrics,
+    _lock: File,
+}
+
+fn fjall_err(e: fjall::Error) -> Problem {
+    Problem::internal(format!("event log storage error: {e}"))
+}
+
+/// The 16-byte key of an event.
+fn event_key(nanos: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&nanos.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn key_nanos(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&k[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// An event's public id: its key in hex.
+pub fn key_id(k: &[u8]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses an event id back into its key.
+pub fn parse_id(id: &str) -> Option<[u8; 16]> {
+    if id.len() != 32 || !id.is_ascii() {
+        return None;
+    }
+    let mut k = [0u8; 16];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&id[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(k)
+}
+
+fn author_index(author: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(author.len() + 17);
+    k.extend_from_slice(author.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
+fn decode(key: &[u8], v: &[u8]) -> Result<Event, Problem> {
+    let mut e: Event = serde_json::from_slice(v)
+        .map_err(|e| Problem::internal(format!("corrupt event record: {e}")))?;
+    e.id = Some(key_id(key));
+    Ok(e)
+}
+
+impl EventLog {
+    /// Opens (creating if needed) the log in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, retention: Retention) -> Result<EventLog, OpenError> {
+        let dir_err = |source| OpenError::Dir {
+            dir: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(dir_err)?;
+        let lock = File::create(dir.join("io360-logger.lock")).map_err(dir_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.into())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+        let fj = |source| OpenError::Fjall {
+            dir: dir.to_owned(),
+            source,
+        };
+        let db = Database::builder(dir.join("fjall"))
+            .manual_journal_persist(true)
+            .open()
+            .map_err(fj)?;
+        let events = db
+            .keyspace("events", KeyspaceCreateOptions::default)
+            .map_err(fj)?;
+        let authors = db
+            .keyspace("authors", KeyspaceCreateOptions::default)
+            .map_err(fj)?;
+        // Size and the next sequence number come from one pass over the log at start.
+        let (mut count, mut bytes, mut last_seq) = (0u64, 0u64, 0u64);
+        for kv in events.iter() {
+            let (k, v) = kv.into_inner().map_err(fj)?;
+            count += 1;
+            bytes += (k.len() + v.len()) as u64;
+            let mut s = [0u8; 8];
+            s.copy_from_slice(&k[8..16]);
+            last_seq = last_seq.max(u64::from_be_bytes(s));
+        }
+        let tables = Arc::new(Tables {
+            db,
+            events,
+            authors,
+        });
+        let metrics = Metrics {
+            ingested: Counter::default(),
+            expired: Counter::default(),
+            stored: Gauge::default(),
+            bytes: Gauge::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+        };
+        metrics.stored.set(count as i64);
+        metrics.bytes.set(bytes as i64);
+        let (tail, _) = broadcast::channel(4096);
+        let (jobs, rx) = mpsc::channel();
+        let mut writer = Writer {
+            t: tables.clone(),
+            next_seq: last_seq + 1,
+            count,
+            bytes,
+            retention,
+            tail: tail.clone(),
+            metrics: metrics.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("io360-logger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(dir_err)?;
+        tracing::info!(dir = %dir.display(), events = count, bytes, "event log opened");
+        Ok(EventLog {
+            tables,
+            jobs: std::sync::Mutex::new(Some(jobs)),
+            writer: std::sync::Mutex::new(Some(handle)),
+            tail,
+            metrics,
+            _lock: lock,
+        })
+    }
+
+    /// Adds the log's metrics to a tier's registry.
+    pub fn register_metrics(&self, t: &Telemetry) {
+        let m = &self.metrics;
+        t.register(
+            "logger_events_ingested",
+            "Events stored durably",
+            m.ingested.clone(),
+        );
+        t.register(
+            "logger_events_expired",
+            "Events deleted by retention (age or size)",
+            m.expired.clone(),
+        );
+        t.register("logger_events_stored", "Events kept now", m.stored.clone());
+        t.register(
+            "logger_stored_bytes",
+            "Bytes of events kept now",
+            m.bytes.clone(),
+        );
+        t.register(
+            "logger_fsync_seconds",
+            "Time spent in one group fsync",
+            m.fsync_seconds.clone(),
+        );
+    }
+
+    /// Follows events as they become durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tail.subscribe()
+    }
+
+    /// Stops the writer after it has finished what is queued.
+    pub fn close(&self) {
+        if let Ok(mut j) = self.jobs.lock() {
+            j.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+
+    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, Problem> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| Problem::internal("event log writer lock"))?;
+            let stopping = || {
+                Problem::unavailable(
+                    "logger-stopping",
+                    "the logger is shutting down",
+                    Duration::from_secs(2),
+                )
+            };
+            jobs.as_ref()
+                .ok_or_else(stopping)?
+                .send(make(tx))
+                .map_err(|_| stopping())?;
+        }
+        rx.await
+            .map_err(|_| Problem::internal("the event log writer stopped"))?
+    }
+
+    /// Stores already-validated events (with their times in Unix nanoseconds); answers once
+    /// they are on disk.
+    pub async fn append(&self, events: Vec<(u64, Event)>) -> Result<usize, Problem> {
+        self.submit(|r| Job::Append(events, r)).await
+    }
+
+    /// Removes the personal data of the author with this key from every event that concerns
+    /// them; answers how many events were changed.
+    pub async fn erase_author(&self, author_key: String) -> Result<u64, Problem> {
+        self.submit(|r| Job::Erase(author_key, r)).await
+    }
+
+    /// Applies retention now; answers how many events were deleted.
+    pub async fn sweep(&self) -> Result<u64, Problem> {
+        self.submit(Job::Sweep).await
+    }
+
+    /// Events matching `f`, newest first.
+    pub async fn query(&self, f: Filter) -> Result<Page, Problem> {
+        let t = self.tables.clone();
+        tokio::task::spawn_blocking(move || query(&t, &f))
+            .await
+            .map_err(|e| Problem::internal(format!("query task failed: {e}")))?
+    }
+
+    /// Every event concerning an author, oldest first (for export requests).
+    pub async fn author_events(&self, author_key: String) -> Result<Vec<Event>, Problem> {
+        let t = self.tables.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut prefix = author_key.into_bytes();
+            prefix.push(0);
+            let mut out = Vec::new();
+            for kv in t.authors.prefix(&prefix) {
+                let k = kv.key().map_err(fjall_err)?;
+                let ek = &k[prefix.len()..];
+                if let Some(v) = t.events.get(ek).map_err(fjall_err)? {
+                    out.push(decode(ek, &v)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Problem::internal(format!("export task failed: {e}")))?
+    }
+}
+
+fn query(t: &Tables, f: &Filter) -> Result<Page, Problem> {
+    let mut upper = [0xffu8; 16];
+    if let Some(u) = f.until {
+        upper = event_key(u, 0);
+    }
+    if let Some(b) = f.before
+        && b < upper
+    {
+        upper = b;
+    }
+    let lower = event_key(f.since.unwrap_or(0), 0);
+    let mut events = Vec::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    let mut scanned = 0usize;
+    let mut more = false;
+    for kv in t.events.range(lower..upper).rev() {
+        let (k, v) = kv.into_inner().map_err(fjall_err)?;
+        scanned += 1;
+        let e = decode(&k, &v)?;
+        if f.matches(&e) {
+            if events.len() == f.limit {
+                more = true;
+                break;
+            }
+            events.push(e);
+        }
+        last_key = Some(k.to_vec());
+        if scanned >= SCAN_LIMIT && events.len() < f.limit {
+            more = true;
+            break;
+        }
+    }
+    Ok(Page {
+        next: if more {
+            last_key.map(|k| key_id(&k))
+        } else {
+            None
+        },
+        events,
+    })
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The single writer: owns the sequence counter and the size accounting.
+struct Writer {
+    t: Arc<Tables>,
+    next_seq: u64,
+    count: u64,
+    bytes: u64,
+    retention: Retention,
+    tail: broadcast::Sender<Arc<Event>>,
+    metrics: Metrics,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < 256 {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut appended: Vec<(Reply<usize>, Result<Vec<Event>, Problem>)> = Vec::new();
+            let mut others: Vec<(Reply<u64>, Result<u64, Problem>)> = Vec::new();
+            for job in group {
+                match job {
+                    Job::Append(events, reply) => appended.push((reply, self.append(events))),
+                    Job::Erase(key, reply) => others.push((reply, self.erase(&key))),
+                    Job::Sweep(reply) => others.push((reply, self.sweep())),
+                }
+            }
+            if self.bytes > self.retention.max_bytes
+                && let Err(e) = self.sweep()
+            {
+                tracing::error!(error = %e, "retention by size failed");
+            }
+            let start = Instant::now();
+            if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
+                tracing::error!(error = %e, "fsync of the event log failed");
+                let p = fjall_err(e);
+                for (_, r) in &mut appended {
+                    *r = Err(p.clone());
+                }
+                for (_, r) in &mut others {
+                    *r = Err(p.clone());
+                }
+            }
+            self.metrics
+                .fsync_seconds
+                .observe(start.elapsed().as_secs_f64());
+            self.metrics.stored.set(self.count as i64);
+            self.metrics.bytes.set(self.bytes as i64);
+            for (reply, r) in appended {
+                let r = r.map(|events| {
+                    let n = events.len();
+                    self.metrics.ingested.inc_by(n as u64);
+                    for e in events {
+                        let _ = self.tail.send(Arc::new(e));
+                    }
+                    n
+                });
+                let _ = reply.send(r);
+            }
+            for (reply, r) in others {
+                let _ = reply.send(r);
+            }
+        }
+        if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final fsync of the event log failed");
+        }
+    }
+
+    fn append(&mut self, events: Vec<(u64, Event)>) -> Result<Vec<Event>, Problem> {
+        let mut batch = self.t.db.batch();
+        let mut out = Vec::with_capacity(events.len());
+        let mut added = 0u64;
+        for (nanos, mut e) in events {
+            let key = event_key(nanos, self.next_seq);
+            self.next_seq += 1;
+            e.id = None;
+            let value = serde_json::to_vec(&e)
+                .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
+            added += (key.len() + value.len()) as u64;
+            batch.insert(&self.t.events, key, value);
+            if let Some(a) = &e.author_key {
+                batch.insert(&self.t.authors, author_index(a, &key), []);
+            }
+            e.id = Some(key_id(&key));
+            out.push(e);
+        }
+        batch.durability(None).commit().map_err(fjall_err)?;
+        self.count += out.len() as u64;
+        self.bytes += added;
+        Ok(out)
+    }
+
+    fn erase(&mut self, author: &str) -> Result<u64, Problem> {
+        let mut prefix = author.as_bytes().to_vec();
+        prefix.push(0);
+        let mut batch = self.t.db.batch();
+        let mut n = 0;
+        for kv in self.t.authors.prefix(&prefix) {
+            let ik = kv.key().map_err(fjall_err)?;
+            let ek = ik[prefix.len()..].to_vec();
+            batch.remove(&self.t.authors, ik.to_vec());
+            let Some(v) = self.t.events.get(&ek).map_err(fjall_err)? else {
+                continue;
+            };
+            let mut e: Event = serde_json::from_slice(&v)
+                .map_err(|err| Problem::internal(format!("corrupt event record: {err}")))?;
+            // The record of what happened stays; what says who the person was goes.
+            if !e.actor.starts_with("admin") && e.actor != "system" {
+                e.actor = "erased".to_owned();
+            }
+            e.address = None;
+            e.author_key = None;
+            let nv = serde_json::to_vec(&e)
+                .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
+            self.bytes = (self.bytes + nv.len() as u64).saturating_sub(v.len() as u64);
+            batch.insert(&self.t.events, ek, nv);
+            n += 1;
+        }
+        batch.durability(None).commit().map_err(fjall_err)?;
+        Ok(n)
+    }
+
+    /// Deletes events older than the age limit, then the oldest until under the size limit.
+    fn sweep(&mut self) -> Result<u64, Problem> {
+        let cutoff = time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+            - self.retention.max_age.as_nanos() as i128;
+        let cutoff = cutoff.max(0) as u64;
+        let mut deleted = 0u64;
+        loop {
+            let mut batch = self.t.db.batch();
+            let mut in_batch = 0;
+            let mut done = true;
+            for kv in self.t.events.iter() {
+                let (k, v) = kv.into_inner().map_err(fjall_err)?;
+                let old = key_nanos(&k) < cutoff;
+                if !old && self.bytes <= self.retention.max_bytes {
+                    break;
+                }
+                if let Ok(e) = serde_json::from_slice::<Event>(&v)
+                    && let Some(a) = &e.author_key
+                {
+                    batch.remove(&self.t.authors, author_index(a, &k));
+                }
+                batch.remove(&self.t.events, k.to_vec());
+                self.bytes = self.bytes.saturating_sub((k.len() + v.len()) as u64);
+                self.count = self.count.saturating_sub(1);
+                in_batch += 1;
+                if in_batch == 10_000 {
+                    done = false;
+                    break;
+                }
+            }
+            batch.durability(None).commit().map_err(fjall_err)?;
+            deleted += in_batch;
+            if done {
+                break;
+            }
+        }
+        if deleted > 0 {
+            self.metrics.expired.inc_by(deleted);
+            tracing::info!(deleted, "retention deleted old events");
+        }
+        Ok(deleted)
+    }
+}
