@@ -13,6 +13,10 @@
 //! | `GET /store/v1/pending?limit` | held comments, oldest first |
 //! | `GET /store/v1/author?key` | how many approved comments an author has |
 //! | `GET`/`PUT /store/v1/suspension` | the durable manual suspension flag |
+//! | `GET`/`PUT /store/v1/bans` | the durable list of banned authors and address ranges |
+//! | `GET /store/v1/search?thread&author&text&status&before&limit` | comments, newest first |
+//! | `GET /store/v1/author/comments?key` | every comment of an author, private fields included |
+//! | `POST /store/v1/author/erase` | `{authorKey}`: deletes and scrubs every comment of an author |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -204,6 +208,83 @@ pub struct Author {
     pub approved: u64,
 }
 
+/// A banned author: their comments are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BannedAuthor {
+    /// The author's pseudonymous key.
+    pub key: String,
+    /// What the moderator saw (a display name and a comment id), for the ban list.
+    pub label: String,
+    /// When, RFC 3339.
+    pub since: String,
+}
+
+/// A banned address range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BannedRange {
+    /// The range in CIDR notation, e.g. `203.0.113.0/24`.
+    pub cidr: String,
+    /// When, RFC 3339.
+    pub since: String,
+}
+
+/// Who may not comment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bans {
+    /// Banned authors.
+    #[serde(default)]
+    pub authors: Vec<BannedAuthor>,
+    /// Banned address ranges.
+    #[serde(default)]
+    pub ranges: Vec<BannedRange>,
+}
+
+/// A moderator's comment search. Every filter is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// Only this thread.
+    pub thread: Option<String>,
+    /// Display name containing this (case-insensitive), or this exact email.
+    pub author: Option<String>,
+    /// Text containing this (case-insensitive).
+    pub text: Option<String>,
+    /// Only this status.
+    pub status: Option<io360_common::model::Status>,
+    /// Only comments with a smaller id (paging: the last id of the previous page).
+    pub before: Option<u64>,
+    /// At most this many (default 50, at most 1000).
+    #[serde(default = "default_search_limit")]
+    pub limit: usize,
+}
+
+fn default_search_limit() -> usize {
+    50
+}
+
+/// Comments, with private fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Found {
+    /// The comments.
+    pub comments: Vec<StoredComment>,
+}
+
+/// Whose comments to erase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EraseAuthor {
+    /// The author's pseudonymous key.
+    pub author_key: String,
+}
+
+/// What an erase changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErasedComments {
+    /// One deletion per comment that was still visible or held.
+    pub changes: Vec<Change>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
@@ -258,6 +339,10 @@ pub fn router(db: Arc<Db>, shutdown: Shutdown) -> Router {
         .route("/store/v1/pending", get(pending))
         .route("/store/v1/author", get(author))
         .route("/store/v1/suspension", get(suspension).put(set_suspension))
+        .route("/store/v1/bans", get(bans).put(set_bans))
+        .route("/store/v1/search", get(search))
+        .route("/store/v1/author/comments", get(author_comments))
+        .route("/store/v1/author/erase", post(erase_author))
         .with_state(AppState { db, shutdown })
 }
 
@@ -366,6 +451,56 @@ async fn set_suspension(
     Json(sus): Json<Suspension>,
 ) -> Result<axum::Json<Suspension>, Problem> {
     Ok(axum::Json(s.db.set_suspension(sus).await?))
+}
+
+async fn bans(State(s): State<AppState>) -> Result<axum::Json<Bans>, Problem> {
+    Ok(axum::Json(s.db.bans().await?))
+}
+
+async fn set_bans(
+    State(s): State<AppState>,
+    Json(b): Json<Bans>,
+) -> Result<axum::Json<Bans>, Problem> {
+    if b.authors.len() + b.ranges.len() > 10_000 {
+        return Err(Problem::invalid("authors", "at most 10000 bans are kept"));
+    }
+    Ok(axum::Json(s.db.set_bans(b).await?))
+}
+
+async fn search(
+    State(s): State<AppState>,
+    Query(q): Query<Search>,
+) -> Result<axum::Json<Found>, Problem> {
+    if let Some(t) = &q.thread {
+        check_thread(t)?;
+    }
+    if q.limit == 0 || q.limit > MAX_LIMIT {
+        return Err(Problem::invalid("limit", "must be between 1 and 1000"));
+    }
+    Ok(axum::Json(Found {
+        comments: s.db.search(q).await?,
+    }))
+}
+
+async fn author_comments(
+    State(s): State<AppState>,
+    Query(q): Query<AuthorQuery>,
+) -> Result<axum::Json<Found>, Problem> {
+    Ok(axum::Json(Found {
+        comments: s.db.author_comments(q.key).await?,
+    }))
+}
+
+async fn erase_author(
+    State(s): State<AppState>,
+    Json(req): Json<EraseAuthor>,
+) -> Result<axum::Json<ErasedComments>, Problem> {
+    if req.author_key.is_empty() {
+        return Err(Problem::invalid("authorKey", "must not be empty"));
+    }
+    Ok(axum::Json(ErasedComments {
+        changes: s.db.erase_author(req.author_key).await?,
+    }))
 }
 
 /// The last durable change-feed position.

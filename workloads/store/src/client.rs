@@ -5,8 +5,8 @@ use io360_common::client::{ClientError, TierClient};
 use io360_common::model::{Change, FeedPos, Seq, ThreadMeta, ThreadPage};
 
 use crate::api::{
-    Author, Counts, CountsRequest, FeedLine, Pending, StoredComment, Suspension, ThreadChanges,
-    WriteOp, WriteResult,
+    Author, Bans, Counts, CountsRequest, EraseAuthor, ErasedComments, FeedLine, Found, Pending,
+    Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
 };
 
 /// A client for the store tier.
@@ -121,6 +121,65 @@ impl StoreClient {
     pub async fn set_suspension(&self, s: &Suspension) -> Result<Suspension, ClientError> {
         self.inner
             .send_json(reqwest::Method::PUT, "/store/v1/suspension", s)
+            .await
+    }
+
+    /// The durable list of bans.
+    pub async fn bans(&self) -> Result<Bans, ClientError> {
+        self.inner.get("/store/v1/bans").await
+    }
+
+    /// Replaces the durable list of bans.
+    pub async fn set_bans(&self, b: &Bans) -> Result<Bans, ClientError> {
+        self.inner
+            .send_json(reqwest::Method::PUT, "/store/v1/bans", b)
+            .await
+    }
+
+    /// Comments matching a moderator's search, newest first.
+    pub async fn search(&self, s: &Search) -> Result<Found, ClientError> {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("thread", &s.thread),
+            ("author", &s.author),
+            ("text", &s.text),
+        ] {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+        if let Some(st) = s.status {
+            let name = serde_json::to_value(st)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            q.append_pair("status", &name);
+        }
+        if let Some(b) = s.before {
+            q.append_pair("before", &b.to_string());
+        }
+        q.append_pair("limit", &s.limit.to_string());
+        self.inner
+            .get(&format!("/store/v1/search?{}", q.finish()))
+            .await
+    }
+
+    /// Every comment of the author with this key.
+    pub async fn author_comments(&self, key: &str) -> Result<Found, ClientError> {
+        self.inner
+            .get(&format!("/store/v1/author/comments?key={}", q(key)))
+            .await
+    }
+
+    /// Deletes and scrubs every comment of the author with this key.
+    pub async fn erase_author(&self, key: &str) -> Result<ErasedComments, ClientError> {
+        self.inner
+            .post(
+                "/store/v1/author/erase",
+                &EraseAuthor {
+                    author_key: key.to_owned(),
+                },
+            )
             .await
     }
 

@@ -40,7 +40,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use crate::api::{Counts, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult};
+use crate::api::{
+    Bans, Counts, Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
+};
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
 
 /// Why the data directory could not be opened.
@@ -97,6 +99,8 @@ type Reply = oneshot::Sender<Result<WriteResult, Problem>>;
 enum Job {
     Write(WriteOp, Reply),
     Suspend(Suspension, oneshot::Sender<Result<Suspension, Problem>>),
+    Erase(String, oneshot::Sender<Result<Vec<Change>, Problem>>),
+    Bans(Bans, oneshot::Sender<Result<Bans, Problem>>),
 }
 
 #[derive(Clone)]
@@ -301,6 +305,83 @@ impl Db {
         self.submit(Job::Suspend(s, tx))?;
         rx.await
             .map_err(|_| Problem::internal("the store writer stopped"))?
+    }
+
+    /// Erases the personal data of every comment whose author has this key: each comment not
+    /// yet deleted is deleted (a change of its thread, so live readers see it go), and copies
+    /// of it kept in the change feed are scrubbed. Answers the changes made.
+    pub async fn erase_author(&self, key: String) -> Result<Vec<Change>, Problem> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Erase(key, tx))?;
+        rx.await
+            .map_err(|_| Problem::internal("the store writer stopped"))?
+    }
+
+    /// Replaces the durable list of bans.
+    pub async fn set_bans(&self, bans: Bans) -> Result<Bans, Problem> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Bans(bans, tx))?;
+        rx.await
+            .map_err(|_| Problem::internal("the store writer stopped"))?
+    }
+
+    /// The durable list of bans.
+    pub async fn bans(&self) -> Result<Bans, Problem> {
+        self.read(|t| match t.meta.get("bans").map_err(fjall_err)? {
+            Some(v) => decode(&v),
+            None => Ok(Bans::default()),
+        })
+        .await
+    }
+
+    /// Every comment (with private fields) whose author has this key, oldest first.
+    pub async fn author_comments(&self, key: String) -> Result<Vec<StoredComment>, Problem> {
+        self.read(move |t| {
+            let mut out = Vec::new();
+            for kv in t.comments.iter() {
+                let (_, v) = kv.into_inner().map_err(fjall_err)?;
+                let c: StoredComment = decode(&v)?;
+                if c.author_key.as_deref() == Some(key.as_str()) {
+                    out.push(c);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Comments matching `q`, newest first: a scan of the comment table, for moderators.
+    pub async fn search(&self, q: Search) -> Result<Vec<StoredComment>, Problem> {
+        self.read(move |t| {
+            let upper = q.before.unwrap_or(u64::MAX);
+            let text = q.text.as_ref().map(|s| s.to_lowercase());
+            let author = q.author.as_ref().map(|s| s.to_lowercase());
+            let mut out = Vec::new();
+            for kv in t.comments.range(..u64_key(upper)).rev() {
+                let (_, v) = kv.into_inner().map_err(fjall_err)?;
+                let c: StoredComment = decode(&v)?;
+                let ok = q.thread.as_ref().is_none_or(|th| &c.comment.thread == th)
+                    && q.status.is_none_or(|st| c.comment.status == st)
+                    && author.as_ref().is_none_or(|a| {
+                        c.comment
+                            .author
+                            .as_ref()
+                            .is_some_and(|n| n.to_lowercase().contains(a.as_str()))
+                            || c.email.as_ref().is_some_and(|e| e.to_lowercase() == *a)
+                    })
+                    && text
+                        .as_ref()
+                        .is_none_or(|x| c.comment.text.to_lowercase().contains(x.as_str()));
+                if ok {
+                    out.push(c);
+                    if out.len() >= q.limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn read<T: Send + 'static>(
@@ -522,6 +603,14 @@ enum Done {
         oneshot::Sender<Result<Suspension, Problem>>,
         Result<Suspension, Problem>,
     ),
+    Erase(
+        oneshot::Sender<Result<Vec<Change>, Problem>>,
+        Result<Vec<Change>, Problem>,
+    ),
+    Bans(
+        oneshot::Sender<Result<Bans, Problem>>,
+        Result<Bans, Problem>,
+    ),
 }
 
 impl Writer {
@@ -548,6 +637,16 @@ impl Writer {
                         wrote |= r.is_ok();
                         done.push(Done::Suspend(reply, r));
                     }
+                    Job::Erase(key, reply) => {
+                        let r = self.erase(&key);
+                        wrote |= r.is_ok();
+                        done.push(Done::Erase(reply, r));
+                    }
+                    Job::Bans(b, reply) => {
+                        let r = self.set_bans(b);
+                        wrote |= r.is_ok();
+                        done.push(Done::Bans(reply, r));
+                    }
                 }
             }
             if wrote {
@@ -560,6 +659,8 @@ impl Writer {
                         match d {
                             Done::Write(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
                             Done::Suspend(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
+                            Done::Erase(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
+                            Done::Bans(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
                         }
                     }
                 }
@@ -584,12 +685,85 @@ impl Writer {
                     Done::Suspend(reply, r) => {
                         let _ = reply.send(r);
                     }
+                    Done::Erase(reply, r) => {
+                        let _ = reply.send(r);
+                    }
+                    Done::Bans(reply, r) => {
+                        let _ = reply.send(r);
+                    }
                 }
             }
         }
         if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
             tracing::error!(error = %e, "final fsync failed");
         }
+    }
+
+    fn set_bans(&mut self, b: Bans) -> Result<Bans, Problem> {
+        if self.poisoned {
+            return Err(fjall_err(fjall::Error::Poisoned));
+        }
+        self.t.meta.insert("bans", encode(&b)).map_err(fjall_err)?;
+        Ok(b)
+    }
+
+    fn erase(&mut self, key: &str) -> Result<Vec<Change>, Problem> {
+        if self.poisoned {
+            return Err(fjall_err(fjall::Error::Poisoned));
+        }
+        let mut theirs = Vec::new();
+        for kv in self.t.comments.iter() {
+            let (_, v) = kv.into_inner().map_err(fjall_err)?;
+            let c: StoredComment = decode(&v)?;
+            if c.author_key.as_deref() == Some(key) {
+                theirs.push(c);
+            }
+        }
+        let mut changes = Vec::new();
+        let ids: std::collections::BTreeSet<u64> = theirs.iter().map(|c| c.comment.id).collect();
+        for c in theirs {
+            let id = c.comment.id;
+            if c.comment.status != Status::Deleted {
+                let r = self.update(id, ChangeKind::Deleted, |c| {
+                    c.author_key = None;
+                    tombstone(id, c)
+                })?;
+                changes.push(r.change);
+            } else {
+                let mut c = c;
+                c.author_key = None;
+                self.t
+                    .comments
+                    .insert(u64_key(id), encode(&c))
+                    .map_err(fjall_err)?;
+            }
+        }
+        // Earlier changes in the feed still carry copies of the comments: scrub them too.
+        if !ids.is_empty() {
+            let mut batch = self.t.db.batch();
+            for kv in self.t.feed.iter() {
+                let (k, v) = kv.into_inner().map_err(fjall_err)?;
+                let mut ch: Change = decode(&v)?;
+                if let Some(c) = &mut ch.comment
+                    && ids.contains(&c.id)
+                    && (c.author.is_some() || !c.text.is_empty() || c.website.is_some())
+                {
+                    c.author = None;
+                    c.website = None;
+                    c.text.clear();
+                    c.html.clear();
+                    batch.insert(&self.t.feed, k.to_vec(), encode(&ch));
+                }
+            }
+            batch.remove(&self.t.authors, key.as_bytes());
+            batch.durability(None).commit().map_err(|e| {
+                self.poisoned = true;
+                fjall_err(e)
+            })?;
+        } else {
+            self.t.authors.remove(key.as_bytes()).map_err(fjall_err)?;
+        }
+        Ok(changes)
     }
 
     fn suspend(&mut self, s: Suspension) -> Result<Suspension, Problem> {
@@ -624,21 +798,7 @@ impl Writer {
                 c.comment.modified = Some(now());
                 Ok(0)
             }),
-            WriteOp::Delete { id } => self.update(id, ChangeKind::Deleted, |c| {
-                let delta = match c.comment.status {
-                    Status::Deleted => return Err(gone(id)),
-                    Status::Approved => -1,
-                    Status::Pending => 0,
-                };
-                c.comment.status = Status::Deleted;
-                c.comment.text.clear();
-                c.comment.html.clear();
-                c.comment.author = None;
-                c.comment.website = None;
-                c.email = None;
-                c.remote = None;
-                Ok(delta)
-            }),
+            WriteOp::Delete { id } => self.update(id, ChangeKind::Deleted, |c| tombstone(id, c)),
             WriteOp::Approve { id } => self.update(id, ChangeKind::Approved, |c| {
                 if c.comment.status != Status::Pending {
                     return Err(Problem::new(
@@ -920,6 +1080,24 @@ impl Writer {
             replayed: false,
         })
     }
+}
+
+/// Turns a comment into a tombstone: its text and private data are erased. Answers how the
+/// thread's visible count changes.
+fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, Problem> {
+    let delta = match c.comment.status {
+        Status::Deleted => return Err(gone(id)),
+        Status::Approved => -1,
+        Status::Pending => 0,
+    };
+    c.comment.status = Status::Deleted;
+    c.comment.text.clear();
+    c.comment.html.clear();
+    c.comment.author = None;
+    c.comment.website = None;
+    c.email = None;
+    c.remote = None;
+    Ok(delta)
 }
 
 fn gone(id: u64) -> Problem {

@@ -225,3 +225,43 @@ async fn data_survives_reopen_and_a_second_process_is_refused() {
     let next = db.write(append("/r", "after", None)).await.unwrap().change;
     assert_eq!((next.seq, next.pos), (11, 11));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_an_author_deletes_their_comments_and_scrubs_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 64).unwrap();
+    db.write(append("/erase", "ann's first", None))
+        .await
+        .unwrap();
+    let mut other = new_comment("bob's words");
+    other.author = Some("bob".into());
+    other.author_key = Some("bob".into());
+    db.write(WriteOp::Append {
+        thread: "/erase".into(),
+        comment: other,
+        idempotency_key: None,
+    })
+    .await
+    .unwrap();
+    db.write(append("/erase", "ann's second", None))
+        .await
+        .unwrap();
+
+    let changes = db.erase_author("ann".into()).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert!(changes.iter().all(|c| c.kind == ChangeKind::Deleted));
+    assert!(db.author_comments("ann".into()).await.unwrap().is_empty());
+    let feed = db.feed(0, 100).await.unwrap();
+    for ch in &feed {
+        let c = ch.comment.as_ref().unwrap();
+        if c.author.as_deref() == Some("bob") {
+            assert_eq!(c.text, "bob's words");
+        } else {
+            assert!(c.text.is_empty() && c.author.is_none(), "{ch:?}");
+        }
+    }
+    assert_eq!(db.author_approved("ann".into()).await.unwrap(), 0);
+    assert_eq!(db.author_approved("bob".into()).await.unwrap(), 1);
+    // Erasing again finds nothing left.
+    assert!(db.erase_author("ann".into()).await.unwrap().is_empty());
+}
