@@ -58,10 +58,7 @@ impl Cluster {
         // kubectl and helm are needed in both modes; fail before starting anything.
         tools.bin("kubectl")?;
         tools.bin("helm")?;
-        let scratch = tempfile::Builder::new()
-            .prefix("io360-cluster-tests-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a scratch directory", e))?;
+        let scratch = crate::process::scratch_dir("io360-cluster-tests-")?;
 
         let (kubeconfig, plane) = match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
             Some(path) => {

@@ -67,10 +67,7 @@ impl ControlPlane {
         let kwok = tools.bin("kwok")?;
         let kwok_stages = tools.kwok_stages()?;
 
-        let dir = tempfile::Builder::new()
-            .prefix("io360-k8s-")
-            .tempdir()
-            .map_err(|e| Error::io("creating the control plane's directory", e))?;
+        let dir = crate::process::scratch_dir("io360-k8s-")?;
         let root = dir.path().to_path_buf();
         let pki = pki::generate(&root)?;
         let log = |name: &str| root.join(format!("{name}.log"));

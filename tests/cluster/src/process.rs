@@ -195,3 +195,87 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }
+
+/// Creates a temporary directory `<prefix>*` holding this process's pid, after removing
+/// directories of the same prefix whose process is gone (a test run killed by Ctrl-C or a
+/// timeout never reaches its destructors; the kernel kills its children, but files remain).
+pub(crate) fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            let owner = std::fs::read_to_string(entry.path().join("owner.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            // SAFETY: kill with signal 0 only checks that the pid exists.
+            let gone = owner.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH));
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| Error::io(format!("creating a {prefix}* directory"), e))?;
+    std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string())
+        .map_err(|e| Error::io("writing owner.pid", e))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_dirs_of_dead_processes_are_swept_and_live_ones_kept() {
+        let prefix = format!("io360-sweep-test-{}-", std::process::id());
+        let mut finished = Command::new("true").spawn().unwrap();
+        let dead_pid = finished.id();
+        finished.wait().unwrap();
+
+        let stale = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempdir()
+            .unwrap()
+            .keep();
+        std::fs::write(stale.join("owner.pid"), dead_pid.to_string()).unwrap();
+        let live = scratch_dir(&prefix).unwrap();
+        assert!(!stale.exists(), "the dead process's directory was kept");
+
+        // A second sweep keeps the directory of this (live) process.
+        let other = scratch_dir(&prefix).unwrap();
+        assert!(live.path().exists() && other.path().exists());
+    }
+
+    #[test]
+    fn a_stopped_process_reports_how_it_ended_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut proc = Process::start(
+            "sh",
+            Path::new("/bin/sh"),
+            vec!["-c".into(), "echo about to fail; exit 3".into()],
+            dir.path().join("sh.log"),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match proc.check_running() {
+                Err(e) => break e,
+                Ok(()) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(()) => panic!("sh did not exit"),
+            }
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("exit status: 3") && text.contains("about to fail"),
+            "{text}"
+        );
+    }
+}

@@ -212,13 +212,7 @@ pub fn operator_runs_as_chart_service_account(s: &Suite) -> BoxFuture<'_, Result
         )
         .await?;
 
-        let log = s.operator_log_tail(2000);
-        let forbidden: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
-        ensure!(
-            forbidden.is_empty(),
-            "the operator was refused by RBAC:\n{}",
-            forbidden.join("\n")
-        );
+        s.assert_no_rbac_denials()?;
         Ok(())
     })
 }

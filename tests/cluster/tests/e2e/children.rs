@@ -34,7 +34,7 @@ pub fn children_are_restored_and_collected(s: &Suite) -> BoxFuture<'_, Result<()
         let ns = s.namespace("children").await?;
         let name = "restored";
         s.apply(&ns, &comment_cluster(name, json!({}))).await?;
-        s.wait_ready(&ns, name, 180).await?;
+        s.wait_ready(&ns, name, 120).await?;
 
         for (kind, child) in [
             ("deployment", format!("{name}-logic")),

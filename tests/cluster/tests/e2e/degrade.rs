@@ -102,7 +102,7 @@ pub fn overload_suspends_and_recovers(s: &Suite) -> BoxFuture<'_, Result<()>> {
             ),
         )
         .await?;
-        s.wait_ready(&ns, name, 180).await?;
+        s.wait_ready(&ns, name, 120).await?;
         ensure!(!suspended(s, &ns, name).await?, "suspended before any load");
 
         // Hot but below maxReplicas: the autoscaler can still add pods, so no degrade.

@@ -89,7 +89,7 @@ pub fn example_cluster_converges_to_ready(s: &Suite) -> BoxFuture<'_, Result<()>
         let ns = s.namespace("lifecycle").await?;
         let name = "example";
         s.apply(&ns, &example(name)).await?;
-        let cc = s.wait_ready(&ns, name, 180).await?;
+        let cc = s.wait_ready(&ns, name, 120).await?;
         let uid = cc["metadata"]["uid"]
             .as_str()
             .context("no uid")?

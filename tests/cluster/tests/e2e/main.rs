@@ -108,7 +108,9 @@ fn main() -> ExitCode {
                         test(&suite).await
                     }
                 });
-                result.map_err(|e| Failed::from(suite.failure_report(name, &e)))
+                result
+                    .and_then(|()| suite.assert_no_rbac_denials())
+                    .map_err(|e| Failed::from(suite.failure_report(name, &e)))
             })
         })
         .collect();

@@ -14,7 +14,7 @@ pub fn operator_recovers_from_apiserver_restart(s: &Suite) -> BoxFuture<'_, Resu
         let ns = s.namespace("restart").await?;
         let name = "survivor";
         s.apply(&ns, &comment_cluster(name, json!({}))).await?;
-        s.wait_ready(&ns, name, 180).await?;
+        s.wait_ready(&ns, name, 120).await?;
 
         let started = Instant::now();
         s.cluster.restart_apiserver().await?;
@@ -37,7 +37,7 @@ pub fn operator_recovers_from_apiserver_restart(s: &Suite) -> BoxFuture<'_, Resu
             &patch,
         ])
         .await?;
-        let cc = s.wait_ready(&ns, name, 180).await?;
+        let cc = s.wait_ready(&ns, name, 120).await?;
         let logic = &cc["status"]["tiers"]["logic"];
         ensure!(
             logic["desiredReplicas"] == 2 && logic["readyReplicas"] == 2,

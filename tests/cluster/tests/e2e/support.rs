@@ -202,6 +202,25 @@ impl Suite {
             .log_tail(lines)
     }
 
+    /// Fails if the API server refused the operator anything so far: with the chart's RBAC one
+    /// verb short, a flow may still pass by luck or retries, but the refusal is in the log.
+    pub fn assert_no_rbac_denials(&self) -> Result<()> {
+        let log = std::fs::read_to_string(self.operator.lock().expect("operator poisoned").log())?;
+        let denied: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
+            .take(5)
+            .collect();
+        if denied.is_empty() {
+            Ok(())
+        } else {
+            bail!(
+                "the API server refused the operator (chart RBAC):\n{}",
+                denied.join("\n")
+            )
+        }
+    }
+
     /// A failed test's error plus what the operator was doing.
     pub fn failure_report(&self, test: &str, error: &anyhow::Error) -> String {
         format!(

@@ -28,7 +28,7 @@ pub fn manual_suspension_round_trip(s: &Suite) -> BoxFuture<'_, Result<()>> {
             ),
         )
         .await?;
-        s.wait_ready(&ns, name, 180).await?;
+        s.wait_ready(&ns, name, 120).await?;
         s.wait("longpoll at its HPA minimum (2 ready)", 90, || async {
             match s.deployment_replicas(&ns, &longpoll).await? {
                 (2, 2) => Ok(()),

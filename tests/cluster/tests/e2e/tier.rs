@@ -39,7 +39,7 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
         let ns = s.namespace("tier").await?;
         let name = "tiered";
         s.apply(&ns, &comment_cluster(name, json!({}))).await?;
-        s.wait_ready(&ns, name, 180).await?;
+        s.wait_ready(&ns, name, 120).await?;
 
         // The tiers' own ServiceAccount: logic must manage with the RBAC the operator gave it.
         let kubeconfig = s
