@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Static serving: io360's frontend against nginx, side by side on the same site files, in one
+# run, on this machine. Also: a page carrying a 200-comment snapshot against the same page
+# without one. A benchmark, not a test: it prints figures and ratios.
+#
+#   bash tests/browser/bench-static.sh            # 10 s per measurement
+#   DURATION=5 bash tests/browser/bench-static.sh
+#
+# Needs: nginx (apt-get install nginx-light), wrk (apt-get install wrk), gzip, a release
+# build of io360 (built here with cargo unless IO360_BIN is set). Only 127.0.0.1 is dialled.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION="${DURATION:-10}"
+THREADS="${THREADS:-2}"
+command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx-light" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 1; }
+if [ -z "${IO360_BIN:-}" ]; then
+  cargo build -q --release -p io360
+  IO360_BIN="${CARGO_TARGET_DIR:-target}/release/io360"
+fi
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+
+# The site: the demo plus a typical article page and its stylesheet and script.
+site="$work/site"
+cp -r workloads/frontend/demo "$site"
+python3 - "$site" <<'EOF'
+import sys, random
+root = sys.argv[1]
+random.seed(7)
+words = "comment page static server fast always up spike traffic reader thread live snapshot".split()
+para = lambda n: " ".join(random.choice(words) for _ in range(n))
+body = "".join(f"<h2>{para(4)}</h2><p>{para(120)}</p>" for _ in range(8))
+html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{para(5)}</title>
+<link rel="stylesheet" href="/style.css"><link rel="stylesheet" href="/embed.css"></head>
+<body><main><article><h1>{para(6)}</h1>{body}</article>%s</main><script src="/embed.js" defer></script></body></html>"""
+open(f"{root}/article.html", "w").write(html % "")
+open(f"{root}/commented.html", "w").write(html % '<section id="io360-thread" data-thread="/bench"></section>')
+open(f"{root}/app.css", "w").write("".join(f".c{i} {{ margin: {i}px; color: #{i:06x}; }}\n" for i in range(800)))
+EOF
+# Precompressed siblings: nginx's gzip_static uses them, and so does io360.
+for f in "$site"/article.html "$site"/app.css "$site"/style.css; do gzip -9 -k -f "$f"; done
+
+nginx_port="$(free_port)"
+cat > "$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  open_file_cache max=1000 inactive=60s;
+  etag on;
+  gzip on;
+  gzip_static on;
+  gzip_vary on;
+  gzip_comp_level 6;
+  gzip_types text/css application/javascript text/javascript image/svg+xml application/json;
+  server {
+    listen 127.0.0.1:$nginx_port;
+    root $site;
+    index index.html;
+    location / { try_files \$uri \$uri/ =404; }
+  }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work"
+wait_up "http://127.0.0.1:$nginx_port/article.html"
+
+fe_port="$(free_port)"
+IO360_LOG=warn "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe_port" --site-dir "$site" >"$work/frontend.log" 2>&1 &
+pids+=($!)
+wait_up "http://127.0.0.1:$fe_port/article.html"
+
+# One wrk run: prints "rps p99_ms".
+measure() { # url conns gzip(0/1)
+  local hdr=()
+  [ "$3" = 1 ] && hdr=(-H "Accept-Encoding: gzip")
+  wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" | awk '
+    /Requests\/sec:/ { rps = $2 }
+    /^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } p99 = v }
+    END { printf "%.0f %.2f\n", rps, p99 }'
+}
+
+printf '\nStatic page %s (%s bytes), %s s per run, wrk -t%s, same 2 cores\n' /article.html "$(stat -c %s "$site/article.html")" "$DURATION" "$THREADS"
+printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
+for conns in 64 256; do
+  for gz in 0 1; do
+    read -r n_rps n_p99 < <(measure "http://127.0.0.1:$nginx_port/article.html" "$conns" "$gz")
+    read -r f_rps f_p99 < <(measure "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz")
+    printf '%-6s %-5s | %12s %9s | %12s %9s | %7.2f %7.2f\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
+      "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$(echo "$f_rps / $n_rps" | bc -l)" "$(echo "$f_p99 / $n_p99" | bc -l)"
+  done
+done
+
+# The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
+up_port="$(free_port)"
+IO360_LOG=warn "$IO360_BIN" up --addr "127.0.0.1:$up_port" --data-dir "$work/data" --site "$site" --no-rate-limits >"$work/up.log" 2>&1 &
+pids+=($!)
+wait_up "http://127.0.0.1:$up_port/readyz"
+for i in $(seq 1 200); do
+  curl -fs -o /dev/null -H 'content-type: application/json' \
+    -d "{\"text\":\"Comment number $i with *some* Markdown and a [link](https://example.org/$i).\",\"author\":\"Reader $i\"}" \
+    "http://127.0.0.1:$up_port/api/v1/comments?thread=%2Fbench"
+done
+for _ in $(seq 1 100); do
+  n="$(curl -fs "http://127.0.0.1:$up_port/commented.html" | grep -o 'class="io360-comment' | wc -l)"
+  [ "$n" -ge 200 ] && break
+  sleep 0.2
+done
+# The same bytes as a plain file (marker renamed, so no snapshot is spliced in): the
+# snapshot's cost is what remains once the size is the same.
+curl -fs "http://127.0.0.1:$up_port/commented.html" | sed 's/id="io360-thread"/id="io360-copy01"/' > "$site/copy.html"
+gzip -9 -k -f "$site/copy.html"
+wait_up "http://127.0.0.1:$up_port/copy.html"
+printf '\nSnapshot: /commented.html carries %s comments (%s bytes); /copy.html is the same bytes as a plain file; io360 up, 64 conns\n' \
+  "$n" "$(stat -c %s "$site/copy.html")"
+printf '%-5s | %12s %9s | %12s %9s | %7s\n' gzip "file rps" "p99 ms" "snapshot rps" "p99 ms" "rps x"
+for gz in 0 1; do
+  read -r a_rps a_p99 < <(measure "http://127.0.0.1:$up_port/copy.html" 64 "$gz")
+  read -r s_rps s_p99 < <(measure "http://127.0.0.1:$up_port/commented.html" 64 "$gz")
+  printf '%-5s | %12s %9s | %12s %9s | %7.2f\n' "$([ $gz = 1 ] && echo yes || echo no)" "$a_rps" "$a_p99" "$s_rps" "$s_p99" "$(echo "$s_rps / $a_rps" | bc -l)"
+done
