@@ -150,6 +150,13 @@ impl Process {
         }
     }
 
+    /// How the process ended, or `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL after a grace period.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {

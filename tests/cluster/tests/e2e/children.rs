@@ -131,7 +131,7 @@ pub fn invalid_specs_are_rejected(s: &Suite) -> BoxFuture<'_, Result<()>> {
                 Ok(out) => bail!("the server accepted the invalid spec {name}: {out}"),
                 Err(io360_cluster_tests::Error::Command { stderr, .. }) => {
                     ensure!(
-                        stderr.contains(field) && stderr.contains("Invalid"),
+                        stderr.contains(field) && stderr.to_lowercase().contains("invalid"),
                         "rejection of {name} does not name {field}: {stderr}"
                     );
                 }

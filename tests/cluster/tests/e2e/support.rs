@@ -184,6 +184,25 @@ impl Suite {
             .map(PathBuf::as_path)
     }
 
+    /// Does what the kubelet does for the operator's pod (restartPolicy Always): if the
+    /// operator has exited cleanly, as a leader-elected controller does when it cannot renew
+    /// its Lease, start it again. Returns whether it did. A crash (non-zero exit or a signal)
+    /// is an error, not something to restart.
+    pub fn restart_operator_if_stepped_down(&self) -> Result<bool> {
+        let mut operator = self.operator.lock().expect("operator poisoned");
+        match operator.exit_status() {
+            None => Ok(false),
+            Some(status) if status.success() => {
+                operator.restart(Duration::from_secs(5))?;
+                Ok(true)
+            }
+            Some(status) => bail!(
+                "the operator crashed ({status}):\n{}",
+                operator.log_tail(30)
+            ),
+        }
+    }
+
     /// Fails if the operator or a control-plane component has exited.
     pub fn check_running(&self) -> Result<()> {
         self.operator
