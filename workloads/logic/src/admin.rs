@@ -1,4 +1,10 @@
 //! The admin API under `/api/v1/admin`, behind `Authorization: Bearer <admin token>`.
+//!
+//! Every action here is recorded in the audit trail with its actor: `admin`, or
+//! `admin:<name>` when the caller says who they are in `X-IO360-Actor` (the console sends the
+//! name its user typed in). The trail itself is read back through `GET /api/v1/admin/events`,
+//! which forwards to the logger and answers 503 while the logger is away; moderation keeps
+//! working meanwhile.
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
@@ -6,12 +12,18 @@ use axum::routing::{delete, get, post, put};
 use http::StatusCode;
 use http::request::Parts;
 use io360_common::Problem;
+use io360_common::client::ClientError;
 use io360_common::extract::{Json, Query};
-use io360_store::api::{Pending, Suspension, WriteOp};
-use serde::Deserialize;
+use io360_common::model::{Comment, Status};
+use io360_logger::{Kind, Page};
+use io360_store::api::{
+    BannedAuthor, BannedRange, Bans, Found, Pending, Search, Suspension, WriteOp,
+};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::{One, ThreadQuery, bearer, check_thread};
+use crate::audit;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -22,10 +34,40 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/threads/close", post(close))
         .route("/api/v1/admin/threads/reopen", post(reopen))
         .route("/api/v1/admin/suspension", put(suspend).get(suspension))
+        .route("/api/v1/admin/comments/{id}/reject", post(reject))
+        .route("/api/v1/admin/comments", get(search))
+        .route("/api/v1/admin/bans", get(bans).post(ban).delete(unban))
+        .route("/api/v1/admin/events", get(events))
+        .route("/api/v1/admin/authors/erase", post(erase))
+        .route("/api/v1/admin/authors/export", post(export))
 }
 
-/// Proof that the request carries the admin token.
-struct Admin;
+/// Proof that the request carries the admin token, and who says they are acting.
+struct Admin {
+    actor: String,
+}
+
+/// The header a moderator's name travels in.
+const ACTOR_HEADER: &str = "x-io360-actor";
+
+fn actor(parts: &Parts) -> String {
+    let name = parts
+        .headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        });
+    match name {
+        Some(n) => format!("admin:{n}"),
+        None => "admin".to_owned(),
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = Problem;
@@ -55,7 +97,9 @@ impl FromRequestParts<AppState> for Admin {
             )
             .with_field("Authorization"));
         }
-        Ok(Admin)
+        Ok(Admin {
+            actor: actor(parts),
+        })
     }
 }
 
@@ -89,8 +133,18 @@ async fn write(s: &AppState, op: WriteOp) -> Result<io360_store::api::WriteResul
     Ok(r)
 }
 
+/// Records a moderator's action on a comment.
+fn audit_comment(s: &AppState, admin: &Admin, kind: Kind, c: &Comment, key: Option<String>) {
+    s.audit.emit(
+        audit::event(kind, &admin.actor)
+            .thread(&c.thread)
+            .comment(c.id)
+            .author_key(key),
+    );
+}
+
 async fn approve(
-    _: Admin,
+    admin: Admin,
     State(s): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<axum::Json<One>, Problem> {
@@ -99,11 +153,12 @@ async fn approve(
         .change
         .comment
         .ok_or_else(|| Problem::internal("approve without comment"))?;
+    audit_comment(&s, &admin, Kind::CommentApproved, &comment, None);
     Ok(axum::Json(One { comment }))
 }
 
 async fn remove(
-    _: Admin,
+    admin: Admin,
     State(s): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<axum::Json<One>, Problem> {
@@ -112,11 +167,44 @@ async fn remove(
         .change
         .comment
         .ok_or_else(|| Problem::internal("delete without comment"))?;
+    audit_comment(&s, &admin, Kind::CommentDeleted, &comment, None);
+    Ok(axum::Json(One { comment }))
+}
+
+/// Rejects a held comment: it is deleted, and the trail says it was refused, not removed.
+async fn reject(
+    admin: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<axum::Json<One>, Problem> {
+    let id = id(&raw)?;
+    match s.store.comment(id).await? {
+        None => {
+            return Err(Problem::not_found(
+                "comment-not-found",
+                format!("there is no comment {id}"),
+            ));
+        }
+        Some(c) if c.comment.status != Status::Pending => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "not-pending",
+                format!("comment {id} is not waiting for moderation; delete it instead"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let r = write(&s, WriteOp::Delete { id }).await?;
+    let comment = r
+        .change
+        .comment
+        .ok_or_else(|| Problem::internal("reject without comment"))?;
+    audit_comment(&s, &admin, Kind::CommentRejected, &comment, None);
     Ok(axum::Json(One { comment }))
 }
 
 async fn close(
-    _: Admin,
+    admin: Admin,
     State(s): State<AppState>,
     Query(q): Query<ThreadQuery>,
 ) -> Result<axum::Json<io360_common::model::ThreadMeta>, Problem> {
@@ -128,11 +216,13 @@ async fn close(
         },
     )
     .await?;
+    s.audit
+        .emit(audit::event(Kind::ThreadClosed, &admin.actor).thread(&q.thread));
     Ok(axum::Json(s.store.meta(&q.thread).await?))
 }
 
 async fn reopen(
-    _: Admin,
+    admin: Admin,
     State(s): State<AppState>,
     Query(q): Query<ThreadQuery>,
 ) -> Result<axum::Json<io360_common::model::ThreadMeta>, Problem> {
@@ -144,6 +234,8 @@ async fn reopen(
         },
     )
     .await?;
+    s.audit
+        .emit(audit::event(Kind::ThreadReopened, &admin.actor).thread(&q.thread));
     Ok(axum::Json(s.store.meta(&q.thread).await?))
 }
 
@@ -156,7 +248,7 @@ struct SuspendBody {
 }
 
 async fn suspend(
-    _: Admin,
+    admin: Admin,
     State(s): State<AppState>,
     Json(body): Json<SuspendBody>,
 ) -> Result<axum::Json<crate::SuspensionState>, Problem> {
@@ -173,9 +265,389 @@ async fn suspend(
         .await?;
     s.suspension.set_manual(&stored);
     tracing::info!(suspended = stored.suspended, reason = ?stored.reason, "comments suspension changed");
+    let kind = if stored.suspended {
+        Kind::CommentsSuspended
+    } else {
+        Kind::CommentsResumed
+    };
+    let mut e = audit::event(kind, &admin.actor).reason("manual");
+    if let Some(r) = stored.reason.filter(|r| !r.is_empty()) {
+        e = e.detail(r);
+    }
+    s.audit.emit(e);
     Ok(axum::Json(s.suspension.get()))
 }
 
-async fn suspension(_: Admin, State(s): State<AppState>) -> axum::Json<crate::SuspensionState> {
-    axum::Json(s.suspension.get())
+/// The suspension as moderators see it: who decides it, too.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminSuspension {
+    #[serde(flatten)]
+    state: crate::SuspensionState,
+    /// On Kubernetes the operator decides (`spec.commentsSuspended`, or its own overload
+    /// rule); flipping it here is not the way.
+    operator: bool,
+}
+
+async fn suspension(_: Admin, State(s): State<AppState>) -> axum::Json<AdminSuspension> {
+    axum::Json(AdminSuspension {
+        state: s.suspension.get(),
+        operator: s.config.control_configmap.is_some(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    thread: Option<String>,
+    author: Option<String>,
+    text: Option<String>,
+    status: Option<Status>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+async fn search(
+    _: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<SearchQuery>,
+) -> Result<axum::Json<Found>, Problem> {
+    let thread = nonempty(q.thread);
+    if let Some(t) = &thread {
+        check_thread(t)?;
+    }
+    let limit = match q.limit {
+        None => 50,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
+    };
+    for (field, v) in [("author", &q.author), ("text", &q.text)] {
+        if v.as_ref().is_some_and(|v| v.len() > 500) {
+            return Err(Problem::invalid(field, "must be at most 500 bytes"));
+        }
+    }
+    Ok(axum::Json(
+        s.store
+            .search(&Search {
+                thread,
+                author: nonempty(q.author),
+                text: nonempty(q.text),
+                status: q.status,
+                before: q.before,
+                limit,
+            })
+            .await?,
+    ))
+}
+
+async fn bans(_: Admin, State(s): State<AppState>) -> Result<axum::Json<Bans>, Problem> {
+    Ok(axum::Json(s.store.bans().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    /// Ban the author of this comment.
+    #[serde(default)]
+    comment: Option<u64>,
+    /// Ban the author who uses this email.
+    #[serde(default)]
+    email: Option<String>,
+    /// Ban this address range.
+    #[serde(default)]
+    range: Option<String>,
+}
+
+fn now() -> String {
+    io360_logger::event::now_rfc3339()
+}
+
+async fn ban(
+    admin: Admin,
+    State(s): State<AppState>,
+    Json(body): Json<BanBody>,
+) -> Result<axum::Json<Bans>, Problem> {
+    let mut bans = s.store.bans().await?;
+    let event = match (body.comment, body.email, body.range) {
+        (Some(id), None, None) => {
+            let c =
+                s.store.comment(id).await?.ok_or_else(|| {
+                    Problem::invalid("comment", format!("there is no comment {id}"))
+                })?;
+            let key = c.author_key.clone().ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "no-author",
+                    format!(
+                        "comment {id} was posted without a name or email, so there is no author                          to ban; ban its address range instead"
+                    ),
+                )
+                .with_field("comment")
+            })?;
+            let label = format!(
+                "{} (comment {id})",
+                audit::reader(c.comment.author.as_deref())
+            );
+            if !bans.authors.iter().any(|a| a.key == key) {
+                bans.authors.push(BannedAuthor {
+                    key: key.clone(),
+                    label: label.clone(),
+                    since: now(),
+                });
+            }
+            audit::event(Kind::AuthorBanned, &admin.actor)
+                .thread(&c.comment.thread)
+                .comment(id)
+                .author_key(Some(key))
+                .detail(label)
+        }
+        (None, Some(email), None) => {
+            let email = email.trim().to_lowercase();
+            if !email.contains('@') || email.len() > 254 {
+                return Err(Problem::invalid(
+                    "email",
+                    "must be an address like name@example.org",
+                ));
+            }
+            let key = s.keys.derive("author-email", &email);
+            if !bans.authors.iter().any(|a| a.key == key) {
+                bans.authors.push(BannedAuthor {
+                    key: key.clone(),
+                    label: "an author by email".to_owned(),
+                    since: now(),
+                });
+            }
+            audit::event(Kind::AuthorBanned, &admin.actor)
+                .author_key(Some(key))
+                .detail("an author by email")
+        }
+        (None, None, Some(range)) => {
+            let cidr = audit::parse_range(&range).ok_or_else(|| {
+                Problem::invalid(
+                    "range",
+                    "must be an address or a range like 203.0.113.0/24 or 2001:db8::/48",
+                )
+            })?;
+            if !bans.ranges.iter().any(|r| r.cidr == cidr) {
+                bans.ranges.push(BannedRange {
+                    cidr: cidr.clone(),
+                    since: now(),
+                });
+            }
+            audit::event(Kind::AddressBanned, &admin.actor).detail(cidr)
+        }
+        _ => {
+            return Err(Problem::invalid(
+                "comment",
+                "give exactly one of `comment` (ban its author), `email` or `range`",
+            ));
+        }
+    };
+    let stored = s.store.set_bans(&bans).await?;
+    s.bans.set(&stored);
+    s.audit.emit(event);
+    Ok(axum::Json(stored))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnbanQuery {
+    author: Option<String>,
+    range: Option<String>,
+}
+
+async fn unban(
+    admin: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<UnbanQuery>,
+) -> Result<axum::Json<Bans>, Problem> {
+    let mut bans = s.store.bans().await?;
+    let detail = match (q.author, q.range) {
+        (Some(key), None) => {
+            let before = bans.authors.len();
+            bans.authors.retain(|a| a.key != key);
+            if bans.authors.len() == before {
+                return Err(Problem::not_found(
+                    "no-such-ban",
+                    "that author is not banned",
+                ));
+            }
+            "an author".to_owned()
+        }
+        (None, Some(range)) => {
+            let cidr = audit::parse_range(&range)
+                .ok_or_else(|| Problem::invalid("range", "must be a range like 203.0.113.0/24"))?;
+            let before = bans.ranges.len();
+            bans.ranges.retain(|r| r.cidr != cidr);
+            if bans.ranges.len() == before {
+                return Err(Problem::not_found(
+                    "no-such-ban",
+                    format!("{cidr} is not banned"),
+                ));
+            }
+            cidr
+        }
+        _ => {
+            return Err(Problem::invalid(
+                "author",
+                "give exactly one of `author` (a banned author's key) or `range`",
+            ));
+        }
+    };
+    let stored = s.store.set_bans(&bans).await?;
+    s.bans.set(&stored);
+    s.audit
+        .emit(audit::event(Kind::BanLifted, &admin.actor).detail(detail));
+    Ok(axum::Json(stored))
+}
+
+fn logger_unavailable() -> Problem {
+    Problem::unavailable(
+        "audit-unavailable",
+        "the audit trail is unavailable right now (the logger tier is down or not configured); \
+         moderation still works",
+        std::time::Duration::from_secs(5),
+    )
+}
+
+fn from_logger(e: ClientError) -> Problem {
+    match e {
+        ClientError::Problem(p) if p.status < 500 => p,
+        other => {
+            tracing::warn!(error = %other, "logger unavailable");
+            logger_unavailable()
+        }
+    }
+}
+
+async fn events(
+    _: Admin,
+    State(s): State<AppState>,
+    uri: http::Uri,
+) -> Result<axum::Json<Page>, Problem> {
+    let raw = uri.query().unwrap_or("");
+    // Check here, so a bad parameter is a 400 even while the logger is away.
+    let q: io360_logger::api::EventsQuery = io360_common::extract::parse_query(raw)?;
+    q.filter()?;
+    let logger = s.audit.client().ok_or_else(logger_unavailable)?;
+    Ok(axum::Json(logger.events(raw).await.map_err(from_logger)?))
+}
+
+/// Whose data a data protection request is about.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuthorRequest {
+    /// The email they commented with.
+    #[serde(default)]
+    email: Option<String>,
+    /// The edit token of one of their comments (expired ones too).
+    #[serde(default)]
+    edit_token: Option<String>,
+}
+
+async fn author_key(s: &AppState, req: AuthorRequest) -> Result<String, Problem> {
+    match (req.email, req.edit_token) {
+        (Some(email), None) => {
+            let email = email.trim().to_lowercase();
+            if !email.contains('@') || email.len() > 254 {
+                return Err(Problem::invalid(
+                    "email",
+                    "must be an address like name@example.org",
+                ));
+            }
+            Ok(s.keys.derive("author-email", &email))
+        }
+        (None, Some(token)) => {
+            let bad = || Problem::invalid("editToken", "is not an edit token issued by this site");
+            let id: u64 = token
+                .split('.')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(bad)?;
+            // Any token this site signed proves the request, however old.
+            s.keys
+                .verify_edit(&token, id, i64::MIN)
+                .map_err(|_| bad())?;
+            let c = s.store.comment(id).await?.ok_or_else(bad)?;
+            c.author_key.ok_or_else(|| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "no-author",
+                    format!(
+                        "comment {id} has no author data left (it was posted anonymously or has                          been erased)"
+                    ),
+                )
+                .with_field("editToken")
+            })
+        }
+        _ => Err(Problem::invalid(
+            "email",
+            "give exactly one of `email` or `editToken`",
+        )),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErasedAuthor {
+    /// Comments deleted now (comments already deleted were scrubbed too).
+    comments: usize,
+    /// Audit events whose personal data was removed.
+    events: u64,
+}
+
+async fn erase(
+    admin: Admin,
+    State(s): State<AppState>,
+    Json(req): Json<AuthorRequest>,
+) -> Result<axum::Json<ErasedAuthor>, Problem> {
+    let key = author_key(&s, req).await?;
+    let logger = s.audit.client().ok_or_else(logger_unavailable)?;
+    let erased = s.store.erase_author(&key).await?;
+    for ch in &erased.changes {
+        s.cache.changed(&ch.thread, ch.seq);
+    }
+    // Events about this author still in a shipper's buffer can reach the logger after this;
+    // repeating the request is safe and scrubs them too.
+    let events = logger.erase(&key).await.map_err(from_logger)?;
+    s.audit.emit(
+        audit::event(Kind::AuthorErased, &admin.actor).detail(format!(
+            "{} comments deleted, {} audit events scrubbed",
+            erased.changes.len(),
+            events.erased
+        )),
+    );
+    Ok(axum::Json(ErasedAuthor {
+        comments: erased.changes.len(),
+        events: events.erased,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct ExportedAuthor {
+    comments: Vec<io360_store::api::StoredComment>,
+    events: Vec<io360_logger::Event>,
+}
+
+async fn export(
+    admin: Admin,
+    State(s): State<AppState>,
+    Json(req): Json<AuthorRequest>,
+) -> Result<axum::Json<ExportedAuthor>, Problem> {
+    let key = author_key(&s, req).await?;
+    let logger = s.audit.client().ok_or_else(logger_unavailable)?;
+    let comments = s.store.author_comments(&key).await?.comments;
+    let events = logger.export(&key).await.map_err(from_logger)?.events;
+    s.audit.emit(
+        audit::event(Kind::AuthorExported, &admin.actor).detail(format!(
+            "{} comments, {} audit events",
+            comments.len(),
+            events.len()
+        )),
+    );
+    Ok(axum::Json(ExportedAuthor { comments, events }))
 }

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::audit::{self, Banned};
 use crate::state::AppState;
 use crate::token::TokenError;
 use crate::{Moderation, SUSPENDED_RETRY, limits, render};
+use io360_logger::Kind;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 256 * 1024;
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/preview", post(preview))
         .route("/api/v1/status", get(status))
         .merge(crate::admin::router())
+        .merge(io360_console::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
@@ -132,7 +135,7 @@ async fn list(
     client: Client,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Problem> {
-    s.reads.check(client.0)?;
+    limit_reads(&s, client.0)?;
     check_thread(&q.thread)?;
     let limit = match q.limit {
         None => 1000,
@@ -168,6 +171,20 @@ struct Posted {
     comment: Comment,
     edit_token: String,
     editable_until: String,
+}
+
+/// Counts a write against the client's rate limit; a refusal is counted in the audit trail.
+fn limit_writes(s: &AppState, ip: IpAddr) -> Result<(), Problem> {
+    s.writes.check(ip).inspect_err(|_| {
+        s.audit.reject(Kind::RateLimitRejected, ip, "writes");
+    })
+}
+
+/// Counts a read against the client's rate limit; a refusal is counted in the audit trail.
+fn limit_reads(s: &AppState, ip: IpAddr) -> Result<(), Problem> {
+    s.reads.check(ip).inspect_err(|_| {
+        s.audit.reject(Kind::RateLimitRejected, ip, "reads");
+    })
 }
 
 fn refuse_when_suspended(s: &AppState) -> Result<(), Problem> {
@@ -302,7 +319,7 @@ async fn create(
 ) -> Result<Response, Problem> {
     check_thread(&q.thread)?;
     refuse_when_suspended(&s)?;
-    s.writes.check(client.0)?;
+    limit_writes(&s, client.0)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -320,6 +337,7 @@ async fn create(
         }
     };
     if body.homepage.as_deref().is_some_and(|h| !h.is_empty()) {
+        s.audit.reject(Kind::SpamRejected, client.0, "honeypot");
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "spam-rejected",
@@ -327,7 +345,11 @@ async fn create(
         )
         .with_field("homepage"));
     }
-    check_text(&s, &body.text)?;
+    check_text(&s, &body.text).inspect_err(|p| {
+        if p.status == 422 {
+            s.audit.reject(Kind::SpamRejected, client.0, p.slug());
+        }
+    })?;
     let author = optional("author", body.author, MAX_AUTHOR)?;
     let email = optional("email", body.email, MAX_EMAIL)?;
     let website = optional("website", body.website, MAX_WEBSITE)?;
@@ -337,6 +359,7 @@ async fn create(
     let digest: [u8; 32] = Sha256::digest(body.text.trim().as_bytes()).into();
     let dup_key = (client.0, q.thread.clone(), digest);
     if idempotency_key.is_none() && s.recent.contains_key(&dup_key) {
+        s.audit.reject(Kind::SpamRejected, client.0, "duplicate");
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "duplicate",
@@ -352,6 +375,18 @@ async fn create(
         )),
         (None, None) => None,
     };
+    if let Some(b) = s.bans.check(author_key.as_deref(), client.0) {
+        let reason = match b {
+            Banned::Author => "banned-author",
+            Banned::Address => "banned-address",
+        };
+        s.audit.reject(Kind::SpamRejected, client.0, reason);
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "banned",
+            "this site no longer accepts comments from this author or address",
+        ));
+    }
     let status = match s.config.moderation {
         Moderation::Off => Status::Approved,
         Moderation::All => Status::Pending,
@@ -361,6 +396,8 @@ async fn create(
         },
     };
     let html = render::render(&body.text);
+    let actor = audit::reader(author.as_deref());
+    let audit_key = author_key.clone();
     let op = WriteOp::Append {
         thread: q.thread.clone(),
         comment: NewComment {
@@ -383,6 +420,25 @@ async fn create(
         .change
         .comment
         .ok_or_else(|| Problem::internal("store answered an append without its comment"))?;
+    if !result.replayed {
+        let e = audit::event(Kind::CommentPosted, actor)
+            .thread(&comment.thread)
+            .comment(comment.id)
+            .address(client.0)
+            .author_key(audit_key);
+        if comment.status == Status::Pending {
+            let held = io360_logger::Event {
+                kind: Kind::CommentHeld,
+                actor: "system".to_owned(),
+                reason: Some("moderation".to_owned()),
+                ..e.clone()
+            };
+            s.audit.emit(e);
+            s.audit.emit(held);
+        } else {
+            s.audit.emit(e);
+        }
+    }
     let expires = created_unix(&comment) + s.config.edit_window as i64;
     let body = Posted {
         edit_token: s.keys.edit_token(comment.id, expires),
@@ -455,9 +511,10 @@ async fn edit(
     let id = comment_id(&id)?;
     authorize_edit(&s, &headers, id)?;
     refuse_when_suspended(&s)?;
-    s.writes.check(client.0)?;
+    limit_writes(&s, client.0)?;
     check_text(&s, &body.text)?;
     let html = render::render(&body.text);
+    let key = author_key_of(&s, id).await;
     let r = s
         .store
         .write(&WriteOp::Edit {
@@ -466,7 +523,45 @@ async fn edit(
             html,
         })
         .await?;
+    audit_author_change(&s, Kind::CommentEdited, &r, client.0, key);
     one(&s, r)
+}
+
+/// The author key of a comment, for the audit trail (none when store cannot say).
+async fn author_key_of(s: &AppState, id: u64) -> Option<String> {
+    if !s.audit.enabled() {
+        return None;
+    }
+    s.store
+        .comment(id)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.author_key)
+}
+
+/// Records a change an author made to their own comment.
+fn audit_author_change(
+    s: &AppState,
+    kind: Kind,
+    r: &io360_store::api::WriteResult,
+    ip: IpAddr,
+    key: Option<String>,
+) {
+    let Some(c) = &r.change.comment else { return };
+    // A deleted comment has lost its author name; the key still links the event to them.
+    let actor = if key.is_some() && c.author.is_none() {
+        "author".to_owned()
+    } else {
+        audit::reader(c.author.as_deref())
+    };
+    s.audit.emit(
+        audit::event(kind, actor)
+            .thread(&c.thread)
+            .comment(c.id)
+            .address(ip)
+            .author_key(key),
+    );
 }
 
 fn one(s: &AppState, r: io360_store::api::WriteResult) -> Result<axum::Json<One>, Problem> {
@@ -487,8 +582,10 @@ async fn remove(
     let id = comment_id(&id)?;
     authorize_edit(&s, &headers, id)?;
     refuse_when_suspended(&s)?;
-    s.writes.check(client.0)?;
+    limit_writes(&s, client.0)?;
+    let key = author_key_of(&s, id).await;
     let r = s.store.write(&WriteOp::Delete { id }).await?;
+    audit_author_change(&s, Kind::CommentDeleted, &r, client.0, key);
     one(&s, r)
 }
 
@@ -509,7 +606,7 @@ async fn vote(
         return Err(Problem::invalid("value", "must be 1 or -1"));
     }
     refuse_when_suspended(&s)?;
-    s.writes.check(client.0)?;
+    limit_writes(&s, client.0)?;
     let voter = s.keys.derive("voter", &client.0.to_string());
     let r = s
         .store
@@ -519,6 +616,13 @@ async fn vote(
             value: body.value,
         })
         .await?;
+    s.audit.emit(
+        audit::event(Kind::CommentVoted, "anonymous")
+            .thread(&r.change.thread)
+            .comment(id)
+            .address(client.0)
+            .detail(if body.value > 0 { "+1" } else { "-1" }),
+    );
     one(&s, r)
 }
 
@@ -533,7 +637,7 @@ async fn counts(
     client: Client,
     Json(body): Json<CountsBody>,
 ) -> Result<Response, Problem> {
-    s.reads.check(client.0)?;
+    limit_reads(&s, client.0)?;
     if body.threads.len() > 1000 {
         return Err(Problem::invalid(
             "threads",
@@ -562,7 +666,7 @@ async fn preview(
     client: Client,
     Json(body): Json<PreviewBody>,
 ) -> Result<axum::Json<Preview>, Problem> {
-    s.reads.check(client.0)?;
+    limit_reads(&s, client.0)?;
     check_text(&s, &body.text)?;
     Ok(axum::Json(Preview {
         html: render::render(&body.text),

@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 mod atom;
+mod audit;
 mod cache;
 mod limits;
 mod render;
@@ -118,6 +119,10 @@ pub struct Config {
     /// Namespace of the control ConfigMap; default: the kubeconfig's namespace.
     #[arg(long, env = "IO360_CONTROL_NAMESPACE")]
     pub control_namespace: Option<String>,
+
+    /// Where audit events go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
 }
 
 impl Config {
@@ -135,6 +140,7 @@ impl Config {
         if self.max_text_bytes == 0 {
             return Err("IO360_MAX_TEXT_BYTES must be at least 1".into());
         }
+        self.audit.validate()?;
         for o in &self.allowed_origins {
             if http::HeaderValue::from_str(o).is_err() || !o.contains("://") {
                 return Err(format!(

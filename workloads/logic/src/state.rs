@@ -26,6 +26,10 @@ pub struct AppState {
     /// (client, thread, text hash) of recent posts, for the duplicate check.
     pub recent: Cache<(std::net::IpAddr, String, [u8; 32]), ()>,
     pub banned: std::sync::Arc<Vec<String>>,
+    /// Where audit events go.
+    pub audit: io360_logger::Shipper,
+    /// Banned authors and address ranges, refreshed from store.
+    pub bans: crate::audit::BanList,
 }
 
 impl AppState {
@@ -65,6 +69,8 @@ impl AppState {
             .filter(|w| !w.is_empty())
             .collect();
         AppState {
+            audit: io360_logger::Shipper::new("logic", &config.audit, telemetry),
+            bans: crate::audit::BanList::default(),
             store: StoreClient::new(&config.store_url),
             keys: Keys::new(secret.as_bytes()),
             cache,
@@ -100,6 +106,10 @@ impl AppState {
                     Ok(sus) => {
                         s.suspension.set_manual(&sus);
                         ready.set(true);
+                        match s.store.bans().await {
+                            Ok(b) => s.bans.set(&b),
+                            Err(e) => tracing::debug!(error = %e, "cannot read the bans"),
+                        }
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot read the suspension flag");

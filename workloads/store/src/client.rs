@@ -138,30 +138,32 @@ impl StoreClient {
 
     /// Comments matching a moderator's search, newest first.
     pub async fn search(&self, s: &Search) -> Result<Found, ClientError> {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("thread", &s.thread),
-            ("author", &s.author),
-            ("text", &s.text),
-        ] {
-            if let Some(v) = v {
-                q.append_pair(k, v);
+        // The serializer is not `Send`: finish it before awaiting.
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in [
+                ("thread", &s.thread),
+                ("author", &s.author),
+                ("text", &s.text),
+            ] {
+                if let Some(v) = v {
+                    q.append_pair(k, v);
+                }
             }
-        }
-        if let Some(st) = s.status {
-            let name = serde_json::to_value(st)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            q.append_pair("status", &name);
-        }
-        if let Some(b) = s.before {
-            q.append_pair("before", &b.to_string());
-        }
-        q.append_pair("limit", &s.limit.to_string());
-        self.inner
-            .get(&format!("/store/v1/search?{}", q.finish()))
-            .await
+            if let Some(st) = s.status {
+                let name = serde_json::to_value(st)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                q.append_pair("status", &name);
+            }
+            if let Some(b) = s.before {
+                q.append_pair("before", &b.to_string());
+            }
+            q.append_pair("limit", &s.limit.to_string());
+            q.finish()
+        };
+        self.inner.get(&format!("/store/v1/search?{query}")).await
     }
 
     /// Every comment of the author with this key.
