@@ -17,6 +17,7 @@ pub fn operator_recovers_from_apiserver_restart(s: &Suite) -> BoxFuture<'_, Resu
         s.wait_ready(&ns, name, 120).await?;
 
         let started = Instant::now();
+        let log_before = s.operator_log_len();
         s.cluster.restart_apiserver().await?;
         eprintln!(
             "kube-apiserver restarted and ready again in {:.1} s",
@@ -33,6 +34,10 @@ pub fn operator_recovers_from_apiserver_restart(s: &Suite) -> BoxFuture<'_, Resu
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        // Let the authorizer warm up (it refuses everyone for a moment after a start) before
+        // refusals count as RBAC gaps again.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s.mark_outage(log_before);
         s.check_running()?;
 
         // A spec change after the restart is seen (the CommentCluster watch is back) ...

@@ -26,6 +26,9 @@ pub const OPERATOR_IDENTITY: &str = "io360-e2e-local-operator";
 /// The suite's shared state. Fields drop in order: processes before the cluster they talk to.
 pub struct Suite {
     operator: Mutex<Process>,
+    /// Byte ranges of the operator's log written while the API server was restarting; while
+    /// its authorizer warms up it briefly refuses everyone, which is not an RBAC gap.
+    outages: Mutex<Vec<(usize, usize)>>,
     /// Tests take this for reading; the API-server restart takes it for writing, so it runs
     /// alone.
     pub restart_gate: tokio::sync::RwLock<()>,
@@ -152,6 +155,7 @@ impl Suite {
 
         let suite = Suite {
             operator: Mutex::new(operator),
+            outages: Mutex::new(Vec::new()),
             restart_gate: tokio::sync::RwLock::new(()),
             hpa_gate: tokio::sync::Mutex::new(()),
             operator_account,
@@ -225,19 +229,40 @@ impl Suite {
     /// verb short, a flow may still pass by luck or retries, but the refusal is in the log.
     pub fn assert_no_rbac_denials(&self) -> Result<()> {
         let log = std::fs::read_to_string(self.operator.lock().expect("operator poisoned").log())?;
-        let denied: Vec<&str> = log
-            .lines()
-            .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
-            .take(5)
-            .collect();
+        let outages = self.outages.lock().expect("outages poisoned").clone();
+        let mut offset = 0;
+        let mut denied = Vec::new();
+        for line in log.split_inclusive('\n') {
+            let during_outage = outages.iter().any(|&(a, b)| offset >= a && offset < b);
+            if !during_outage && line.to_ascii_lowercase().contains("forbidden") {
+                denied.push(line.trim_end());
+            }
+            offset += line.len();
+        }
         if denied.is_empty() {
             Ok(())
         } else {
+            denied.truncate(5);
             bail!(
                 "the API server refused the operator (chart RBAC):\n{}",
                 denied.join("\n")
             )
         }
+    }
+
+    /// The current length of the operator's log.
+    pub fn operator_log_len(&self) -> usize {
+        let operator = self.operator.lock().expect("operator poisoned");
+        std::fs::metadata(operator.log()).map_or(0, |m| m.len() as usize)
+    }
+
+    /// Marks the operator's log from `start` to now as written during an API server outage.
+    pub fn mark_outage(&self, start: usize) {
+        let end = self.operator_log_len();
+        self.outages
+            .lock()
+            .expect("outages poisoned")
+            .push((start, end));
     }
 
     /// A failed test's error plus what the operator was doing.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use futures::future::BoxFuture;
 use io360_cluster_tests::Process;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::support::{Suite, comment_cluster, free_port, secs};
@@ -107,26 +108,17 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             logic_process.log_tail(30)
         );
 
-        // Suspend, and time from the moment the control ConfigMap says so to the first 503.
+        // Suspend; then time from the moment the operator suspended (the control ConfigMap's
+        // `since`, stamped before the ConfigMap is written) to logic's first 503.
         s.set_suspended(&ns, name, true).await?;
         let patched = Instant::now();
-        let mut written_at: Option<Instant> = None;
         let refused = loop {
             ensure!(
                 patched.elapsed() < Duration::from_secs(60),
-                "logic still accepts writes 60 s after the suspension patch (control ConfigMap written: {})\nlogic log:\n{}",
-                written_at.is_some(),
+                "logic still accepts writes 60 s after the suspension patch (control ConfigMap: {})\nlogic log:\n{}",
+                s.control_data(&ns, name).await.unwrap_or_default(),
                 logic_process.log_tail(30)
             );
-            if written_at.is_none() {
-                let control = s
-                    .control_data(&ns, name)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                if control["commentsSuspended"] == "true" {
-                    written_at = Some(Instant::now());
-                }
-            }
             n += 1;
             let (status, retry_after, body) = post(&http, &logic, n).await?;
             match status {
@@ -136,17 +128,27 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let refused_at = Instant::now();
-        let lag = match written_at {
-            Some(at) => refused_at.duration_since(at).as_secs_f64(),
-            None => 0.0,
-        };
+        let refused_at = Timestamp::now();
+        let control = s
+            .control_data(&ns, name)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        ensure!(
+            control["commentsSuspended"] == "true" && control["reason"] == "Manual",
+            "logic refused writes but the control ConfigMap says {control}"
+        );
+        let since: Timestamp = control["since"]
+            .as_str()
+            .context("no `since` in the control ConfigMap")?
+            .parse()
+            .with_context(|| format!("`since` is not RFC 3339: {}", control["since"]))?;
+        let lag = refused_at.duration_since(since).as_secs_f64();
         ensure!(
             lag <= 5.0,
             "logic refused writes {lag:.1} s after the operator suspended (limit 5 s)"
         );
         eprintln!(
-            "logic refused writes {lag:.2} s after the control ConfigMap changed ({:.2} s after the patch)",
+            "logic refused writes at most {lag:.2} s after the operator suspended ({:.2} s after the patch)",
             secs(patched)
         );
         let (retry_after, problem) = refused;
