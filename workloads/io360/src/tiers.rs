@@ -37,6 +37,20 @@ pub enum Tier {
         #[command(flatten)]
         config: io360_logic::Config,
     },
+    /// Follows the store's change feed and feeds longpoll (default address 127.0.0.1:8085).
+    Sync {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_sync::Config,
+    },
+    /// Holds browsers' long polls and event streams (default address 127.0.0.1:8086).
+    Longpoll {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_longpoll::Config,
+    },
 }
 
 /// Binds `addr`, saying which tier wanted it when that fails.
@@ -66,6 +80,14 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
         Tier::Logic { listen, config } => {
             let l = bind("logic", listen.addr.as_deref().unwrap_or("127.0.0.1:8081")).await?;
             io360_logic::serve(config, l, shutdown).await?;
+        }
+        Tier::Sync { listen, config } => {
+            let l = bind("sync", listen.addr.as_deref().unwrap_or("127.0.0.1:8085")).await?;
+            io360_sync::serve(config, l, shutdown).await?;
+        }
+        Tier::Longpoll { listen, config } => {
+            let l = bind("longpoll", listen.addr.as_deref().unwrap_or("127.0.0.1:8086")).await?;
+            io360_longpoll::serve(config, l, shutdown).await?;
         }
     }
     Ok(())

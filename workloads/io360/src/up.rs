@@ -59,19 +59,33 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     opts.open(path)?.write_all(contents.as_bytes())
 }
 
+/// A tier's configuration from its defaults and `IO360_*` variables (no flags).
+fn default_config<C: clap::Args>() -> C {
+    #[derive(clap::Parser)]
+    struct Defaults<C: clap::Args> {
+        #[command(flatten)]
+        config: C,
+    }
+    <Defaults<C> as clap::Parser>::parse_from(["io360"]).config
+}
+
 /// Runs every tier until SIGINT or SIGTERM, or until one of them fails.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (token, from_file) = admin_token(args.logic.admin_token.clone(), &args.data_dir)?;
 
     let store_l = bind("store", "127.0.0.1:0").await?;
     let store_url = format!("http://{}", store_l.local_addr()?);
+    let sync_l = bind("sync", "127.0.0.1:0").await?;
+    let sync_url = format!("http://{}", sync_l.local_addr()?);
+    let longpoll_l = bind("longpoll", "127.0.0.1:0").await?;
+    let longpoll_url = format!("http://{}", longpoll_l.local_addr()?);
     let logic_l = bind("logic", "127.0.0.1:0").await?;
     let logic_url = format!("http://{}", logic_l.local_addr()?);
     let public = bind("public face", &args.addr).await?;
     let public_addr = public.local_addr()?;
 
     let mut logic = args.logic;
-    logic.store_url = store_url;
+    logic.store_url = store_url.clone();
     logic.admin_token = Some(token.clone());
     logic.public_url = format!("http://{public_addr}");
     // Browsers reach logic through the frontend, which appends their address to this header.
@@ -82,7 +96,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let frontend = io360_frontend::Config {
         site_dir: args.site,
         logic_url: Some(logic_url),
+        longpoll_url: Some(longpoll_url),
         ..io360_frontend::Config::default()
+    };
+
+    let sync = io360_sync::Config {
+        store_url: store_url.clone(),
+        ..default_config::<io360_sync::Config>()
+    };
+    let longpoll = io360_longpoll::Config {
+        sync_url,
+        ..default_config::<io360_longpoll::Config>()
     };
 
     let store = io360_store::Config {
@@ -97,6 +121,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         (
             "store",
             io360_store::serve(store, store_l, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
+    // Sync after store, longpoll after sync: each retries its upstream until it answers.
+    let s = shutdown.clone();
+    tiers.spawn(async move {
+        (
+            "sync",
+            io360_sync::serve(sync, sync_l, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
+    let s = shutdown.clone();
+    tiers.spawn(async move {
+        (
+            "longpoll",
+            io360_longpoll::serve(longpoll, longpoll_l, s)
                 .await
                 .map_err(Into::into),
         )
