@@ -1,0 +1,485 @@
+//! The logger tier over real HTTP on loopback, with a real fjall directory.
+
+use std::time::Duration;
+
+use io360_common::serve::{Shutdown, ShutdownTrigger};
+use io360_common::telemetry::Telemetry;
+use io360_logger::{Config, Event, Kind, Shipper, ShipperConfig};
+use serde_json::{Value, json};
+
+struct Logger {
+    url: String,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Logger {
+    async fn start(config: Config, addr: Option<std::net::SocketAddr>) -> Logger {
+        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
+            .await
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(async move {
+            io360_logger::serve(config, listener, shutdown)
+                .await
+                .unwrap()
+        });
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Logger { url, trigger, task };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("logger never became ready");
+    }
+
+    async fn stop(self) {
+        self.trigger.trigger();
+        self.task.await.unwrap();
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    Config::in_dir(dir.to_owned())
+}
+
+fn ev(kind: &str, actor: &str, thread: &str, time: &str) -> Value {
+    json!({"time": time, "kind": kind, "tier": "logic", "actor": actor, "thread": thread})
+}
+
+fn now() -> String {
+    io360_logger::event::now_rfc3339()
+}
+
+async fn post(url: &str, body: Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{url}/logger/v1/events"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn query(url: &str, q: &str) -> Value {
+    let res = reqwest::get(format!("{url}/logger/v1/events?{q}"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+fn kinds(page: &Value) -> Vec<String> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_durable_and_queried_newest_first_by_kind_thread_actor_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let batch = json!({"events": [
+        ev("comment.posted", "Ann", "/a", "2026-01-01T10:00:00Z"),
+        ev("comment.approved", "admin:Bo", "/a", "2026-01-01T10:05:00Z"),
+        ev("comment.posted", "Cy", "/b", "2026-01-01T10:10:00Z"),
+        ev("comments.suspended", "admin:Bo", "/b", "2026-01-01T14:02:00Z"),
+        ev("comments.resumed", "admin:Bo", "/b", "2026-01-01T14:31:00Z"),
+    ]});
+    let (status, body) = post(&logger.url, batch).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["stored"], 5);
+
+    let all = query(&logger.url, "until=2026-01-02T00:00:00Z").await;
+    assert_eq!(
+        kinds(&all),
+        [
+            "comments.resumed",
+            "comments.suspended",
+            "comment.posted",
+            "comment.approved",
+            "comment.posted"
+        ]
+    );
+    let posted = query(&logger.url, "kind=comment.posted&thread=%2Fa").await;
+    assert_eq!(posted["events"].as_array().unwrap().len(), 1);
+    assert_eq!(posted["events"][0]["actor"], "Ann");
+    let by_bo = query(&logger.url, "actor=admin%3ABo&since=2026-01-01T14:00:00Z").await;
+    assert_eq!(kinds(&by_bo), ["comments.resumed", "comments.suspended"]);
+
+    // Paging: two at a time, each page older than the last, until there is no `next`.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = "until=2026-01-02T00:00:00Z&limit=2".to_owned();
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&before={c}"));
+        }
+        let page = query(&logger.url, &q).await;
+        seen.extend(kinds(&page));
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, kinds(&all));
+
+    // Durable: a restart on the same directory finds everything.
+    logger.stop().await;
+    let logger = Logger::start(config(dir.path()), None).await;
+    let again = query(&logger.url, "until=2026-01-02T00:00:00Z").await;
+    assert_eq!(kinds(&again), kinds(&all));
+    // The logger records its own starts and stops.
+    let own = query(&logger.url, "kind=tier.started,tier.stopped").await;
+    assert_eq!(
+        kinds(&own),
+        ["tier.started", "tier.stopped", "tier.started"]
+    );
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_get_4xx_naming_the_field_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/logger/v1/events", logger.url);
+
+    let res = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"events\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+
+    let (status, p) = post(
+        &logger.url,
+        json!({"events": [ev("comment.posted", "a", "/t", &now()), ev("comment.exploded", "a", "/t", &now())]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(p["field"], "events[1].kind", "{p}");
+
+    let mut late = ev("comment.posted", "a", "/t", &now());
+    late["time"] = json!("last tuesday");
+    let (status, p) = post(
+        &logger.url,
+        json!({"events": [ev("comment.posted", "a", "/t", &now()), late]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(p["field"], "events[1].time", "{p}");
+
+    let mut bad_addr = ev("comment.posted", "a", "/t", &now());
+    bad_addr["address"] = json!("not-an-address");
+    let (status, p) = post(&logger.url, json!({"events": [bad_addr]})).await;
+    assert_eq!(
+        (status, p["field"].as_str()),
+        (400, Some("events[0].address"))
+    );
+
+    let (status, p) = post(&logger.url, json!({"events": [{"kind": "comment.posted"}]})).await;
+    assert_eq!(status, 400, "{p}");
+    let (status, _) = post(&logger.url, json!({"events": []})).await;
+    assert_eq!(status, 400);
+    let (status, p) = post(
+        &logger.url,
+        json!({"events": [ev("comment.posted", "a", "/t", &now())], "extra": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{p}");
+
+    let many: Vec<Value> = (0..1001)
+        .map(|_| ev("comment.posted", "a", "/t", &now()))
+        .collect();
+    let (status, p) = post(&logger.url, json!({"events": many})).await;
+    assert_eq!(status, 413);
+    assert_eq!(p["field"], "events");
+
+    let mut huge = ev("comment.posted", "a", "/t", &now());
+    huge["detail"] = json!("x".repeat(3 * 1024 * 1024));
+    let (status, _) = post(&logger.url, json!({"events": [huge]})).await;
+    assert_eq!(status, 413);
+
+    let res = http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+
+    let page = query(&logger.url, "kind=comment.posted").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 0, "{page}");
+
+    // Bad queries are 400s too.
+    for q in ["kind=nope", "limit=0", "since=yesterday", "before=zz"] {
+        let res = reqwest::get(format!("{}/logger/v1/events?{q}", logger.url))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{q}");
+    }
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_deletes_old_events_and_keeps_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.retention_secs = 3600;
+    cfg.sweep_ms = 50;
+    let logger = Logger::start(cfg, None).await;
+    let old = (time::OffsetDateTime::now_utc() - time::Duration::hours(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, _) = post(
+        &logger.url,
+        json!({"events": [
+            ev("comment.posted", "old", "/r", &old),
+            ev("comment.posted", "new", "/r", &now()),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut actors = Vec::new();
+    for _ in 0..200 {
+        let page = query(&logger.url, "thread=%2Fr").await;
+        actors = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["actor"].as_str().unwrap().to_owned())
+            .collect();
+        if actors == ["new"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(actors, ["new"]);
+    let metrics = reqwest::get(format!("{}/metrics", logger.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("io360_logger_events_expired_total 1"),
+        "{metrics}"
+    );
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_size_keeps_the_newest_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.retention_bytes = 8192;
+    let logger = Logger::start(cfg, None).await;
+    for i in 0..20 {
+        let events: Vec<Value> = (0..10)
+            .map(|j| ev("comment.posted", &format!("a{}", i * 10 + j), "/s", &now()))
+            .collect();
+        let (status, _) = post(&logger.url, json!({"events": events})).await;
+        assert_eq!(status, 202);
+    }
+    let page = query(&logger.url, "thread=%2Fs&limit=1000").await;
+    let events = page["events"].as_array().unwrap();
+    assert!(
+        !events.is_empty() && events.len() < 100,
+        "kept {} of 200 events",
+        events.len()
+    );
+    assert_eq!(events[0]["actor"], "a199", "the newest is kept");
+    assert!(
+        events.iter().all(|e| e["actor"] != "a0"),
+        "the oldest is gone"
+    );
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let mut mine = ev("comment.posted", "Ann", "/e", &now());
+    mine["authorKey"] = json!("key-ann");
+    mine["address"] = json!("203.0.113.77");
+    mine["comment"] = json!(7);
+    let mut approved = ev("comment.approved", "admin", "/e", &now());
+    approved["authorKey"] = json!("key-ann");
+    approved["comment"] = json!(7);
+    let mut theirs = ev("comment.posted", "Bob", "/e", &now());
+    theirs["authorKey"] = json!("key-bob");
+    theirs["address"] = json!("2001:db8:1:2::5");
+    let (status, _) = post(&logger.url, json!({"events": [mine, approved, theirs]})).await;
+    assert_eq!(status, 202);
+
+    let page = query(&logger.url, "thread=%2Fe").await;
+    let addrs: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert_eq!(addrs, ["2001:db8:1::", "203.0.113.0"]);
+
+    let export: Value = reqwest::get(format!("{}/logger/v1/export?author=key-ann", logger.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kinds(&export), ["comment.posted", "comment.approved"]);
+
+    let res = reqwest::Client::new()
+        .post(format!("{}/logger/v1/erase", logger.url))
+        .json(&json!({"authorKey": "key-ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let erased: Value = res.json().await.unwrap();
+    assert_eq!(erased["erased"], 2);
+
+    let page = query(&logger.url, "thread=%2Fe").await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "the record of what happened stays");
+    let ann = events
+        .iter()
+        .find(|e| e["kind"] == "comment.posted" && e["comment"] == 7)
+        .unwrap();
+    assert_eq!(ann["actor"], "erased");
+    assert!(
+        ann.get("address").is_none() && ann.get("authorKey").is_none(),
+        "{ann}"
+    );
+    let approval = events
+        .iter()
+        .find(|e| e["kind"] == "comment.approved")
+        .unwrap();
+    assert_eq!(approval["actor"], "admin", "moderators are not the author");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["actor"] == "Bob" && e["authorKey"] == "key-bob")
+    );
+    let export: Value = reqwest::get(format!("{}/logger/v1/export?author=key-ann", logger.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["events"].as_array().unwrap().len(), 0);
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_streams_new_events_as_they_become_durable() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let res = reqwest::get(format!(
+        "{}/logger/v1/tail?kind=comment.deleted",
+        logger.url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.bytes_stream();
+    let (status, _) = post(
+        &logger.url,
+        json!({"events": [ev("comment.posted", "x", "/t", &now()), ev("comment.deleted", "admin", "/t", &now())]}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let mut text = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("comment.deleted") && text.contains("\"actor\":\"admin\"") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "{text}");
+    assert!(
+        !text.contains("comment.posted"),
+        "the kind filter holds: {text}"
+    );
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipper_never_blocks_drops_and_counts_when_full_and_resumes_when_the_logger_returns() {
+    // Nothing listens at this address yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let telemetry = Telemetry::new("test");
+    let shipper = Shipper::new(
+        "test",
+        &ShipperConfig {
+            logger_url: Some(format!("http://{addr}")),
+            logger_buffer: 10,
+            logger_batch: 5,
+            logger_flush_ms: 50,
+        },
+        &telemetry,
+    );
+    shipper.start();
+    // `emit` is a try_send: it returns at once whether or not anything is listening.
+    for i in 0..40 {
+        shipper.emit(Event::now(Kind::CommentPosted, "test", format!("r{i}")).thread("/ship"));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let dropped = shipper.dropped();
+    assert!(
+        (25..=30).contains(&dropped),
+        "buffer 10 + one held batch of 5 fit; the rest is dropped: {dropped}"
+    );
+    assert!(
+        telemetry
+            .encode()
+            .contains(&format!("io360_logger_events_dropped_total {dropped}"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), Some(addr)).await;
+    let want = 40 - dropped as usize;
+    let mut got = 0;
+    for _ in 0..400 {
+        got = query(&logger.url, "thread=%2Fship&limit=1000").await["events"]
+            .as_array()
+            .unwrap()
+            .len();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        got, want,
+        "everything not dropped arrives after the logger returns"
+    );
+    // And new events flow again.
+    shipper.emit(Event::now(Kind::CommentPosted, "test", "after").thread("/ship"));
+    shipper.stop(Duration::from_secs(5)).await;
+    let page = query(&logger.url, "thread=%2Fship&actor=after").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    logger.stop().await;
+}
