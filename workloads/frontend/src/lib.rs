@@ -86,6 +86,15 @@ pub struct Config {
     #[arg(long, env = "IO360_MAX_DYNAMIC_IN_FLIGHT", default_value_t = 32768)]
     pub max_dynamic_in_flight: usize,
 
+    /// Name of the control ConfigMap to watch for suspension (on Kubernetes). Unset: the
+    /// suspension state comes from logic only.
+    #[arg(long, env = "IO360_CONTROL_CONFIGMAP")]
+    pub control_configmap: Option<String>,
+
+    /// Namespace of the control ConfigMap; default: the kubeconfig's namespace.
+    #[arg(long, env = "IO360_CONTROL_NAMESPACE")]
+    pub control_namespace: Option<String>,
+
     /// `Cache-Control: max-age` for files other than pages, in seconds.
     #[arg(long, env = "IO360_ASSET_MAX_AGE", default_value_t = 3600)]
     pub asset_max_age: u64,
@@ -102,6 +111,8 @@ impl Default for Config {
             status_interval_ms: 3000,
             max_static_in_flight: 8192,
             max_dynamic_in_flight: 32768,
+            control_configmap: None,
+            control_namespace: None,
             asset_max_age: 3600,
         }
     }
@@ -113,6 +124,9 @@ pub enum Error {
     /// The configuration is not usable.
     #[error("invalid frontend configuration: {0}")]
     Config(String),
+    /// The control ConfigMap could not be read at start.
+    #[error(transparent)]
+    Control(#[from] io360_control::Error),
     /// The site directory could not be loaded.
     #[error(transparent)]
     Site(#[from] LoadError),
@@ -348,6 +362,22 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     tracing::info!(files = n, site = ?source, "site loaded");
     if let Source::Dir(dir) = source {
         tokio::spawn(watch::follow(front.clone(), dir, shutdown.clone()));
+    }
+    if let Some(name) = config
+        .control_configmap
+        .as_ref()
+        .filter(|n| !n.trim().is_empty())
+    {
+        // Read before serving: a pod started while suspended starts suspended.
+        let control = io360_control::start(io360_control::Target {
+            namespace: config.control_namespace.clone(),
+            name: name.clone(),
+        })
+        .await?;
+        front
+            .suspension
+            .clone()
+            .follow_control(control, shutdown.clone());
     }
     if let Some(logic) = logic {
         tokio::spawn(front.suspension.clone().follow_logic(
