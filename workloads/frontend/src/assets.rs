@@ -99,3 +99,32 @@ pub(crate) fn not_found_page() -> Asset {
         "no-cache",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widget_stays_under_20_kb_gzipped() {
+        let w = Widget::new();
+        let size = |a: &Asset| {
+            a.encoded
+                .gzip
+                .as_ref()
+                .map(|v| v.body.len())
+                .unwrap_or(usize::MAX)
+        };
+        let total = size(&w.script) + size(&w.style);
+        assert!(total < 20 * 1024, "widget is {total} bytes gzipped");
+    }
+
+    #[test]
+    fn demo_site_has_a_page_with_a_thread() {
+        let files = demo_files();
+        let post = files
+            .iter()
+            .find(|f| f.rel == "posts/hello/index.html")
+            .expect("the demo's first post");
+        assert!(crate::marker::find(&post.body).is_some());
+    }
+}

@@ -524,7 +524,14 @@
       this.polling = true;
       let failures = 0;
       const thread = encodeURIComponent(this.thread);
+      let statusAt = Date.now();
       while (!this.stopped && !this.suspended) {
+        // Live events do not say when comments get paused: ask now and then.
+        if (Date.now() - statusAt > 30000) {
+          statusAt = Date.now();
+          await this.checkStatus();
+          if (this.suspended) break;
+        }
         const ctrl = new AbortController();
         this.poller = ctrl;
         const timer = setTimeout(() => ctrl.abort(), 70000);
