@@ -190,9 +190,23 @@ pub async fn serve(
         // suspended.
         state.suspension.follow_control(control, shutdown.clone());
     }
+    state.audit.start();
+    state.audit.emit(io360_logger::Event::now(
+        io360_logger::Kind::TierStarted,
+        "logic",
+        "system",
+    ));
     state.start_background(shutdown.clone(), telemetry.ready.clone());
+    let audit = state.audit.clone();
     let router = telemetry.instrument(api::router(state));
-    io360_common::serve::serve("logic", listener, router, shutdown).await?;
+    let served = io360_common::serve::serve("logic", listener, router, shutdown).await;
+    audit.emit(io360_logger::Event::now(
+        io360_logger::Kind::TierStopped,
+        "logic",
+        "system",
+    ));
+    audit.stop(Duration::from_secs(2)).await;
+    served?;
     Ok(())
 }
 
