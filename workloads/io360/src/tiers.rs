@@ -37,6 +37,13 @@ pub enum Tier {
         #[command(flatten)]
         config: io360_logic::Config,
     },
+    /// The audit log (default address 127.0.0.1:8087).
+    Logger {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_logger::Config,
+    },
     /// Follows the store's change feed and feeds longpoll (default address 127.0.0.1:8085).
     Sync {
         #[command(flatten)]
@@ -81,12 +88,20 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
             let l = bind("logic", listen.addr.as_deref().unwrap_or("127.0.0.1:8081")).await?;
             io360_logic::serve(config, l, shutdown).await?;
         }
+        Tier::Logger { listen, config } => {
+            let l = bind("logger", listen.addr.as_deref().unwrap_or("127.0.0.1:8087")).await?;
+            io360_logger::serve(config, l, shutdown).await?;
+        }
         Tier::Sync { listen, config } => {
             let l = bind("sync", listen.addr.as_deref().unwrap_or("127.0.0.1:8085")).await?;
             io360_sync::serve(config, l, shutdown).await?;
         }
         Tier::Longpoll { listen, config } => {
-            let l = bind("longpoll", listen.addr.as_deref().unwrap_or("127.0.0.1:8086")).await?;
+            let l = bind(
+                "longpoll",
+                listen.addr.as_deref().unwrap_or("127.0.0.1:8086"),
+            )
+            .await?;
             io360_longpoll::serve(config, l, shutdown).await?;
         }
     }

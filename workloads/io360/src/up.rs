@@ -75,6 +75,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let store_l = bind("store", "127.0.0.1:0").await?;
     let store_url = format!("http://{}", store_l.local_addr()?);
+    let logger_l = bind("logger", "127.0.0.1:0").await?;
+    let logger_url = format!("http://{}", logger_l.local_addr()?);
     let sync_l = bind("sync", "127.0.0.1:0").await?;
     let sync_url = format!("http://{}", sync_l.local_addr()?);
     let longpoll_l = bind("longpoll", "127.0.0.1:0").await?;
@@ -86,6 +88,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut logic = args.logic;
     logic.store_url = store_url.clone();
+    logic.audit.logger_url = Some(logger_url);
     logic.admin_token = Some(token.clone());
     logic.public_url = format!("http://{public_addr}");
     // Browsers reach logic through the frontend, which appends their address to this header.
@@ -116,6 +119,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let (trigger, shutdown) = Shutdown::new();
     let mut tiers: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let logger = io360_logger::Config {
+        data_dir: args.data_dir.join("logger"),
+        ..default_config::<io360_logger::Config>()
+    };
+    let s = shutdown.clone();
+    tiers.spawn(async move {
+        (
+            "logger",
+            io360_logger::serve(logger, logger_l, s)
+                .await
+                .map_err(Into::into),
+        )
+    });
     let s = shutdown.clone();
     tiers.spawn(async move {
         (
@@ -130,9 +146,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tiers.spawn(async move {
         (
             "sync",
-            io360_sync::serve(sync, sync_l, s)
-                .await
-                .map_err(Into::into),
+            io360_sync::serve(sync, sync_l, s).await.map_err(Into::into),
         )
     });
     let s = shutdown.clone();
