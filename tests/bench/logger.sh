@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): the logger tier's durable ingest rate, and what shipping audit events
+# costs the comment POST path.
+#
+#  1. Ingest: `io360 serve logger` alone; CONC clients post batches of BATCH events (and of 1
+#     event) to /logger/v1/events for DURATION seconds; every answer comes after an fsync.
+#     Reported as events per second.
+#  2. Shipping cost: `io360 serve store`, `io360 serve logger`, and logic posting comments with
+#     IO360_LOGGER_URL unset (off) and set (on), alternating off/on/off/on so drift on the
+#     machine hits both alike. Each run: CONC clients posting for DURATION seconds. Reported
+#     as posts per second and the on/off ratio (the target: within 5%).
+#
+# Usage: bash tests/bench/logger.sh    (DURATION=10 CONC=64 BATCH=100 by default)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10}
+CONC=${CONC:-64}
+BATCH=${BATCH:-100}
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/io360"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "==> building io360 and the load generator (release)"
+cargo build -q --release -p io360 -p io360-bench
+bin="$CARGO_TARGET_DIR/release"
+export IO360_LOG=warn
+
+wait_up() { for _ in $(seq 600); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
+load() { "$bin/io360-load" --concurrency "$CONC" --duration "$DURATION" "$@"; }
+results="$work/results.jsonl"
+run() { echo "   $1" >&2; shift; load "$@" | tee -a "$results" >&2; }
+
+LOGGER=127.0.0.1:18187
+STORE=127.0.0.1:18184
+LOGIC=127.0.0.1:18181
+
+"$bin/io360" serve logger --addr $LOGGER --data-dir "$work/logger" >"$work/logger.log" 2>&1 &
+pids+=($!)
+wait_up "http://$LOGGER/readyz"
+
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+event="{\"time\": \"$now\", \"kind\": \"comment.posted\", \"tier\": \"logic\", \"actor\": \"Bench {n}\", \"thread\": \"/bench/post\", \"comment\": 1, \"address\": \"203.0.113.7\", \"authorKey\": \"k{n}\"}"
+batch=$(python3 -c "import sys; e=sys.argv[1]; print('{\"events\": [' + ','.join([e]*int(sys.argv[2])) + ']}')" "$event" "$BATCH")
+
+echo "==> logger ingest: $CONC clients, ${DURATION}s each"
+run "batches of $BATCH" --label "ingest-batch-$BATCH" --method POST --expect 202 \
+  --header 'content-type: application/json' --url "http://$LOGGER/logger/v1/events" --body "$batch"
+run "batches of 1" --label ingest-batch-1 --method POST --expect 202 \
+  --header 'content-type: application/json' --url "http://$LOGGER/logger/v1/events" \
+  --body "{\"events\": [$event]}"
+
+"$bin/io360" serve store --addr $STORE --data-dir "$work/store" >"$work/store.log" 2>&1 &
+pids+=($!)
+wait_up "http://$STORE/readyz"
+
+logic() {
+  local label=$1; shift
+  env "$@" IO360_STORE_URL="http://$STORE" IO360_ADMIN_TOKEN=bench-admin-token-0123456789 \
+    IO360_NO_RATE_LIMITS=true "$bin/io360" serve logic --addr $LOGIC >"$work/logic-$label.log" 2>&1 &
+  local pid=$!
+  wait_up "http://$LOGIC/readyz"
+  run "logic, logger $label" --label "post-$label" --method POST --expect 201 \
+    --header 'content-type: application/json' \
+    --url "http://$LOGIC/api/v1/comments?thread=/bench/post-{n}" \
+    --body '{"text": "Benchmark comment {n} with *markdown*.", "author": "Bench"}'
+  if [ "$label" != off ]; then
+    curl -fs "http://$LOGIC/metrics" | grep -E '^io360_logger_events_(shipped|dropped)_total' >&2 || true
+  fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+echo "==> comment POSTs with shipping off and on: $CONC clients, ${DURATION}s each, alternating"
+logic off1 -u IO360_LOGGER_URL
+logic on1 IO360_LOGGER_URL="http://$LOGGER"
+logic off2 -u IO360_LOGGER_URL
+logic on2 IO360_LOGGER_URL="http://$LOGGER"
+
+python3 - "$results" "$BATCH" <<'PY'
+import json, sys
+r = {j["label"]: j for j in map(json.loads, open(sys.argv[1]))}
+batch = int(sys.argv[2])
+def rps(label): return r[label]["rps"]
+print()
+print(f"logger ingest, batches of {batch}: {rps(f'ingest-batch-{batch}') * batch:,.0f} events/s durable "
+      f"({rps(f'ingest-batch-{batch}'):,.0f} batches/s, p50 {r[f'ingest-batch-{batch}']['p50_ms']} ms)")
+print(f"logger ingest, batches of 1:   {rps('ingest-batch-1'):,.0f} events/s durable "
+      f"(p50 {r['ingest-batch-1']['p50_ms']} ms)")
+off = (rps("post-off1") + rps("post-off2")) / 2
+on = (rps("post-on1") + rps("post-on2")) / 2
+for l in ["post-off1", "post-on1", "post-off2", "post-on2"]:
+    j = r[l]
+    print(f"{l:10} {j['rps']:8,.0f} posts/s  p50 {j['p50_ms']} ms  p99 {j['p99_ms']} ms  errors {j.get('errors', 0)}")
+print(f"POST throughput, logger on / off: {on:,.0f} / {off:,.0f} = {on / off:.3f} (target >= 0.95)")
+PY
