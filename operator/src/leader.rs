@@ -3,8 +3,8 @@
 //! over once `renewTime + leaseDurationSeconds` has passed. Every write is a replace with the
 //! resourceVersion that was read, so two candidates can never both win the same term.
 //!
-//! A leader that cannot renew in time steps down by ending its run (the process exits and is
-//! restarted as a standby): two controllers must never act at once.
+//! A leader that finds another replica holding the Lease steps down by ending its run (the
+//! process exits and is restarted as a standby): two controllers must never act at once.
 
 use std::time::Duration;
 
@@ -66,6 +66,16 @@ impl Election {
     }
 
     async fn try_acquire(&self, api: &Api<Lease>) -> Result<Attempt, kube::Error> {
+        // A hung request must not hold the renewal loop past the next period.
+        match tokio::time::timeout(self.renew * 2, self.try_acquire_once(api)).await {
+            Ok(r) => r,
+            Err(_) => Err(kube::Error::Service(
+                format!("lease request timed out after {:?}", self.renew * 2).into(),
+            )),
+        }
+    }
+
+    async fn try_acquire_once(&self, api: &Api<Lease>) -> Result<Attempt, kube::Error> {
         let now = Timestamp::now();
         let Some(mut lease) = api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -127,24 +137,32 @@ impl Election {
         }
     }
 
-    /// Renews the Lease until renewal fails for longer than the lease duration; returns then
-    /// (leadership is lost).
+    /// Renews the Lease every `renew` interval for as long as this replica holds it; returns
+    /// when another replica is seen holding it (leadership is lost).
+    ///
+    /// A renewal that fails because the API server cannot be reached or refuses the write
+    /// does not end leadership by itself: while the API server is down (a restart, an
+    /// upgrade) no other replica can take the Lease either, and this one cannot act. When
+    /// renewals work again, either the Lease is still ours and is renewed, or another replica
+    /// took it meanwhile and this one steps down.
     pub async fn hold(&self, api: &Api<Lease>) {
-        let mut last_ok = tokio::time::Instant::now();
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(self.renew).await;
             match self.try_acquire(api).await {
-                Ok(Attempt::Won) => last_ok = tokio::time::Instant::now(),
+                Ok(Attempt::Won) => {
+                    if let Some(since) = failing_since.take() {
+                        info!(lease = %self.name, after = ?since.elapsed(), "renewed the lease again");
+                    }
+                }
                 Ok(Attempt::Held(holder)) => {
                     warn!(lease = %self.name, %holder, "lost the lease to another replica");
                     return;
                 }
-                Err(e) => warn!(lease = %self.name, error = %e, "could not renew lease"),
-            }
-            // Step down a little before the Lease would expire for the others.
-            if last_ok.elapsed() + self.renew >= self.lease_duration {
-                warn!(lease = %self.name, "could not renew the lease in time; stepping down");
-                return;
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    warn!(lease = %self.name, error = %e, failing_for = ?since.elapsed(), "could not renew lease");
+                }
             }
         }
     }

@@ -31,6 +31,9 @@ use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
 use crate::metrics::Metrics;
 use crate::validate::{InvalidSpec, validate};
 
+/// The longest one reconcile pass may take before it is abandoned and retried.
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "io360-operator";
 
@@ -46,6 +49,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A pass took too long (an API request hung, e.g. across an API server restart).
+    #[error("reconcile did not finish within {0:?}")]
+    Timeout(Duration),
     /// The resource lacks a name, namespace or uid (it did not come from the API server).
     #[error("CommentCluster has no {0}")]
     MissingMetadata(&'static str),
@@ -119,7 +125,14 @@ impl Context {
 pub async fn reconcile(cc: Arc<CommentCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let start = Instant::now();
     let uid = cc.uid().ok_or(Error::MissingMetadata("uid"))?;
-    let result = reconcile_inner(&cc, &ctx, &uid).await;
+    // Bound every pass: a request that hangs (a connection half-open across an API server
+    // restart) would otherwise hold this cluster's reconcile for the client's 295 s read
+    // timeout, and the controller never runs two passes of one object at once.
+    let result =
+        match tokio::time::timeout(RECONCILE_TIMEOUT, reconcile_inner(&cc, &ctx, &uid)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(RECONCILE_TIMEOUT)),
+        };
     ctx.metrics.observe(start.elapsed(), result.is_ok());
     match result {
         Ok(action) => {

@@ -27,6 +27,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+/// How long the API server holds one watch request before the watcher renews it.
+const WATCH_TIMEOUT_SECS: u32 = 45;
+
 /// Options of `io360-operator run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -92,7 +95,29 @@ where
         + Sync
         + 'static,
 {
-    c.owns(api::<K>(client, ns), wc.clone())
+    // Each watch backs off on its own: an error in one (say, right after an API server
+    // restart, while its authorizer warms up) must not pause every other trigger.
+    c.owns_stream(
+        watcher(api::<K>(client, ns), wc.clone())
+            .default_backoff()
+            .touched_objects(),
+    )
+}
+
+/// The pause of the merged trigger stream after an error. Watches back off individually
+/// (see [`owns`]); the merged stream only needs a short breath, or one failing watch would
+/// hold up the triggers of all the others for up to half a minute per error.
+struct TriggerPause;
+
+impl Iterator for TriggerPause {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::from_millis(250))
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerPause {
+    fn reset(&mut self) {}
 }
 
 async fn shutdown_signal() {
@@ -144,9 +169,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .init();
 
-    let client = Client::try_default()
+    let mut config = kube::Config::infer()
         .await
         .context("no Kubernetes config: set KUBECONFIG or run in a pod")?;
+    // Watches end server-side after WATCH_TIMEOUT_SECS and are renewed, so no read is idle for
+    // longer than this; a connection left half-open by an API server restart is given up
+    // within a minute instead of the default five.
+    config.read_timeout = Some(Duration::from_secs(60));
+    let client = Client::try_from(config).context("building the Kubernetes client")?;
     let metrics = Arc::new(Metrics::new());
 
     // Shutdown: a signal, or losing the leader Lease.
@@ -181,6 +211,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("io360-operator-{}", std::process::id()));
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let election = if args.leader_election {
         let ns = args
             .lease_namespace
@@ -202,10 +233,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
         metrics.leader.set(1);
-        let (e, l, tx) = (election.clone(), leases.clone(), stop_tx.clone());
+        let (e, l, tx, lost) = (
+            election.clone(),
+            leases.clone(),
+            stop_tx.clone(),
+            lost.clone(),
+        );
         tokio::spawn(async move {
             e.hold(&l).await;
             error!("leadership lost; stopping");
+            lost.store(true, Ordering::Relaxed);
             let _ = tx.send(true);
         });
         Some((election, leases))
@@ -225,11 +262,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         metrics.clone(),
     ));
-    let children = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
+    let children = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY}={MANAGER}"))
+        .timeout(WATCH_TIMEOUT_SECS);
     let mut controller = Controller::new(
         api::<CommentCluster>(&client, ns),
-        watcher::Config::default(),
-    );
+        watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
+    )
+    .trigger_backoff(TriggerPause);
     controller = owns::<ConfigMap>(controller, &client, ns, &children);
     controller = owns::<ServiceAccount>(controller, &client, ns, &children);
     controller = owns::<Role>(controller, &client, ns, &children);
@@ -264,7 +304,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     controller = owns::<NetworkPolicy>(controller, &client, ns, &children);
     controller = owns::<Ingress>(controller, &client, ns, &children);
     info!(namespace = ?ns, "controller starting");
-    controller
+    let running = controller
         .graceful_shutdown_on(stopped())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
@@ -279,8 +319,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     other => warn!(error = %other, "controller"),
                 }
             }
-        })
-        .await;
+        });
+    // Once told to stop, in-flight reconciles get a bounded time to finish.
+    let deadline = {
+        let stopped = stopped();
+        async move {
+            stopped.await;
+            tokio::time::sleep(Duration::from_secs(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = running => {}
+        _ = deadline => warn!("reconciles did not finish within 20 s of the stop; leaving them"),
+    }
 
     metrics.alive.store(false, Ordering::Relaxed);
     metrics.leader.set(0);
@@ -291,6 +342,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     server.await??;
+    if lost.load(Ordering::Relaxed) {
+        anyhow::bail!("lost the leader Lease to another replica");
+    }
     info!("stopped");
     Ok(())
 }
