@@ -431,6 +431,9 @@ impl Drop for EventLog {
     }
 }
 
+/// What one append produced: the stored events, with their ids, for the tail.
+type Appended = Result<Vec<Event>, Problem>;
+
 /// The single writer: owns the sequence counter and the size accounting.
 struct Writer {
     t: Arc<Tables>,
@@ -452,7 +455,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut appended: Vec<(Reply<usize>, Result<Vec<Event>, Problem>)> = Vec::new();
+            let mut appended: Vec<(Reply<usize>, Appended)> = Vec::new();
             let mut others: Vec<(Reply<u64>, Result<u64, Problem>)> = Vec::new();
             for job in group {
                 match job {
