@@ -87,18 +87,27 @@ fn kinds(page: &Value) -> Vec<String> {
 async fn events_are_durable_and_queried_newest_first_by_kind_thread_actor_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let logger = Logger::start(config(dir.path()), None).await;
+    // Yesterday (well inside the retention limit), before the logger's own start event.
+    let t0 = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let at = |minutes: i64| {
+        (t0 + time::Duration::minutes(minutes))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
     let batch = json!({"events": [
-        ev("comment.posted", "Ann", "/a", "2026-01-01T10:00:00Z"),
-        ev("comment.approved", "admin:Bo", "/a", "2026-01-01T10:05:00Z"),
-        ev("comment.posted", "Cy", "/b", "2026-01-01T10:10:00Z"),
-        ev("comments.suspended", "admin:Bo", "/b", "2026-01-01T14:02:00Z"),
-        ev("comments.resumed", "admin:Bo", "/b", "2026-01-01T14:31:00Z"),
+        ev("comment.posted", "Ann", "/a", &at(0)),
+        ev("comment.approved", "admin:Bo", "/a", &at(5)),
+        ev("comment.posted", "Cy", "/b", &at(10)),
+        ev("comments.suspended", "admin:Bo", "/b", &at(242)),
+        ev("comments.resumed", "admin:Bo", "/b", &at(271)),
     ]});
+    let until = format!("until={}", at(600).replace(':', "%3A").replace('+', "%2B"));
+    let since_4h = format!("since={}", at(240).replace(':', "%3A").replace('+', "%2B"));
     let (status, body) = post(&logger.url, batch).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["stored"], 5);
 
-    let all = query(&logger.url, "until=2026-01-02T00:00:00Z").await;
+    let all = query(&logger.url, &until).await;
     assert_eq!(
         kinds(&all),
         [
@@ -112,14 +121,14 @@ async fn events_are_durable_and_queried_newest_first_by_kind_thread_actor_and_ti
     let posted = query(&logger.url, "kind=comment.posted&thread=%2Fa").await;
     assert_eq!(posted["events"].as_array().unwrap().len(), 1);
     assert_eq!(posted["events"][0]["actor"], "Ann");
-    let by_bo = query(&logger.url, "actor=admin%3ABo&since=2026-01-01T14:00:00Z").await;
+    let by_bo = query(&logger.url, &format!("actor=admin%3ABo&{since_4h}")).await;
     assert_eq!(kinds(&by_bo), ["comments.resumed", "comments.suspended"]);
 
     // Paging: two at a time, each page older than the last, until there is no `next`.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut q = "until=2026-01-02T00:00:00Z&limit=2".to_owned();
+        let mut q = format!("{until}&limit=2");
         if let Some(c) = &cursor {
             q.push_str(&format!("&before={c}"));
         }
@@ -135,7 +144,7 @@ async fn events_are_durable_and_queried_newest_first_by_kind_thread_actor_and_ti
     // Durable: a restart on the same directory finds everything.
     logger.stop().await;
     let logger = Logger::start(config(dir.path()), None).await;
-    let again = query(&logger.url, "until=2026-01-02T00:00:00Z").await;
+    let again = query(&logger.url, &until).await;
     assert_eq!(kinds(&again), kinds(&all));
     // The logger records its own starts and stops.
     let own = query(&logger.url, "kind=tier.started,tier.stopped").await;
