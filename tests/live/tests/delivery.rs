@@ -657,3 +657,68 @@ async fn sigterm_answers_held_polls_and_exits() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
+    let cluster = Cluster::start(Options {
+        longpolls: 1,
+        longpoll_args: ["--hold-secs", "120"].map(String::from).to_vec(),
+        ..Options::default()
+    })
+    .await?;
+    let url = cluster.longpoll_urls()[0].clone();
+    let store = cluster.store_client();
+    let first = post(
+        &store,
+        "/crowd",
+        "crowd-0",
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await?;
+    // More held polls than one fan-out task answers, so the work is split.
+    let n = 5000;
+    let http = reqwest::Client::new();
+    let polls: Vec<_> = (0..n)
+        .map(|_| {
+            let http = http.clone();
+            let url = format!("{url}/v1/poll?thread=%2Fcrowd&since={}", first.seq);
+            tokio::spawn(async move {
+                let res = http.get(url).send().await?;
+                let status = res.status().as_u16();
+                let body: serde_json::Value = res.json().await.unwrap_or_default();
+                anyhow::Ok((status, body))
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if m.contains(&format!("io360_longpoll_held_connections {n}")) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("polls were never all held");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = post(
+        &store,
+        "/crowd",
+        "crowd-1",
+        Instant::now() + Duration::from_secs(10),
+    )
+    .await?;
+    for p in polls {
+        let (status, body) = p.await??;
+        assert_eq!(status, 200);
+        assert_eq!(body["events"].as_array().map(Vec::len), Some(1));
+        assert_eq!(body["events"][0]["seq"], second.seq);
+        assert_eq!(body["events"][0]["comment"]["id"], second.id);
+    }
+    Ok(())
+}

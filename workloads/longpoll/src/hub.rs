@@ -468,8 +468,7 @@ impl Hub {
         } else {
             let mut waiters = waiters;
             while !waiters.is_empty() {
-                let rest = waiters.split_off(waiters.len().saturating_sub(CHUNK));
-                let chunk = std::mem::replace(&mut waiters, rest);
+                let chunk = waiters.split_off(waiters.len().saturating_sub(CHUNK));
                 let hub = self.clone();
                 let thread = thread.clone();
                 let snapshot = snapshot.clone();
