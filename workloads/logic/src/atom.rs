@@ -35,8 +35,9 @@ pub async fn feed(
 ) -> Result<Response, Problem> {
     s.reads.check(client.0)?;
     check_thread(&q.thread)?;
-    let page = s.cache.thread(&s.store, &q.thread).await?;
-    let mut comments: Vec<_> = page
+    let cached = s.cache.thread(&s.store, &q.thread).await?;
+    let mut comments: Vec<_> = cached
+        .page
         .comments
         .iter()
         .filter(|c| c.status == Status::Approved)

@@ -19,10 +19,37 @@ use prometheus_client::metrics::counter::Counter;
 /// Threads longer than this are not cached whole.
 const MAX_CACHED_COMMENTS: usize = 5000;
 
+/// A cached thread: every comment, and the public answer for the whole thread already
+/// serialized, since that is what nearly every reader asks for.
+pub struct CachedThread {
+    /// Every comment, held ones included, in sequence order.
+    pub page: ThreadPage,
+    /// The JSON answer to "the whole thread" (held comments left out).
+    pub public_json: bytes::Bytes,
+}
+
+impl CachedThread {
+    fn new(page: ThreadPage) -> Self {
+        let public = ThreadPage {
+            thread: page.thread.clone(),
+            head: page.head,
+            closed: page.closed,
+            comments: page
+                .comments
+                .iter()
+                .filter(|c| c.status != io360_common::model::Status::Pending)
+                .cloned()
+                .collect(),
+        };
+        let public_json = serde_json::to_vec(&public).unwrap_or_default().into();
+        CachedThread { page, public_json }
+    }
+}
+
 /// The cache of whole threads.
 #[derive(Clone)]
 pub struct ThreadCache {
-    pages: Cache<String, Arc<ThreadPage>>,
+    pages: Cache<String, Arc<CachedThread>>,
     heads: Cache<String, Seq>,
     /// Reads answered from memory.
     pub hits: Counter,
@@ -36,7 +63,7 @@ impl ThreadCache {
         ThreadCache {
             pages: Cache::builder()
                 .max_capacity(max_comments)
-                .weigher(|_, p: &Arc<ThreadPage>| p.comments.len().max(1) as u32)
+                .weigher(|_, t: &Arc<CachedThread>| t.page.comments.len().max(1) as u32)
                 .build(),
             heads: Cache::builder().max_capacity(100_000).build(),
             hits: Counter::default(),
@@ -49,7 +76,7 @@ impl ThreadCache {
         &self,
         store: &StoreClient,
         thread: &str,
-    ) -> Result<Arc<ThreadPage>, io360_common::client::ClientError> {
+    ) -> Result<Arc<CachedThread>, io360_common::client::ClientError> {
         if let Some(p) = self.pages.get(thread) {
             self.hits.inc();
             return Ok(p);
@@ -69,12 +96,12 @@ impl ThreadCache {
             page.head = more.head;
             page.comments.extend(more.comments);
         }
-        let page = Arc::new(page);
+        let cached = Arc::new(CachedThread::new(page));
         let newest_seen = self.heads.get(thread).unwrap_or(0);
-        if page.head >= newest_seen && page.comments.len() < MAX_CACHED_COMMENTS {
-            self.pages.insert(thread.to_owned(), page.clone());
+        if cached.page.head >= newest_seen && cached.page.comments.len() < MAX_CACHED_COMMENTS {
+            self.pages.insert(thread.to_owned(), cached.clone());
         }
-        Ok(page)
+        Ok(cached)
     }
 
     /// Drops a thread after a change at `seq`.
