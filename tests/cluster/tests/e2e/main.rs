@@ -117,8 +117,14 @@ fn main() -> ExitCode {
 
     let conclusion = libtest_mimic::run(&args, trials);
     let suite = cell.lock().expect("suite cell poisoned").take();
-    // Stops the operator and tier processes, then the control plane, and removes their files.
-    drop(suite);
+    // Stops the operator and tier processes, then the control plane, and removes their files;
+    // on an existing cluster, removes what the suite created there.
+    if let Some(Ok(suite)) = suite {
+        if suite.cluster.mode() == io360_cluster_tests::ClusterMode::External {
+            runtime.block_on(support::clean_external(&suite.cluster));
+        }
+        drop(suite);
+    }
     conclusion.exit_code()
 }
 

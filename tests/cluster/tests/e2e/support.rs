@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::future::BoxFuture;
-use io360_cluster_tests::{Cluster, Process, run, wait};
+use io360_cluster_tests::{Cluster, ClusterMode, Process, run, wait};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
@@ -20,6 +20,9 @@ pub type TestFn = for<'a> fn(&'a Suite) -> BoxFuture<'a, Result<()>>;
 pub const RELEASE_NAMESPACE: &str = "io360-system";
 /// The Helm release name.
 pub const RELEASE: &str = "io360-operator";
+/// The label on every namespace the suite creates, so a run against an existing cluster can
+/// remove what an earlier, interrupted run left.
+pub const E2E_LABEL: &str = "io360.dev/e2e";
 /// The identity the local operator uses for leader election.
 pub const OPERATOR_IDENTITY: &str = "io360-e2e-local-operator";
 
@@ -104,6 +107,9 @@ impl Suite {
             .context("starting the test cluster")?;
         let client = cluster.client().await?;
 
+        if cluster.mode() == ClusterMode::External {
+            clean_external(&cluster).await;
+        }
         let chart = repo_root().join("charts/io360-operator");
         run(cluster.helm().args(["install", RELEASE]).arg(&chart).args([
             "--namespace",
@@ -305,7 +311,9 @@ impl Suite {
         namespaces
             .create(
                 &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+                &serde_json::from_value(
+                    json!({"metadata": {"name": ns, "labels": {E2E_LABEL: "true"}}}),
+                )?,
             )
             .await
             .with_context(|| format!("creating namespace {ns}"))?;
@@ -455,6 +463,29 @@ impl Suite {
         .await?;
         Ok(())
     }
+}
+
+/// On an existing cluster, removes what the suite makes (its namespaces and the release), so
+/// runs do not trip over each other's leftovers. Best effort: what is not there is fine.
+pub async fn clean_external(cluster: &Cluster) {
+    let selector = format!("{E2E_LABEL}=true");
+    let _ = run(cluster.kubectl().args([
+        "delete",
+        "namespace",
+        "-l",
+        &selector,
+        "--wait=true",
+        "--timeout=180s",
+    ]))
+    .await;
+    let _ = run(cluster.helm().args([
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+    ]))
+    .await;
 }
 
 /// A CommentCluster named `name`: the admin token Secret from [`Suite::namespace`], fixed
