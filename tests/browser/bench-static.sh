@@ -21,6 +21,7 @@ if [ -z "${IO360_BIN:-}" ]; then
 fi
 
 work="$(mktemp -d)"
+chmod 755 "$work"  # nginx workers run as another user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -30,7 +31,12 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 never answered" >&2; exit 1; }
+wait_up() {
+  for _ in $(seq 1 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "$1 never answered" >&2
+  tail -n 5 "$work"/*.log >&2 || true
+  exit 1
+}
 
 # The site: the demo plus a typical article page and its stylesheet and script.
 site="$work/site"
@@ -50,6 +56,7 @@ open(f"{root}/commented.html", "w").write(html % '<section id="io360-thread" dat
 open(f"{root}/app.css", "w").write("".join(f".c{i} {{ margin: {i}px; color: #{i:06x}; }}\n" for i in range(800)))
 EOF
 # Precompressed siblings: nginx's gzip_static uses them, and so does io360.
+chmod -R a+rX "$site"
 for f in "$site"/article.html "$site"/app.css "$site"/style.css; do gzip -9 -k -f "$f"; done
 
 nginx_port="$(free_port)"
@@ -121,7 +128,7 @@ for i in $(seq 1 200); do
     "http://127.0.0.1:$up_port/api/v1/comments?thread=%2Fbench"
 done
 for _ in $(seq 1 100); do
-  n="$(curl -fs "http://127.0.0.1:$up_port/commented.html" | grep -o 'class="io360-comment' | wc -l)"
+  n="$(curl -fs "http://127.0.0.1:$up_port/commented.html" | grep -o 'class="io360-comment' | wc -l || true)"
   [ "$n" -ge 200 ] && break
   sleep 0.2
 done
