@@ -7,7 +7,7 @@
 #   2. builds the Kubernetes control plane for the cluster tests (cached after the first run),
 #   3. checks formatting and lints,
 #   4. runs every Rust test in the workspace (unit, cross-tier, crash, cluster),
-#   5. runs the browser tests, when the repository has them.
+#   5. runs the browser suites (tests/*/package.json) in headless Chromium.
 # Slow builds are cached under ${XDG_CACHE_HOME:-~/.cache}/io360, so a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +23,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc)
-if [ -d tests/browser ]; then
+if ls tests/*/package.json >/dev/null 2>&1; then
   command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v node >/dev/null || need_apt+=(nodejs npm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -49,10 +50,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace --locked --no-fail-fast
 
-if [ -f tests/browser/package.json ]; then
-  step "browser tests (headless Chromium)"
-  (cd tests/browser && npm ci --no-audit --no-fund && npm test)
-fi
+# Browser suites (headless Chromium, driven by playwright-core): each tests/<suite>/ with a
+# package.json runs `npm test` against an `io360` binary built above.
+export IO360_BIN="${IO360_BIN:-$CARGO_TARGET_DIR/debug/io360}"
+cargo build --locked -p io360
+for pkg in tests/*/package.json; do
+  [ -e "$pkg" ] || continue
+  suite=$(dirname "$pkg")
+  step "browser tests: $suite (headless Chromium)"
+  (cd "$suite" && { [ -f package-lock.json ] && npm ci --no-audit --no-fund || npm install --no-audit --no-fund; } && npm test)
+done
 
 echo
 echo "all tests passed"
