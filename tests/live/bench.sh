@@ -24,14 +24,9 @@ NCHAN_CONF=${NCHAN_CONF:-/work/shared/peers/nchan.nginx.conf}
 
 cd "$ROOT"
 cargo build -q --release -p io360-live-tests --bins
-if [ -z "${IO360_BIN:-}" ]; then
-  cargo build -q --release -p io360 || echo "io360 did not build; using the stand-in tier binary" >&2
-fi
+[ -n "${IO360_BIN:-}" ] || cargo build -q --release -p io360
 LOAD="$TARGET/release/io360-loadclient"
 BIN=${IO360_BIN:-$TARGET/release/io360}
-if ! "$BIN" serve longpoll --help >/dev/null 2>&1; then
-  BIN="$TARGET/release/io360-live-tier"
-fi
 
 WORK=$(mktemp -d /tmp/io360-bench.XXXXXX)
 CG_ROOT=/sys/fs/cgroup/memory

@@ -466,9 +466,12 @@ impl Hub {
         if waiters.len() <= CHUNK {
             self.answer(&thread, &snapshot, waiters, received);
         } else {
+            // One share per core: the writes are the work, and they parallelize.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let share = waiters.len().div_ceil(cores).max(CHUNK / 2);
             let mut waiters = waiters;
             while !waiters.is_empty() {
-                let chunk = waiters.split_off(waiters.len().saturating_sub(CHUNK));
+                let chunk = waiters.split_off(waiters.len().saturating_sub(share));
                 let hub = self.clone();
                 let thread = thread.clone();
                 let snapshot = snapshot.clone();
@@ -490,6 +493,9 @@ impl Hub {
         let head = snap.lo + snap.events.len() as Seq;
         let mut memo: HashMap<(Seq, u16, bool), Bytes> = HashMap::new();
         let mut put_back = Vec::new();
+        // Connections go back to reading only after every answer is written, so clients'
+        // next polls do not compete with the rest of the fan-out.
+        let mut resume = Vec::new();
         for slot in waiters {
             let Some(since) = slot.since(thread) else {
                 continue;
@@ -536,7 +542,13 @@ impl Hub {
                 .clone();
             let n = (head - since).min(self.limits.batch as Seq);
             self.metrics.delivered.inc_by(n);
-            send(cb, stream, bytes, slot.keep_alive);
+            if let Some(stream) = send(cb, stream, bytes, slot.keep_alive) {
+                resume.push(stream);
+            }
+        }
+        self.metrics.fanout.observe(t0.elapsed().as_secs_f64());
+        for stream in resume {
+            (cb.resume)(stream);
         }
         if !put_back.is_empty() {
             let mut shard = self.shard(thread).lock();
@@ -547,7 +559,6 @@ impl Hub {
                 }
             }
         }
-        self.metrics.fanout.observe(t0.elapsed().as_secs_f64());
     }
 
     /// Answers parked slots whose hold time has passed with 204. Runs every tick.
@@ -588,7 +599,9 @@ impl Hub {
                     ))
                 })
                 .clone();
-            send(cb, stream, bytes, slot.keep_alive);
+            if let Some(stream) = send(cb, stream, bytes, slot.keep_alive) {
+                (cb.resume)(stream);
+            }
         }
     }
 
@@ -644,22 +657,26 @@ struct Snapshot {
 }
 
 /// Writes a whole answer to a socket without a task when the kernel takes it at once (the
-/// usual case for a small answer), else hands it to a task.
-fn send(cb: &Arc<Callbacks>, stream: TcpStream, bytes: Bytes, keep_alive: bool) {
+/// usual case for a small answer), else hands it to a task. Returns the socket when it is
+/// written and should serve another request.
+fn send(
+    cb: &Arc<Callbacks>,
+    stream: TcpStream,
+    bytes: Bytes,
+    keep_alive: bool,
+) -> Option<TcpStream> {
     match stream.try_write(&bytes) {
-        Ok(n) if n == bytes.len() => {
-            if keep_alive {
-                (cb.resume)(stream);
-            }
-        }
+        Ok(n) if n == bytes.len() => keep_alive.then_some(stream),
         Ok(n) => {
             let rest = bytes.slice(n..);
             finish_write(cb, stream, rest, keep_alive);
+            None
         }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             finish_write(cb, stream, bytes, keep_alive);
+            None
         }
-        Err(_) => {}
+        Err(_) => None,
     }
 }
 
