@@ -42,7 +42,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export async function waitReady(url, ms = 60000, proc = null) {
   const until = Date.now() + ms;
   while (Date.now() < until) {
-    if (proc && proc.exitCode !== null) throw new Error(`process exited with ${proc.exitCode} before ${url} was ready`);
+    if (proc && ended(proc)) throw new Error(`process exited with ${proc.exitCode} before ${url} was ready`);
     try {
       const r = await fetch(url);
       if (r.ok) return;
@@ -63,8 +63,11 @@ function run(args, env) {
   return proc;
 }
 
+/** Whether a child process has ended (by exit or by signal). */
+export const ended = (proc) => proc.exitCode !== null || proc.signalCode !== null;
+
 async function stopProc(proc) {
-  if (proc.exitCode !== null) return;
+  if (ended(proc)) return;
   const done = new Promise((r) => proc.once('exit', r));
   proc.kill('SIGTERM');
   const t = setTimeout(() => proc.kill('SIGKILL'), 5000);

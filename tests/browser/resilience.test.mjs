@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTier, startUp, browser, api, sleep, freePort } from './harness.mjs';
+import { startTier, startUp, browser, api, sleep, freePort, ended } from './harness.mjs';
 
 const cleanups = [];
 after(async () => {
@@ -34,7 +34,7 @@ test('a page loads, with its comments, after logic is killed', async () => {
   assert.ok(html.includes(text), 'snapshot taken while logic was up');
 
   logic.proc.kill('SIGKILL');
-  await new Promise((r) => (logic.proc.exitCode !== null ? r() : logic.proc.once('exit', r)));
+  await new Promise((r) => (ended(logic.proc) ? r() : logic.proc.once('exit', r)));
 
   const b = await browser();
   cleanups.push(b.close);
@@ -67,7 +67,7 @@ test('the widget works embedded on another, allowed origin, and not on others', 
     });
     await new Promise((r) => s.listen(port, '127.0.0.1', r));
     servers.push(s);
-    cleanups.push(() => new Promise((r) => s.close(r)));
+    cleanups.push(() => new Promise((r) => { s.close(r); s.closeAllConnections(); }));
   }
 
   const b = await browser();
