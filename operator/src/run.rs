@@ -27,6 +27,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+/// How many clusters are reconciled at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// How long the API server holds one watch request before the watcher renews it.
 const WATCH_TIMEOUT_SECS: u32 = 45;
 
@@ -269,7 +272,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         api::<CommentCluster>(&client, ns),
         watcher::Config::default().timeout(WATCH_TIMEOUT_SECS),
     )
-    .trigger_backoff(TriggerPause);
+    .trigger_backoff(TriggerPause)
+    // A bounded number of passes at once: 200 clusters created together then converge in a
+    // steady stream instead of all crawling past their timeout together.
+    .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     controller = owns::<ConfigMap>(controller, &client, ns, &children);
     controller = owns::<ServiceAccount>(controller, &client, ns, &children);
     controller = owns::<Role>(controller, &client, ns, &children);
