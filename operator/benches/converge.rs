@@ -117,35 +117,43 @@ async fn converge(client: &kube::Client, ns: &str, n: usize) -> Result<(Vec<Dura
         .try_collect()
         .await?;
 
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while written.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some((name, at))) => {
                 written.entry(name).or_insert(at);
             }
-            _ => bail!(
-                "only {} of {n} clusters converged within 120 s",
-                written.len()
-            ),
+            _ => {
+                println!(
+                    "  only {} of {n} clusters converged within 180 s",
+                    written.len()
+                );
+                break;
+            }
         }
     }
     let wall = start.elapsed();
     watch_task.abort();
 
-    let latencies = accepted
+    // Converged clusters only; a missing one shows as fewer samples than clusters.
+    let latencies: Vec<Duration> = accepted
         .iter()
-        .map(|(name, at)| written[name].saturating_duration_since(*at))
+        .filter_map(|(name, at)| Some(written.get(name)?.saturating_duration_since(*at)))
         .collect();
 
-    // Every child is there: 5 Deployments per cluster, for instance.
+    // Every child of a converged cluster is there: 5 Deployments each, for instance.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let count = deployments
         .list_metadata(&ListParams::default())
         .await?
         .items
         .len();
-    ensure!(count == 5 * n, "{count} Deployments for {n} clusters");
+    ensure!(
+        count >= 5 * latencies.len(),
+        "{count} Deployments for {} converged clusters",
+        latencies.len()
+    );
     Ok((latencies, wall))
 }
 
@@ -218,6 +226,8 @@ async fn main() -> Result<()> {
 
     let (one, _) = converge(&client, "bench-one", 1).await?;
     let (mut lat, wall) = converge(&client, "bench-many", many).await?;
+    ensure!(!one.is_empty(), "the single cluster did not converge");
+    ensure!(!lat.is_empty(), "none of the {many} clusters converged");
     lat.sort();
     // Let the periodic degrade evaluations of every cluster run a few rounds.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -230,7 +240,8 @@ async fn main() -> Result<()> {
         TARGET_ONE.as_millis()
     );
     println!(
-        "  {many} clusters:   {:>7.2} s wall for all (target < {} s); per cluster p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        "  {many} clusters:   {} converged, {:>7.2} s wall (target: all < {} s); per cluster p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        lat.len(),
         wall.as_secs_f64(),
         TARGET_MANY.as_secs(),
         pct(&lat, 0.5).as_secs_f64(),
@@ -241,7 +252,8 @@ async fn main() -> Result<()> {
         "  operator RSS:   {idle:.1} MiB idle, {rss:.1} MiB with {} clusters (target < {TARGET_RSS_MIB} MiB)",
         many + 1
     );
-    let met = one[0] < TARGET_ONE && wall < TARGET_MANY && rss < TARGET_RSS_MIB;
+    let met =
+        one[0] < TARGET_ONE && lat.len() == many && wall < TARGET_MANY && rss < TARGET_RSS_MIB;
     println!("  targets {}", if met { "met" } else { "MISSED" });
     Ok(())
 }
