@@ -401,8 +401,20 @@ async fn every_action_produces_its_audit_event_with_the_actor() {
         assert_eq!(e["count"], 1, "{e}");
         assert_eq!(e["actor"], "system");
     }
-    let limits = t.wait_events("kind=ratelimit.rejected", 1).await;
-    let total: u64 = limits.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    // Aggregates are shipped once per flush interval: wait until every window has arrived.
+    let mut limits = Vec::new();
+    let mut total = 0;
+    for _ in 0..200 {
+        limits = t.wait_events("kind=ratelimit.rejected", 1).await;
+        total = limits
+            .iter()
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum::<u64>();
+        if total >= limited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert_eq!(
         total, limited,
         "every refused read is counted, in few events"

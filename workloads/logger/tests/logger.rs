@@ -447,6 +447,7 @@ async fn the_shipper_never_blocks_drops_and_counts_when_full_and_resumes_when_th
             logger_buffer: 10,
             logger_batch: 5,
             logger_flush_ms: 50,
+            logger_linger_ms: 10,
         },
         &telemetry,
     );
