@@ -102,22 +102,33 @@ pub async fn fill(ctx: &Ctx, thread: &str, since: Seq, at: u64) -> Result<Filled
     let m = &ctx.hub.metrics;
     m.gap_fills.inc();
     let batch = ctx.hub.limits().batch;
-    let ans = ctx
-        .sync
-        .changes(thread, since, batch, at)
-        .await
-        .map_err(|e| {
-            m.gap_fill_failures.inc();
-            let mut p = e.into_problem();
-            if p.status >= 500 {
-                p = Problem::unavailable(
-                    "sync-unavailable",
-                    "live updates cannot catch up right now; poll again shortly with the same `since`",
-                    std::time::Duration::from_secs(1),
-                );
-            }
-            p
-        })?;
+    // A client can be a moment ahead of the sync replica this instance asks (it saw the
+    // change through another replica): give that replica a few short chances to catch up
+    // before concluding the client is ahead of every record.
+    let mut tries = 0;
+    let ans = loop {
+        let ans = ctx
+            .sync
+            .changes(thread, since, batch, at)
+            .await
+            .map_err(|e| {
+                m.gap_fill_failures.inc();
+                let mut p = e.into_problem();
+                if p.status >= 500 {
+                    p = Problem::unavailable(
+                        "sync-unavailable",
+                        "live updates cannot catch up right now; poll again shortly with the same `since`",
+                        std::time::Duration::from_secs(1),
+                    );
+                }
+                p
+            })?;
+        tries += 1;
+        if ans.head >= since || tries >= 5 {
+            break ans;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let reset = |head| {
         m.resets.inc();
         Ok(Filled::Reset(Event::reset(thread, head)))
