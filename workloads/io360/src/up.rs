@@ -69,6 +69,14 @@ fn default_config<C: clap::Args>() -> C {
     <Defaults<C> as clap::Parser>::parse_from(["io360"]).config
 }
 
+/// A tier's serve future, labelled with its name for the join set.
+async fn tier<E: Into<anyhow::Error>>(
+    name: &'static str,
+    serve: impl std::future::Future<Output = Result<(), E>>,
+) -> (&'static str, anyhow::Result<()>) {
+    (name, serve.await.map_err(Into::into))
+}
+
 /// Runs every tier until SIGINT or SIGTERM, or until one of them fails.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (token, from_file) = admin_token(args.logic.admin_token.clone(), &args.data_dir)?;
@@ -123,59 +131,31 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("logger"),
         ..default_config::<io360_logger::Config>()
     };
-    let s = shutdown.clone();
-    tiers.spawn(async move {
-        (
-            "logger",
-            io360_logger::serve(logger, logger_l, s)
-                .await
-                .map_err(Into::into),
-        )
-    });
-    let s = shutdown.clone();
-    tiers.spawn(async move {
-        (
-            "store",
-            io360_store::serve(store, store_l, s)
-                .await
-                .map_err(Into::into),
-        )
-    });
+    tiers.spawn(tier(
+        "logger",
+        io360_logger::serve(logger, logger_l, shutdown.clone()),
+    ));
+    tiers.spawn(tier(
+        "store",
+        io360_store::serve(store, store_l, shutdown.clone()),
+    ));
     // Sync after store, longpoll after sync: each retries its upstream until it answers.
-    let s = shutdown.clone();
-    tiers.spawn(async move {
-        (
-            "sync",
-            io360_sync::serve(sync, sync_l, s).await.map_err(Into::into),
-        )
-    });
-    let s = shutdown.clone();
-    tiers.spawn(async move {
-        (
-            "longpoll",
-            io360_longpoll::serve(longpoll, longpoll_l, s)
-                .await
-                .map_err(Into::into),
-        )
-    });
-    let s = shutdown.clone();
-    tiers.spawn(async move {
-        (
-            "logic",
-            io360_logic::serve(logic, logic_l, s)
-                .await
-                .map_err(Into::into),
-        )
-    });
-    let s = shutdown.clone();
-    tiers.spawn(async move {
-        (
-            "frontend",
-            io360_frontend::serve(frontend, public, s)
-                .await
-                .map_err(Into::into),
-        )
-    });
+    tiers.spawn(tier(
+        "sync",
+        io360_sync::serve(sync, sync_l, shutdown.clone()),
+    ));
+    tiers.spawn(tier(
+        "longpoll",
+        io360_longpoll::serve(longpoll, longpoll_l, shutdown.clone()),
+    ));
+    tiers.spawn(tier(
+        "logic",
+        io360_logic::serve(logic, logic_l, shutdown.clone()),
+    ));
+    tiers.spawn(tier(
+        "frontend",
+        io360_frontend::serve(frontend, public, shutdown.clone()),
+    ));
 
     println!("io360 is up on http://{public_addr}/");
     if from_file {
