@@ -722,3 +722,69 @@ async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
     }
     Ok(())
 }
+
+/// A poll of `thread` from the start on `longpoll`, as raw text.
+async fn everything(http: &reqwest::Client, longpoll: &str, thread: &str) -> Result<String> {
+    let url = format!("{longpoll}/v1/poll?thread={}&since=0", url_encode(thread));
+    Ok(http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_never_replays_a_deleted_comments_content() -> Result<()> {
+    let mut cluster = Cluster::start(Options::default()).await?;
+    let store = cluster.store_client();
+    let http = reqwest::Client::new();
+    let thread = "/posts/regretted";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ack = post(&store, thread, "secret-words", deadline).await?;
+    store
+        .write(&io360_store::api::WriteOp::Edit {
+            id: ack.id,
+            text: "secret-words, edited".into(),
+            html: "<p>secret-words, edited</p>".into(),
+        })
+        .await?;
+    let urls = cluster.longpoll_urls();
+    // Both instances have the comment in their history before it is deleted.
+    for url in &urls {
+        let seen = everything(&http, url, thread).await?;
+        anyhow::ensure!(
+            seen.contains("secret-words"),
+            "{url} did not have it: {seen}"
+        );
+    }
+    store
+        .write(&io360_store::api::WriteOp::Delete { id: ack.id })
+        .await?;
+
+    // Each instance's history, once it has seen the deletion.
+    for url in &urls {
+        let mut seen = String::new();
+        while Instant::now() < deadline && !seen.contains("\"deleted\"") {
+            seen = everything(&http, url, thread).await?;
+        }
+        anyhow::ensure!(seen.contains("\"kind\":\"deleted\""), "{url}: {seen}");
+        anyhow::ensure!(
+            !seen.contains("secret-words") && !seen.contains("tester"),
+            "{url} replays the deleted comment's content: {seen}"
+        );
+        anyhow::ensure!(seen.matches("\"seq\":").count() >= 3, "{url}: {seen}");
+    }
+
+    // An instance that starts afresh fills the thread from sync's history.
+    cluster.longpolls[1].restart().await?;
+    let url = cluster.longpolls[1].url();
+    let seen = everything(&http, &url, thread).await?;
+    anyhow::ensure!(seen.contains("\"kind\":\"created\""), "{url}: {seen}");
+    anyhow::ensure!(
+        !seen.contains("secret-words") && !seen.contains("tester"),
+        "sync's history replays the deleted comment's content: {seen}"
+    );
+    Ok(())
+}

@@ -80,6 +80,22 @@ pub struct Comment {
     pub votes: Votes,
 }
 
+impl Comment {
+    /// Whether this copy still carries what a deletion erases: text, name or website.
+    pub fn has_content(&self) -> bool {
+        !self.text.is_empty() || self.author.is_some() || self.website.is_some()
+    }
+
+    /// Erases what a deletion erases from this copy (text, rendered HTML, name, website),
+    /// leaving the structure (id, thread, parent, times) that keeps a thread's shape.
+    pub fn scrub(&mut self) {
+        self.text.clear();
+        self.html.clear();
+        self.author = None;
+        self.website = None;
+    }
+}
+
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

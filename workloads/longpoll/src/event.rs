@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use io360_common::model::{Change, ChangeKind, Comment, Seq};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One event, rendered.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct Event {
     pub json: Bytes,
     /// Whether this is a reset rather than a change.
     pub reset: bool,
+    /// The comment whose content the JSON carries, if any (see [`Event::scrubbed`]).
+    pub comment: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -28,6 +30,15 @@ struct Public<'a> {
     kind: ChangeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     comment: Option<&'a Comment>,
+}
+
+/// [`Public`] read back, to scrub a rendered event.
+#[derive(Deserialize)]
+struct Rendered {
+    thread: String,
+    seq: Seq,
+    kind: ChangeKind,
+    comment: Option<Comment>,
 }
 
 #[derive(Serialize)]
@@ -41,6 +52,11 @@ impl Event {
     /// Renders a committed change as the public may see it.
     pub fn from_change(change: Change) -> Event {
         let change = change.public();
+        let comment = change
+            .comment
+            .as_ref()
+            .filter(|c| c.has_content())
+            .map(|c| c.id);
         let json = serde_json::to_vec(&Public {
             thread: &change.thread,
             seq: change.seq,
@@ -52,6 +68,32 @@ impl Event {
             seq: change.seq,
             json: Bytes::from(json),
             reset: false,
+            comment,
+        }
+    }
+
+    /// This event with its comment's text, name and website erased: what history keeps of a
+    /// comment once it is deleted, so a client catching up never receives a deleted
+    /// comment's content (the store scrubs its feed the same way when an author is erased).
+    pub fn scrubbed(&self) -> Event {
+        let Ok(mut r) = serde_json::from_slice::<Rendered>(&self.json) else {
+            return self.clone();
+        };
+        if let Some(c) = &mut r.comment {
+            c.scrub();
+        }
+        let json = serde_json::to_vec(&Public {
+            thread: &r.thread,
+            seq: r.seq,
+            kind: r.kind,
+            comment: r.comment.as_ref(),
+        })
+        .unwrap_or_default();
+        Event {
+            seq: self.seq,
+            json: Bytes::from(json),
+            reset: self.reset,
+            comment: None,
         }
     }
 
@@ -68,6 +110,7 @@ impl Event {
             seq: head,
             json: Bytes::from(json),
             reset: true,
+            comment: None,
         }
     }
 }
@@ -155,5 +198,28 @@ mod tests {
             v["events"][1],
             serde_json::json!({"thread": "/a", "seq": 40, "kind": "reset"})
         );
+    }
+
+    #[test]
+    fn a_scrubbed_event_keeps_its_shape_and_loses_the_content() {
+        let change = Change {
+            pos: 9,
+            thread: "/a".into(),
+            seq: 3,
+            kind: ChangeKind::Created,
+            comment: Some(comment(Status::Approved)),
+        };
+        let e = Event::from_change(change);
+        assert_eq!(e.comment, Some(7));
+        let s = e.scrubbed();
+        assert_eq!((s.seq, s.comment, s.reset), (3, None, false));
+        let v: serde_json::Value = serde_json::from_slice(&s.json).unwrap();
+        assert_eq!(v["kind"], "created");
+        assert_eq!(v["seq"], 3);
+        assert_eq!(v["comment"]["id"], 7);
+        assert_eq!(v["comment"]["text"], "");
+        assert_eq!(v["comment"]["html"], "");
+        assert!(v["comment"]["author"].is_null());
+        assert!(!String::from_utf8_lossy(&s.json).contains("hello"));
     }
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use io360_common::model::{Change, FeedPos, Seq};
+use io360_common::model::{Change, ChangeKind, FeedPos, Seq};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -395,6 +395,11 @@ impl Hub {
         let received = Instant::now();
         let thread: Arc<str> = Arc::from(change.thread.as_str());
         let seq = change.seq;
+        let deleted = change
+            .comment
+            .as_ref()
+            .filter(|_| change.kind == ChangeKind::Deleted)
+            .map(|c| c.id);
         let event = Event::from_change(change);
         let limits = self.limits;
         let budget = (limits.events / SHARDS).max(limits.per_thread);
@@ -417,6 +422,12 @@ impl Hub {
                 }
             }
             if let Some(k) = &mut st.known {
+                // A deleted comment's earlier events lose its content (see Event::scrubbed).
+                if let Some(id) = deleted {
+                    for e in k.events.iter_mut().filter(|e| e.comment == Some(id)) {
+                        *e = e.scrubbed();
+                    }
+                }
                 while k.events.len() > limits.per_thread {
                     k.events.pop_front();
                     k.lo += 1;

@@ -746,12 +746,9 @@ impl Writer {
                 let mut ch: Change = decode(&v)?;
                 if let Some(c) = &mut ch.comment
                     && ids.contains(&c.id)
-                    && (c.author.is_some() || !c.text.is_empty() || c.website.is_some())
+                    && c.has_content()
                 {
-                    c.author = None;
-                    c.website = None;
-                    c.text.clear();
-                    c.html.clear();
+                    c.scrub();
                     batch.insert(&self.t.feed, k.to_vec(), encode(&ch));
                 }
             }
@@ -1091,10 +1088,7 @@ fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, Problem> {
         Status::Pending => 0,
     };
     c.comment.status = Status::Deleted;
-    c.comment.text.clear();
-    c.comment.html.clear();
-    c.comment.author = None;
-    c.comment.website = None;
+    c.comment.scrub();
     c.email = None;
     c.remote = None;
     Ok(delta)

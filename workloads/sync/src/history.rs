@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use io360_common::model::{Change, FeedPos, Seq};
+use io360_common::model::{Change, ChangeKind, FeedPos, Seq};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
@@ -55,6 +55,44 @@ impl Window {
     /// The last position no longer (or never) held: positions after it are in the ring.
     fn floor(&self) -> FeedPos {
         self.head - self.ring.len() as FeedPos
+    }
+
+    /// A comment was deleted at `deleted_at`: earlier copies of it held here (its creation,
+    /// edits, votes) lose what the deletion erased, so history never replays the text, name
+    /// or website of a deleted comment (nor of an author erased on request, which deletes
+    /// every comment of theirs). The store scrubs its own feed the same way on erase.
+    fn scrub(&mut self, thread: &str, comment: u64, deleted_at: FeedPos) {
+        let floor = self.floor();
+        let Window {
+            ring,
+            threads,
+            bytes,
+            ..
+        } = self;
+        let Some(slice) = threads.get_mut(thread) else {
+            return;
+        };
+        for held in slice.changes.iter_mut() {
+            let Some(c) = &held.comment else { continue };
+            if held.pos == deleted_at || c.id != comment || !c.has_content() {
+                continue;
+            }
+            let mut copy = Change::clone(held);
+            if let Some(c) = &mut copy.comment {
+                c.scrub();
+            }
+            let copy = Arc::new(copy);
+            *bytes = bytes.saturating_sub(weight(held)) + weight(&copy);
+            if let Some(slot) = held
+                .pos
+                .checked_sub(floor + 1)
+                .and_then(|i| ring.get_mut(i as usize))
+                && slot.pos == held.pos
+            {
+                *slot = copy.clone();
+            }
+            *held = copy;
+        }
     }
 }
 
@@ -196,6 +234,11 @@ impl History {
                 );
             }
         }
+        if change.kind == ChangeKind::Deleted
+            && let Some(c) = &change.comment
+        {
+            w.scrub(&change.thread, c.id, pos);
+        }
         while w.ring.len() > self.limits.max_changes
             || (w.bytes > self.limits.max_bytes && w.ring.len() > 1)
         {
@@ -261,7 +304,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use io360_common::model::ChangeKind;
+    use io360_common::model::{Comment, Status, Votes};
 
     fn change(pos: FeedPos, thread: &str, seq: Seq) -> Change {
         Change {
@@ -341,5 +384,65 @@ mod tests {
         assert!(h.apply(change(1, "t", 1)));
         assert!(!h.apply(change(3, "t", 2)));
         assert_eq!(h.head(), 1);
+    }
+
+    fn comment_change(pos: FeedPos, seq: Seq, kind: ChangeKind, text: &str) -> Change {
+        Change {
+            pos,
+            thread: "t".into(),
+            seq,
+            kind,
+            comment: Some(Comment {
+                id: 42,
+                thread: "t".into(),
+                seq,
+                parent: None,
+                author: (!text.is_empty()).then(|| "ann".into()),
+                website: None,
+                text: text.into(),
+                html: text.into(),
+                created: "2026-01-01T00:00:00Z".into(),
+                modified: None,
+                status: if kind == ChangeKind::Deleted {
+                    Status::Deleted
+                } else {
+                    Status::Approved
+                },
+                votes: Votes::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_deletion_scrubs_earlier_copies_in_ranges_and_the_stream() {
+        let h = History::new(limits(100, 100));
+        assert!(h.apply(comment_change(1, 1, ChangeKind::Created, "secret")));
+        assert!(h.apply(change(2, "t", 2)));
+        assert!(h.apply(comment_change(3, 3, ChangeKind::Edited, "secret v2")));
+        let (_, before, _) = h.size();
+        assert!(h.apply(comment_change(4, 4, ChangeKind::Deleted, "")));
+        let Range::Covered { changes, .. } = h.range("t", 0, 10, 0) else {
+            panic!("history should cover the thread");
+        };
+        assert_eq!(changes.len(), 4);
+        let Read::Changes(stream) = h.read(0, 10) else {
+            panic!("history should hold the stream");
+        };
+        for c in changes.iter().chain(stream.iter().map(|c| &**c)) {
+            if let Some(c) = &c.comment {
+                assert!(!c.has_content(), "a copy kept content: {c:?}");
+            }
+        }
+        // Kinds and sequence numbers are untouched: the stream keeps its shape.
+        assert_eq!(stream[0].kind, ChangeKind::Created);
+        assert_eq!(stream[2].seq, 3);
+        let (_, after, _) = h.size();
+        let deleted = weight(&comment_change(4, 4, ChangeKind::Deleted, ""));
+        let erased = 2 * "secret".len() + 2 * "secret v2".len() + 2 * "ann".len();
+        assert_eq!(
+            after,
+            before + deleted - erased,
+            "the byte budget follows the copies"
+        );
     }
 }
