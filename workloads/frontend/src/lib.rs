@@ -98,6 +98,10 @@ pub struct Config {
     /// `Cache-Control: max-age` for files other than pages, in seconds.
     #[arg(long, env = "IO360_ASSET_MAX_AGE", default_value_t = 3600)]
     pub asset_max_age: u64,
+
+    /// Where audit events (this tier's start and stop) go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
 }
 
 impl Default for Config {
@@ -114,6 +118,7 @@ impl Default for Config {
             control_configmap: None,
             control_namespace: None,
             asset_max_age: 3600,
+            audit: io360_logger::ShipperConfig::default(),
         }
     }
 }
@@ -298,7 +303,9 @@ fn check_url(name: &str, url: &Option<String>) -> Result<(), Error> {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     check_url("IO360_LOGIC_URL", &config.logic_url)?;
     check_url("IO360_LONGPOLL_URL", &config.longpoll_url)?;
+    config.audit.validate().map_err(Error::Config)?;
     let telemetry = Telemetry::new("frontend");
+    let audit = io360_logger::Shipper::new("frontend", &config.audit, &telemetry);
     let logic = config
         .logic_url
         .as_deref()
@@ -405,6 +412,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         .layer(middleware::from_fn_with_state(admission, shed::protect));
     let router = telemetry.instrument(router);
     telemetry.ready.set(true);
-    io360_common::serve::serve("frontend", listener, router, shutdown).await?;
+    audit
+        .around(io360_common::serve::serve(
+            "frontend", listener, router, shutdown,
+        ))
+        .await?;
     Ok(())
 }

@@ -78,6 +78,7 @@ async fn start_logic(data: &Path) -> Result<(Running, Running)> {
     let store = io360_store::Config {
         data_dir: data.to_owned(),
         group_commit_max: 64,
+        audit: Default::default(),
     };
     let stask = tokio::spawn(async move {
         let _ = io360_store::serve(store, sl, sshut).await;

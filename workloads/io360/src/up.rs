@@ -96,7 +96,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut logic = args.logic;
     logic.store_url = store_url.clone();
-    logic.audit.logger_url = Some(logger_url);
+    // Every tier ships its audit events (and its start and stop) to the logger.
+    let audit = io360_logger::ShipperConfig {
+        logger_url: Some(logger_url),
+        ..io360_logger::ShipperConfig::default()
+    };
+    logic.audit = audit.clone();
     logic.admin_token = Some(token.clone());
     logic.public_url = format!("http://{public_addr}");
     // Browsers reach logic through the frontend, which appends their address to this header.
@@ -108,21 +113,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         site_dir: args.site,
         logic_url: Some(logic_url),
         longpoll_url: Some(longpoll_url),
+        audit: audit.clone(),
         ..io360_frontend::Config::default()
     };
 
     let sync = io360_sync::Config {
         store_url: store_url.clone(),
+        audit: audit.clone(),
         ..default_config::<io360_sync::Config>()
     };
     let longpoll = io360_longpoll::Config {
         sync_url,
+        audit: audit.clone(),
         ..default_config::<io360_longpoll::Config>()
     };
 
     let store = io360_store::Config {
         data_dir: args.data_dir.join("store"),
         group_commit_max: 512,
+        audit,
     };
 
     let (trigger, shutdown) = Shutdown::new();
@@ -131,9 +140,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("logger"),
         ..default_config::<io360_logger::Config>()
     };
+    // The logger stops last, so the other tiers' `tier.stopped` events still reach it.
+    let (logger_trigger, logger_shutdown) = Shutdown::new();
     tiers.spawn(tier(
         "logger",
-        io360_logger::serve(logger, logger_l, shutdown.clone()),
+        io360_logger::serve(logger, logger_l, logger_shutdown),
     ));
     tiers.spawn(tier(
         "store",
@@ -184,9 +195,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
+    trigger.trigger();
     while let Some(done) = tiers.join_next().await {
         if let Ok((name, Err(e))) = done {
             tracing::warn!(tier = name, error = %e, "tier stopped with an error during shutdown");
+        }
+        if tiers.len() <= 1 {
+            logger_trigger.trigger();
         }
     }
     match failure {

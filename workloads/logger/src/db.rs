@@ -505,16 +505,39 @@ impl Writer {
         }
     }
 
+    /// Whether an event identical to `value` is already stored at `nanos`.
+    fn stored(&self, nanos: u64, value: &[u8]) -> Result<bool, Problem> {
+        for kv in self
+            .t
+            .events
+            .range(event_key(nanos, 0)..=event_key(nanos, u64::MAX))
+        {
+            let (_, v) = kv.into_inner().map_err(fjall_err)?;
+            if *v == *value {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Stores a batch. An event identical to one already stored (same time to the
+    /// nanosecond, same fields) is stored once: a batch retried after its answer was lost is
+    /// not doubled, and a state change every replica of a tier reports alike (a suspension
+    /// read from the control ConfigMap, stamped with its `since`) is one event.
     fn append(&mut self, events: Vec<(u64, Event)>) -> Result<Vec<Event>, Problem> {
         let mut batch = self.t.db.batch();
         let mut out = Vec::with_capacity(events.len());
         let mut added = 0u64;
+        let mut in_batch = std::collections::HashSet::new();
         for (nanos, mut e) in events {
-            let key = event_key(nanos, self.next_seq);
-            self.next_seq += 1;
             e.id = None;
             let value = serde_json::to_vec(&e)
                 .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
+            if !in_batch.insert((nanos, value.clone())) || self.stored(nanos, &value)? {
+                continue;
+            }
+            let key = event_key(nanos, self.next_seq);
+            self.next_seq += 1;
             added += (key.len() + value.len()) as u64;
             batch.insert(&self.t.events, key, value);
             if let Some(a) = &e.author_key {

@@ -205,6 +205,17 @@ impl Shipper {
         }
     }
 
+    /// Runs a tier: starts shipping, records `tier.started`, awaits `served` (the tier serving
+    /// until its shutdown), records `tier.stopped`, and ships what is left for up to 2 s.
+    pub async fn around<T>(&self, served: impl Future<Output = T>) -> T {
+        self.start();
+        self.emit(Event::now(Kind::TierStarted, self.tier(), "system"));
+        let out = served.await;
+        self.emit(Event::now(Kind::TierStopped, self.tier(), "system"));
+        self.stop(Duration::from_secs(2)).await;
+        out
+    }
+
     /// Queues an event; never waits. When the buffer is full the event is dropped and counted.
     pub fn emit(&self, event: Event) {
         let Some(inner) = &self.inner else { return };

@@ -493,3 +493,29 @@ async fn the_shipper_never_blocks_drops_and_counts_when_full_and_resumes_when_th
     assert_eq!(page["events"].as_array().unwrap().len(), 1);
     logger.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_event_is_stored_once_so_retries_and_replicas_do_not_double() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let at = now();
+    let suspended = json!({"time": at, "kind": "comments.suspended", "tier": "logic",
+        "actor": "operator", "reason": "overload", "detail": "Comments are paused."});
+    let batch = json!({"events": [suspended, ev("comment.posted", "Ann", "/a", &at)]});
+    let (status, body) = post(&logger.url, batch.clone()).await;
+    assert_eq!((status, &body["stored"]), (202, &json!(2)), "{body}");
+    // The same batch again (a retry whose first answer was lost): nothing new.
+    let (status, body) = post(&logger.url, batch).await;
+    assert_eq!((status, &body["stored"]), (202, &json!(0)), "{body}");
+    // Two replicas report the same suspension in one batch; a different event at the same
+    // instant is still its own event.
+    let twice = json!({"events": [suspended, suspended, ev("comment.posted", "Bo", "/a", &at)]});
+    let (status, body) = post(&logger.url, twice).await;
+    assert_eq!((status, &body["stored"]), (202, &json!(1)), "{body}");
+    let page = query(&logger.url, "kind=comments.suspended,comment.posted").await;
+    assert_eq!(
+        kinds(&page),
+        ["comment.posted", "comment.posted", "comments.suspended"]
+    );
+    logger.stop().await;
+}

@@ -188,25 +188,18 @@ pub async fn serve(
     if let Some(control) = control {
         // The first state was read before serving: a pod started while suspended starts
         // suspended.
-        state.suspension.follow_control(control, shutdown.clone());
+        state
+            .suspension
+            .follow_control(control, state.audit.clone(), shutdown.clone());
     }
-    state.audit.start();
-    state.audit.emit(io360_logger::Event::now(
-        io360_logger::Kind::TierStarted,
-        "logic",
-        "system",
-    ));
-    state.start_background(shutdown.clone(), telemetry.ready.clone());
     let audit = state.audit.clone();
-    let router = telemetry.instrument(api::router(state));
-    let served = io360_common::serve::serve("logic", listener, router, shutdown).await;
-    audit.emit(io360_logger::Event::now(
-        io360_logger::Kind::TierStopped,
-        "logic",
-        "system",
-    ));
-    audit.stop(Duration::from_secs(2)).await;
-    served?;
+    audit
+        .around(async move {
+            state.start_background(shutdown.clone(), telemetry.ready.clone());
+            let router = telemetry.instrument(api::router(state));
+            io360_common::serve::serve("logic", listener, router, shutdown).await
+        })
+        .await?;
     Ok(())
 }
 

@@ -25,6 +25,32 @@ pub struct SuspensionState {
     pub since: Option<String>,
 }
 
+/// The audit event for a change of the control ConfigMap. It is stamped with the
+/// ConfigMap's `since` (when the operator made the change), so every logic replica reports
+/// the same event and the logger keeps it once.
+fn operator_event(state: &io360_control::ControlState) -> io360_logger::Event {
+    use io360_logger::Kind;
+    let kind = if state.suspended {
+        Kind::CommentsSuspended
+    } else {
+        Kind::CommentsResumed
+    };
+    let mut e = io360_logger::Event::now(kind, "logic", "operator");
+    if let Some(since) = state.since
+        && let Ok(t) =
+            time::OffsetDateTime::from(since).format(&time::format_description::well_known::Rfc3339)
+    {
+        e.time = t;
+    }
+    if let Some(r) = state.reason {
+        e = e.reason(r.as_str().to_ascii_lowercase());
+    }
+    if !state.message.is_empty() {
+        e = e.detail(state.message.clone());
+    }
+    e
+}
+
 /// The two sources, combined on read.
 #[derive(Debug, Clone, Default)]
 pub struct Suspension {
@@ -63,10 +89,18 @@ impl Suspension {
         }
     }
 
-    /// Follows the control ConfigMap until `shutdown`.
-    pub fn follow_control(&self, control: io360_control::Control, shutdown: Shutdown) {
+    /// Follows the control ConfigMap until `shutdown`. Each suspension and resumption the
+    /// operator makes there (by hand through `spec.commentsSuspended`, or automatically on
+    /// overload) goes to the audit trail as done by `operator`.
+    pub fn follow_control(
+        &self,
+        control: io360_control::Control,
+        audit: io360_logger::Shipper,
+        shutdown: Shutdown,
+    ) {
         let mut rx = control.receiver();
-        self.set_control(&rx.borrow_and_update());
+        let mut last = rx.borrow_and_update().clone();
+        self.set_control(&last);
         let this = self.clone();
         tokio::spawn(async move {
             // `control` owns the watch task: keep it alive as long as this loop.
@@ -80,6 +114,10 @@ impl Suspension {
                         let state = rx.borrow_and_update().clone();
                         tracing::info!(suspended = state.suspended, reason = ?state.reason, "control ConfigMap changed");
                         this.set_control(&state);
+                        if (state.suspended, state.reason) != (last.suspended, last.reason) {
+                            audit.emit(operator_event(&state));
+                        }
+                        last = state;
                     }
                     _ = shutdown.wait() => return,
                 }

@@ -60,6 +60,10 @@ pub struct Config {
     /// Seconds over which held polls are answered on shutdown.
     #[arg(long, env = "IO360_LONGPOLL_DRAIN_SECS", default_value_t = 5.0)]
     pub drain_secs: f64,
+
+    /// Where audit events (this tier's start and stop) go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
 }
 
 /// Why the longpoll tier stopped or could not start.
@@ -116,7 +120,7 @@ impl Config {
                 "--history-per-thread and --history-events must be at least 1".into(),
             ));
         }
-        Ok(())
+        self.audit.validate().map_err(ServeError::Config)
     }
 }
 
@@ -135,6 +139,7 @@ pub async fn serve(
         n => n,
     };
     let telemetry = Telemetry::new("longpoll");
+    let audit = io360_logger::Shipper::new("longpoll", &config.audit, &telemetry);
     let metrics = metrics::Metrics::default();
     metrics.register(&telemetry);
     let hub = Arc::new(hub::Hub::new(
@@ -168,7 +173,7 @@ pub async fn serve(
         telemetry.ready.clone(),
         shutdown.clone(),
     ));
-    server::accept_loop(ctx, listener).await;
+    audit.around(server::accept_loop(ctx, listener)).await;
     follower.abort();
     Ok(())
 }

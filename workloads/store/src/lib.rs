@@ -34,6 +34,10 @@ pub struct Config {
     /// Most writes made durable by one fsync.
     #[arg(long, env = "IO360_STORE_GROUP_COMMIT_MAX", default_value_t = 512)]
     pub group_commit_max: usize,
+
+    /// Where audit events (this tier's start and stop) go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
 }
 
 /// Why the store tier stopped.
@@ -45,6 +49,9 @@ pub enum ServeError {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is wrong.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Opens the data directory and serves the store API on `listener` until `shutdown`.
@@ -53,7 +60,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    config.audit.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("store");
+    let audit = io360_logger::Shipper::new("store", &config.audit, &telemetry);
     // Opening replays the journal: disk work, kept off the async workers.
     let db =
         tokio::task::spawn_blocking(move || Db::open(&config.data_dir, config.group_commit_max))
@@ -63,7 +72,12 @@ pub async fn serve(
     let db = Arc::new(db);
     telemetry.ready.set(true);
     let router = telemetry.instrument(api::router(db.clone(), shutdown.clone()));
-    io360_common::serve::serve("store", listener, router, shutdown).await?;
+    let served = audit
+        .around(io360_common::serve::serve(
+            "store", listener, router, shutdown,
+        ))
+        .await;
     db.close();
+    served?;
     Ok(())
 }

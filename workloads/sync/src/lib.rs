@@ -40,6 +40,10 @@ pub struct Config {
     /// Most recent changes kept per thread.
     #[arg(long, env = "IO360_SYNC_HISTORY_PER_THREAD", default_value_t = 1000)]
     pub history_per_thread: usize,
+
+    /// Where audit events (this tier's start and stop) go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
 }
 
 /// Why the sync tier stopped or could not start.
@@ -82,7 +86,9 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let limits = config.validate()?;
+    config.audit.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("sync");
+    let audit = io360_logger::Shipper::new("sync", &config.audit, &telemetry);
     let history = Arc::new(History::new(limits));
     let store = StoreClient::new(&config.store_url);
     tracing::info!(epoch = history.epoch(), store = %config.store_url, "sync starting");
@@ -138,7 +144,11 @@ pub async fn serve(
         shutdown.clone(),
     ));
     let router = telemetry.instrument(api::router(history, store, shutdown.clone(), api_metrics));
-    let served = io360_common::serve::serve("sync", listener, router, shutdown).await;
+    let served = audit
+        .around(io360_common::serve::serve(
+            "sync", listener, router, shutdown,
+        ))
+        .await;
     tail.abort();
     served?;
     Ok(())

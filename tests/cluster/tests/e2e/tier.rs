@@ -1,6 +1,7 @@
 //! Suite item 6: a logic tier process, run locally with the credentials of the tiers'
 //! ServiceAccount, watches its control ConfigMap and refuses writes within 5 s of the operator
-//! suspending comments; reads keep working, and writes come back on resume.
+//! suspending comments; reads keep working, and writes come back on resume. Both changes reach
+//! the audit trail in the logger, done by `operator`, at the time the operator made them.
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,22 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
         std::fs::create_dir_all(&dir)?;
         let store_addr = format!("127.0.0.1:{}", free_port()?);
         let logic_addr = format!("127.0.0.1:{}", free_port()?);
+        let logger_addr = format!("127.0.0.1:{}", free_port()?);
+        let _logger = Process::start_with_env(
+            "io360 serve logger",
+            &io360,
+            vec!["serve".into(), "logger".into()],
+            vec![
+                ("IO360_ADDR".into(), logger_addr.clone()),
+                (
+                    "IO360_DATA_DIR".into(),
+                    dir.join("logger").display().to_string(),
+                ),
+                ("IO360_LOG".into(), "info".into()),
+            ],
+            dir.join("logger.log"),
+        )?;
+        let logger = format!("http://{logger_addr}");
         let _store = Process::start_with_env(
             "io360 serve store",
             &io360,
@@ -79,6 +96,7 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
                 ("IO360_CONTROL_NAMESPACE".into(), ns.clone()),
                 ("IO360_ADMIN_TOKEN".into(), "e2e-admin-token-tier".into()),
                 ("IO360_NO_RATE_LIMITS".into(), "true".into()),
+                ("IO360_LOGGER_URL".into(), logger.clone()),
                 ("KUBECONFIG".into(), kubeconfig.display().to_string()),
                 ("IO360_LOG".into(), "info".into()),
             ],
@@ -175,6 +193,7 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             "the comment written while live is not listed: {list}"
         );
 
+        let suspended_since = control["since"].clone();
         s.set_suspended(&ns, name, false).await?;
         s.wait("logic accepting writes again", 30, || {
             n += 1;
@@ -190,6 +209,51 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             }
         })
         .await?;
+
+        // The audit trail: both changes, by the operator, stamped when it made them.
+        let resumed_since = s
+            .control_data(&ns, name)
+            .await
+            .map_err(anyhow::Error::msg)?["since"]
+            .clone();
+        let trail: Value = s
+            .wait("the suspension in the audit trail", 30, || {
+                let http = http.clone();
+                let logger = logger.clone();
+                async move {
+                    let page: Value = http
+                        .get(format!(
+                            "{logger}/logger/v1/events?kind=comments.suspended,comments.resumed"
+                        ))
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .json()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match page["events"].as_array() {
+                        Some(e) if e.len() >= 2 => Ok(page),
+                        _ => Err(format!("trail so far: {page}")),
+                    }
+                }
+            })
+            .await?;
+        let events = trail["events"].as_array().context("no events")?;
+        let (resumed, suspended) = (&events[0], &events[1]);
+        let at = |v: &Value| v.as_str().and_then(|t| t.parse::<Timestamp>().ok());
+        ensure!(
+            events.len() == 2
+                && suspended["kind"] == "comments.suspended"
+                && suspended["actor"] == "operator"
+                && suspended["reason"] == "manual"
+                && at(&suspended["time"]).is_some()
+                && at(&suspended["time"]) == at(&suspended_since)
+                && resumed["kind"] == "comments.resumed"
+                && resumed["actor"] == "operator"
+                && at(&resumed["time"]) == at(&resumed_since),
+            "the audit trail does not tell the suspension as the operator made it \
+             (suspended since {suspended_since}, resumed since {resumed_since}): {trail}"
+        );
         Ok(())
     })
 }

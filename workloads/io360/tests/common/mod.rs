@@ -43,6 +43,7 @@ impl Stack {
         let cfg = io360_store::Config {
             data_dir: dir.path().join("store"),
             group_commit_max: 256,
+            audit: Default::default(),
         };
         let s = shutdown.clone();
         tokio::spawn(async move { io360_store::serve(cfg, store_l, s).await.unwrap() });
