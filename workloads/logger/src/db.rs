@@ -3,7 +3,7 @@
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
-//! | `events` | (time in Unix nanoseconds, sequence) | the [`Event`] as JSON |
+//! | `events` | (time in Unix nanoseconds, xxh3 hash of the JSON) | the [`Event`] as JSON |
 //! | `authors` | author key, `0`, event key | empty: which events concern an author |
 //!
 //! Keys are big-endian so fjall's order is time order; "newest first" is a reverse range
@@ -149,11 +149,12 @@ fn fjall_err(e: fjall::Error) -> Problem {
     Problem::internal(format!("event log storage error: {e}"))
 }
 
-/// The 16-byte key of an event.
-fn event_key(nanos: u64, seq: u64) -> [u8; 16] {
+/// The 16-byte key of an event: its time, then a hash of its content (`0` and `u64::MAX`
+/// bound ranges).
+fn event_key(nanos: u64, hash: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&nanos.to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k[8..].copy_from_slice(&hash.to_be_bytes());
     k
 }
 
@@ -223,15 +224,12 @@ impl EventLog {
         let authors = db
             .keyspace("authors", KeyspaceCreateOptions::default)
             .map_err(fj)?;
-        // Size and the next sequence number come from one pass over the log at start.
-        let (mut count, mut bytes, mut last_seq) = (0u64, 0u64, 0u64);
+        // The size comes from one pass over the log at start.
+        let (mut count, mut bytes) = (0u64, 0u64);
         for kv in events.iter() {
             let (k, v) = kv.into_inner().map_err(fj)?;
             count += 1;
             bytes += (k.len() + v.len()) as u64;
-            let mut s = [0u8; 8];
-            s.copy_from_slice(&k[8..16]);
-            last_seq = last_seq.max(u64::from_be_bytes(s));
         }
         let tables = Arc::new(Tables {
             db,
@@ -251,7 +249,6 @@ impl EventLog {
         let (jobs, rx) = mpsc::channel();
         let mut writer = Writer {
             t: tables.clone(),
-            next_seq: last_seq + 1,
             count,
             bytes,
             retention,
@@ -437,7 +434,6 @@ type Appended = Result<Vec<Event>, Problem>;
 /// The single writer: owns the sequence counter and the size accounting.
 struct Writer {
     t: Arc<Tables>,
-    next_seq: u64,
     count: u64,
     bytes: u64,
     retention: Retention,
@@ -505,25 +501,12 @@ impl Writer {
         }
     }
 
-    /// Whether an event identical to `value` is already stored at `nanos`.
-    fn stored(&self, nanos: u64, value: &[u8]) -> Result<bool, Problem> {
-        for kv in self
-            .t
-            .events
-            .range(event_key(nanos, 0)..=event_key(nanos, u64::MAX))
-        {
-            let (_, v) = kv.into_inner().map_err(fjall_err)?;
-            if *v == *value {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Stores a batch. An event identical to one already stored (same time to the
-    /// nanosecond, same fields) is stored once: a batch retried after its answer was lost is
-    /// not doubled, and a state change every replica of a tier reports alike (a suspension
-    /// read from the control ConfigMap, stamped with its `since`) is one event.
+    /// Stores a batch. An event's key is its time and a hash of its content, so an event
+    /// identical to one already stored (same time to the nanosecond, same fields) is stored
+    /// once: a batch retried after its answer was lost is not doubled, and a state change
+    /// every replica of a tier reports alike (a suspension read from the control ConfigMap,
+    /// stamped with its `since`) is one event. (Two different events would also need the
+    /// same 64-bit hash in the same nanosecond to collide.)
     fn append(&mut self, events: Vec<(u64, Event)>) -> Result<Vec<Event>, Problem> {
         let mut batch = self.t.db.batch();
         let mut out = Vec::with_capacity(events.len());
@@ -533,11 +516,10 @@ impl Writer {
             e.id = None;
             let value = serde_json::to_vec(&e)
                 .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
-            if !in_batch.insert((nanos, value.clone())) || self.stored(nanos, &value)? {
+            let key = event_key(nanos, xxhash_rust::xxh3::xxh3_64(&value));
+            if !in_batch.insert(key) || self.t.events.contains_key(key).map_err(fjall_err)? {
                 continue;
             }
-            let key = event_key(nanos, self.next_seq);
-            self.next_seq += 1;
             added += (key.len() + value.len()) as u64;
             batch.insert(&self.t.events, key, value);
             if let Some(a) = &e.author_key {
