@@ -198,11 +198,6 @@ pub fn instance_labels(cc: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The label selector that finds every child of `cc`.
-pub fn instance_selector(cc: &str) -> String {
-    format!("{INSTANCE}={cc},{MANAGED_BY}={MANAGER}")
-}
-
 fn selector_labels(cc: &str, tier: Tier) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "io360".to_string()),

@@ -2,9 +2,11 @@
 //! scaled on its own, and suspends live comments by hand or under overload.
 //!
 //! The pipeline is validate ([`validate`]) → build the desired objects ([`desired`], pure) →
-//! server-side apply and prune → status ([`reconcile`]). Automatic degrade is a pure state
-//! machine ([`degrade`]) fed by the frontend autoscaler's status.
+//! server-side apply of what changed ([`children`] tells what did) and prune → status
+//! ([`reconcile`]). Automatic degrade is a pure state machine ([`degrade`]) fed by the
+//! frontend autoscaler's status.
 
+pub mod children;
 pub mod crd;
 pub mod degrade;
 pub mod desired;

@@ -1,6 +1,11 @@
 //! The part that talks to the API server: one pass of validate → decide suspension → build →
 //! server-side apply → prune → scale longpoll → status, plus the error policy.
 //!
+//! A pass applies only the children whose desired object changed or whose cached copy shows
+//! a change in a field the operator sets (see [`crate::children`]): every change of a child
+//! (a Deployment's ready replicas, say) triggers a pass, and re-applying all of a cluster's
+//! children on each would keep the API server busy with no-op applies.
+//!
 //! Status is a function of what was observed, with transition times kept when a condition's
 //! status does not change, and it is only written when it differs from what is stored, so a
 //! reconcile does not trigger the next one.
@@ -16,15 +21,16 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
-use tracing::{info, warn};
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
 
+use crate::children::{Children, fingerprint, hash_json};
 use crate::crd::{CommentCluster, CommentClusterStatus, SuspensionStatus, TierStatus};
 use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason, Thresholds};
 use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
@@ -70,6 +76,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The cached children of every cluster.
+    pub children: Children,
     state: Mutex<HashMap<String, ClusterMemory>>,
 }
 
@@ -79,18 +87,46 @@ pub struct Context {
 #[derive(Default)]
 struct ClusterMemory {
     degrade: Option<DegradeState>,
-    children: HashMap<String, String>,
+    /// The last successful apply of each child, by `Kind/name`.
+    children: HashMap<String, AppliedChild>,
     failures: u32,
     suspended: bool,
 }
 
+/// What one successful apply of a child left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AppliedChild {
+    /// The child's uid: when the next apply returns another, the child had been deleted.
+    uid: String,
+    /// [`hash_json`] of the desired object applied.
+    desired: u64,
+    /// [`fingerprint`] of the object the apply returned.
+    observed: u64,
+}
+
+/// One child at the end of [`apply_all`].
+struct ChildState {
+    /// `Kind/name`.
+    key: String,
+    /// The object as the apply returned it, or as cached when it needed no apply.
+    object: Value,
+    /// What to remember when it was applied in this pass.
+    applied: Option<AppliedChild>,
+}
+
 impl Context {
-    /// A context for `client`.
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    /// A context for `client`, reading children from `children`.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        children: Children,
+    ) -> Self {
         Self {
             client,
             recorder,
             metrics,
+            children,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -221,17 +257,19 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
 
     // Build and apply.
     let wanted = desired::build(cc, &inputs);
-    let applied = apply_all(ctx, &ns, &wanted).await?;
+    let children = apply_all(ctx, &ns, uid, &wanted).await?;
     let restored = ctx.with_memory(uid, |m| {
         let first = m.children.is_empty();
         let mut restored = Vec::new();
-        for (key, obj) in &applied {
-            let new_uid = obj.uid().unwrap_or_default();
-            if let Some(old) = m.children.insert(key.clone(), new_uid.clone())
-                && old != new_uid
+        for child in &children {
+            let Some(applied) = &child.applied else {
+                continue;
+            };
+            if let Some(old) = m.children.insert(child.key.clone(), applied.clone())
+                && old.uid != applied.uid
                 && !first
             {
-                restored.push(key.clone());
+                restored.push(child.key.clone());
             }
         }
         restored
@@ -246,9 +284,10 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
         )
         .await;
     }
-    let pruned = prune(ctx, &ns, &name, uid, &wanted).await?;
+    let keep: HashSet<String> = wanted.iter().map(DesiredObject::key).collect();
+    let pruned = prune(ctx, &ns, &name, uid, &keep).await?;
+    ctx.with_memory(uid, |m| m.children.retain(|key, _| keep.contains(key)));
     for key in &pruned {
-        ctx.with_memory(uid, |m| m.children.remove(key));
         ctx.event(
             cc,
             EventType::Normal,
@@ -262,10 +301,10 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
     // suspended (an HPA leaves a target at zero alone), back when live.
     let mut longpoll_before = old_status.longpoll_replicas_before_suspension;
     let mut replicas_now: BTreeMap<String, (i32, i32)> = BTreeMap::new();
-    for (key, obj) in &applied {
+    for ChildState { key, object, .. } in &children {
         if let Some(tier) = tier_of(key, &name) {
-            let desired = obj.data["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
-            let ready = obj.data["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32;
+            let desired = object["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
+            let ready = object["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32;
             replicas_now.insert(tier.to_string(), (desired, ready));
         }
     }
@@ -515,47 +554,81 @@ pub fn hpa_reading(hpa: &HorizontalPodAutoscaler) -> Option<HpaReading> {
     })
 }
 
+/// Applies the children of `wanted` that need it (see [`crate::children`]) and returns
+/// every child as it now stands.
 async fn apply_all(
     ctx: &Context,
     ns: &str,
+    uid: &str,
     wanted: &[DesiredObject],
-) -> Result<Vec<(String, DynamicObject)>, Error> {
+) -> Result<Vec<ChildState>, Error> {
+    let remembered = ctx.with_memory(uid, |m| m.children.clone());
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut pending = Vec::new();
+    for d in wanted {
+        let key = d.key();
+        let desired = serde_json::to_value(&d.object).expect("a desired object serializes");
+        let desired_hash = hash_json(&desired);
+        let cached = ctx.children.get(&d.resource.kind, ns, &d.object.name_any());
+        match (remembered.get(&key), cached) {
+            (Some(last), Some(object))
+                if last.desired == desired_hash
+                    && last.observed == fingerprint(&object, &desired) =>
+            {
+                out.push(ChildState {
+                    key,
+                    object,
+                    applied: None,
+                });
+            }
+            _ => pending.push((d, desired, desired_hash)),
+        }
+    }
+    let unchanged = out.len();
+
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let apply = |d: &DesiredObject| {
+    let apply = |(d, desired, desired_hash): (&DesiredObject, Value, u64)| {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &d.resource);
         let pp = pp.clone();
         let key = d.key();
         let name = d.object.name_any();
-        let obj = d.object.clone();
         async move {
             let applied = api
-                .patch(&name, &pp, &Patch::Apply(&obj))
+                .patch(&name, &pp, &Patch::Apply(&desired))
                 .await
                 .map_err(kube_err(format!("apply {key}")))?;
-            Ok::<_, Error>((key, applied))
+            let object = serde_json::to_value(&applied).expect("an API object serializes");
+            let applied = AppliedChild {
+                uid: applied.uid().unwrap_or_default(),
+                desired: desired_hash,
+                observed: fingerprint(&object, &desired),
+            };
+            Ok::<_, Error>(ChildState {
+                key,
+                object,
+                applied: Some(applied),
+            })
         }
     };
     // What pods read at start (control ConfigMap, identity) goes first, and a Role before
     // its RoleBinding: the API server checks a binding against the Role it names. Within a
     // stage every apply runs to completion even when one fails, so a fast failure cannot
     // cancel a slower apply that a later pass depends on.
-    let (first, rest): (Vec<_>, Vec<_>) = wanted.iter().partition(|d| {
+    let (first, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(d, ..)| {
         matches!(
             d.resource.kind.as_str(),
             "ConfigMap" | "ServiceAccount" | "Role"
         )
     });
-    let mut out = Vec::with_capacity(wanted.len());
     for (stage, width) in [(first, 4), (rest, 8)] {
-        let results: Vec<Result<(String, DynamicObject), Error>> =
-            stream::iter(stage.into_iter().map(apply))
-                .buffer_unordered(width)
-                .collect()
-                .await;
+        let results: Vec<Result<ChildState, Error>> = stream::iter(stage.into_iter().map(apply))
+            .buffer_unordered(width)
+            .collect()
+            .await;
         let mut failed = None;
         for r in results {
             match r {
-                Ok(applied) => out.push(applied),
+                Ok(child) => out.push(child),
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
@@ -565,20 +638,27 @@ async fn apply_all(
             return Err(e);
         }
     }
+    debug!(
+        namespace = ns,
+        applied = out.len() - unchanged,
+        unchanged,
+        "children"
+    );
     Ok(out)
 }
 
 /// Deletes children of kinds that come and go with the spec (autoscalers, disruption budgets,
-/// the Ingress) when they are no longer wanted. Returns what was deleted.
+/// the Ingress) when they are not in `keep`. Returns what was deleted.
+///
+/// It reads the cache: a child created moments ago and not cached yet is deleted by the pass
+/// its creation triggers.
 async fn prune(
     ctx: &Context,
     ns: &str,
     name: &str,
     uid: &str,
-    wanted: &[DesiredObject],
+    keep: &HashSet<String>,
 ) -> Result<Vec<String>, Error> {
-    let keep: HashSet<String> = wanted.iter().map(DesiredObject::key).collect();
-    let lp = ListParams::default().labels(&desired::instance_selector(name));
     let mut deleted = Vec::new();
     for ar in [
         ApiResource::erase::<HorizontalPodAutoscaler>(&()),
@@ -586,25 +666,19 @@ async fn prune(
         ApiResource::erase::<Ingress>(&()),
     ] {
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-        let list = api
-            .list_metadata(&lp)
-            .await
-            .map_err(kube_err(format!("list {}", ar.plural)))?;
-        for obj in list.items {
-            let key = format!("{}/{}", ar.kind, obj.name_any());
-            let ours = obj.owner_references().iter().any(|o| o.uid == uid);
-            if ours && !keep.contains(&key) {
-                match api
-                    .delete(&obj.name_any(), &DeleteParams::background())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(kube_err(format!("delete {key}"))(e)),
-                }
-                info!(cluster = %name, child = %key, "deleted a child no longer wanted");
-                deleted.push(key);
+        for child in ctx.children.owned_by(&ar.kind, ns, uid) {
+            let key = format!("{}/{child}", ar.kind);
+            if keep.contains(&key) {
+                continue;
             }
+            match api.delete(&child, &DeleteParams::background()).await {
+                Ok(_) => {}
+                // Already gone: the cache had not caught up yet.
+                Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                Err(e) => return Err(kube_err(format!("delete {key}"))(e)),
+            }
+            info!(cluster = %name, child = %key, "deleted a child no longer wanted");
+            deleted.push(key);
         }
     }
     Ok(deleted)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use io360_operator::children::Children;
 use io360_operator::crd::CommentCluster;
 use io360_operator::desired::{MANAGED_BY, MANAGER};
 use io360_operator::leader::Election;
@@ -22,7 +23,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -83,28 +85,37 @@ where
     }
 }
 
+/// Watches the children of kind `K`: a change of one triggers its owner's reconcile, and
+/// every one is cached in `children` (without its managed fields, which nothing reads) for
+/// reconciles to tell whether it needs an apply. Returns the cache too.
 fn owns<K>(
     c: Controller<CommentCluster>,
+    children: &mut Children,
     client: &Client,
     ns: Option<&str>,
     wc: &watcher::Config,
-) -> Controller<CommentCluster>
+) -> (Controller<CommentCluster>, Store<K>)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + DeserializeOwned
+        + Serialize
         + std::fmt::Debug
         + Send
         + Sync
         + 'static,
 {
+    let (store, writer) = reflector::store::<K>();
+    children.insert(store.clone());
+    let events = reflector(
+        writer,
+        watcher(api::<K>(client, ns), wc.clone()).modify(|o| o.managed_fields_mut().clear()),
+    )
     // Each watch backs off on its own: an error in one (say, right after an API server
     // restart, while its authorizer warms up) must not pause every other trigger.
-    c.owns_stream(
-        watcher(api::<K>(client, ns), wc.clone())
-            .default_backoff()
-            .touched_objects(),
-    )
+    .default_backoff()
+    .touched_objects();
+    (c.owns_stream(events), store)
 }
 
 /// The pause of the merged trigger stream after an error. Watches back off individually
@@ -254,18 +265,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let ns = args.namespace.as_deref();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "io360-operator".into(),
-                instance: Some(identity),
-            },
-        ),
-        metrics.clone(),
-    ));
-    let children = watcher::Config::default()
+    let wc = watcher::Config::default()
         .labels(&format!("{MANAGED_BY}={MANAGER}"))
         .timeout(WATCH_TIMEOUT_SECS);
     let mut controller = Controller::new(
@@ -276,26 +276,33 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A bounded number of passes at once: 200 clusters created together then converge in a
     // steady stream instead of all crawling past their timeout together.
     .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
-    controller = owns::<ConfigMap>(controller, &client, ns, &children);
-    controller = owns::<ServiceAccount>(controller, &client, ns, &children);
-    controller = owns::<Role>(controller, &client, ns, &children);
-    controller = owns::<RoleBinding>(controller, &client, ns, &children);
-    controller = owns::<PersistentVolumeClaim>(controller, &client, ns, &children);
-    controller = owns::<Service>(controller, &client, ns, &children);
-    controller = owns::<StatefulSet>(controller, &client, ns, &children);
-    controller = owns::<Deployment>(controller, &client, ns, &children);
-    // Autoscalers are also cached: automatic degrade reads them from here, not the API.
-    let (hpas, hpa_writer) = reflector::store::<HorizontalPodAutoscaler>();
-    let hpa_events = reflector(
-        hpa_writer,
-        watcher(
-            api::<HorizontalPodAutoscaler>(&client, ns),
-            children.clone(),
+    let mut children = Children::default();
+    controller = owns::<ConfigMap>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<ServiceAccount>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<Role>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<RoleBinding>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<PersistentVolumeClaim>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<Service>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<StatefulSet>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<Deployment>(controller, &mut children, &client, ns, &wc).0;
+    // Automatic degrade reads the autoscalers from their cache, not the API.
+    let (c, hpas) = owns::<HorizontalPodAutoscaler>(controller, &mut children, &client, ns, &wc);
+    controller = owns::<PodDisruptionBudget>(c, &mut children, &client, ns, &wc).0;
+    controller = owns::<NetworkPolicy>(controller, &mut children, &client, ns, &wc).0;
+    controller = owns::<Ingress>(controller, &mut children, &client, ns, &wc).0;
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "io360-operator".into(),
+                instance: Some(identity),
+            },
         ),
-    )
-    .default_backoff()
-    .touched_objects();
-    controller = controller.owns_stream(hpa_events);
+        metrics.clone(),
+        children,
+    ));
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     controller = controller.reconcile_on(wake_rx);
     tokio::spawn(degrade_loop(
@@ -306,9 +313,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.degrade_interval.max(1)),
         stopped(),
     ));
-    controller = owns::<PodDisruptionBudget>(controller, &client, ns, &children);
-    controller = owns::<NetworkPolicy>(controller, &client, ns, &children);
-    controller = owns::<Ingress>(controller, &client, ns, &children);
     info!(namespace = ?ns, "controller starting");
     let running = controller
         .graceful_shutdown_on(stopped())
