@@ -77,10 +77,68 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(tier, %addr, "listening");
+    // Answers go out as soon as they are written: without TCP_NODELAY a response written in
+    // two pieces (head, then a body) can wait for the client's delayed ACK (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { shutdown.wait().await })
     .await
+}
+
+/// Like [`serve`], but on `threads` single-threaded runtimes of its own, each accepting from
+/// the same listening socket and serving its connections start to finish, the way nginx runs
+/// one event loop per worker. A request never moves between threads and no thread wakes
+/// another, which is what a small, hot request (a static file from memory) needs: on a
+/// work-stealing runtime the wake-ups and context switches cost more than the request.
+/// Returns when every thread has stopped after `shutdown`.
+pub async fn serve_per_thread(
+    tier: &'static str,
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    threads: usize,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let addr = listener.local_addr()?;
+    tracing::info!(tier, %addr, threads, "listening");
+    let mut done = Vec::new();
+    for i in 0..threads.max(1) {
+        let listener = listener.try_clone()?;
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("io360-{tier}-{i}"))
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            });
+                            axum::serve(
+                                listener,
+                                router.into_make_service_with_connect_info::<SocketAddr>(),
+                            )
+                            .with_graceful_shutdown(async move { shutdown.wait().await })
+                            .await
+                        })
+                    });
+                let _ = tx.send(served);
+            })?;
+        done.push(rx);
+    }
+    for rx in done {
+        rx.await
+            .map_err(|_| std::io::Error::other(format!("a {tier} serving thread panicked")))??;
+    }
+    Ok(())
 }

@@ -137,6 +137,37 @@ impl Telemetry {
         out
     }
 
+    /// Records requests answered outside the router (a tier's fast path) under `route`, into
+    /// the same request metrics the router's requests go to. The usual outcomes' counters
+    /// are looked up once here, so recording one costs no allocation.
+    pub fn route_recorder(&self, route: &str) -> RouteRecorder {
+        let m = &self.http;
+        let counter = |method: &str, status: u16| {
+            m.requests
+                .get_or_create(&RouteLabels {
+                    tier: m.tier.to_owned(),
+                    route: route.to_owned(),
+                    method: method.to_owned(),
+                    status,
+                })
+                .clone()
+        };
+        RouteRecorder {
+            get_ok: counter("GET", 200),
+            get_not_modified: counter("GET", 304),
+            head_ok: counter("HEAD", 200),
+            duration: m
+                .duration
+                .get_or_create(&TierRoute {
+                    tier: m.tier.to_owned(),
+                    route: route.to_owned(),
+                })
+                .clone(),
+            route: route.to_owned(),
+            http: m.clone(),
+        }
+    }
+
     /// Adds `/metrics`, `/healthz`, `/readyz` and request metrics to a tier's router.
     pub fn instrument(&self, router: Router) -> Router {
         let ops = Router::new()
@@ -147,6 +178,54 @@ impl Telemetry {
         router
             .layer(middleware::from_fn_with_state(self.http.clone(), record))
             .merge(ops)
+    }
+}
+
+/// Request metrics for one route, kept by a fast path (see [`Telemetry::route_recorder`]).
+#[derive(Clone)]
+pub struct RouteRecorder {
+    get_ok: Counter,
+    get_not_modified: Counter,
+    head_ok: Counter,
+    duration: Histogram,
+    route: String,
+    http: HttpMetrics,
+}
+
+impl RouteRecorder {
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.http.in_flight.inc();
+        InFlight(self.http.in_flight.clone())
+    }
+
+    /// Records an answered request.
+    pub fn record(&self, method: &http::Method, status: StatusCode, started: Instant) {
+        self.duration.observe(started.elapsed().as_secs_f64());
+        match (method, status.as_u16()) {
+            (&http::Method::GET, 200) => self.get_ok.inc(),
+            (&http::Method::GET, 304) => self.get_not_modified.inc(),
+            (&http::Method::HEAD, 200) => self.head_ok.inc(),
+            (method, status) => self
+                .http
+                .requests
+                .get_or_create(&RouteLabels {
+                    tier: self.http.tier.to_owned(),
+                    route: self.route.clone(),
+                    method: method.to_string(),
+                    status,
+                })
+                .inc(),
+        };
+    }
+}
+
+/// A request in flight; see [`RouteRecorder::in_flight`].
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

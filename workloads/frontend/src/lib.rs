@@ -11,6 +11,7 @@
 //! The public surface is [`Config`], [`serve`] and [`Error`].
 
 mod assets;
+mod fast;
 mod marker;
 mod page;
 mod proxy;
@@ -99,6 +100,10 @@ pub struct Config {
     #[arg(long, env = "IO360_ASSET_MAX_AGE", default_value_t = 3600)]
     pub asset_max_age: u64,
 
+    /// Event-loop threads serving requests, each with its own connections; 0: one per core.
+    #[arg(long, env = "IO360_FRONTEND_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
@@ -118,6 +123,7 @@ impl Default for Config {
             control_configmap: None,
             control_namespace: None,
             asset_max_age: 3600,
+            threads: 0,
             audit: io360_logger::ShipperConfig::default(),
         }
     }
@@ -408,13 +414,22 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         .route("/v1/{*rest}", any(to_longpoll))
         .route("/", get(static_file))
         .route("/{*path}", get(static_file))
-        .with_state(front)
-        .layer(middleware::from_fn_with_state(admission, shed::protect));
+        .with_state(front.clone())
+        .layer(middleware::from_fn_with_state(
+            admission.clone(),
+            shed::protect,
+        ));
     let router = telemetry.instrument(router);
+    let router =
+        Router::new().fallback_service(fast::FastStatic::new(front, admission, &telemetry, router));
     telemetry.ready.set(true);
+    let threads = match config.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
     audit
-        .around(io360_common::serve::serve(
-            "frontend", listener, router, shutdown,
+        .around(io360_common::serve::serve_per_thread(
+            "frontend", listener, router, shutdown, threads,
         ))
         .await?;
     Ok(())

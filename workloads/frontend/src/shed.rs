@@ -73,7 +73,7 @@ impl Admission {
         }
     }
 
-    fn admit(self: &Arc<Self>, dynamic: bool) -> Option<Ticket> {
+    pub(crate) fn admit(self: &Arc<Self>, dynamic: bool) -> Option<Ticket> {
         let statics = self.static_in_flight.load(Ordering::Relaxed);
         let (counter, cap) = if dynamic {
             if statics >= self.max_static / 2 {
@@ -106,7 +106,7 @@ impl Admission {
 }
 
 /// A request's place in flight, given back when dropped.
-struct Ticket {
+pub(crate) struct Ticket {
     admission: Arc<Admission>,
     dynamic: bool,
 }

@@ -596,3 +596,58 @@ async fn demo_site_is_built_in() -> Result<()> {
     fe.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn site_files_are_counted_and_never_shadow_the_widget_or_the_api() -> Result<()> {
+    let dir = site()?;
+    // A site that happens to hold files where io360 answers itself.
+    write(dir.path(), "embed.js", b"site's own script")?;
+    write(dir.path(), "metrics", b"site's own metrics")?;
+    write(dir.path(), "api/v1/comments", b"site's own comments")?;
+    let fe = start_frontend(io360_frontend::Config {
+        site_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await?;
+    let c = client();
+    let widget = c.get(format!("{}/embed.js", fe.url)).send().await?;
+    assert!(!widget.text().await?.contains("site's own"));
+    let comments = c.get(format!("{}/api/v1/comments", fe.url)).send().await?;
+    assert_eq!(
+        comments.status(),
+        503,
+        "no logic here: /api is never a file"
+    );
+
+    for _ in 0..3 {
+        let r = c.get(format!("{}/style.css", fe.url)).send().await?;
+        assert_eq!(r.status(), 200);
+    }
+    let r = c.head(format!("{}/", fe.url)).send().await?;
+    assert_eq!(r.status(), 200);
+    let metrics = c
+        .get(format!("{}/metrics", fe.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(!metrics.contains("site's own"));
+    let count = |labels: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("io360_http_requests_total{{{labels}}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count(r#"tier="frontend",route="/{*path}",method="GET",status="200""#),
+        3.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(r#"tier="frontend",route="/",method="HEAD",status="200""#),
+        1.0
+    );
+    assert!(metrics.contains("io360_frontend_site_requests_total{result=\"hit\"} 4"));
+    Ok(())
+}
