@@ -258,6 +258,12 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
     // Build and apply.
     let wanted = desired::build(cc, &inputs);
     let children = apply_all(ctx, &ns, uid, &wanted).await?;
+    debug!(
+        cluster = %name,
+        applied = children.iter().filter(|c| c.applied.is_some()).count(),
+        of = children.len(),
+        "children applied"
+    );
     let restored = ctx.with_memory(uid, |m| {
         let first = m.children.is_empty();
         let mut restored = Vec::new();
@@ -571,6 +577,8 @@ async fn apply_all(
         let desired_hash = hash_json(&desired);
         let cached = ctx.children.get(&d.resource.kind, ns, &d.object.name_any());
         match (remembered.get(&key), cached) {
+            // Wanted as last applied, and the cache still shows what that apply left in the
+            // fields the operator sets: applying again would change nothing.
             (Some(last), Some(object))
                 if last.desired == desired_hash
                     && last.observed == fingerprint(&object, &desired) =>
@@ -584,7 +592,6 @@ async fn apply_all(
             _ => pending.push((d, desired, desired_hash)),
         }
     }
-    let unchanged = out.len();
 
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let apply = |(d, desired, desired_hash): (&DesiredObject, Value, u64)| {
@@ -638,12 +645,6 @@ async fn apply_all(
             return Err(e);
         }
     }
-    debug!(
-        namespace = ns,
-        applied = out.len() - unchanged,
-        unchanged,
-        "children"
-    );
     Ok(out)
 }
 
