@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::api::{Accepted, Batch, EraseRequest, Erased, Export};
+use crate::api::{Accepted, EraseRequest, Erased, Export};
 use crate::db::Page;
 use crate::event::{Event, Kind, truncate};
 
@@ -267,13 +267,16 @@ enum Sent {
     Unavailable,
 }
 
+/// A [`crate::api::Batch`] as sent: the events are serialized where they lie, not copied first.
+#[derive(serde::Serialize)]
+struct BatchRef<'a> {
+    events: &'a [Event],
+}
+
 async fn send(inner: &Inner, events: &[Event]) -> Sent {
-    let batch = Batch {
-        events: events.to_vec(),
-    };
     match inner
         .client
-        .post::<_, Accepted>("/logger/v1/events", &batch)
+        .post::<_, Accepted>("/logger/v1/events", &BatchRef { events })
         .await
     {
         Ok(_) => Sent::Ok,
