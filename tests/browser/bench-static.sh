@@ -3,15 +3,19 @@
 # run, on this machine. Also: a page carrying a 200-comment snapshot against the same page
 # without one. A benchmark, not a test: it prints figures and ratios.
 #
-#   bash tests/browser/bench-static.sh            # 10 s per measurement
-#   DURATION=5 bash tests/browser/bench-static.sh
+#   bash tests/browser/bench-static.sh            # 5 s per measurement, 3 of each
+#   DURATION=10 REPEAT=5 bash tests/browser/bench-static.sh
+#
+# Each comparison runs REPEAT times, nginx and io360 alternating, and reports the medians:
+# on a shared 2-core machine one run against the next drifts by 20% or more.
 #
 # Needs: nginx (apt-get install nginx-light), wrk (apt-get install wrk), gzip, a release
 # build of io360 (built here with cargo unless IO360_BIN is set). Only 127.0.0.1 is dialled.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION="${DURATION:-10}"
+DURATION="${DURATION:-5}"
+REPEAT="${REPEAT:-3}"
 THREADS="${THREADS:-2}"
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx-light" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 1; }
@@ -106,12 +110,27 @@ measure() { # url conns gzip(0/1)
     END { printf "%.0f %.2f\n", rps, p99 }'
 }
 
-printf '\nStatic page %s (%s bytes), %s s per run, wrk -t%s, same 2 cores\n' /article.html "$(stat -c %s "$site/article.html")" "$DURATION" "$THREADS"
+# The medians of REPEAT alternating runs of two URLs: prints "a_rps a_p99 b_rps b_p99".
+compare() { # url_a url_b conns gzip
+  local runs="" a b
+  for _ in $(seq 1 "$REPEAT"); do
+    a="$(measure "$1" "$3" "$4")"
+    b="$(measure "$2" "$3" "$4")"
+    runs+="$a $b"$'\n'
+  done
+  python3 -c '
+import statistics, sys
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+print(" ".join(f"{statistics.median(r[i] for r in rows):.{0 if i % 2 == 0 else 2}f}" for i in range(4)))' <<<"$runs"
+}
+
+printf '\nStatic page %s (%s bytes), medians of %s alternating runs of %s s, wrk -t%s, same 2 cores\n' \
+  /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION" "$THREADS"
 printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
 for conns in 64 256; do
   for gz in 0 1; do
-    read -r n_rps n_p99 < <(measure "http://127.0.0.1:$nginx_port/article.html" "$conns" "$gz")
-    read -r f_rps f_p99 < <(measure "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz")
+    read -r n_rps n_p99 f_rps f_p99 < <(compare "http://127.0.0.1:$nginx_port/article.html" \
+      "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz")
     printf '%-6s %-5s | %12s %9s | %12s %9s | %7.2f %7.2f\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
       "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$(echo "$f_rps / $n_rps" | bc -l)" "$(echo "$f_p99 / $n_p99" | bc -l)"
   done
@@ -141,7 +160,7 @@ printf '\nSnapshot: /commented.html carries %s comments (%s bytes); /copy.html i
   "$n" "$(stat -c %s "$site/copy.html")"
 printf '%-5s | %12s %9s | %12s %9s | %7s\n' gzip "file rps" "p99 ms" "snapshot rps" "p99 ms" "rps x"
 for gz in 0 1; do
-  read -r a_rps a_p99 < <(measure "http://127.0.0.1:$up_port/copy.html" 64 "$gz")
-  read -r s_rps s_p99 < <(measure "http://127.0.0.1:$up_port/commented.html" 64 "$gz")
+  read -r a_rps a_p99 s_rps s_p99 < <(compare "http://127.0.0.1:$up_port/copy.html" \
+    "http://127.0.0.1:$up_port/commented.html" 64 "$gz")
   printf '%-5s | %12s %9s | %12s %9s | %7.2f\n' "$([ $gz = 1 ] && echo yes || echo no)" "$a_rps" "$a_p99" "$s_rps" "$s_p99" "$(echo "$s_rps / $a_rps" | bc -l)"
 done
