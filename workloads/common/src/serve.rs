@@ -77,6 +77,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(tier, %addr, "listening");
+    serve_until(listener, router, shutdown).await
+}
+
+/// The serving loop itself, on the current runtime.
+async fn serve_until(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     // Answers go out as soon as they are written: without TCP_NODELAY a response written in
     // two pieces (head, then a body) can wait for the client's delayed ACK (Nagle).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -120,16 +129,7 @@ pub async fn serve_per_thread(
                     .build()
                     .and_then(|rt| {
                         rt.block_on(async move {
-                            let listener = TcpListener::from_std(listener)?;
-                            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                                let _ = tcp.set_nodelay(true);
-                            });
-                            axum::serve(
-                                listener,
-                                router.into_make_service_with_connect_info::<SocketAddr>(),
-                            )
-                            .with_graceful_shutdown(async move { shutdown.wait().await })
-                            .await
+                            serve_until(TcpListener::from_std(listener)?, router, shutdown).await
                         })
                     });
                 let _ = tx.send(served);

@@ -649,5 +649,6 @@ async fn site_files_are_counted_and_never_shadow_the_widget_or_the_api() -> Resu
         1.0
     );
     assert!(metrics.contains("io360_frontend_site_requests_total{result=\"hit\"} 4"));
+    fe.stop().await;
     Ok(())
 }

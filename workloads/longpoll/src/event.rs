@@ -162,16 +162,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn held_comment_content_is_withheld_but_seq_advances() {
-        let change = Change {
+    /// The change that created comment 7 as sequence number 3 of `/a`.
+    fn created(status: Status) -> Change {
+        Change {
             pos: 9,
             thread: "/a".into(),
             seq: 3,
             kind: ChangeKind::Created,
-            comment: Some(comment(Status::Pending)),
-        };
-        let e = Event::from_change(change);
+            comment: Some(comment(status)),
+        }
+    }
+
+    #[test]
+    fn held_comment_content_is_withheld_but_seq_advances() {
+        let e = Event::from_change(created(Status::Pending));
         let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
         assert_eq!(
             v,
@@ -181,14 +185,7 @@ mod tests {
 
     #[test]
     fn approved_comment_is_carried_and_positions_stay_private() {
-        let change = Change {
-            pos: 9,
-            thread: "/a".into(),
-            seq: 3,
-            kind: ChangeKind::Created,
-            comment: Some(comment(Status::Approved)),
-        };
-        let e = Event::from_change(change);
+        let e = Event::from_change(created(Status::Approved));
         let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
         assert_eq!(v["comment"]["html"], "<p>hello</p>");
         assert!(v.get("pos").is_none());
@@ -202,14 +199,7 @@ mod tests {
 
     #[test]
     fn a_scrubbed_event_keeps_its_shape_and_loses_the_content() {
-        let change = Change {
-            pos: 9,
-            thread: "/a".into(),
-            seq: 3,
-            kind: ChangeKind::Created,
-            comment: Some(comment(Status::Approved)),
-        };
-        let e = Event::from_change(change);
+        let e = Event::from_change(created(Status::Approved));
         assert_eq!(e.comment, Some(7));
         let s = e.scrubbed();
         assert_eq!((s.seq, s.comment, s.reset), (3, None, false));
