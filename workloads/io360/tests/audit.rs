@@ -5,89 +5,79 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN, Proc, free_addr, logic_config, status_json, wait_ready};
+use common::{ADMIN, Proc, Stack, free_addr, status_json, wait_ready};
 use io360_common::serve::{Shutdown, ShutdownTrigger};
 use serde_json::{Value, json};
 
-/// Store, optionally logger, and logic in this process; stops when dropped.
+/// Store, optionally logger, and logic in this process (the shared [`Stack`]); stops when
+/// dropped.
 struct Tiers {
-    api: String,
+    stack: Stack,
     http: reqwest::Client,
+    _logger: Option<Logger>,
+}
+
+/// An in-process logger with its own data directory; stops when dropped.
+struct Logger {
+    url: String,
     trigger: ShutdownTrigger,
     _dir: tempfile::TempDir,
 }
 
-/// Starts an in-process logger; returns its URL.
-async fn start_logger(dir: &std::path::Path, shutdown: Shutdown) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    let cfg = io360_logger::Config::in_dir(dir.join("logger"));
-    tokio::spawn(async move { io360_logger::serve(cfg, l, shutdown).await.unwrap() });
-    wait_ready(&reqwest::Client::new(), &format!("{url}/readyz")).await;
-    url
+impl Logger {
+    async fn start() -> Logger {
+        let dir = tempfile::tempdir().unwrap();
+        let (trigger, shutdown) = Shutdown::new();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let cfg = io360_logger::Config::in_dir(dir.path().join("logger"));
+        tokio::spawn(async move { io360_logger::serve(cfg, l, shutdown).await.unwrap() });
+        wait_ready(&reqwest::Client::new(), &format!("{url}/readyz")).await;
+        Logger {
+            url,
+            trigger,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
 }
 
 impl Tiers {
     /// `logger`: `Some(None)` starts one here, `Some(Some(url))` uses that one, `None` has none.
     async fn start(logger: Option<Option<String>>, flags: &[&str]) -> Tiers {
-        let dir = tempfile::tempdir().unwrap();
-        let (trigger, shutdown) = Shutdown::new();
-        let store_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let store = format!("http://{}", store_l.local_addr().unwrap());
-        let cfg = io360_store::Config {
-            data_dir: dir.path().join("store"),
-            group_commit_max: 256,
-            audit: Default::default(),
+        let own = match logger {
+            Some(None) => Some(Logger::start().await),
+            _ => None,
         };
-        let s = shutdown.clone();
-        tokio::spawn(async move { io360_store::serve(cfg, store_l, s).await.unwrap() });
-        let logger_url = match logger {
-            None => None,
-            Some(Some(url)) => Some(url),
-            Some(None) => Some(start_logger(dir.path(), shutdown.clone()).await),
+        let logger_url = match (&own, logger) {
+            (Some(l), _) => Some(l.url.clone()),
+            (None, Some(Some(url))) => Some(url),
+            _ => None,
         };
-        let mut all = vec![
-            "--admin-token".to_owned(),
-            ADMIN.to_owned(),
-            "--store-url".to_owned(),
-            store,
-            "--logger-flush-ms".to_owned(),
-            "100".to_owned(),
-        ];
-        if let Some(u) = logger_url {
-            all.push("--logger-url".into());
-            all.push(u);
+        let mut all = vec!["--logger-flush-ms", "100"];
+        if let Some(u) = &logger_url {
+            all.extend(["--logger-url", u.as_str()]);
         }
-        all.extend(flags.iter().map(|f| f.to_string()));
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        let logic = logic_config(&refs);
-        let logic_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api = format!("http://{}", logic_l.local_addr().unwrap());
-        tokio::spawn(async move { io360_logic::serve(logic, logic_l, shutdown).await.unwrap() });
-        let http = reqwest::Client::new();
-        wait_ready(&http, &format!("{api}/readyz")).await;
+        all.extend_from_slice(flags);
+        let stack = Stack::start(&all).await;
         Tiers {
-            api,
-            http,
-            trigger,
-            _dir: dir,
+            http: stack.http.clone(),
+            stack,
+            _logger: own,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.api, path)
+        self.stack.url(path)
     }
 
     async fn post(&self, thread: &str, body: Value) -> (u16, Value) {
-        let res = self
-            .http
-            .post(self.url("/api/v1/comments"))
-            .query(&[("thread", thread)])
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        status_json(res).await
+        self.stack.post(thread, body).await
     }
 
     /// An admin call, as moderator `who` when given.
@@ -148,12 +138,6 @@ impl Tiers {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|v| v as u64)
             .unwrap_or_else(|| panic!("no {name} in {text}"))
-    }
-}
-
-impl Drop for Tiers {
-    fn drop(&mut self) {
-        self.trigger.trigger();
     }
 }
 
