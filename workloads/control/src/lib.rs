@@ -170,6 +170,34 @@ impl Control {
     pub fn current(&self) -> ControlState {
         self.rx.borrow().clone()
     }
+
+    /// Calls `apply` with the current state at once, then with every change, from a task
+    /// that owns this watch, until `stop` resolves or the watch ends.
+    pub fn follow(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+        mut apply: impl FnMut(&ControlState) + Send + 'static,
+    ) {
+        let mut rx = self.receiver();
+        apply(&rx.borrow_and_update());
+        tokio::spawn(async move {
+            let _watch = self;
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let state = rx.borrow_and_update().clone();
+                        info!(suspended = state.suspended, reason = ?state.reason, "control ConfigMap changed");
+                        apply(&state);
+                    }
+                    _ = &mut stop => return,
+                }
+            }
+        });
+    }
 }
 
 impl Drop for Control {

@@ -117,23 +117,8 @@ impl Suspension {
 
     /// Follows the control ConfigMap until shutdown.
     pub fn follow_control(self: Arc<Self>, control: io360_control::Control, shutdown: Shutdown) {
-        let mut rx = control.receiver();
-        self.set_control(&rx.borrow_and_update());
-        tokio::spawn(async move {
-            // `control` owns the watch task: keep it alive as long as this loop.
-            let _control = control;
-            loop {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let state = rx.borrow_and_update().clone();
-                        self.set_control(&state);
-                    }
-                    _ = shutdown.wait() => return,
-                }
-            }
+        control.follow(async move { shutdown.wait().await }, move |state| {
+            self.set_control(state)
         });
     }
 

@@ -98,30 +98,16 @@ impl Suspension {
         audit: io360_logger::Shipper,
         shutdown: Shutdown,
     ) {
-        let mut rx = control.receiver();
-        let mut last = rx.borrow_and_update().clone();
-        self.set_control(&last);
         let this = self.clone();
-        tokio::spawn(async move {
-            // `control` owns the watch task: keep it alive as long as this loop.
-            let _control = control;
-            loop {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let state = rx.borrow_and_update().clone();
-                        tracing::info!(suspended = state.suspended, reason = ?state.reason, "control ConfigMap changed");
-                        this.set_control(&state);
-                        if (state.suspended, state.reason) != (last.suspended, last.reason) {
-                            audit.emit(operator_event(&state));
-                        }
-                        last = state;
-                    }
-                    _ = shutdown.wait() => return,
-                }
+        // The state at start is not a change: a pod started while suspended records nothing.
+        let mut last = None;
+        control.follow(async move { shutdown.wait().await }, move |state| {
+            this.set_control(state);
+            let now = (state.suspended, state.reason);
+            if last.is_some_and(|l| l != now) {
+                audit.emit(operator_event(state));
             }
+            last = Some(now);
         });
     }
 
