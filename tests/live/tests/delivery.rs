@@ -634,23 +634,7 @@ async fn sigterm_answers_held_polls_and_exits() -> Result<()> {
             tokio::spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    // Wait until all 50 are held.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        if m.contains("io360_longpoll_held_connections 50") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("polls were never all held: {m}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_held(&http, &url, 50, Duration::from_secs(20)).await?;
     cluster.longpolls[0].terminate()?;
     for p in polls {
         assert_eq!(p.await??, 204);
@@ -690,22 +674,7 @@ async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
             })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        if m.contains(&format!("io360_longpoll_held_connections {n}")) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("polls were never all held");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_held(&http, &url, n, Duration::from_secs(60)).await?;
     let second = post(
         &store,
         "/crowd",
@@ -721,6 +690,26 @@ async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
         assert_eq!(body["events"][0]["comment"]["id"], second.id);
     }
     Ok(())
+}
+
+/// Waits until the longpoll instance at `url` holds exactly `n` polls.
+async fn wait_held(http: &reqwest::Client, url: &str, n: usize, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let m = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if m.contains(&format!("io360_longpoll_held_connections {n}\n")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("polls were never all held: {m}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A poll of `thread` from the start on `longpoll`, as raw text.
