@@ -30,6 +30,8 @@ cargo build -q --release -p io360 -p io360-bench
 bin="$CARGO_TARGET_DIR/release"
 export IO360_LOG=warn
 
+# CPU seconds (user + system) a process has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 wait_up() { for _ in $(seq 600); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "$1 did not come up"; exit 1; }
 load() { "$bin/io360-load" --concurrency "$CONC" --duration "$DURATION" "$@"; }
 results="$work/results.jsonl"
@@ -40,12 +42,15 @@ STORE=127.0.0.1:18184
 LOGIC=127.0.0.1:18181
 
 "$bin/io360" serve logger --addr $LOGGER --data-dir "$work/logger" >"$work/logger.log" 2>&1 &
-pids+=($!)
+logger_pid=$!
+pids+=($logger_pid)
 wait_up "http://$LOGGER/readyz"
 
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 event="{\"time\": \"$now\", \"kind\": \"comment.posted\", \"tier\": \"logic\", \"actor\": \"Bench {n}\", \"thread\": \"/bench/post\", \"comment\": 1, \"address\": \"203.0.113.7\", \"authorKey\": \"k{n}\"}"
-batch=$(python3 -c "import sys; e=sys.argv[1]; print('{\"events\": [' + ','.join([e]*int(sys.argv[2])) + ']}')" "$event" "$BATCH")
+# Every event of a batch differs (its comment number), so none is stored once for two: identical
+# events (same time, same fields) are one record by design.
+batch=$(python3 -c "import sys; e=sys.argv[1]; print('{\"events\": [' + ','.join(e.replace('\"comment\": 1', f'\"comment\": {i + 1}') for i in range(int(sys.argv[2]))) + ']}')" "$event" "$BATCH")
 
 echo "==> logger ingest: $CONC clients, ${DURATION}s each"
 run "batches of $BATCH" --label "ingest-batch-$BATCH" --method POST --expect 202 \
@@ -55,7 +60,8 @@ run "batches of 1" --label ingest-batch-1 --method POST --expect 202 \
   --body "{\"events\": [$event]}"
 
 "$bin/io360" serve store --addr $STORE --data-dir "$work/store" >"$work/store.log" 2>&1 &
-pids+=($!)
+store_pid=$!
+pids+=($store_pid)
 wait_up "http://$STORE/readyz"
 
 logic() {
@@ -64,10 +70,12 @@ logic() {
     IO360_NO_RATE_LIMITS=true "$bin/io360" serve logic --addr $LOGIC >"$work/logic-$label.log" 2>&1 &
   local pid=$!
   wait_up "http://$LOGIC/readyz"
+  local before="$(cpu "$pid") $(cpu "$store_pid") $(cpu "$logger_pid")"
   run "logic, logger $label" --label "post-$label" --method POST --expect 201 \
     --header 'content-type: application/json' \
     --url "http://$LOGIC/api/v1/comments?thread=/bench/post-{n}" \
     --body '{"text": "Benchmark comment {n} with *markdown*.", "author": "Bench"}'
+  echo "$label $before $(cpu "$pid") $(cpu "$store_pid") $(cpu "$logger_pid")" >>"$work/cpu.txt"
   if [ "$label" != off ]; then
     curl -fs "http://$LOGIC/metrics" | grep -E '^io360_logger_events_(shipped|dropped)_total' >&2 || true
   fi
@@ -80,9 +88,14 @@ for i in $(seq 1 "$PAIRS"); do
   logic "on$i" IO360_LOGGER_URL="http://$LOGGER"
 done
 
-python3 - "$results" "$BATCH" "$PAIRS" <<'PY'
+python3 - "$results" "$BATCH" "$PAIRS" "$work/cpu.txt" <<'PY'
 import json, statistics, sys
 r = {j["label"]: j for j in map(json.loads, open(sys.argv[1]))}
+cpu = {}
+for line in open(sys.argv[4]):
+    label, *t = line.split()
+    t = list(map(float, t))
+    cpu[f"post-{label}"] = [t[i + 3] - t[i] for i in range(3)]
 batch = int(sys.argv[2])
 pairs = range(1, int(sys.argv[3]) + 1)
 def rps(label): return r[label]["rps"]
@@ -94,7 +107,9 @@ print(f"logger ingest, batches of 1:   {rps('ingest-batch-1'):,.0f} events/s dur
 for i in pairs:
     for l in [f"post-off{i}", f"post-on{i}"]:
         j = r[l]
-        print(f"{l:10} {j['rps']:8,.0f} posts/s  p50 {j['p50_ms']} ms  p99 {j['p99_ms']} ms  errors {j.get('errors', 0)}")
+        us = [c / j["requests"] * 1e6 for c in cpu[l]]
+        print(f"{l:10} {j['rps']:8,.0f} posts/s  p50 {j['p50_ms']:.2f} ms  p99 {j['p99_ms']:.2f} ms  errors {j.get('errors', 0)}"
+              f"  CPU per post: logic {us[0]:.1f} µs, store {us[1]:.1f} µs, logger {us[2]:.1f} µs")
 ratios = [rps(f"post-on{i}") / rps(f"post-off{i}") for i in pairs]
 off = sum(rps(f"post-off{i}") for i in pairs)
 on = sum(rps(f"post-on{i}") for i in pairs)

@@ -117,7 +117,7 @@ async fn ingest(
     // Check everything first: a batch is stored whole or not at all.
     let mut valid = Vec::with_capacity(batch.events.len());
     for (i, mut e) in batch.events.into_iter().enumerate() {
-        let nanos = e.validate(&format!("events[{i}]"), s.keep_addresses)?;
+        let nanos = e.validate(format_args!("events[{i}]"), s.keep_addresses)?;
         valid.push((nanos, e));
     }
     let stored = s.log.append(valid).await?;

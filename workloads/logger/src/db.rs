@@ -109,6 +109,9 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// The size at which a keyspace's memtable is flushed to disk.
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Most events one query examines before it answers with what it found and a cursor.
 const SCAN_LIMIT: usize = 200_000;
 
@@ -166,7 +169,13 @@ fn key_nanos(k: &[u8]) -> u64 {
 
 /// An event's public id: its key in hex.
 pub fn key_id(k: &[u8]) -> String {
-    k.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(k.len() * 2);
+    for b in k {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 /// Parses an event id back into its key.
@@ -218,12 +227,13 @@ impl EventLog {
             .manual_journal_persist(true)
             .open()
             .map_err(fj)?;
-        let events = db
-            .keyspace("events", KeyspaceCreateOptions::default)
-            .map_err(fj)?;
-        let authors = db
-            .keyspace("authors", KeyspaceCreateOptions::default)
-            .map_err(fj)?;
+        // Small memtables: the log is written in time order and read rarely, so flushing
+        // often costs little, and the memory of a flushed memtable is reused instead of the
+        // process growing by fresh pages (which a steady stream of events would otherwise
+        // touch at every write).
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let events = db.keyspace("events", options).map_err(fj)?;
+        let authors = db.keyspace("authors", options).map_err(fj)?;
         // The size comes from one pass over the log at start.
         let (mut count, mut bytes) = (0u64, 0u64);
         for kv in events.iter() {
@@ -428,8 +438,9 @@ impl Drop for EventLog {
     }
 }
 
-/// What one append produced: the stored events, with their ids, for the tail.
-type Appended = Result<Vec<Event>, Problem>;
+/// What one append produced: how many events were stored, and the stored events with their
+/// ids for the live tail (empty when nobody follows it).
+type Appended = Result<(usize, Vec<Event>), Problem>;
 
 /// The single writer: owns the sequence counter and the size accounting.
 struct Writer {
@@ -482,8 +493,7 @@ impl Writer {
             self.metrics.stored.set(self.count as i64);
             self.metrics.bytes.set(self.bytes as i64);
             for (reply, r) in appended {
-                let r = r.map(|events| {
-                    let n = events.len();
+                let r = r.map(|(n, events)| {
                     self.metrics.ingested.inc_by(n as u64);
                     for e in events {
                         let _ = self.tail.send(Arc::new(e));
@@ -507,31 +517,38 @@ impl Writer {
     /// every replica of a tier reports alike (a suspension read from the control ConfigMap,
     /// stamped with its `since`) is one event. (Two different events would also need the
     /// same 64-bit hash in the same nanosecond to collide.)
-    fn append(&mut self, events: Vec<(u64, Event)>) -> Result<Vec<Event>, Problem> {
-        let mut batch = self.t.db.batch();
-        let mut out = Vec::with_capacity(events.len());
-        let mut added = 0u64;
-        let mut in_batch = std::collections::HashSet::new();
+    fn append(&mut self, events: Vec<(u64, Event)>) -> Appended {
+        // Sized up front: an event and its author index entry each.
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.t.db.clone(), events.len() * 2);
+        // Only a live tail needs the stored events back; without one they are dropped here.
+        let tailed = self.tail.receiver_count() > 0;
+        let mut out = Vec::with_capacity(if tailed { events.len() } else { 0 });
+        let (mut stored, mut added) = (0usize, 0u64);
+        let mut in_batch = std::collections::HashSet::with_capacity(events.len());
         for (nanos, mut e) in events {
             e.id = None;
-            let value = serde_json::to_vec(&e)
+            let mut value = Vec::with_capacity(256);
+            serde_json::to_writer(&mut value, &e)
                 .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
             let key = event_key(nanos, xxhash_rust::xxh3::xxh3_64(&value));
             if !in_batch.insert(key) || self.t.events.contains_key(key).map_err(fjall_err)? {
                 continue;
             }
+            stored += 1;
             added += (key.len() + value.len()) as u64;
             batch.insert(&self.t.events, key, value);
             if let Some(a) = &e.author_key {
                 batch.insert(&self.t.authors, author_index(a, &key), []);
             }
-            e.id = Some(key_id(&key));
-            out.push(e);
+            if tailed {
+                e.id = Some(key_id(&key));
+                out.push(e);
+            }
         }
         batch.durability(None).commit().map_err(fjall_err)?;
-        self.count += out.len() as u64;
+        self.count += stored as u64;
         self.bytes += added;
-        Ok(out)
+        Ok((stored, out))
     }
 
     fn erase(&mut self, author: &str) -> Result<u64, Problem> {

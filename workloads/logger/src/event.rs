@@ -216,7 +216,12 @@ impl Event {
 
     /// The time as Unix nanoseconds, checking the event on the way. `at` names the event in
     /// problems (`events[3]`). Addresses are truncated unless `keep_addresses`.
-    pub fn validate(&mut self, at: &str, keep_addresses: bool) -> Result<u64, Problem> {
+    pub fn validate(
+        &mut self,
+        at: impl std::fmt::Display,
+        keep_addresses: bool,
+    ) -> Result<u64, Problem> {
+        // The field's name is only spelled out for an error.
         let field = |name: &str| format!("{at}.{name}");
         let t = OffsetDateTime::parse(&self.time, &Rfc3339).map_err(|_| {
             Problem::invalid(
