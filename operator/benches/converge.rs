@@ -157,6 +157,21 @@ async fn converge(client: &kube::Client, ns: &str, n: usize) -> Result<(Vec<Dura
     Ok((latencies, wall))
 }
 
+/// The operator's reconcile passes so far, from its `/metrics` (a plain HTTP/1.0 GET).
+async fn reconciles(port: u16) -> Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("io360_operator_reconciles_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .context("no io360_operator_reconciles_total in the operator's metrics")
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -225,7 +240,9 @@ async fn main() -> Result<()> {
     let idle = rss_mib(&identity)?;
 
     let (one, _) = converge(&client, "bench-one", 1).await?;
+    let before = reconciles(port).await?;
     let (mut lat, wall) = converge(&client, "bench-many", many).await?;
+    let passes = reconciles(port).await? - before;
     ensure!(!one.is_empty(), "the single cluster did not converge");
     ensure!(!lat.is_empty(), "none of the {many} clusters converged");
     lat.sort();
@@ -247,6 +264,10 @@ async fn main() -> Result<()> {
         pct(&lat, 0.5).as_secs_f64(),
         pct(&lat, 0.99).as_secs_f64(),
         lat.last().unwrap().as_secs_f64()
+    );
+    println!(
+        "  reconcile passes while the {many} converged: {passes} ({:.1} per cluster)",
+        passes as f64 / many as f64
     );
     println!(
         "  operator RSS:   {idle:.1} MiB idle, {rss:.1} MiB with {} clusters (target < {TARGET_RSS_MIB} MiB)",
