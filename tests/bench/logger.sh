@@ -41,10 +41,13 @@ LOGGER=127.0.0.1:18187
 STORE=127.0.0.1:18184
 LOGIC=127.0.0.1:18181
 
-"$bin/io360" serve logger --addr $LOGGER --data-dir "$work/logger" >"$work/logger.log" 2>&1 &
-logger_pid=$!
-pids+=($logger_pid)
-wait_up "http://$LOGGER/readyz"
+start_logger() {
+  "$bin/io360" serve logger --addr $LOGGER --data-dir "$work/$1" >"$work/$1.log" 2>&1 &
+  logger_pid=$!
+  pids+=($logger_pid)
+  wait_up "http://$LOGGER/readyz"
+}
+start_logger logger-ingest
 
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 event="{\"time\": \"$now\", \"kind\": \"comment.posted\", \"tier\": \"logic\", \"actor\": \"Bench {n}\", \"thread\": \"/bench/post\", \"comment\": 1, \"address\": \"203.0.113.7\", \"authorKey\": \"k{n}\"}"
@@ -58,6 +61,11 @@ run "batches of $BATCH" --label "ingest-batch-$BATCH" --method POST --expect 202
 run "batches of 1" --label ingest-batch-1 --method POST --expect 202 \
   --header 'content-type: application/json' --url "http://$LOGGER/logger/v1/events" \
   --body "{\"events\": [$event]}"
+
+# The shipping runs get a logger of their own: the million events just ingested would
+# otherwise still be compacting in the background while the first pairs run.
+kill "$logger_pid"; wait "$logger_pid" 2>/dev/null || true
+start_logger logger-shipping
 
 "$bin/io360" serve store --addr $STORE --data-dir "$work/store" >"$work/store.log" 2>&1 &
 store_pid=$!
