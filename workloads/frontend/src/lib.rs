@@ -217,8 +217,9 @@ impl Frontend {
                 } else {
                     snap.served_fresh.inc();
                 }
-                let page = p.current(&self.suspension);
-                respond::representation(req.headers(), head, status, &page.meta, &page.encoded)
+                p.with_current(&self.suspension, |page| {
+                    respond::representation(req.headers(), head, status, &page.meta, &page.encoded)
+                })
             }
         }
     }

@@ -49,7 +49,34 @@ impl Page {
         }
     }
 
-    /// The page as it should be served now.
+    /// Calls `serve` with the page as it should be served now.
+    ///
+    /// The usual case (nothing changed since the last assembly) reads both the snapshot and
+    /// the assembled page through `ArcSwap` guards: no reference count is touched, so the
+    /// cores serving a busy page do not pass its cache lines back and forth.
+    pub fn with_current<R>(
+        &self,
+        suspension: &Suspension,
+        serve: impl FnOnce(&Assembled) -> R,
+    ) -> R {
+        {
+            let snap = self.slot.current.load();
+            let key = (
+                snap.as_ref().map(|s| s.version).unwrap_or(0),
+                suspension.generation(),
+            );
+            let last = self.assembled.load();
+            if let Some(a) = last.as_ref()
+                && a.key == key
+            {
+                return serve(a);
+            }
+        }
+        serve(&self.current(suspension))
+    }
+
+    /// The page as it should be served now, assembling it when its snapshot or the
+    /// suspension changed.
     pub fn current(&self, suspension: &Suspension) -> Arc<Assembled> {
         let snap = self.slot.current.load_full();
         let key = (
