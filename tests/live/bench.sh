@@ -124,6 +124,13 @@ print(f"{'run':<16}{'N':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'RSS KiB/poll
 for r in rows:
     print(f"{r['label']:<16}{r['n']:>7}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{kb(r['rss_per_poll_bytes']):>14}{kb(r['kmem_per_poll_bytes']):>15}{kb(r['tcp_per_poll_bytes']):>14}")
 print()
+# The same times split in two: the first delivery of a round (publish path and one write;
+# for io360 a store append with fsync, the feed, sync and longpoll) and each delivery's time
+# after that first one (the fan-out proper).
+print(f"{'run':<16}{'first ms':>10}{'after-first p50':>17}{'after-first p99':>17}")
+for r in rows:
+    print(f"{r['label']:<16}{r['first_ms']:>10.1f}{r['spread_p50_ms']:>17.1f}{r['spread_p99_ms']:>17.1f}")
+print()
 for label, r in by.items():
     if not label.startswith("io360-") or label.startswith("io360-e2e"):
         continue
@@ -133,6 +140,7 @@ for label, r in by.items():
         continue
     def ratio(a, b): return a / b if b else float("nan")
     print(f"N={n}: io360/Nchan  p50 {ratio(r['p50_ms'], p['p50_ms']):.2f}x  p99 {ratio(r['p99_ms'], p['p99_ms']):.2f}x  "
+          f"after-first p99 {ratio(r['spread_p99_ms'], p['spread_p99_ms']):.2f}x  "
           f"RSS/poll {ratio(r['rss_per_poll_bytes'], p['rss_per_poll_bytes']):.2f}x  "
           f"RSS+kmem/poll {ratio(r['rss_per_poll_bytes'] + r['kmem_per_poll_bytes'], p['rss_per_poll_bytes'] + p['kmem_per_poll_bytes']):.2f}x")
 PY

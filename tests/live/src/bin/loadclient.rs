@@ -386,6 +386,10 @@ async fn main() -> Result<()> {
     let after = memory(&args);
 
     let mut all = Vec::new();
+    // Per round, the first delivery (the publish path plus one write) and every delivery's
+    // time after that first one (the fan-out itself), for both servers alike.
+    let mut firsts = Vec::new();
+    let mut spread = Vec::new();
     for round in 1..=args.rounds as u64 {
         wait_held(&http, &args, args.n, Duration::from_secs(60)).await?;
         let t0 = shared.start.elapsed().as_nanos() as u64;
@@ -412,17 +416,22 @@ async fn main() -> Result<()> {
             .map(|c| c.at.load(Ordering::SeqCst).saturating_sub(t0) as f64 / 1e6)
             .collect();
         ms.sort_by(|a, b| a.total_cmp(b));
+        let first = ms.first().copied().unwrap_or(f64::NAN);
         eprintln!(
-            "{} round {round}: p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            "{} round {round}: first {first:.1} ms p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
             args.label,
             pct(&ms, 0.5),
             pct(&ms, 0.99),
             ms.last().copied().unwrap_or(f64::NAN)
         );
+        firsts.push(first);
+        spread.extend(ms.iter().map(|m| m - first));
         all.extend(ms);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     all.sort_by(|a, b| a.total_cmp(b));
+    firsts.sort_by(|a, b| a.total_cmp(b));
+    spread.sort_by(|a, b| a.total_cmp(b));
     let n = args.n as f64;
     let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / n;
     let out = serde_json::json!({
@@ -433,6 +442,9 @@ async fn main() -> Result<()> {
         "p50_ms": pct(&all, 0.5),
         "p99_ms": pct(&all, 0.99),
         "max_ms": all.last().copied().unwrap_or(f64::NAN),
+        "first_ms": pct(&firsts, 0.5),
+        "spread_p50_ms": pct(&spread, 0.5),
+        "spread_p99_ms": pct(&spread, 0.99),
         "rss_per_poll_bytes": per(after.rss, before.rss),
         "cgroup_per_poll_bytes": per(after.cg_total, before.cg_total),
         "kmem_per_poll_bytes": per(after.cg_kmem, before.cg_kmem),
