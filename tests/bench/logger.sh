@@ -5,11 +5,12 @@
 #  1. Ingest: `io360 serve logger` alone; CONC clients post batches of BATCH events (and of 1
 #     event) to /logger/v1/events for DURATION seconds; every answer comes after an fsync.
 #     Reported as events per second.
-#  2. Shipping cost: `io360 serve store`, `io360 serve logger`, and logic posting comments with
-#     IO360_LOGGER_URL unset (off) and set (on), in PAIRS off/on pairs so drift on the machine
-#     hits both alike. Each run: CONC clients posting for DURATION seconds. Reported as posts
-#     per second, each pair's on/off ratio, their median and the ratio of the totals (the
-#     target: within 5%).
+#  2. Shipping cost: `io360 serve store`, a fresh `io360 serve logger` (not the one step 1
+#     filled), and logic posting comments with IO360_LOGGER_URL unset (off) and set (on), in
+#     PAIRS off/on pairs so drift on the machine hits both alike. Each run: CONC clients
+#     posting for DURATION seconds. Reported as posts per second, each pair's on/off ratio,
+#     their median and the ratio of the totals (the target: within 5%), and each run's CPU
+#     per post in logic, store and logger.
 #
 # Usage: bash tests/bench/logger.sh    (DURATION=10 CONC=64 BATCH=100 PAIRS=3 by default)
 set -euo pipefail
