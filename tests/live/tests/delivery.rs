@@ -395,12 +395,7 @@ async fn eviction_is_an_explicit_reset_never_a_skip() -> Result<()> {
         .collect();
     assert_eq!(ids, (51..=60).collect::<Vec<_>>());
 
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = metrics(&http, &url).await?;
     let value = |name: &str| -> f64 {
         metrics
             .lines()
@@ -602,12 +597,7 @@ async fn bad_input_gets_a_clear_4xx_and_breaks_nothing() -> Result<()> {
         .send()
         .await?;
     assert!(res.headers().get("access-control-allow-origin").is_none());
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = metrics(&http, &url).await?;
     assert!(
         metrics.contains("io360_longpoll_held_connections 0"),
         "{metrics}"
@@ -693,15 +683,20 @@ async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
 }
 
 /// Waits until the longpoll instance at `url` holds exactly `n` polls.
+/// A tier's `/metrics` text.
+async fn metrics(http: &reqwest::Client, url: &str) -> Result<String> {
+    Ok(http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
 async fn wait_held(http: &reqwest::Client, url: &str, n: usize, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let m = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let m = metrics(http, url).await?;
         if m.contains(&format!("io360_longpoll_held_connections {n}\n")) {
             return Ok(());
         }

@@ -77,7 +77,7 @@ impl Page {
 
     /// The page as it should be served now, assembling it when its snapshot or the
     /// suspension changed.
-    pub fn current(&self, suspension: &Suspension) -> Arc<Assembled> {
+    fn current(&self, suspension: &Suspension) -> Arc<Assembled> {
         let snap = self.slot.current.load_full();
         let key = (
             snap.as_ref().map(|s| s.version).unwrap_or(0),

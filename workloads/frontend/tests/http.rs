@@ -168,6 +168,15 @@ async fn raw_get(addr: SocketAddr, target: &str) -> Result<(u16, String)> {
     Ok((status, text))
 }
 
+/// The frontend's `/metrics` text.
+async fn metrics(c: &reqwest::Client, base: &str) -> Result<String> {
+    Ok(c.get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -323,12 +332,7 @@ async fn static_files_types_caching_and_compression() -> Result<()> {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert!(r.headers().contains_key("retry-after"));
 
-    let metrics = c
-        .get(format!("{}/metrics", fe.url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = metrics(&c, &fe.url).await?;
     assert!(metrics.contains("io360_frontend_site_requests_total{result=\"hit\"}"));
     assert!(metrics.contains("io360_http_request_duration_seconds"));
     assert!(metrics.contains("io360_frontend_in_flight"));
@@ -533,12 +537,7 @@ async fn snapshots_from_logic_stale_while_down_and_suspension_note() -> Result<(
         assert!(r.text().await?.contains("A reply"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = c
-        .get(format!("{}/metrics", fe.url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = metrics(&c, &fe.url).await?;
     let stale_line = metrics
         .lines()
         .find(|l| l.starts_with("io360_frontend_snapshot_pages_total{result=\"stale\"}"))
@@ -625,12 +624,7 @@ async fn site_files_are_counted_and_never_shadow_the_widget_or_the_api() -> Resu
     }
     let r = c.head(format!("{}/", fe.url)).send().await?;
     assert_eq!(r.status(), 200);
-    let metrics = c
-        .get(format!("{}/metrics", fe.url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = metrics(&c, &fe.url).await?;
     assert!(!metrics.contains("site's own"));
     let count = |labels: &str| -> f64 {
         metrics

@@ -35,6 +35,30 @@ async fn post(http: &reqwest::Client, logic: &str, n: u32) -> Result<(u16, Optio
     Ok((status, retry_after, body))
 }
 
+/// Starts `io360 serve <tier>` for a tier that keeps data (store, logger) on `addr`, with its
+/// data and log under `dir`.
+fn start_data_tier(
+    io360: &std::path::Path,
+    tier: &str,
+    addr: &str,
+    dir: &std::path::Path,
+) -> Result<Process> {
+    Ok(Process::start_with_env(
+        &format!("io360 serve {tier}"),
+        io360,
+        vec!["serve".into(), tier.into()],
+        vec![
+            ("IO360_ADDR".into(), addr.into()),
+            (
+                "IO360_DATA_DIR".into(),
+                dir.join(tier).display().to_string(),
+            ),
+            ("IO360_LOG".into(), "info".into()),
+        ],
+        dir.join(format!("{tier}.log")),
+    )?)
+}
+
 pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()>> {
     Box::pin(async move {
         let io360 = s.io360_binary().await?.to_path_buf();
@@ -56,35 +80,9 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
         let store_addr = format!("127.0.0.1:{}", free_port()?);
         let logic_addr = format!("127.0.0.1:{}", free_port()?);
         let logger_addr = format!("127.0.0.1:{}", free_port()?);
-        let _logger = Process::start_with_env(
-            "io360 serve logger",
-            &io360,
-            vec!["serve".into(), "logger".into()],
-            vec![
-                ("IO360_ADDR".into(), logger_addr.clone()),
-                (
-                    "IO360_DATA_DIR".into(),
-                    dir.join("logger").display().to_string(),
-                ),
-                ("IO360_LOG".into(), "info".into()),
-            ],
-            dir.join("logger.log"),
-        )?;
+        let _logger = start_data_tier(&io360, "logger", &logger_addr, &dir)?;
         let logger = format!("http://{logger_addr}");
-        let _store = Process::start_with_env(
-            "io360 serve store",
-            &io360,
-            vec!["serve".into(), "store".into()],
-            vec![
-                ("IO360_ADDR".into(), store_addr.clone()),
-                (
-                    "IO360_DATA_DIR".into(),
-                    dir.join("store").display().to_string(),
-                ),
-                ("IO360_LOG".into(), "info".into()),
-            ],
-            dir.join("store.log"),
-        )?;
+        let _store = start_data_tier(&io360, "store", &store_addr, &dir)?;
         let logic_process = Process::start_with_env(
             "io360 serve logic",
             &io360,
