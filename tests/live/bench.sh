@@ -127,9 +127,13 @@ print()
 # The same times split in two: the first delivery of a round (publish path and one write;
 # for io360 a store append with fsync, the feed, sync and longpoll) and each delivery's time
 # after that first one (the fan-out proper).
-print(f"{'run':<16}{'first ms':>10}{'after-first p50':>17}{'after-first p99':>17}")
+# CPU per delivery while the rounds ran: the load client's (the same program for both) and
+# the fan-out server's (longpoll; Nginx's master and workers). On a machine with few cores
+# the two share the CPUs, so a client that needs more per answer slows the measured times.
+print(f"{'run':<16}{'first ms':>10}{'after-first p50':>17}{'after-first p99':>17}{'client µs/delivery':>20}{'server µs/delivery':>20}")
 for r in rows:
-    print(f"{r['label']:<16}{r['first_ms']:>10.1f}{r['spread_p50_ms']:>17.1f}{r['spread_p99_ms']:>17.1f}")
+    print(f"{r['label']:<16}{r['first_ms']:>10.1f}{r['spread_p50_ms']:>17.1f}{r['spread_p99_ms']:>17.1f}"
+          f"{r['client_cpu_us_per_delivery']:>20.1f}{r['server_cpu_us_per_delivery']:>20.1f}")
 print()
 for label, r in by.items():
     if not label.startswith("io360-") or label.startswith("io360-e2e"):

@@ -102,6 +102,49 @@ fn memory(args: &Args) -> Memory {
     }
 }
 
+/// Lets the kernel pick the source port at `connect` instead of at `bind`: binding tens of
+/// thousands of sockets to one address with port 0 otherwise scans every bound port each time.
+fn bind_without_port(sock: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option of the right size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// CPU time (user and system) this process has used, in microseconds.
+fn own_cpu_us() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// CPU time (user and system) of the given processes, in microseconds (clock-tick grained).
+fn procs_cpu_us(pids: &str) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    pids.split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|s| {
+            // Fields after the command name, which ends at the last ')'.
+            let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            (ticks(11) + ticks(12)) * 1_000_000 / hz
+        })
+        .sum()
+}
+
 /// Per connection: the last round whose message it read, and when (ns since `start`).
 struct Conn {
     round: AtomicU64,
@@ -204,6 +247,7 @@ async fn hold(
     since: u64,
 ) -> Result<()> {
     let sock = TcpSocket::new_v4()?;
+    bind_without_port(&sock);
     sock.bind(std::net::SocketAddr::new(source, 0))?;
     let mut s = sock.connect(addr).await?;
     s.set_nodelay(true)?;
@@ -390,8 +434,10 @@ async fn main() -> Result<()> {
     // time after that first one (the fan-out itself), for both servers alike.
     let mut firsts = Vec::new();
     let mut spread = Vec::new();
+    let (mut client_cpu, mut server_cpu) = (0u64, 0u64);
     for round in 1..=args.rounds as u64 {
         wait_held(&http, &args, args.n, Duration::from_secs(60)).await?;
+        let (c0, s0) = (own_cpu_us(), procs_cpu_us(&args.pids));
         let t0 = shared.start.elapsed().as_nanos() as u64;
         publish(&http, &store, &args, round).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -410,6 +456,8 @@ async fn main() -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        client_cpu += own_cpu_us() - c0;
+        server_cpu += procs_cpu_us(&args.pids).saturating_sub(s0);
         let mut ms: Vec<f64> = shared
             .conns
             .iter()
@@ -445,6 +493,9 @@ async fn main() -> Result<()> {
         "first_ms": pct(&firsts, 0.5),
         "spread_p50_ms": pct(&spread, 0.5),
         "spread_p99_ms": pct(&spread, 0.99),
+        // CPU per delivery while rounds ran: the load client's own, and the server's.
+        "client_cpu_us_per_delivery": client_cpu as f64 / (n * args.rounds as f64),
+        "server_cpu_us_per_delivery": server_cpu as f64 / (n * args.rounds as f64),
         "rss_per_poll_bytes": per(after.rss, before.rss),
         "cgroup_per_poll_bytes": per(after.cg_total, before.cg_total),
         "kmem_per_poll_bytes": per(after.cg_kmem, before.cg_kmem),
