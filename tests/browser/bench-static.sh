@@ -3,10 +3,11 @@
 # run, on this machine. Also: a page carrying a 200-comment snapshot against the same page
 # without one. A benchmark, not a test: it prints figures and ratios.
 #
-#   bash tests/browser/bench-static.sh            # 5 s per measurement, 3 of each
-#   DURATION=10 REPEAT=5 bash tests/browser/bench-static.sh
+#   bash tests/browser/bench-static.sh            # 5 s per measurement, 4 pairs of each
+#   DURATION=10 REPEAT=6 bash tests/browser/bench-static.sh
 #
-# Each comparison runs REPEAT times, nginx and io360 alternating, and reports the medians:
+# Each comparison runs REPEAT pairs, nginx and io360 back to back, the order flipping from one
+# pair to the next; it reports medians, and as the ratio the median of the pairs' ratios:
 # on a shared 2-core machine one run against the next drifts by 20% or more.
 #
 # Needs: nginx (apt-get install nginx-light), wrk (apt-get install wrk), gzip, a release
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION="${DURATION:-5}"
-REPEAT="${REPEAT:-3}"
+REPEAT="${REPEAT:-4}"
 THREADS="${THREADS:-2}"
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx-light" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 1; }
@@ -110,29 +111,40 @@ measure() { # url conns gzip(0/1)
     END { printf "%.0f %.2f\n", rps, p99 }'
 }
 
-# The medians of REPEAT alternating runs of two URLs: prints "a_rps a_p99 b_rps b_p99".
+# REPEAT pairs of runs of two URLs, the order flipping from one pair to the next (AB, BA, ...)
+# so that a drift of the machine or a first-run effect hits both alike. Prints the medians
+# "a_rps a_p99 b_rps b_p99" and the median of the pairs' own ratios "rps_x p99_x" (b / a),
+# which cancel the drift between pairs.
 compare() { # url_a url_b conns gzip
-  local runs="" a b
-  for _ in $(seq 1 "$REPEAT"); do
-    a="$(measure "$1" "$3" "$4")"
-    b="$(measure "$2" "$3" "$4")"
+  local runs="" a b i
+  for i in $(seq 1 "$REPEAT"); do
+    if [ $((i % 2)) = 1 ]; then
+      a="$(measure "$1" "$3" "$4")"
+      b="$(measure "$2" "$3" "$4")"
+    else
+      b="$(measure "$2" "$3" "$4")"
+      a="$(measure "$1" "$3" "$4")"
+    fi
     runs+="$a $b"$'\n'
   done
   python3 -c '
 import statistics, sys
 rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-print(" ".join(f"{statistics.median(r[i] for r in rows):.{0 if i % 2 == 0 else 2}f}" for i in range(4)))' <<<"$runs"
+med = [statistics.median(r[i] for r in rows) for i in range(4)]
+rps_x = statistics.median(r[2] / r[0] for r in rows)
+p99_x = statistics.median(r[3] / r[1] for r in rows)
+print(f"{med[0]:.0f} {med[1]:.2f} {med[2]:.0f} {med[3]:.2f} {rps_x:.2f} {p99_x:.2f}")' <<<"$runs"
 }
 
-printf '\nStatic page %s (%s bytes), medians of %s alternating runs of %s s, wrk -t%s, same 2 cores\n' \
+printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair), wrk -t%s, same 2 cores\n' \
   /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION" "$THREADS"
 printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
 for conns in 64 256; do
   for gz in 0 1; do
-    read -r n_rps n_p99 f_rps f_p99 < <(compare "http://127.0.0.1:$nginx_port/article.html" \
+    read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$nginx_port/article.html" \
       "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz")
-    printf '%-6s %-5s | %12s %9s | %12s %9s | %7.2f %7.2f\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
-      "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$(echo "$f_rps / $n_rps" | bc -l)" "$(echo "$f_p99 / $n_p99" | bc -l)"
+    printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
+      "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
   done
 done
 
@@ -160,7 +172,7 @@ printf '\nSnapshot: /commented.html carries %s comments (%s bytes); /copy.html i
   "$n" "$(stat -c %s "$site/copy.html")"
 printf '%-5s | %12s %9s | %12s %9s | %7s\n' gzip "file rps" "p99 ms" "snapshot rps" "p99 ms" "rps x"
 for gz in 0 1; do
-  read -r a_rps a_p99 s_rps s_p99 < <(compare "http://127.0.0.1:$up_port/copy.html" \
+  read -r a_rps a_p99 s_rps s_p99 rps_x _ < <(compare "http://127.0.0.1:$up_port/copy.html" \
     "http://127.0.0.1:$up_port/commented.html" 64 "$gz")
-  printf '%-5s | %12s %9s | %12s %9s | %7.2f\n' "$([ $gz = 1 ] && echo yes || echo no)" "$a_rps" "$a_p99" "$s_rps" "$s_p99" "$(echo "$s_rps / $a_rps" | bc -l)"
+  printf '%-5s | %12s %9s | %12s %9s | %7s\n' "$([ $gz = 1 ] && echo yes || echo no)" "$a_rps" "$a_p99" "$s_rps" "$s_p99" "$rps_x"
 done
