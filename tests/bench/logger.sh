@@ -7,18 +7,19 @@
 #     Reported as events per second.
 #  2. Shipping cost: `io360 serve store`, a fresh `io360 serve logger` (not the one step 1
 #     filled), and logic posting comments with IO360_LOGGER_URL unset (off) and set (on), in
-#     PAIRS off/on pairs so drift on the machine hits both alike. Each run: CONC clients
+#     PAIRS pairs run back to back, off first in one pair and on first in the next, so drift
+#     on the machine and a first-of-a-pair effect hit both alike. Each run: CONC clients
 #     posting for DURATION seconds. Reported as posts per second, each pair's on/off ratio,
 #     their median and the ratio of the totals (the target: within 5%), and each run's CPU
 #     per post in logic, store and logger.
 #
-# Usage: bash tests/bench/logger.sh    (DURATION=10 CONC=64 BATCH=100 PAIRS=3 by default)
+# Usage: bash tests/bench/logger.sh    (DURATION=8 CONC=64 BATCH=100 PAIRS=6 by default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
 CONC=${CONC:-64}
 BATCH=${BATCH:-100}
-PAIRS=${PAIRS:-3}
+PAIRS=${PAIRS:-6}
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/io360"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 work=$(mktemp -d)
@@ -91,10 +92,15 @@ logic() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-echo "==> comment POSTs with shipping off and on: $CONC clients, ${DURATION}s each, $PAIRS pairs"
+echo "==> comment POSTs with shipping off and on: $CONC clients, ${DURATION}s each, $PAIRS pairs (order flipping)"
 for i in $(seq 1 "$PAIRS"); do
-  logic "off$i" -u IO360_LOGGER_URL
-  logic "on$i" IO360_LOGGER_URL="http://$LOGGER"
+  if [ $((i % 2)) = 1 ]; then
+    logic "off$i" -u IO360_LOGGER_URL
+    logic "on$i" IO360_LOGGER_URL="http://$LOGGER"
+  else
+    logic "on$i" IO360_LOGGER_URL="http://$LOGGER"
+    logic "off$i" -u IO360_LOGGER_URL
+  fi
 done
 
 python3 - "$results" "$BATCH" "$PAIRS" "$work/cpu.txt" <<'PY'
