@@ -21,7 +21,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -475,11 +475,16 @@ impl Hub {
         let Some(snapshot) = snapshot else { return };
         let snapshot = Arc::new(snapshot);
         if waiters.len() <= CHUNK {
-            self.answer(&thread, &snapshot, waiters, received);
+            self.answer(&thread, &snapshot, waiters, received, None);
         } else {
             // One share per core: the writes are the work, and they parallelize.
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let share = waiters.len().div_ceil(cores).max(CHUNK / 2);
+            // The connections go back to reading once every chunk is written.
+            let resumes = Arc::new(Resumes {
+                left: AtomicUsize::new(waiters.len().div_ceil(share)),
+                streams: Mutex::new(Vec::with_capacity(waiters.len())),
+            });
             let mut rest = waiters;
             while !rest.is_empty() {
                 let tail = rest.split_off(share.min(rest.len()));
@@ -487,7 +492,10 @@ impl Hub {
                 let hub = self.clone();
                 let thread = thread.clone();
                 let snapshot = snapshot.clone();
-                tokio::spawn(async move { hub.answer(&thread, &snapshot, chunk, received) });
+                let resumes = resumes.clone();
+                tokio::spawn(async move {
+                    hub.answer(&thread, &snapshot, chunk, received, Some(&resumes))
+                });
             }
         }
     }
@@ -498,15 +506,22 @@ impl Hub {
         self.metrics.feed_position.set(pos as i64);
     }
 
-    fn answer(&self, thread: &Arc<str>, snap: &Snapshot, waiters: Vec<Arc<Slot>>, t0: Instant) {
+    fn answer(
+        &self,
+        thread: &Arc<str>,
+        snap: &Snapshot,
+        waiters: Vec<Arc<Slot>>,
+        t0: Instant,
+        shared: Option<&Resumes>,
+    ) {
         let Some(cb) = self.callbacks.get() else {
             return;
         };
         let head = snap.lo + snap.events.len() as Seq;
         let mut memo: HashMap<(Seq, u16, bool), Bytes> = HashMap::new();
         let mut put_back = Vec::new();
-        // Connections go back to reading only after every answer is written, so clients'
-        // next polls do not compete with the rest of the fan-out.
+        // Connections go back to reading only after every answer is written (of every chunk,
+        // given `shared`), so clients' next polls do not compete with the rest of the fan-out.
         let mut resume = Vec::new();
         for slot in waiters {
             let Some(since) = slot.since(thread) else {
@@ -559,6 +574,12 @@ impl Hub {
             }
         }
         self.metrics.fanout.observe(t0.elapsed().as_secs_f64());
+        if let Some(shared) = shared {
+            shared.streams.lock().append(&mut resume);
+            if shared.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                resume = std::mem::take(&mut *shared.streams.lock());
+            }
+        }
         for stream in resume {
             (cb.resume)(stream);
         }
@@ -666,6 +687,13 @@ impl Hub {
 struct Snapshot {
     lo: Seq,
     events: Vec<Event>,
+}
+
+/// The connections a fan-out in several chunks answered: they go back to reading once the
+/// last chunk is written.
+struct Resumes {
+    left: AtomicUsize,
+    streams: Mutex<Vec<TcpStream>>,
 }
 
 /// Writes a whole answer to a socket without a task when the kernel takes it at once (the
