@@ -708,17 +708,22 @@
     }
 
     async vote(id, value) {
+      // Pressed at once: the live update of the count can arrive before this answer, and it
+      // should already show the reader's own vote. Undone if the vote is refused.
+      const before = this.votes[id];
+      this.votes[id] = value;
+      this.render();
       try {
         const r = await api('POST', `/api/v1/comments/${id}/vote`, { value });
-        this.votes[id] = value;
         storage.set(`votes:${this.thread}`, this.votes);
         this.upsert(r.comment);
         this.note(id, '');
       } catch (err) {
-        if (err instanceof ApiError && slug(err.problem) === 'already-voted' && !this.votes[id]) {
-          this.votes[id] = value;
-          storage.set(`votes:${this.thread}`, this.votes);
-        }
+        // Already voted (from another page, say): the vote stands, the earlier one if known.
+        const voted = err instanceof ApiError && slug(err.problem) === 'already-voted';
+        if (before !== undefined) this.votes[id] = before;
+        else if (!voted) delete this.votes[id];
+        storage.set(`votes:${this.thread}`, this.votes);
         this.note(id, describe(err));
       }
     }
