@@ -632,6 +632,9 @@ async fn sigterm_answers_held_polls_and_exits() -> Result<()> {
     Ok(())
 }
 
+/// Thousands of polls on one thread, more than one fan-out task answers (so the work is
+/// split), each on a connection of its own kept alive: every poll gets the event, and every
+/// connection then carries the client's next poll, which gets the event after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
     let cluster = Cluster::start(Options {
@@ -641,45 +644,97 @@ async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
     })
     .await?;
     let url = cluster.longpoll_urls()[0].clone();
+    let addr = url.trim_start_matches("http://").to_string();
     let store = cluster.store_client();
-    let first = post(
-        &store,
-        "/crowd",
-        "crowd-0",
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await?;
-    // More held polls than one fan-out task answers, so the work is split.
+    let deadline = || Instant::now() + Duration::from_secs(10);
+    let first = post(&store, "/crowd", "crowd-0", deadline()).await?;
     let n = 5000;
     let http = reqwest::Client::new();
+    let since = first.seq;
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let polls: Vec<_> = (0..n)
         .map(|_| {
-            let http = http.clone();
-            let url = format!("{url}/v1/poll?thread=%2Fcrowd&since={}", first.seq);
+            let addr = addr.clone();
+            let answered = answered.clone();
             tokio::spawn(async move {
-                let res = http.get(url).send().await?;
-                let status = res.status().as_u16();
-                let body: serde_json::Value = res.json().await.unwrap_or_default();
-                anyhow::Ok((status, body))
+                let mut s = tokio::net::TcpStream::connect(&addr).await?;
+                let (status, body) = poll_on(&mut s, "/crowd", since).await?;
+                answered.fetch_add(1, Ordering::SeqCst);
+                let seq = body["events"][0]["seq"].as_u64().unwrap_or(since);
+                let next = poll_on(&mut s, "/crowd", seq).await?;
+                anyhow::Ok(((status, body), next))
             })
         })
         .collect();
     wait_held(&http, &url, n, Duration::from_secs(60)).await?;
-    let second = post(
-        &store,
-        "/crowd",
-        "crowd-1",
-        Instant::now() + Duration::from_secs(10),
-    )
-    .await?;
+    let second = post(&store, "/crowd", "crowd-1", deadline()).await?;
+    let limit = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::SeqCst) < n {
+        if Instant::now() > limit {
+            bail!(
+                "only {} of {n} polls got the event",
+                answered.load(Ordering::SeqCst)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Held again only if every answered connection went back to reading.
+    wait_held(&http, &url, n, Duration::from_secs(60)).await?;
+    let third = post(&store, "/crowd", "crowd-2", deadline()).await?;
     for p in polls {
-        let (status, body) = p.await??;
-        assert_eq!(status, 200);
-        assert_eq!(body["events"].as_array().map(Vec::len), Some(1));
-        assert_eq!(body["events"][0]["seq"], second.seq);
-        assert_eq!(body["events"][0]["comment"]["id"], second.id);
+        let (first_answer, next_answer) = p.await??;
+        for ((status, body), ack) in [(first_answer, &second), (next_answer, &third)] {
+            assert_eq!(status, 200);
+            assert_eq!(body["events"].as_array().map(Vec::len), Some(1));
+            assert_eq!(body["events"][0]["seq"], ack.seq);
+            assert_eq!(body["events"][0]["comment"]["id"], ack.id);
+        }
     }
     Ok(())
+}
+
+/// One `GET /v1/poll` on a kept-alive connection: the answer's status and JSON body.
+async fn poll_on(
+    s: &mut tokio::net::TcpStream,
+    thread: &str,
+    since: u64,
+) -> Result<(u16, serde_json::Value)> {
+    let req = format!(
+        "GET /v1/poll?thread={}&since={since} HTTP/1.1\r\nHost: longpoll\r\n\r\n",
+        url_encode(thread)
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let head = {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(&buf)? {
+                httparse::Status::Complete(len) => {
+                    let clen: usize = res
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                        .unwrap_or(0);
+                    Some((res.code.unwrap_or(0), len, clen))
+                }
+                httparse::Status::Partial => None,
+            }
+        };
+        if let Some((status, len, clen)) = head {
+            while buf.len() < len + clen {
+                if s.read_buf(&mut buf).await? == 0 {
+                    bail!("the connection closed in the middle of an answer");
+                }
+            }
+            let body = serde_json::from_slice(&buf[len..len + clen]).unwrap_or_default();
+            return Ok((status, body));
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            bail!("the connection closed before an answer");
+        }
+    }
 }
 
 /// Waits until the longpoll instance at `url` holds exactly `n` polls.
