@@ -737,7 +737,6 @@ async fn poll_on(
     }
 }
 
-/// Waits until the longpoll instance at `url` holds exactly `n` polls.
 /// A tier's `/metrics` text.
 async fn metrics(http: &reqwest::Client, url: &str) -> Result<String> {
     Ok(http
@@ -748,6 +747,7 @@ async fn metrics(http: &reqwest::Client, url: &str) -> Result<String> {
         .await?)
 }
 
+/// Waits until the longpoll instance at `url` holds exactly `n` polls.
 async fn wait_held(http: &reqwest::Client, url: &str, n: usize, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
