@@ -58,7 +58,25 @@ fn p(path: &Path) -> String {
 impl ControlPlane {
     /// Starts everything, waits until the API server is ready, the fake nodes are Ready and the
     /// controller manager has made the `default` ServiceAccount, and returns.
+    ///
+    /// Each component gets a port found free moments before it binds it; on a busy machine
+    /// another socket can take that port in between. A start that fails that way is made
+    /// again with fresh ports (the processes of the failed one are stopped as it drops).
     pub async fn start(tools: &Tools) -> Result<ControlPlane> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(tools).await {
+                Err(Error::ProcessExited { tail, .. })
+                    if attempt < 3 && tail.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn start_once(tools: &Tools) -> Result<ControlPlane> {
         // Resolve every binary first: a missing one fails before anything starts.
         let etcd = tools.bin("etcd")?;
         let apiserver = tools.bin("kube-apiserver")?;
