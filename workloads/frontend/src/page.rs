@@ -61,10 +61,7 @@ impl Page {
     ) -> R {
         {
             let snap = self.slot.current.load();
-            let key = (
-                snap.as_ref().map(|s| s.version).unwrap_or(0),
-                suspension.generation(),
-            );
+            let key = key(snap.as_deref(), suspension);
             let last = self.assembled.load();
             if let Some(a) = last.as_ref()
                 && a.key == key
@@ -79,10 +76,7 @@ impl Page {
     /// suspension changed.
     fn current(&self, suspension: &Suspension) -> Arc<Assembled> {
         let snap = self.slot.current.load_full();
-        let key = (
-            snap.as_ref().map(|s| s.version).unwrap_or(0),
-            suspension.generation(),
-        );
+        let key = key(snap.as_deref(), suspension);
         let last = self.assembled.load_full();
         if let Some(a) = &last
             && a.key == key
@@ -120,4 +114,10 @@ impl Page {
         self.assembled.store(Some(assembled.clone()));
         assembled
     }
+}
+
+/// What an assembly depends on: the snapshot's version (0 without one) and the suspension's
+/// generation.
+fn key(snap: Option<&snapshot::Snapshot>, suspension: &Suspension) -> (u64, u64) {
+    (snap.map_or(0, |s| s.version), suspension.generation())
 }
