@@ -537,6 +537,78 @@ impl Follower {
     }
 }
 
+/// One HTTP/1.1 answer read off a raw connection: its status, its headers (names in lower
+/// case) and its body (by `Content-Length`).
+pub struct RawAnswer {
+    /// The status code.
+    pub status: u16,
+    /// Every header, name in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the next answer from `s`. `buf` carries bytes across calls: what follows the answer
+/// stays in it for the next one.
+pub async fn read_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<RawAnswer> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let head = {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(buf)? {
+                httparse::Status::Complete(len) => {
+                    let headers: Vec<(String, String)> = res
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value).trim().to_string();
+                            (h.name.to_ascii_lowercase(), value)
+                        })
+                        .collect();
+                    Some((res.code.unwrap_or(0), len, headers))
+                }
+                httparse::Status::Partial => None,
+            }
+        };
+        if let Some((status, len, headers)) = head {
+            let clen: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < len + clen {
+                if s.read_buf(buf).await? == 0 {
+                    bail!("the connection closed in the middle of an answer");
+                }
+            }
+            let body = buf[len..len + clen].to_vec();
+            buf.drain(..len + clen);
+            return Ok(RawAnswer {
+                status,
+                headers,
+                body,
+            });
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if s.read_buf(buf).await? == 0 {
+            bail!("the connection closed before an answer");
+        }
+    }
+}
+
 /// Percent-encodes a query value.
 pub fn url_encode(s: &str) -> String {
     let mut out = String::new();

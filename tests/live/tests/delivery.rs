@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use io360_live_tests::{Ack, Cluster, Follower, Options, assert_complete, post, url_encode};
+use io360_live_tests::{
+    Ack, Cluster, Follower, Options, assert_complete, post, read_answer, url_encode,
+};
 use io360_store::StoreClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -704,37 +706,11 @@ async fn poll_on(
         url_encode(thread)
     );
     s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        let head = {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(&buf)? {
-                httparse::Status::Complete(len) => {
-                    let clen: usize = res
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                        .unwrap_or(0);
-                    Some((res.code.unwrap_or(0), len, clen))
-                }
-                httparse::Status::Partial => None,
-            }
-        };
-        if let Some((status, len, clen)) = head {
-            while buf.len() < len + clen {
-                if s.read_buf(&mut buf).await? == 0 {
-                    bail!("the connection closed in the middle of an answer");
-                }
-            }
-            let body = serde_json::from_slice(&buf[len..len + clen]).unwrap_or_default();
-            return Ok((status, body));
-        }
-        if s.read_buf(&mut buf).await? == 0 {
-            bail!("the connection closed before an answer");
-        }
-    }
+    let a = read_answer(s, &mut Vec::with_capacity(1024)).await?;
+    Ok((
+        a.status,
+        serde_json::from_slice(&a.body).unwrap_or_default(),
+    ))
 }
 
 /// A tier's `/metrics` text.

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use io360_common::model::Status;
+use io360_live_tests::read_answer;
 use io360_store::StoreClient;
 use io360_store::api::{NewComment, WriteOp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -187,56 +188,6 @@ fn round_of(body: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-    last_modified: Option<String>,
-    etag: Option<String>,
-}
-
-async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer> {
-    buf.clear();
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut res = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(len) = res.parse(buf)? {
-            let status = res.code.unwrap_or(0);
-            let mut clen = 0usize;
-            let mut last_modified = None;
-            let mut etag = None;
-            for h in res.headers.iter() {
-                let v = String::from_utf8_lossy(h.value).to_string();
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    clen = v.trim().parse().unwrap_or(0);
-                } else if h.name.eq_ignore_ascii_case("last-modified") {
-                    last_modified = Some(v);
-                } else if h.name.eq_ignore_ascii_case("etag") {
-                    etag = Some(v);
-                }
-            }
-            while buf.len() < len + clen {
-                if s.read_buf(buf).await? == 0 {
-                    bail!("closed mid-body");
-                }
-            }
-            let body = buf[len..len + clen].to_vec();
-            buf.drain(..len + clen);
-            return Ok(Answer {
-                status,
-                body,
-                last_modified,
-                etag,
-            });
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        if s.read_buf(buf).await? == 0 {
-            bail!("closed");
-        }
-    }
-}
-
 async fn hold(
     shared: Arc<Shared>,
     i: usize,
@@ -283,8 +234,8 @@ async fn hold(
             match target {
                 Target::Io360 => since = last_seq(&a.body).unwrap_or(since),
                 Target::Nchan => {
-                    lm = a.last_modified.or(lm);
-                    etag = a.etag.or(etag);
+                    lm = a.header("last-modified").map(str::to_owned).or(lm);
+                    etag = a.header("etag").map(str::to_owned).or(etag);
                 }
             }
         } else if a.status >= 500 {
