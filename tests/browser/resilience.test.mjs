@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startTier, startUp, browser, api, sleep, freePort, ended } from './harness.mjs';
+import { startTier, startUp, browser, api, sleep, ended } from './harness.mjs';
 
 const cleanups = [];
 after(async () => {
@@ -51,24 +51,26 @@ test('a page loads, with its comments, after logic is killed', async () => {
 });
 
 test('the widget works embedded on another, allowed origin, and not on others', async () => {
-  const allowedPort = await freePort();
-  const otherPort = await freePort();
-  const io = await startUp({ env: { IO360_ALLOWED_ORIGINS: `http://127.0.0.1:${allowedPort}` } });
-  cleanups.push(io.stop);
-  const page = `<!doctype html><html><head><meta charset="utf-8"><title>Elsewhere</title></head><body>
-<h1>A blog on another origin</h1>
-<section id="io360-thread" data-thread="/elsewhere/post"></section>
-<script src="${io.url}/embed.js" defer></script></body></html>`;
-  const servers = [];
-  for (const port of [allowedPort, otherPort]) {
+  // The two sites listen before io360 starts, on ports the kernel picks as they bind: a port
+  // found free first and bound later could be taken in between by one of io360's sockets.
+  let page = '';
+  const ports = [];
+  for (let i = 0; i < 2; i++) {
     const s = createServer((req, res) => {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       res.end(page);
     });
-    await new Promise((r) => s.listen(port, '127.0.0.1', r));
-    servers.push(s);
+    await new Promise((r) => s.listen(0, '127.0.0.1', r));
+    ports.push(s.address().port);
     cleanups.push(() => new Promise((r) => { s.close(r); s.closeAllConnections(); }));
   }
+  const [allowedPort, otherPort] = ports;
+  const io = await startUp({ env: { IO360_ALLOWED_ORIGINS: `http://127.0.0.1:${allowedPort}` } });
+  cleanups.push(io.stop);
+  page = `<!doctype html><html><head><meta charset="utf-8"><title>Elsewhere</title></head><body>
+<h1>A blog on another origin</h1>
+<section id="io360-thread" data-thread="/elsewhere/post"></section>
+<script src="${io.url}/embed.js" defer></script></body></html>`;
 
   const b = await browser();
   cleanups.push(b.close);
