@@ -97,7 +97,10 @@ nginx -c "$work/nginx.conf" -p "$work"
 wait_up "http://127.0.0.1:$nginx_port/article.html"
 
 fe_port="$(free_port)"
-IO360_LOG=warn "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe_port" --site-dir "$site" >"$work/frontend.log" 2>&1 &
+# In a session of its own, as nginx is once it has daemonized: with the kernel's autogroups
+# (sched_autogroup_enabled) a session is a scheduling group, and a server sharing wrk's group
+# would be scheduled unlike nginx.
+IO360_LOG=warn setsid "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe_port" --site-dir "$site" >"$work/frontend.log" 2>&1 </dev/null &
 pids+=($!)
 wait_up "http://127.0.0.1:$fe_port/article.html"
 
@@ -150,7 +153,7 @@ done
 
 # The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
 up_port="$(free_port)"
-IO360_LOG=warn "$IO360_BIN" up --addr "127.0.0.1:$up_port" --data-dir "$work/data" --site "$site" --no-rate-limits >"$work/up.log" 2>&1 &
+IO360_LOG=warn setsid "$IO360_BIN" up --addr "127.0.0.1:$up_port" --data-dir "$work/data" --site "$site" --no-rate-limits >"$work/up.log" 2>&1 </dev/null &
 pids+=($!)
 wait_up "http://127.0.0.1:$up_port/readyz"
 for i in $(seq 1 200); do

@@ -75,7 +75,7 @@ fn serve_embeddable(req: &Request, asset: &Asset) -> Response {
         HeaderValue::from_static("cross-origin"),
     );
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    res
+    respond::into_response(res)
 }
 
 /// The demo site's files.

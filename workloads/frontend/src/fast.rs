@@ -17,13 +17,13 @@ use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
 use futures::future::Either;
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use io360_common::telemetry::{RouteRecorder, Telemetry};
 use tower::Service;
 
-use crate::Frontend;
 use crate::shed::{self, Admission};
 use crate::site::{self, Lookup};
+use crate::{Frontend, respond};
 
 /// Paths the router answers itself even when the site has a file there.
 const RESERVED: [&str; 5] = ["/embed.js", "/embed.css", "/metrics", "/healthz", "/readyz"];
@@ -59,27 +59,41 @@ impl FastStatic {
     }
 }
 
-impl Inner {
-    /// The answer for a site file, or `None` for the router to decide.
-    fn serve(&self, req: &Request) -> Option<Response> {
+impl FastStatic {
+    /// The answer for a site file, or `None` for the router to decide. `headers` need hold
+    /// only those in [`respond::READS`].
+    pub(crate) fn serve(
+        &self,
+        method: &Method,
+        raw: &str,
+        headers: &HeaderMap,
+    ) -> Option<respond::Prepared> {
         let started = Instant::now();
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return None;
-        }
-        let raw = req.uri().path();
+        let head = match *method {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return None,
+        };
         if shed::is_dynamic(raw) || RESERVED.contains(&raw) {
             return None;
         }
         let path = site::clean_path(raw).ok()?;
-        let Lookup::Found(entry) = self.front.site.load().lookup(&path) else {
+        let inner = &*self.0;
+        let Lookup::Found(entry) = inner.front.site.load().lookup(&path) else {
             return None;
         };
-        let _ticket = self.admission.admit(false)?;
-        let recorder = if raw == "/" { &self.root } else { &self.files };
+        let _ticket = inner.admission.admit(false)?;
+        let recorder = if raw == "/" {
+            &inner.root
+        } else {
+            &inner.files
+        };
         let _in_flight = recorder.in_flight();
-        self.front.site_hit.inc();
-        let res = self.front.entry_response(req, &entry, StatusCode::OK);
-        recorder.record(req.method(), res.status(), started);
+        inner.front.site_hit.inc();
+        let res = inner
+            .front
+            .entry_response(headers, head, &entry, StatusCode::OK);
+        recorder.record(method, res.status(), started);
         Some(res)
     }
 }
@@ -94,8 +108,8 @@ impl Service<Request> for FastStatic {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        match self.0.serve(&req) {
-            Some(res) => Either::Left(ready(Ok(res))),
+        match self.serve(req.method(), req.uri().path(), req.headers()) {
+            Some(res) => Either::Left(ready(Ok(respond::into_response(res)))),
             None => Either::Right(self.0.router.clone().call(req)),
         }
     }

@@ -21,6 +21,7 @@ mod site;
 mod snapshot;
 mod suspension;
 mod watch;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,12 +202,16 @@ impl Frontend {
         Ok(n)
     }
 
-    fn entry_response(&self, req: &Request, entry: &Entry, status: StatusCode) -> Response {
-        let head = req.method() == Method::HEAD;
+    /// The answer for a site file. Only the headers in [`respond::READS`] matter.
+    fn entry_response(
+        &self,
+        headers: &http::HeaderMap,
+        head: bool,
+        entry: &Entry,
+        status: StatusCode,
+    ) -> respond::Prepared {
         match entry {
-            Entry::Asset(a) => {
-                respond::representation(req.headers(), head, status, &a.meta, &a.encoded)
-            }
+            Entry::Asset(a) => respond::representation(headers, head, status, &a.meta, &a.encoded),
             Entry::Page(p) => {
                 self.snapshots.touch(&p.slot);
                 let snap = &self.snapshots.metrics;
@@ -218,7 +223,7 @@ impl Frontend {
                     snap.served_fresh.inc();
                 }
                 p.with_current(&self.suspension, |page| {
-                    respond::representation(req.headers(), head, status, &page.meta, &page.encoded)
+                    respond::representation(headers, head, status, &page.meta, &page.encoded)
                 })
             }
         }
@@ -247,7 +252,13 @@ async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Respon
     match site.lookup(&path) {
         Lookup::Found(entry) => {
             front.site_hit.inc();
-            front.entry_response(&req, &entry, StatusCode::OK)
+            let head = req.method() == Method::HEAD;
+            respond::into_response(front.entry_response(
+                req.headers(),
+                head,
+                &entry,
+                StatusCode::OK,
+            ))
         }
         Lookup::Redirect => {
             let mut location = format!("{}/", req.uri().path());
@@ -269,16 +280,17 @@ async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Respon
 }
 
 fn not_found(front: &Frontend, req: &Request, page: Option<Arc<Entry>>) -> Response {
-    match page {
-        Some(e) => front.entry_response(req, &e, StatusCode::NOT_FOUND),
+    let head = req.method() == Method::HEAD;
+    respond::into_response(match page {
+        Some(e) => front.entry_response(req.headers(), head, &e, StatusCode::NOT_FOUND),
         None => respond::representation(
             req.headers(),
-            req.method() == Method::HEAD,
+            head,
             StatusCode::NOT_FOUND,
             &front.not_found.meta,
             &front.not_found.encoded,
         ),
-    }
+    })
 }
 
 async fn embed_js(State(front): State<Arc<Frontend>>, req: Request) -> Response {
@@ -421,17 +433,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             shed::protect,
         ));
     let router = telemetry.instrument(router);
-    let router =
-        Router::new().fallback_service(fast::FastStatic::new(front, admission, &telemetry, router));
+    let service = fast::FastStatic::new(front, admission, &telemetry, router);
     telemetry.ready.set(true);
     let threads = match config.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
     audit
-        .around(io360_common::serve::serve_per_thread(
-            "frontend", listener, router, shutdown, threads,
-        ))
+        .around(wire::serve(listener, service, shutdown, threads))
         .await?;
     Ok(())
 }

@@ -3,11 +3,34 @@
 
 use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::site::{Accept, Encoded, Meta};
 
 static VARY: HeaderValue = HeaderValue::from_static("Accept-Encoding");
+
+/// The request headers [`representation`] reads; nothing else of a request changes its answer
+/// (besides `HEAD`), which is what lets the frontend's own HTTP loop pass on only these.
+pub(crate) const READS: [header::HeaderName; 3] = [
+    header::ACCEPT_ENCODING,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+];
+
+/// A prepared answer: its body is already in memory (empty for `HEAD` and 304).
+pub(crate) type Prepared = http::Response<Bytes>;
+
+/// A prepared answer as the router's response.
+pub(crate) fn into_response(res: Prepared) -> Response {
+    res.map(|b| {
+        if b.is_empty() {
+            Body::empty()
+        } else {
+            Body::from(b)
+        }
+    })
+}
 
 /// Answers with the representation of `encoded` that suits `req`.
 pub(crate) fn representation(
@@ -16,12 +39,12 @@ pub(crate) fn representation(
     status: StatusCode,
     meta: &Meta,
     encoded: &Encoded,
-) -> Response {
+) -> Prepared {
     let accept = Accept::parse(req.get(header::ACCEPT_ENCODING));
     let (variant, coding) = encoded.pick(accept);
     let negotiated = encoded.gzip.is_some() || encoded.br.is_some();
     if status == StatusCode::OK && not_modified(req, &variant.etag, meta) {
-        let mut res = Response::new(Body::empty());
+        let mut res = Prepared::new(Bytes::new());
         *res.status_mut() = StatusCode::NOT_MODIFIED;
         let h = res.headers_mut();
         h.insert(header::ETAG, variant.etag.clone());
@@ -34,9 +57,9 @@ pub(crate) fn representation(
     }
     let len = variant.body.len();
     let mut res = if head {
-        Response::new(Body::empty())
+        Prepared::new(Bytes::new())
     } else {
-        Response::new(Body::from(variant.body.clone()))
+        Prepared::new(variant.body.clone())
     };
     *res.status_mut() = status;
     let h = res.headers_mut();

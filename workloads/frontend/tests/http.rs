@@ -646,3 +646,171 @@ async fn site_files_are_counted_and_never_shadow_the_widget_or_the_api() -> Resu
     fe.stop().await;
     Ok(())
 }
+
+/// Reads from `s` until `n` complete answers (status line, headers, `content-length` bytes of
+/// body, none for `HEAD`) have arrived; returns each one's head and body.
+async fn read_answers(s: &mut TcpStream, heads: &[bool]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for &head_only in heads {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(':')?;
+                        n.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let body_len = if head_only || head.contains(" 304 ") {
+                    0
+                } else {
+                    len
+                };
+                if buf.len() >= end + 4 + body_len {
+                    let body = buf[end + 4..end + 4 + body_len].to_vec();
+                    buf.drain(..end + 4 + body_len);
+                    out.push((head, body));
+                    break;
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .context("no answer within 5 s")??;
+            if n == 0 {
+                bail!("closed after {} answers", out.len());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Ok(out)
+}
+
+/// The frontend's own HTTP/1.1 loop answers site files; everything else on the same connection
+/// must still get the router's answers, and a request in pieces, pipelined requests, `HEAD`,
+/// `Connection: close` and broken heads must all come out right.
+#[tokio::test]
+async fn one_connection_carries_site_files_and_everything_else() -> Result<()> {
+    let dir = site()?;
+    let fe = start_frontend(io360_frontend::Config {
+        site_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await?;
+    let mut s = TcpStream::connect(fe.addr).await?;
+
+    // A head that arrives in three pieces.
+    for piece in [
+        "GET /style",
+        ".css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gz",
+        "ip\r\n\r\n",
+    ] {
+        s.write_all(piece.as_bytes()).await?;
+        s.flush().await?;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let a = read_answers(&mut s, &[false]).await?;
+    assert!(a[0].0.starts_with("HTTP/1.1 200 OK"), "{}", a[0].0);
+    assert!(a[0].0.contains("content-encoding: gzip"), "{}", a[0].0);
+    assert!(a[0].0.contains("date: "), "{}", a[0].0);
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&a[0].1[..]).read_to_string(&mut plain)?;
+    assert_eq!(plain, CSS.repeat(50));
+
+    // Three pipelined in one write: a file, its HEAD, and a conditional GET.
+    let etag = a[0]
+        .0
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .context("no etag")?
+        .to_owned();
+    s.write_all(
+        format!(
+            "GET /about.html?x=1 HTTP/1.1\r\nHost: x\r\n\r\n\
+             HEAD /about.html HTTP/1.1\r\nHost: x\r\n\r\n\
+             GET /style.css HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nIf-None-Match: {etag}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let a = read_answers(&mut s, &[false, true, false]).await?;
+    assert!(a[0].0.starts_with("HTTP/1.1 200 OK"), "{}", a[0].0);
+    assert_eq!(a[0].1, b"<h1>About</h1>");
+    assert!(a[1].0.starts_with("HTTP/1.1 200 OK"), "{}", a[1].0);
+    assert!(a[1].0.contains("content-length: 14"), "{}", a[1].0);
+    assert!(
+        a[2].0.starts_with("HTTP/1.1 304 Not Modified"),
+        "{}",
+        a[2].0
+    );
+
+    // On the same connection, what only the router answers: a 404 page, the API (no logic
+    // here: 503 problem), a POST with a body, and then a site file again.
+    s.write_all(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let a = read_answers(&mut s, &[false]).await?;
+    assert!(a[0].0.starts_with("HTTP/1.1 404"), "{}", a[0].0);
+    assert_eq!(a[0].1, b"<h1>Our own not found</h1>");
+    s.write_all(
+        b"POST /api/v1/comments?thread=%2Fx HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"text\":\"hi\"}",
+    )
+    .await?;
+    let a = read_answers(&mut s, &[false]).await?;
+    assert!(a[0].0.starts_with("HTTP/1.1 503"), "{}", a[0].0);
+    assert!(a[0].0.contains("application/problem+json"), "{}", a[0].0);
+    s.write_all(b"GET /about.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let a = read_answers(&mut s, &[false]).await?;
+    assert_eq!(a[0].1, b"<h1>About</h1>");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await?;
+    assert!(
+        rest.is_empty(),
+        "the connection closes after Connection: close"
+    );
+
+    // Connection: close on the fast path: answered, then closed.
+    let mut s = TcpStream::connect(fe.addr).await?;
+    s.write_all(b"GET /about.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await?;
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(text.ends_with("<h1>About</h1>"), "{text}");
+
+    // HTTP/1.0 gets an HTTP/1.0 answer.
+    let mut s = TcpStream::connect(fe.addr).await?;
+    s.write_all(b"GET /about.html HTTP/1.0\r\n\r\n").await?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await?;
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+
+    // Broken and oversized heads get hyper's 4xx, not a silent close.
+    let mut s = TcpStream::connect(fe.addr).await?;
+    s.write_all(b"GET /about.html HTTP/1.1\r\nBad Header\r\n\r\n")
+        .await?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await?;
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 400"));
+    let mut s = TcpStream::connect(fe.addr).await?;
+    let long = format!(
+        "GET /about.html HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(500 * 1024)
+    );
+    let _ = s.write_all(long.as_bytes()).await;
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all).await;
+    assert!(
+        String::from_utf8_lossy(&all).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&all[..all.len().min(200)])
+    );
+
+    fe.stop().await;
+    Ok(())
+}
