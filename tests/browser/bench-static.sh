@@ -4,7 +4,7 @@
 # without one. A benchmark, not a test: it prints figures and ratios.
 #
 #   bash tests/browser/bench-static.sh            # 5 s per measurement, 4 pairs of each
-#   DURATION=10 REPEAT=6 bash tests/browser/bench-static.sh
+#   DURATION=10 REPEAT=6 PACE_MS=3 bash tests/browser/bench-static.sh
 #
 # Each comparison runs REPEAT pairs, nginx and io360 back to back, the order flipping from one
 # pair to the next; it reports medians, and as the ratio the median of the pairs' ratios:
@@ -104,10 +104,18 @@ IO360_LOG=warn setsid "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe_port" --
 pids+=($!)
 wait_up "http://127.0.0.1:$fe_port/article.html"
 
+# Paced runs: every connection waits PACE_MS after each answer before its next request, so
+# both servers get the same offered load, well below what either can serve. A saturated run
+# measures throughput, but its p99 is mostly the scheduler's: wrk shares the two cores, and a
+# server that answers faster keeps wrk busier. At an equal load the p99 is the server's.
+PACE_MS="${PACE_MS:-3}"
+printf 'function delay() return %s end\n' "$PACE_MS" >"$work/paced.lua"
+
 # One wrk run: prints "rps p99_ms".
-measure() { # url conns gzip(0/1)
+measure() { # url conns gzip(0/1) [paced]
   local hdr=()
   [ "$3" = 1 ] && hdr=(-H "Accept-Encoding: gzip")
+  [ "${4:-}" = paced ] && hdr+=(-s "$work/paced.lua")
   wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" | awk '
     /Requests\/sec:/ { rps = $2 }
     /^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } p99 = v }
@@ -118,15 +126,15 @@ measure() { # url conns gzip(0/1)
 # so that a drift of the machine or a first-run effect hits both alike. Prints the medians
 # "a_rps a_p99 b_rps b_p99" and the median of the pairs' own ratios "rps_x p99_x" (b / a),
 # which cancel the drift between pairs.
-compare() { # url_a url_b conns gzip
+compare() { # url_a url_b conns gzip [paced]
   local runs="" a b i
   for i in $(seq 1 "$REPEAT"); do
     if [ $((i % 2)) = 1 ]; then
-      a="$(measure "$1" "$3" "$4")"
-      b="$(measure "$2" "$3" "$4")"
+      a="$(measure "$1" "$3" "$4" "${5:-}")"
+      b="$(measure "$2" "$3" "$4" "${5:-}")"
     else
-      b="$(measure "$2" "$3" "$4")"
-      a="$(measure "$1" "$3" "$4")"
+      b="$(measure "$2" "$3" "$4" "${5:-}")"
+      a="$(measure "$1" "$3" "$4" "${5:-}")"
     fi
     runs+="$a $b"$'\n'
   done
@@ -149,6 +157,15 @@ for conns in 64 256; do
     printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
       "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
   done
+done
+
+printf '\nThe same page at an equal offered load (each connection pauses %s ms between requests), 256 conns\n' "$PACE_MS"
+printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
+for gz in 0 1; do
+  read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$nginx_port/article.html" \
+    "http://127.0.0.1:$fe_port/article.html" 256 "$gz" paced)
+  printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' 256 "$([ $gz = 1 ] && echo yes || echo no)" \
+    "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
 done
 
 # The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
