@@ -20,9 +20,9 @@ use io360_operator::crd::CommentCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 
 const TARGET_ONE: Duration = Duration::from_secs(1);
@@ -193,7 +193,7 @@ async fn main() -> Result<()> {
     crds.patch(
         "commentclusters.io360.dev",
         &PatchParams::apply("io360-bench").force(),
-        &Patch::Apply(CommentCluster::crd()),
+        &Patch::Apply(io360_operator::crd()),
     )
     .await
     .context("installing the CRD")?;

@@ -24,7 +24,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -34,6 +33,7 @@ use crate::children::{Children, fingerprint, hash_json};
 use crate::crd::{CommentCluster, CommentClusterStatus, SuspensionStatus, TierStatus};
 use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason, Thresholds};
 use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
+use crate::events::{EventType, Recorder};
 use crate::metrics::Metrics;
 use crate::validate::{InvalidSpec, validate};
 
@@ -143,14 +143,20 @@ impl Context {
     }
 
     async fn event(&self, cc: &CommentCluster, type_: EventType, reason: &str, note: String) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
+        let action = match reason {
+            "Applied" | "ChildRestored" => "Apply",
+            "ChildDeleted" => "Delete",
+            "CommentsSuspended" => "Suspend",
+            "CommentsResumed" => "Resume",
+            "InvalidSpec" => "Validate",
+            _ => "Reconcile",
         };
-        if let Err(e) = self.recorder.publish(&ev, &cc.object_ref(&())).await {
+        let regarding = cc.object_ref(&());
+        if let Err(e) = self
+            .recorder
+            .publish(&regarding, type_, reason, action, &note)
+            .await
+        {
             warn!(error = %e, reason, "could not publish event");
         }
     }

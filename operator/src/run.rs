@@ -10,6 +10,7 @@ use futures::StreamExt;
 use io360_operator::children::Children;
 use io360_operator::crd::CommentCluster;
 use io360_operator::desired::{MANAGED_BY, MANAGER};
+use io360_operator::events::Recorder;
 use io360_operator::leader::Election;
 use io360_operator::metrics::{self, Metrics};
 use io360_operator::reconcile::{self, Context};
@@ -20,7 +21,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, Serv
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -293,13 +293,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "io360-operator".into(),
-                instance: Some(identity),
-            },
-        ),
+        Recorder::new(client.clone(), "io360-operator", &identity),
         metrics.clone(),
         children,
     ));

@@ -16,8 +16,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,7 +106,7 @@ async fn updates_prune_restore_settle_and_hand_over() -> Result<()> {
     crds.patch(
         "commentclusters.io360.dev",
         &PatchParams::apply("operator-test").force(),
-        &Patch::Apply(CommentCluster::crd()),
+        &Patch::Apply(io360_operator::crd()),
     )
     .await
     .context("the API server must accept the generated CRD")?;

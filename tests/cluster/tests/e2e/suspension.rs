@@ -117,6 +117,23 @@ pub fn manual_suspension_round_trip(s: &Suite) -> BoxFuture<'_, Result<()>> {
             }
         })
         .await?;
+        // Each generation applied has its own Event, not a repeat count on the first one's
+        // text.
+        let generation = cc["metadata"]["generation"].as_i64().unwrap_or_default();
+        let note = format!("for generation {generation}");
+        s.wait("an Applied Event naming the new generation", 30, || async {
+            let events = s
+                .events(&ns, name, "Applied")
+                .await
+                .map_err(|e| e.to_string())?;
+            let messages: Vec<_> = events.iter().filter_map(|e| e.message.clone()).collect();
+            if messages.iter().any(|m| m.ends_with(&note)) && messages.len() >= 2 {
+                Ok(())
+            } else {
+                Err(format!("Applied events: {messages:?}"))
+            }
+        })
+        .await?;
         let table = s.kubectl(&["get", "cc", name, "-n", &ns]).await?;
         ensure!(
             table.contains("Suspended") && table.contains("Manual"),
