@@ -8,8 +8,9 @@
 #  2. Shipping cost: `io360 serve store`, a fresh `io360 serve logger` (not the one step 1
 #     filled), and logic posting comments with IO360_LOGGER_URL unset (off) and set (on), in
 #     PAIRS pairs run back to back, off first in one pair and on first in the next, so drift
-#     on the machine and a first-of-a-pair effect hit both alike. Each run: CONC clients
-#     posting for DURATION seconds. Reported as posts per second, each pair's on/off ratio,
+#     on the machine and a first-of-a-pair effect hit both alike. Each run waits until store
+#     and logger are idle (their flushes and compactions done), then CONC clients post for
+#     DURATION seconds. Reported as posts per second, each pair's on/off ratio,
 #     their median and the ratio of the totals (the target: within 5%), and each run's CPU
 #     per post in logic, store and logger.
 #
@@ -74,12 +75,27 @@ store_pid=$!
 pids+=($store_pid)
 wait_up "http://$STORE/readyz"
 
+# Waits (up to 30 s) until the store and the logger are idle: their background flushes and
+# compactions from the previous run would otherwise land on whichever run comes next.
+settle() {
+  for _ in $(seq 60); do
+    local a b
+    a=$(awk '{s += $14 + $15} END {print s}' "/proc/$store_pid/stat" "/proc/$logger_pid/stat")
+    sleep 0.5
+    b=$(awk '{s += $14 + $15} END {print s}' "/proc/$store_pid/stat" "/proc/$logger_pid/stat")
+    # Under 2% of one core over the half second (clock ticks are usually 100 per second).
+    [ $((b - a)) -le 1 ] && return 0
+  done
+  echo "   (store or logger still busy after 30 s)" >&2
+}
+
 logic() {
   local label=$1; shift
   env "$@" IO360_STORE_URL="http://$STORE" IO360_ADMIN_TOKEN=bench-admin-token-0123456789 \
     IO360_NO_RATE_LIMITS=true "$bin/io360" serve logic --addr $LOGIC >"$work/logic-$label.log" 2>&1 &
   local pid=$!
   wait_up "http://$LOGIC/readyz"
+  settle
   local before="$(cpu "$pid") $(cpu "$store_pid") $(cpu "$logger_pid")"
   run "logic, logger $label" --label "post-$label" --method POST --expect 201 \
     --header 'content-type: application/json' \
