@@ -5,14 +5,14 @@
 #  1. Ingest: `io360 serve logger` alone; CONC clients post batches of BATCH events (and of 1
 #     event) to /logger/v1/events for DURATION seconds; every answer comes after an fsync.
 #     Reported as events per second.
-#  2. Shipping cost: `io360 serve store`, a fresh `io360 serve logger` (not the one step 1
-#     filled), and logic posting comments with IO360_LOGGER_URL unset (off) and set (on), in
-#     PAIRS pairs run back to back, off first in one pair and on first in the next, so drift
-#     on the machine and a first-of-a-pair effect hit both alike. Each run waits until store
-#     and logger are idle (their flushes and compactions done), then CONC clients post for
-#     DURATION seconds. Reported as posts per second, each pair's on/off ratio,
-#     their median and the ratio of the totals (the target: within 5%), and each run's CPU
-#     per post in logic, store and logger.
+#  2. Shipping cost: logic posting comments with IO360_LOGGER_URL unset (off) and set (on),
+#     each run against a fresh `io360 serve store`, all against one fresh `io360 serve logger`
+#     (not the one step 1 filled), in PAIRS pairs run back to back, off first in one pair and
+#     on first in the next, so drift on the machine and a first-of-a-pair effect hit both
+#     alike. Each run waits until store and logger are idle (their flushes and compactions
+#     done), then CONC clients post for DURATION seconds. Reported as posts per second, each
+#     pair's on/off ratio, their median and the ratio of the totals (the target: within 5%),
+#     and each run's CPU per post in logic, store and logger.
 #
 # Usage: bash tests/bench/logger.sh    (DURATION=8 CONC=64 BATCH=100 PAIRS=6 by default)
 set -euo pipefail
@@ -70,11 +70,6 @@ run "batches of 1" --label ingest-batch-1 --method POST --expect 202 \
 kill "$logger_pid"; wait "$logger_pid" 2>/dev/null || true
 start_logger logger-shipping
 
-"$bin/io360" serve store --addr $STORE --data-dir "$work/store" >"$work/store.log" 2>&1 &
-store_pid=$!
-pids+=($store_pid)
-wait_up "http://$STORE/readyz"
-
 # Waits (up to 30 s) until the store and the logger are idle: their background flushes and
 # compactions from the previous run would otherwise land on whichever run comes next.
 settle() {
@@ -89,8 +84,16 @@ settle() {
   echo "   (store or logger still busy after 30 s)" >&2
 }
 
+# Each run posts about 100,000 comments. With one store for all runs, its data would grow by
+# that much per run and its big compactions would fall on whichever run crosses their
+# threshold (always the same one of the twelve), whether shipping is on or off. So each run
+# gets a fresh store; the logger lives on, since what it accumulates is part of shipping's cost.
 logic() {
   local label=$1; shift
+  "$bin/io360" serve store --addr $STORE --data-dir "$work/store-$label" >"$work/store-$label.log" 2>&1 &
+  store_pid=$!
+  pids+=($store_pid)
+  wait_up "http://$STORE/readyz"
   env "$@" IO360_STORE_URL="http://$STORE" IO360_ADMIN_TOKEN=bench-admin-token-0123456789 \
     IO360_NO_RATE_LIMITS=true "$bin/io360" serve logic --addr $LOGIC >"$work/logic-$label.log" 2>&1 &
   local pid=$!
@@ -105,7 +108,8 @@ logic() {
   if [ "$label" != off ]; then
     curl -fs "http://$LOGIC/metrics" | grep -E '^io360_logger_events_(shipped|dropped)_total' >&2 || true
   fi
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  kill "$pid" "$store_pid"; wait "$pid" "$store_pid" 2>/dev/null || true
+  rm -rf "$work/store-$label"
 }
 
 echo "==> comment POSTs with shipping off and on: $CONC clients, ${DURATION}s each, $PAIRS pairs (order flipping)"
