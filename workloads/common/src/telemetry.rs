@@ -22,11 +22,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Starts JSON-line logging to stdout, filtered by `IO360_LOG` (default `info`). Calling it
-/// twice (as `io360 up` does for every tier) is harmless.
+/// The log filter when `IO360_LOG` is unset: `info`, except the storage engine's routine work
+/// (a database created, a memtable flushed), which is not news to whoever reads a tier's log;
+/// its warnings and errors are.
+pub const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// Starts JSON-line logging to stdout, filtered by `IO360_LOG` (default [`DEFAULT_LOG`]).
+/// Calling it twice (as `io360 up` does for every tier) is harmless.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IO360_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

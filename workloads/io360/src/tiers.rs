@@ -89,6 +89,7 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
             io360_logic::serve(config, l, shutdown).await?;
         }
         Tier::Logger { listen, config } => {
+            no_huge_pages();
             let l = bind("logger", listen.addr.as_deref().unwrap_or("127.0.0.1:8087")).await?;
             io360_logger::serve(config, l, shutdown).await?;
         }
@@ -106,4 +107,21 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Turns transparent huge pages off for this process (the logger on its own). The logger
+/// takes events in bursts of batches, and the allocator kept faulting in fresh huge pages for
+/// them, each zeroed by the kernel: with them off, the logger used about a tenth less CPU per
+/// event and half the memory (3.9 against 4.4 µs, 45 against 80 MiB, shipping 15,000
+/// comment POSTs a second). The request-serving tiers are faster with huge pages, so this is
+/// not done in `io360 up`, where every tier shares the process.
+fn no_huge_pages() {
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not turn transparent huge pages off for the logger; it runs with them"
+        );
+    }
 }
