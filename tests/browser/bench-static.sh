@@ -168,6 +168,32 @@ for gz in 0 1; do
     "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
 done
 
+# One event loop each: nginx with one worker, io360 with one serving thread. With their
+# defaults (a worker or a thread per core) the two spread connections differently: io360
+# evenly over its threads, nginx unevenly (about 53 and 11 of 64 here, as its workers race
+# to accept). With one loop each the spread is the same, and what differs is the servers.
+nginx1_port="$(free_port)"
+sed -e 's/^worker_processes auto;/worker_processes 1;/' -e "s/127.0.0.1:$nginx_port/127.0.0.1:$nginx1_port/" \
+  -e "s|pid $work/nginx.pid|pid $work/nginx1.pid|" "$work/nginx.conf" >"$work/nginx1.conf"
+nginx -c "$work/nginx1.conf" -p "$work"
+wait_up "http://127.0.0.1:$nginx1_port/article.html"
+pids+=("$(cat "$work/nginx1.pid")")
+fe1_port="$(free_port)"
+IO360_FRONTEND_THREADS=1 IO360_LOG=warn setsid "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe1_port" \
+  --site-dir "$site" >"$work/frontend1.log" 2>&1 </dev/null &
+pids+=($!)
+wait_up "http://127.0.0.1:$fe1_port/article.html"
+printf '\nThe same page with one event loop each (nginx worker_processes 1, io360 IO360_FRONTEND_THREADS=1)\n'
+printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
+for conns in 64 256; do
+  for gz in 0 1; do
+    read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$nginx1_port/article.html" \
+      "http://127.0.0.1:$fe1_port/article.html" "$conns" "$gz")
+    printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
+      "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
+  done
+done
+
 # The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
 up_port="$(free_port)"
 IO360_LOG=warn setsid "$IO360_BIN" up --addr "127.0.0.1:$up_port" --data-dir "$work/data" --site "$site" --no-rate-limits >"$work/up.log" 2>&1 </dev/null &
