@@ -21,6 +21,21 @@ use serde_json::json;
 /// How long an event stays open for repeats to be counted on it.
 pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 
+/// The longest note the API server takes, in bytes.
+const NOTE_LIMIT: usize = 1024;
+
+/// `text` cut at a character boundary to at most `limit` bytes.
+fn clip(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Normal or Warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
@@ -82,6 +97,7 @@ impl Recorder {
         action: &str,
         note: &str,
     ) -> Result<(), kube::Error> {
+        let note = clip(note, NOTE_LIMIT);
         let namespace = regarding.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let now = Timestamp::now();
@@ -160,5 +176,18 @@ impl Recorder {
             return Err(e);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_keeps_short_notes_and_cuts_long_ones_between_characters() {
+        assert_eq!(clip("short", 1024), "short");
+        assert_eq!(clip("abcdef", 4), "abcd");
+        // "é" is two bytes: a cut inside it moves back before it.
+        assert_eq!(clip("abé", 3), "ab");
     }
 }

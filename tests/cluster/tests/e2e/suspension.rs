@@ -182,6 +182,25 @@ pub fn manual_suspension_round_trip(s: &Suite) -> BoxFuture<'_, Result<()>> {
             },
         )
         .await?;
+
+        // The same suspension again: the same Event, counted twice, not a second one.
+        s.set_suspended(&ns, name, true).await?;
+        s.wait("the CommentsSuspended Event counted twice", 30, || async {
+            let events = s
+                .events(&ns, name, "CommentsSuspended")
+                .await
+                .map_err(|e| e.to_string())?;
+            let counts: Vec<_> = events
+                .iter()
+                .map(|e| e.series.as_ref().and_then(|s| s.count).unwrap_or(1))
+                .collect();
+            if counts == [2] {
+                Ok(())
+            } else {
+                Err(format!("CommentsSuspended events with counts {counts:?}"))
+            }
+        })
+        .await?;
         Ok(())
     })
 }
