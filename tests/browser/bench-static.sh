@@ -147,17 +147,23 @@ p99_x = statistics.median(r[3] / r[1] for r in rows)
 print(f"{med[0]:.0f} {med[1]:.2f} {med[2]:.0f} {med[3]:.2f} {rps_x:.2f} {p99_x:.2f}")' <<<"$runs"
 }
 
+# The saturated table: 64 and 256 connections, plain and gzip, nginx on port $1, io360 on $2.
+saturated_table() {
+  local conns gz n_rps n_p99 f_rps f_p99 rps_x p99_x
+  printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
+  for conns in 64 256; do
+    for gz in 0 1; do
+      read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$1/article.html" \
+        "http://127.0.0.1:$2/article.html" "$conns" "$gz")
+      printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
+        "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
+    done
+  done
+}
+
 printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair), wrk -t%s, same 2 cores\n' \
   /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION" "$THREADS"
-printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
-for conns in 64 256; do
-  for gz in 0 1; do
-    read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$nginx_port/article.html" \
-      "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz")
-    printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
-      "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
-  done
-done
+saturated_table "$nginx_port" "$fe_port"
 
 printf '\nThe same page at an equal offered load (each connection pauses %s ms between requests), 256 conns\n' "$PACE_MS"
 printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
@@ -184,15 +190,7 @@ IO360_FRONTEND_THREADS=1 IO360_LOG=warn setsid "$IO360_BIN" serve frontend --add
 pids+=($!)
 wait_up "http://127.0.0.1:$fe1_port/article.html"
 printf '\nThe same page with one event loop each (nginx worker_processes 1, io360 IO360_FRONTEND_THREADS=1)\n'
-printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
-for conns in 64 256; do
-  for gz in 0 1; do
-    read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$nginx1_port/article.html" \
-      "http://127.0.0.1:$fe1_port/article.html" "$conns" "$gz")
-    printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
-      "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
-  done
-done
+saturated_table "$nginx1_port" "$fe1_port"
 
 # The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
 up_port="$(free_port)"
