@@ -8,9 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -19,7 +18,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 /// How long an event stays open for repeats to be counted on it.
-pub const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
+pub const SERIES_WINDOW: SignedDuration = SignedDuration::from_secs(6 * 60);
 
 /// The longest note the API server takes, in bytes.
 const NOTE_LIMIT: usize = 1024;
@@ -107,12 +106,11 @@ impl Recorder {
             reason: reason.to_string(),
             note: note.to_string(),
         };
-        let window = jiff::SignedDuration::try_from(SERIES_WINDOW).expect("a short window");
         // Decided under the lock, written after it: concurrent reconciles never wait on each
         // other's API calls.
         let (name, count) = {
             let mut written = self.written.lock().expect("event memory lock poisoned");
-            written.retain(|_, w| w.last + window > now);
+            written.retain(|_, w| w.last + SERIES_WINDOW > now);
             match written.get_mut(&key) {
                 Some(w) => {
                     w.count += 1;
