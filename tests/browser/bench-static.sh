@@ -4,7 +4,7 @@
 # without one. A benchmark, not a test: it prints figures and ratios.
 #
 #   bash tests/browser/bench-static.sh            # 5 s per measurement, 4 pairs of each
-#   DURATION=10 REPEAT=6 PACE_MS=3 bash tests/browser/bench-static.sh
+#   DURATION=10 REPEAT=6 bash tests/browser/bench-static.sh
 #
 # Each comparison runs REPEAT pairs, nginx and io360 back to back, the order flipping from one
 # pair to the next; it reports medians, and as the ratio the median of the pairs' ratios:
@@ -16,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION="${DURATION:-5}"
+[ "$DURATION" -ge 3 ] || { echo "DURATION must be at least 3 (seconds)" >&2; exit 1; }
 REPEAT="${REPEAT:-4}"
 THREADS="${THREADS:-2}"
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx-light" >&2; exit 1; }
@@ -104,29 +105,54 @@ IO360_LOG=warn setsid "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe_port" --
 pids+=($!)
 wait_up "http://127.0.0.1:$fe_port/article.html"
 
-# Paced runs: every connection waits PACE_MS after each answer before its next request, so
-# both servers get the same offered load, well below what either can serve. A saturated run
-# measures throughput, but its p99 is mostly the scheduler's: wrk shares the two cores, and a
-# server that answers faster keeps wrk busier. At an equal load the p99 is the server's.
-PACE_MS="${PACE_MS:-3}"
-printf 'function delay() return %s end\n' "$PACE_MS" >"$work/paced.lua"
+# A saturated run (wrk sending each next request the moment an answer arrives) measures
+# throughput, and on this 2-core machine its p99 is partly wrk's own: wrk shares the cores
+# with the server, and a server thread that keeps a core for whole scheduler slices makes
+# wrk's threads wait that long for a turn while answers sit unread. (Measured with schedstat
+# before io360's serving threads gave way every 200 µs: wrk waited about 3 ms before each
+# turn with io360 and its p99 was about 8 ms; against nginx, whose workers sleep often, some
+# 20-50 µs.) The "wrk wait" column is that wait before a turn, in ms.
+#
+# Paced runs trace the load curve below saturation and past it, with wrk sleeping between
+# requests as real clients do: after every k-th answer a connection pauses 1 ms before its
+# next request (wrk's delay hook). With a pause after every answer the offered load is well
+# below what either server can serve; with one after every 8th it is past nginx's saturation.
+for every in 1 8; do
+  printf 'local n = 0\nfunction delay()\n  n = n + 1\n  if n %% %s == 0 then return 1 end\n  return 0\nend\n' \
+    "$every" >"$work/pause-$every.lua"
+done
 
-# One wrk run: prints "rps p99_ms".
-measure() { # url conns gzip(0/1) [paced]
-  local hdr=()
+# How long wrk's threads have waited for a core so far (ns) and how many turns on one they
+# have had (from schedstat).
+wrk_sched() { # pid
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ wait += $2; turns += $3 } END { printf "%.0f %.0f\n", wait, turns }'
+}
+
+# One wrk run: prints "rps p99_ms wait_ms", where wait_ms is how long a wrk thread waited for a
+# core, on average, before each of its turns on one, over the middle of the run. Answers that
+# arrive meanwhile sit unread, and that wait is in wrk's p99.
+measure() { # url conns gzip(0/1) [wrk script]
+  local hdr=() out="$work/wrk.out" pid w1 t1 w2 t2
   [ "$3" = 1 ] && hdr=(-H "Accept-Encoding: gzip")
-  [ "${4:-}" = paced ] && hdr+=(-s "$work/paced.lua")
-  wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" | awk '
+  [ -n "${4:-}" ] && hdr+=(-s "$4")
+  wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
+  pid=$!
+  sleep 1
+  read -r w1 t1 < <(wrk_sched "$pid")
+  sleep $((DURATION - 2))
+  read -r w2 t2 < <(wrk_sched "$pid")
+  wait "$pid"
+  awk -v waited=$((w2 - w1)) -v turns=$((t2 - t1)) '
     /Requests\/sec:/ { rps = $2 }
     /^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } p99 = v }
-    END { printf "%.0f %.2f\n", rps, p99 }'
+    END { per = (turns > 0) ? waited / turns / 1e6 : 0; printf "%.0f %.2f %.3f\n", rps, p99, per }' "$out"
 }
 
 # REPEAT pairs of runs of two URLs, the order flipping from one pair to the next (AB, BA, ...)
 # so that a drift of the machine or a first-run effect hits both alike. Prints the medians
-# "a_rps a_p99 b_rps b_p99" and the median of the pairs' own ratios "rps_x p99_x" (b / a),
-# which cancel the drift between pairs.
-compare() { # url_a url_b conns gzip [paced]
+# "a_rps a_p99 b_rps b_p99", the median of the pairs' own ratios "rps_x p99_x" (b / a), which
+# cancel the drift between pairs, and the median wrk wait per turn (ms) "a_wait b_wait".
+compare() { # url_a url_b conns gzip [wrk script]
   local runs="" a b i
   for i in $(seq 1 "$REPEAT"); do
     if [ $((i % 2)) = 1 ]; then
@@ -141,22 +167,23 @@ compare() { # url_a url_b conns gzip [paced]
   python3 -c '
 import statistics, sys
 rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-med = [statistics.median(r[i] for r in rows) for i in range(4)]
-rps_x = statistics.median(r[2] / r[0] for r in rows)
-p99_x = statistics.median(r[3] / r[1] for r in rows)
-print(f"{med[0]:.0f} {med[1]:.2f} {med[2]:.0f} {med[3]:.2f} {rps_x:.2f} {p99_x:.2f}")' <<<"$runs"
+med = [statistics.median(r[i] for r in rows) for i in range(6)]
+rps_x = statistics.median(r[3] / r[0] for r in rows)
+p99_x = statistics.median(r[4] / r[1] for r in rows)
+print(f"{med[0]:.0f} {med[1]:.2f} {med[3]:.0f} {med[4]:.2f} {rps_x:.2f} {p99_x:.2f} {med[2]:.3f} {med[5]:.3f}")' <<<"$runs"
 }
 
 # The saturated table: 64 and 256 connections, plain and gzip, nginx on port $1, io360 on $2.
 saturated_table() {
-  local conns gz n_rps n_p99 f_rps f_p99 rps_x p99_x
-  printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
+  local conns gz n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait
+  printf '%-6s %-5s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "wrk wait" \
+    "io360 rps" "p99 ms" "wrk wait" "rps x" "p99 x"
   for conns in 64 256; do
     for gz in 0 1; do
-      read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$1/article.html" \
+      read -r n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait < <(compare "http://127.0.0.1:$1/article.html" \
         "http://127.0.0.1:$2/article.html" "$conns" "$gz")
-      printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
-        "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
+      printf '%-6s %-5s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
+        "$n_rps" "$n_p99" "$n_wait" "$f_rps" "$f_p99" "$f_wait" "$rps_x" "$p99_x"
     done
   done
 }
@@ -165,13 +192,18 @@ printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medi
   /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION" "$THREADS"
 saturated_table "$nginx_port" "$fe_port"
 
-printf '\nThe same page at an equal offered load (each connection pauses %s ms between requests), 256 conns\n' "$PACE_MS"
-printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "io360 rps" "p99 ms" "rps x" "p99 x"
-for gz in 0 1; do
-  read -r n_rps n_p99 f_rps f_p99 rps_x p99_x < <(compare "http://127.0.0.1:$nginx_port/article.html" \
-    "http://127.0.0.1:$fe_port/article.html" 256 "$gz" paced)
-  printf '%-6s %-5s | %12s %9s | %12s %9s | %7s %7s\n' 256 "$([ $gz = 1 ] && echo yes || echo no)" \
-    "$n_rps" "$n_p99" "$f_rps" "$f_p99" "$rps_x" "$p99_x"
+printf '\nThe same page along the load curve: a 1 ms pause after every k-th answer\n'
+printf '%-6s %-5s %-3s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' conns gzip k "nginx rps" "p99 ms" "wrk wait" \
+  "io360 rps" "p99 ms" "wrk wait" "rps x" "p99 x"
+for conns in 64 256; do
+  for gz in 0 1; do
+    for every in 1 8; do
+      read -r n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait < <(compare "http://127.0.0.1:$nginx_port/article.html" \
+        "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz" "$work/pause-$every.lua")
+      printf '%-6s %-5s %-3s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
+        "$every" "$n_rps" "$n_p99" "$n_wait" "$f_rps" "$f_p99" "$f_wait" "$rps_x" "$p99_x"
+    done
+  done
 done
 
 # One event loop each: nginx with one worker, io360 with one serving thread. With their
