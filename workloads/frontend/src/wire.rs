@@ -63,7 +63,8 @@ thread_local! {
 
 /// Gives the core away (`sched_yield`) if this thread has not done so for a [`TURN`], so
 /// threads waiting for the core get it now instead of when the scheduler's slice
-/// (milliseconds) runs out. Called after an answer is written, so no answer waits for it.
+/// (milliseconds) runs out. Called after an answer is written, so that answer is on its way
+/// first.
 fn give_way() {
     if GAVE_WAY.get().is_none_or(|at| at.elapsed() >= TURN) {
         std::thread::yield_now();
