@@ -52,7 +52,7 @@ const IDLE: Duration = Duration::from_secs(75);
 
 /// How long a serving thread keeps its core while answering before it lets others run.
 /// Measured with wrk sharing the two cores at 64 connections: 200 µs cut the p99 from about
-/// 8 ms to about 1 ms (0.7-4 ms in 9 runs of 10; one run of 10 had 20-45 ms, not yet
+/// 8 ms to about 1 ms (0.7-4.2 ms in 14 runs of 16; the other two had 20 and 45 ms, not yet
 /// explained) at 1% of the throughput; 100 µs cost 5%; at 500 µs the p99 was back at 4 ms.
 const TURN: Duration = Duration::from_micros(200);
 
