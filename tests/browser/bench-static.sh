@@ -106,12 +106,12 @@ pids+=($!)
 wait_up "http://127.0.0.1:$fe_port/article.html"
 
 # A saturated run (wrk sending each next request the moment an answer arrives) measures
-# throughput, and on this 2-core machine its p99 is partly wrk's own: wrk shares the cores
-# with the server, and a server thread that keeps a core for whole scheduler slices makes
-# wrk's threads wait that long for a turn while answers sit unread. (Measured with schedstat
-# before io360's serving threads gave way every 200 µs: wrk waited about 3 ms before each
-# turn with io360 and its p99 was about 8 ms; against nginx, whose workers sleep often, some
-# 20-50 µs.) The "wrk wait" column is that wait before a turn, in ms.
+# throughput, and on this 2-core machine its p99 is largely wrk's own: wrk shares the cores
+# with the server, and a server thread that always has work keeps its core for whole
+# scheduler slices, so wrk's threads wait that long for a turn while answers sit unread.
+# (Measured with schedstat: against io360 wrk waited about 3 ms before each turn, and its
+# p99 was about 8 ms; against nginx, whose workers sleep often, some 20-50 µs.) The "wrk
+# wait" column is that wait before a turn, in ms.
 #
 # Paced runs trace the load curve below saturation and past it, with wrk sleeping between
 # requests as real clients do: after every k-th answer a connection pauses 1 ms before its

@@ -12,14 +12,7 @@
 //! already read, to hyper and the router for the rest of its life, so the answers there are
 //! exactly the router's. On a small page most of a request's cost was the general machinery,
 //! not the page.
-//!
-//! A serving thread that always has work would otherwise keep its core for whole scheduler
-//! slices (milliseconds), and every other thread on that core, a client's, another tier's or
-//! another pod's, would wait that long for a turn. So while it answers, a thread gives the
-//! core away every [`TURN`] ([`give_way`]); with nothing else waiting to run, that costs a
-//! system call every 200 µs and nothing more.
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -27,7 +20,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -49,28 +42,6 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// How long a kept-alive connection may sit between two requests (nginx: 65 s).
 const IDLE: Duration = Duration::from_secs(75);
-
-/// How long a serving thread keeps its core while answering before it lets others run.
-/// Measured with wrk sharing the two cores at 64 connections: 200 µs cut the p99 from about
-/// 8 ms to about 1 ms (0.7-4.2 ms in 14 runs of 16; the other two had 20 and 45 ms, not yet
-/// explained) at 1% of the throughput; 100 µs cost 5%; at 500 µs the p99 was back at 4 ms.
-const TURN: Duration = Duration::from_micros(200);
-
-thread_local! {
-    /// When this serving thread last gave way.
-    static GAVE_WAY: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// Gives the core away (`sched_yield`) if this thread has not done so for a [`TURN`], so
-/// threads waiting for the core get it now instead of when the scheduler's slice
-/// (milliseconds) runs out. Called after an answer is written, so that answer is on its way
-/// first.
-fn give_way() {
-    if GAVE_WAY.get().is_none_or(|at| at.elapsed() >= TURN) {
-        std::thread::yield_now();
-        GAVE_WAY.set(Some(Instant::now()));
-    }
-}
 
 /// Serves `service` on `listener` with `threads` threads until `shutdown`, then lets every
 /// connection finish what it is answering. Returns when every thread has stopped.
@@ -279,7 +250,6 @@ async fn connection(
         };
         match step {
             Step::Answered { consumed, close } => {
-                give_way();
                 buf.advance(consumed);
                 if close || shutdown.is_triggered() {
                     let _ = stream.shutdown().await;
