@@ -135,45 +135,45 @@ impl Recorder {
                 }
             }
         };
-        if count > 1 {
+        let sent = if count > 1 {
             let series = EventSeries {
                 count,
                 last_observed_time: MicroTime(now),
             };
-            return api
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "series": series })),
-                )
-                .await
-                .map(drop);
-        }
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: Some(namespace),
-                ..ObjectMeta::default()
-            },
-            event_time: Some(MicroTime(now)),
-            type_: Some(type_.as_str().to_string()),
-            reason: Some(reason.to_string()),
-            action: Some(action.to_string()),
-            note: Some(note.to_string()),
-            regarding: Some(regarding.clone()),
-            reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Event::default()
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "series": series })),
+            )
+            .await
+            .map(drop)
+        } else {
+            let event = Event {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(namespace),
+                    ..ObjectMeta::default()
+                },
+                event_time: Some(MicroTime(now)),
+                type_: Some(type_.as_str().to_string()),
+                reason: Some(reason.to_string()),
+                action: Some(action.to_string()),
+                note: Some(note.to_string()),
+                regarding: Some(regarding.clone()),
+                reporting_controller: Some(self.controller.clone()),
+                reporting_instance: Some(self.instance.clone()),
+                ..Event::default()
+            };
+            api.create(&PostParams::default(), &event).await.map(drop)
         };
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            // Not written: the next occurrence starts a new event.
+        if sent.is_err() {
+            // Not written (or the event is gone): the next occurrence starts a new event.
             self.written
                 .lock()
                 .expect("event memory lock poisoned")
                 .remove(&key);
-            return Err(e);
         }
-        Ok(())
+        sent
     }
 }
 
