@@ -234,12 +234,13 @@ impl EventLog {
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let events = db.keyspace("events", options).map_err(fj)?;
         let authors = db.keyspace("authors", options).map_err(fj)?;
-        // The size comes from one pass over the log at start.
-        let (mut count, mut bytes) = (0u64, 0u64);
+        // The size and the newest key come from one pass over the log at start.
+        let (mut count, mut bytes, mut newest) = (0u64, 0u64, [0u8; 16]);
         for kv in events.iter() {
             let (k, v) = kv.into_inner().map_err(fj)?;
             count += 1;
             bytes += (k.len() + v.len()) as u64;
+            newest.copy_from_slice(&k);
         }
         let tables = Arc::new(Tables {
             db,
@@ -261,6 +262,7 @@ impl EventLog {
             t: tables.clone(),
             count,
             bytes,
+            newest,
             retention,
             tail: tail.clone(),
             metrics: metrics.clone(),
@@ -447,6 +449,9 @@ struct Writer {
     t: Arc<Tables>,
     count: u64,
     bytes: u64,
+    /// No stored key is greater than this one, so an event with a greater key needs no lookup
+    /// to know it is new (most are: events arrive roughly in time order).
+    newest: [u8; 16],
     retention: Retention,
     tail: broadcast::Sender<Arc<Event>>,
     metrics: Metrics,
@@ -525,15 +530,19 @@ impl Writer {
         let mut out = Vec::with_capacity(if tailed { events.len() } else { 0 });
         let (mut stored, mut added) = (0usize, 0u64);
         let mut in_batch = std::collections::HashSet::with_capacity(events.len());
+        let mut newest = self.newest;
         for (nanos, mut e) in events {
             e.id = None;
             let mut value = Vec::with_capacity(256);
             serde_json::to_writer(&mut value, &e)
                 .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
             let key = event_key(nanos, xxhash_rust::xxh3::xxh3_64(&value));
-            if !in_batch.insert(key) || self.t.events.contains_key(key).map_err(fjall_err)? {
+            if !in_batch.insert(key)
+                || (key <= self.newest && self.t.events.contains_key(key).map_err(fjall_err)?)
+            {
                 continue;
             }
+            newest = newest.max(key);
             stored += 1;
             added += (key.len() + value.len()) as u64;
             batch.insert(&self.t.events, key, value);
@@ -546,6 +555,7 @@ impl Writer {
             }
         }
         batch.durability(None).commit().map_err(fjall_err)?;
+        self.newest = newest;
         self.count += stored as u64;
         self.bytes += added;
         Ok((stored, out))

@@ -240,8 +240,8 @@ impl Event {
         if nanos < 0 || nanos > u64::MAX as i128 {
             return Err(Problem::invalid(&field("time"), "must be after 1970"));
         }
-        short(&field("tier"), &self.tier, 1, 32)?;
-        short(&field("actor"), &self.actor, 1, 200)?;
+        short(|| field("tier"), &self.tier, 1, 32)?;
+        short(|| field("actor"), &self.actor, 1, 200)?;
         if let Some(t) = &self.thread {
             io360_common::model::validate_thread(t)
                 .map_err(|rule| Problem::invalid(&field("thread"), rule))?;
@@ -250,37 +250,40 @@ impl Event {
             let ip: IpAddr = a.parse().map_err(|_| {
                 Problem::invalid(&field("address"), "must be an IPv4 or IPv6 address")
             })?;
-            if !keep_addresses {
-                self.address = Some(truncate(ip));
+            // Tiers send addresses truncated already; only one that is not is written anew.
+            let cut = truncated(ip);
+            if !keep_addresses && cut != ip {
+                self.address = Some(cut.to_string());
             }
         }
         if let Some(k) = &self.author_key {
-            short(&field("authorKey"), k, 1, 200)?;
+            short(|| field("authorKey"), k, 1, 200)?;
         }
         if let Some(r) = &self.reason {
-            short(&field("reason"), r, 0, 200)?;
+            short(|| field("reason"), r, 0, 200)?;
         }
         if let Some(d) = &self.detail {
-            short(&field("detail"), d, 0, MAX_TEXT)?;
+            short(|| field("detail"), d, 0, MAX_TEXT)?;
         }
         self.id = None;
         Ok(nanos as u64)
     }
 }
 
-fn short(field: &str, v: &str, min: usize, max: usize) -> Result<(), Problem> {
+/// Checks a string field's length and characters; `field` names it, for an error only.
+fn short(field: impl Fn() -> String, v: &str, min: usize, max: usize) -> Result<(), Problem> {
     if v.len() < min {
-        return Err(Problem::invalid(field, "must not be empty"));
+        return Err(Problem::invalid(&field(), "must not be empty"));
     }
     if v.len() > max {
         return Err(Problem::invalid(
-            field,
+            &field(),
             format!("must be at most {max} bytes"),
         ));
     }
     if v.chars().any(char::is_control) {
         return Err(Problem::invalid(
-            field,
+            &field(),
             "must not contain control characters",
         ));
     }
@@ -296,17 +299,22 @@ pub fn now_rfc3339() -> String {
 
 /// The address with its host part zeroed (`/24` for IPv4, `/48` for IPv6), as Isso does.
 pub fn truncate(ip: IpAddr) -> String {
+    truncated(ip).to_string()
+}
+
+/// [`truncate`] before it is written out; an IPv4-mapped IPv6 address comes back as IPv4.
+fn truncated(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            Ipv4Addr::new(o[0], o[1], o[2], 0).to_string()
+            Ipv4Addr::new(o[0], o[1], o[2], 0).into()
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return truncate(IpAddr::V4(v4));
+                return truncated(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0).to_string()
+            Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0).into()
         }
     }
 }
@@ -337,6 +345,10 @@ mod tests {
         kept.address = Some("203.0.113.77".into());
         kept.validate("events[0]", true).unwrap();
         assert_eq!(kept.address.as_deref(), Some("203.0.113.77"));
+        let mut mapped = e.clone();
+        mapped.address = Some("::ffff:203.0.113.0".into());
+        mapped.validate("events[0]", false).unwrap();
+        assert_eq!(mapped.address.as_deref(), Some("203.0.113.0"));
         e.time = "yesterday".into();
         let p = e.validate("events[2]", false).unwrap_err();
         assert_eq!(p.field.as_deref(), Some("events[2].time"));

@@ -505,7 +505,7 @@ async fn an_identical_event_is_stored_once_so_retries_and_replicas_do_not_double
     let (status, body) = post(&logger.url, batch.clone()).await;
     assert_eq!((status, &body["stored"]), (202, &json!(2)), "{body}");
     // The same batch again (a retry whose first answer was lost): nothing new.
-    let (status, body) = post(&logger.url, batch).await;
+    let (status, body) = post(&logger.url, batch.clone()).await;
     assert_eq!((status, &body["stored"]), (202, &json!(0)), "{body}");
     // Two replicas report the same suspension in one batch; a different event at the same
     // instant is still its own event.
@@ -519,5 +519,17 @@ async fn an_identical_event_is_stored_once_so_retries_and_replicas_do_not_double
         stored,
         ["comment.posted", "comment.posted", "comments.suspended"]
     );
+    // A retry that comes after a restart is still nothing new. Its event is dated a minute
+    // ahead, after the logger's own start event, so it is the newest the log holds.
+    let ahead = (time::OffsetDateTime::now_utc() + Duration::from_secs(60))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let batch = json!({"events": [ev("comment.posted", "Cy", "/a", &ahead)]});
+    let (status, body) = post(&logger.url, batch.clone()).await;
+    assert_eq!((status, &body["stored"]), (202, &json!(1)), "{body}");
+    logger.stop().await;
+    let logger = Logger::start(config(dir.path()), None).await;
+    let (status, body) = post(&logger.url, batch).await;
+    assert_eq!((status, &body["stored"]), (202, &json!(0)), "{body}");
     logger.stop().await;
 }
