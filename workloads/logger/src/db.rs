@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fjall::config::{FilterPolicy, FilterPolicyEntry};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use io360_common::Problem;
 use io360_common::telemetry::Telemetry;
@@ -233,7 +234,13 @@ impl EventLog {
         // touch at every write).
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let events = db.keyspace("events", options).map_err(fj)?;
-        let authors = db.keyspace("authors", options).map_err(fj)?;
+        // The author index is only ever read by prefix, so Bloom filters (built for every key
+        // of every table written) would never be consulted.
+        let authors = db
+            .keyspace("authors", || {
+                options().filter_policy(FilterPolicy::all(FilterPolicyEntry::None))
+            })
+            .map_err(fj)?;
         // The size and the newest key come from one pass over the log at start.
         let (mut count, mut bytes, mut newest) = (0u64, 0u64, [0u8; 16]);
         for kv in events.iter() {
