@@ -3,6 +3,10 @@
 # run, on this machine. Also: a page carrying a 200-comment snapshot against the same page
 # without one. A benchmark, not a test: it prints figures and ratios.
 #
+# The first table gives wrk and the server a core each, so both figures are the server's
+# own. The tables after it run the servers with their defaults on the cores wrk shares,
+# saturated and along the load curve.
+#
 #   bash tests/browser/bench-static.sh            # 5 s per measurement, 4 pairs of each
 #   DURATION=10 REPEAT=6 bash tests/browser/bench-static.sh
 #
@@ -11,7 +15,8 @@
 # on a shared 2-core machine one run against the next drifts by 20% or more.
 #
 # Needs: nginx (apt-get install nginx-light), wrk (apt-get install wrk), gzip, a release
-# build of io360 (built here with cargo unless IO360_BIN is set). Only 127.0.0.1 is dialled.
+# build of io360 (built here with cargo unless IO360_BIN is set), taskset (util-linux). Only
+# 127.0.0.1 is dialled.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,6 +26,7 @@ REPEAT="${REPEAT:-4}"
 THREADS="${THREADS:-2}"
 command -v nginx >/dev/null || { echo "nginx missing: apt-get install nginx-light" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 1; }
+command -v taskset >/dev/null || { echo "taskset missing: apt-get install util-linux" >&2; exit 1; }
 if [ -z "${IO360_BIN:-}" ]; then
   cargo build -q --release -p io360
   IO360_BIN="${CARGO_TARGET_DIR:-target}/release/io360"
@@ -135,7 +141,12 @@ measure() { # url conns gzip(0/1) [wrk script]
   local hdr=() out="$work/wrk.out" pid w1 t1 w2 t2
   [ "$3" = 1 ] && hdr=(-H "Accept-Encoding: gzip")
   [ -n "${4:-}" ] && hdr+=(-s "$4")
-  wrk -t"$THREADS" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
+  # WRK_CPU (a core list for taskset) and WRK_THREADS, when set, pin wrk and size it.
+  if [ -n "${WRK_CPU:-}" ]; then
+    taskset -c "$WRK_CPU" wrk -t"${WRK_THREADS:-$THREADS}" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
+  else
+    wrk -t"${WRK_THREADS:-$THREADS}" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
+  fi
   pid=$!
   sleep 1
   read -r w1 t1 < <(wrk_sched "$pid")
@@ -188,8 +199,28 @@ saturated_table() {
   done
 }
 
-printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair), wrk -t%s, same 2 cores\n' \
-  /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION" "$THREADS"
+# Separate cores: wrk on core 0, and each server, with one event loop, alone on core 1. Nothing
+# is shared but the machine, so throughput and p99 are the servers' own, not wrk's wait for a
+# core it shares with the server (see the "wrk wait" column of the tables after this one).
+if [ "$(nproc)" -ge 2 ]; then
+  pinned_nginx="$(free_port)"
+  sed -e 's/^worker_processes auto;/worker_processes 1;/' -e "s/127.0.0.1:$nginx_port/127.0.0.1:$pinned_nginx/" \
+    -e "s|pid $work/nginx.pid|pid $work/nginx-pinned.pid|" "$work/nginx.conf" >"$work/nginx-pinned.conf"
+  taskset -c 1 nginx -c "$work/nginx-pinned.conf" -p "$work"
+  wait_up "http://127.0.0.1:$pinned_nginx/article.html"
+  pinned_fe="$(free_port)"
+  IO360_FRONTEND_THREADS=1 IO360_LOG=warn taskset -c 1 setsid "$IO360_BIN" serve frontend \
+    --addr "127.0.0.1:$pinned_fe" --site-dir "$site" >"$work/frontend-pinned.log" 2>&1 </dev/null &
+  pids+=($!)
+  wait_up "http://127.0.0.1:$pinned_fe/article.html"
+  printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair)\n' \
+    /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION"
+  printf 'Separate cores: wrk -t1 on core 0; nginx (worker_processes 1) and io360 (IO360_FRONTEND_THREADS=1) alone on core 1\n'
+  WRK_CPU=0 WRK_THREADS=1 saturated_table "$pinned_nginx" "$pinned_fe"
+  kill "$(cat "$work/nginx-pinned.pid")" "${pids[-1]}" 2>/dev/null || true
+fi
+
+printf '\nShared cores: the servers with their defaults (a worker or thread per core) and wrk -t%s, all on the same 2 cores\n' "$THREADS"
 saturated_table "$nginx_port" "$fe_port"
 
 printf '\nThe same page along the load curve: a 1 ms pause after every k-th answer\n'
