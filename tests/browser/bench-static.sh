@@ -3,9 +3,8 @@
 # run, on this machine. Also: a page carrying a 200-comment snapshot against the same page
 # without one. A benchmark, not a test: it prints figures and ratios.
 #
-# The first table gives wrk and the server a core each, so both figures are the server's
-# own. The tables after it run the servers with their defaults on the cores wrk shares,
-# saturated and along the load curve.
+# The first table gives wrk and the server a core each; the next runs the servers with their
+# defaults on the cores wrk shares. Both run saturated and along the load curve.
 #
 #   bash tests/browser/bench-static.sh            # 5 s per measurement, 4 pairs of each
 #   DURATION=10 REPEAT=6 bash tests/browser/bench-static.sh
@@ -112,33 +111,42 @@ pids+=($!)
 wait_up "http://127.0.0.1:$fe_port/article.html"
 
 # A saturated run (wrk sending each next request the moment an answer arrives) measures
-# throughput, and on this 2-core machine its p99 is largely wrk's own: wrk shares the cores
-# with the server, and a server thread that always has work keeps its core for whole
-# scheduler slices, so wrk's threads wait that long for a turn while answers sit unread.
-# (Measured with schedstat: against io360 wrk waited about 3 ms before each turn, and its
-# p99 was about 8 ms; against nginx, whose workers sleep often, some 20-50 µs.) The "wrk
-# wait" column is that wait before a turn, in ms.
+# throughput, but its p99 is partly wrk's own whenever wrk, not the server, is what limits the
+# rate:
+#  - On cores of its own: against nginx, wrk ran 85% of the time and nginx 100%. Against
+#    io360, which answers faster, wrk ran 99%, so answers queued in wrk. The "busy" column is
+#    that share.
+#  - On shared cores it is worse. Against nginx, wrk keeps running out of answers and sleeps.
+#    Each answer nginx writes then wakes wrk, and the woken wrk takes the core at once
+#    (measured: 7,000-9,800 times a second). Against io360, answers are always waiting, so wrk
+#    never sleeps and gets a core only when a scheduler slice ends, while answers sit unread.
+#    The "wrk wait" column is wrk's wait before each turn on a core, in ms: about 0.05 against
+#    nginx, 0.4-0.5 against io360.
 #
 # Paced runs trace the load curve below saturation and past it, with wrk sleeping between
 # requests as real clients do: after every k-th answer a connection pauses 1 ms before its
 # next request (wrk's delay hook). With a pause after every answer the offered load is well
 # below what either server can serve; with one after every 8th it is past nginx's saturation.
+# There wrk is not the bottleneck, and the p99 is the server's.
 for every in 1 8; do
   printf 'local n = 0\nfunction delay()\n  n = n + 1\n  if n %% %s == 0 then return 1 end\n  return 0\nend\n' \
     "$every" >"$work/pause-$every.lua"
 done
 
-# How long wrk's threads have waited for a core so far (ns) and how many turns on one they
-# have had (from schedstat).
+# How long wrk's threads have waited for a core so far (ns), how many turns on one they have
+# had, and how long they have run (ns), from schedstat; then the clock (ns).
 wrk_sched() { # pid
-  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ wait += $2; turns += $3 } END { printf "%.0f %.0f\n", wait, turns }'
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null |
+    awk -v now="$(date +%s%N)" '{ run += $1; wait += $2; turns += $3 } END { printf "%.0f %.0f %.0f %s\n", wait, turns, run, now }'
 }
 
-# One wrk run: prints "rps p99_ms wait_ms", where wait_ms is how long a wrk thread waited for a
-# core, on average, before each of its turns on one, over the middle of the run. Answers that
-# arrive meanwhile sit unread, and that wait is in wrk's p99.
+# One wrk run: prints "rps p99_ms wait_ms busy", over the middle of the run:
+#  - wait_ms: how long a wrk thread waited for a core, on average, before each of its turns on
+#    one. Answers that arrive meanwhile sit unread, and that wait is in wrk's p99.
+#  - busy: the share of the time a wrk thread was running (%). Near 100, wrk itself is the
+#    bottleneck: answers queue in wrk, not in the server, and that queue is in its p99.
 measure() { # url conns gzip(0/1) [wrk script]
-  local hdr=() out="$work/wrk.out" pid w1 t1 w2 t2
+  local hdr=() out="$work/wrk.out" pid w1 t1 r1 c1 w2 t2 r2 c2
   [ "$3" = 1 ] && hdr=(-H "Accept-Encoding: gzip")
   [ -n "${4:-}" ] && hdr+=(-s "$4")
   # WRK_CPU (a core list for taskset) and WRK_THREADS, when set, pin wrk and size it.
@@ -149,20 +157,26 @@ measure() { # url conns gzip(0/1) [wrk script]
   fi
   pid=$!
   sleep 1
-  read -r w1 t1 < <(wrk_sched "$pid")
+  read -r w1 t1 r1 c1 < <(wrk_sched "$pid")
   sleep $((DURATION - 2))
-  read -r w2 t2 < <(wrk_sched "$pid")
+  read -r w2 t2 r2 c2 < <(wrk_sched "$pid")
   wait "$pid"
-  awk -v waited=$((w2 - w1)) -v turns=$((t2 - t1)) '
+  awk -v waited=$((w2 - w1)) -v turns=$((t2 - t1)) -v ran=$((r2 - r1)) -v span=$((c2 - c1)) \
+    -v threads="${WRK_THREADS:-$THREADS}" '
     /Requests\/sec:/ { rps = $2 }
     /^ +99%/ { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 } p99 = v }
-    END { per = (turns > 0) ? waited / turns / 1e6 : 0; printf "%.0f %.2f %.3f\n", rps, p99, per }' "$out"
+    END {
+      per = (turns > 0) ? waited / turns / 1e6 : 0
+      busy = (span > 0) ? 100 * ran / span / threads : 0
+      printf "%.0f %.2f %.3f %.0f\n", rps, p99, per, busy
+    }' "$out"
 }
 
 # REPEAT pairs of runs of two URLs, the order flipping from one pair to the next (AB, BA, ...)
 # so that a drift of the machine or a first-run effect hits both alike. Prints the medians
 # "a_rps a_p99 b_rps b_p99", the median of the pairs' own ratios "rps_x p99_x" (b / a), which
-# cancel the drift between pairs, and the median wrk wait per turn (ms) "a_wait b_wait".
+# cancel the drift between pairs, the median wrk wait per turn (ms) "a_wait b_wait", and how
+# busy wrk was (%) "a_busy b_busy".
 compare() { # url_a url_b conns gzip [wrk script]
   local runs="" a b i
   for i in $(seq 1 "$REPEAT"); do
@@ -178,30 +192,36 @@ compare() { # url_a url_b conns gzip [wrk script]
   python3 -c '
 import statistics, sys
 rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-med = [statistics.median(r[i] for r in rows) for i in range(6)]
-rps_x = statistics.median(r[3] / r[0] for r in rows)
-p99_x = statistics.median(r[4] / r[1] for r in rows)
-print(f"{med[0]:.0f} {med[1]:.2f} {med[3]:.0f} {med[4]:.2f} {rps_x:.2f} {p99_x:.2f} {med[2]:.3f} {med[5]:.3f}")' <<<"$runs"
+med = [statistics.median(r[i] for r in rows) for i in range(8)]
+rps_x = statistics.median(r[4] / r[0] for r in rows)
+p99_x = statistics.median(r[5] / r[1] for r in rows)
+print(f"{med[0]:.0f} {med[1]:.2f} {med[4]:.0f} {med[5]:.2f} {rps_x:.2f} {p99_x:.2f} {med[2]:.3f} {med[6]:.3f} {med[3]:.0f} {med[7]:.0f}")' <<<"$runs"
 }
 
-# The saturated table: 64 and 256 connections, plain and gzip, nginx on port $1, io360 on $2.
-saturated_table() {
-  local conns gz n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait
-  printf '%-6s %-5s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' conns gzip "nginx rps" "p99 ms" "wrk wait" \
-    "io360 rps" "p99 ms" "wrk wait" "rps x" "p99 x"
+# A table of nginx (port $1) against io360 (port $2): 64 and 256 connections, plain and gzip,
+# and for each k in $3 ("-" for none) a 1 ms pause after every k-th answer.
+table() { # nginx_port io360_port "k..."
+  local conns gz k script n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait n_busy f_busy
+  local row='%-6s %-5s %-3s | %10s %7s %8s %5s | %10s %7s %8s %5s | %6s %6s\n'
+  # shellcheck disable=SC2059
+  printf "$row" conns gzip k "nginx rps" "p99 ms" "wrk wait" busy "io360 rps" "p99 ms" "wrk wait" busy "rps x" "p99 x"
   for conns in 64 256; do
     for gz in 0 1; do
-      read -r n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait < <(compare "http://127.0.0.1:$1/article.html" \
-        "http://127.0.0.1:$2/article.html" "$conns" "$gz")
-      printf '%-6s %-5s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
-        "$n_rps" "$n_p99" "$n_wait" "$f_rps" "$f_p99" "$f_wait" "$rps_x" "$p99_x"
+      for k in $3; do
+        script=""
+        [ "$k" != - ] && script="$work/pause-$k.lua"
+        read -r n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait n_busy f_busy < <(compare \
+          "http://127.0.0.1:$1/article.html" "http://127.0.0.1:$2/article.html" "$conns" "$gz" "$script")
+        # shellcheck disable=SC2059
+        printf "$row" "$conns" "$([ $gz = 1 ] && echo yes || echo no)" "$k" \
+          "$n_rps" "$n_p99" "$n_wait" "$n_busy" "$f_rps" "$f_p99" "$f_wait" "$f_busy" "$rps_x" "$p99_x"
+      done
     done
   done
 }
 
 # Separate cores: wrk on core 0, and each server, with one event loop, alone on core 1. Nothing
-# is shared but the machine, so throughput and p99 are the servers' own, not wrk's wait for a
-# core it shares with the server (see the "wrk wait" column of the tables after this one).
+# is shared but the machine, so wrk never waits for a core the server holds.
 if [ "$(nproc)" -ge 2 ]; then
   pinned_nginx="$(free_port)"
   sed -e 's/^worker_processes auto;/worker_processes 1;/' -e "s/127.0.0.1:$nginx_port/127.0.0.1:$pinned_nginx/" \
@@ -216,26 +236,12 @@ if [ "$(nproc)" -ge 2 ]; then
   printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair)\n' \
     /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION"
   printf 'Separate cores: wrk -t1 on core 0; nginx (worker_processes 1) and io360 (IO360_FRONTEND_THREADS=1) alone on core 1\n'
-  WRK_CPU=0 WRK_THREADS=1 saturated_table "$pinned_nginx" "$pinned_fe"
+  WRK_CPU=0 WRK_THREADS=1 table "$pinned_nginx" "$pinned_fe" "- 8"
   kill "$(cat "$work/nginx-pinned.pid")" "${pids[-1]}" 2>/dev/null || true
 fi
 
 printf '\nShared cores: the servers with their defaults (a worker or thread per core) and wrk -t%s, all on the same 2 cores\n' "$THREADS"
-saturated_table "$nginx_port" "$fe_port"
-
-printf '\nThe same page along the load curve: a 1 ms pause after every k-th answer\n'
-printf '%-6s %-5s %-3s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' conns gzip k "nginx rps" "p99 ms" "wrk wait" \
-  "io360 rps" "p99 ms" "wrk wait" "rps x" "p99 x"
-for conns in 64 256; do
-  for gz in 0 1; do
-    for every in 1 8; do
-      read -r n_rps n_p99 f_rps f_p99 rps_x p99_x n_wait f_wait < <(compare "http://127.0.0.1:$nginx_port/article.html" \
-        "http://127.0.0.1:$fe_port/article.html" "$conns" "$gz" "$work/pause-$every.lua")
-      printf '%-6s %-5s %-3s | %12s %9s %9s | %12s %9s %9s | %7s %7s\n' "$conns" "$([ $gz = 1 ] && echo yes || echo no)" \
-        "$every" "$n_rps" "$n_p99" "$n_wait" "$f_rps" "$f_p99" "$f_wait" "$rps_x" "$p99_x"
-    done
-  done
-done
+table "$nginx_port" "$fe_port" "- 1 8"
 
 # One event loop each: nginx with one worker, io360 with one serving thread. With their
 # defaults (a worker or a thread per core) the two spread connections differently: io360
@@ -253,7 +259,7 @@ IO360_FRONTEND_THREADS=1 IO360_LOG=warn setsid "$IO360_BIN" serve frontend --add
 pids+=($!)
 wait_up "http://127.0.0.1:$fe1_port/article.html"
 printf '\nThe same page with one event loop each (nginx worker_processes 1, io360 IO360_FRONTEND_THREADS=1)\n'
-saturated_table "$nginx1_port" "$fe1_port"
+table "$nginx1_port" "$fe1_port" "-"
 
 # The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
 up_port="$(free_port)"
