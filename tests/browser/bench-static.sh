@@ -121,7 +121,7 @@ wait_up "http://127.0.0.1:$fe_port/article.html"
 #    (measured: 7,000-9,800 times a second). Against io360, answers are always waiting, so wrk
 #    never sleeps and gets a core only when a scheduler slice ends, while answers sit unread.
 #    The "wrk wait" column is wrk's wait before each turn on a core, in ms: about 0.05 against
-#    nginx, 0.4-0.5 against io360.
+#    nginx, 0.2-0.55 against io360.
 #
 # Paced runs trace the load curve below saturation and past it, with wrk sleeping between
 # requests as real clients do: after every k-th answer a connection pauses 1 ms before its
