@@ -220,6 +220,9 @@ table() { # nginx_port io360_port "k..."
   done
 }
 
+printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair)\n' \
+  /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION"
+
 # Separate cores: wrk on core 0, and each server, with one event loop, alone on core 1. Nothing
 # is shared but the machine, so wrk never waits for a core the server holds.
 if [ "$(nproc)" -ge 2 ]; then
@@ -228,16 +231,17 @@ if [ "$(nproc)" -ge 2 ]; then
     -e "s|pid $work/nginx.pid|pid $work/nginx-pinned.pid|" "$work/nginx.conf" >"$work/nginx-pinned.conf"
   taskset -c 1 nginx -c "$work/nginx-pinned.conf" -p "$work"
   wait_up "http://127.0.0.1:$pinned_nginx/article.html"
+  pids+=("$(cat "$work/nginx-pinned.pid")")
   pinned_fe="$(free_port)"
   IO360_FRONTEND_THREADS=1 IO360_LOG=warn taskset -c 1 setsid "$IO360_BIN" serve frontend \
     --addr "127.0.0.1:$pinned_fe" --site-dir "$site" >"$work/frontend-pinned.log" 2>&1 </dev/null &
   pids+=($!)
   wait_up "http://127.0.0.1:$pinned_fe/article.html"
-  printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair)\n' \
-    /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION"
   printf 'Separate cores: wrk -t1 on core 0; nginx (worker_processes 1) and io360 (IO360_FRONTEND_THREADS=1) alone on core 1\n'
   WRK_CPU=0 WRK_THREADS=1 table "$pinned_nginx" "$pinned_fe" "- 8"
-  kill "$(cat "$work/nginx-pinned.pid")" "${pids[-1]}" 2>/dev/null || true
+  kill "${pids[-2]}" "${pids[-1]}" 2>/dev/null || true
+else
+  printf '\nSeparate cores: skipped, this machine has one core\n'
 fi
 
 printf '\nShared cores: the servers with their defaults (a worker or thread per core) and wrk -t%s, all on the same 2 cores\n' "$THREADS"
