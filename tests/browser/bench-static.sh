@@ -146,15 +146,12 @@ wrk_sched() { # pid
 #  - busy: the share of the time a wrk thread was running (%). Near 100, wrk itself is the
 #    bottleneck: answers queue in wrk, not in the server, and that queue is in its p99.
 measure() { # url conns gzip(0/1) [wrk script]
-  local hdr=() out="$work/wrk.out" pid w1 t1 r1 c1 w2 t2 r2 c2
+  local hdr=() pin=() out="$work/wrk.out" pid w1 t1 r1 c1 w2 t2 r2 c2
   [ "$3" = 1 ] && hdr=(-H "Accept-Encoding: gzip")
   [ -n "${4:-}" ] && hdr+=(-s "$4")
   # WRK_CPU (a core list for taskset) and WRK_THREADS, when set, pin wrk and size it.
-  if [ -n "${WRK_CPU:-}" ]; then
-    taskset -c "$WRK_CPU" wrk -t"${WRK_THREADS:-$THREADS}" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
-  else
-    wrk -t"${WRK_THREADS:-$THREADS}" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
-  fi
+  [ -n "${WRK_CPU:-}" ] && pin=(taskset -c "$WRK_CPU")
+  "${pin[@]}" wrk -t"${WRK_THREADS:-$THREADS}" -c"$2" -d"${DURATION}s" --latency "${hdr[@]}" "$1" >"$out" &
   pid=$!
   sleep 1
   read -r w1 t1 r1 c1 < <(wrk_sched "$pid")
@@ -223,22 +220,30 @@ table() { # nginx_port io360_port "k..."
 printf '\nStatic page %s (%s bytes), %s pairs of %s s runs, order flipping, medians (x: median ratio of a pair)\n' \
   /article.html "$(stat -c %s "$site/article.html")" "$REPEAT" "$DURATION"
 
+# Starts nginx with one worker and io360 with one serving thread, both on core $2 when one is
+# given, and sets loop_nginx and loop_fe to their ports.
+one_loop_each() { # name [core]
+  local pin=()
+  [ -n "${2:-}" ] && pin=(taskset -c "$2")
+  loop_nginx="$(free_port)"
+  sed -e 's/^worker_processes auto;/worker_processes 1;/' -e "s/127.0.0.1:$nginx_port/127.0.0.1:$loop_nginx/" \
+    -e "s|pid $work/nginx.pid|pid $work/nginx-$1.pid|" "$work/nginx.conf" >"$work/nginx-$1.conf"
+  "${pin[@]}" nginx -c "$work/nginx-$1.conf" -p "$work"
+  wait_up "http://127.0.0.1:$loop_nginx/article.html"
+  pids+=("$(cat "$work/nginx-$1.pid")")
+  loop_fe="$(free_port)"
+  IO360_FRONTEND_THREADS=1 IO360_LOG=warn "${pin[@]}" setsid "$IO360_BIN" serve frontend --addr "127.0.0.1:$loop_fe" \
+    --site-dir "$site" >"$work/frontend-$1.log" 2>&1 </dev/null &
+  pids+=($!)
+  wait_up "http://127.0.0.1:$loop_fe/article.html"
+}
+
 # Separate cores: wrk on core 0, and each server, with one event loop, alone on core 1. Nothing
 # is shared but the machine, so wrk never waits for a core the server holds.
 if [ "$(nproc)" -ge 2 ]; then
-  pinned_nginx="$(free_port)"
-  sed -e 's/^worker_processes auto;/worker_processes 1;/' -e "s/127.0.0.1:$nginx_port/127.0.0.1:$pinned_nginx/" \
-    -e "s|pid $work/nginx.pid|pid $work/nginx-pinned.pid|" "$work/nginx.conf" >"$work/nginx-pinned.conf"
-  taskset -c 1 nginx -c "$work/nginx-pinned.conf" -p "$work"
-  wait_up "http://127.0.0.1:$pinned_nginx/article.html"
-  pids+=("$(cat "$work/nginx-pinned.pid")")
-  pinned_fe="$(free_port)"
-  IO360_FRONTEND_THREADS=1 IO360_LOG=warn taskset -c 1 setsid "$IO360_BIN" serve frontend \
-    --addr "127.0.0.1:$pinned_fe" --site-dir "$site" >"$work/frontend-pinned.log" 2>&1 </dev/null &
-  pids+=($!)
-  wait_up "http://127.0.0.1:$pinned_fe/article.html"
+  one_loop_each pinned 1
   printf 'Separate cores: wrk -t1 on core 0; nginx (worker_processes 1) and io360 (IO360_FRONTEND_THREADS=1) alone on core 1\n'
-  WRK_CPU=0 WRK_THREADS=1 table "$pinned_nginx" "$pinned_fe" "- 8"
+  WRK_CPU=0 WRK_THREADS=1 table "$loop_nginx" "$loop_fe" "- 8"
   kill "${pids[-2]}" "${pids[-1]}" 2>/dev/null || true
 else
   printf '\nSeparate cores: skipped, this machine has one core\n'
@@ -251,19 +256,9 @@ table "$nginx_port" "$fe_port" "- 1 8"
 # defaults (a worker or a thread per core) the two spread connections differently: io360
 # evenly over its threads, nginx unevenly (about 53 and 11 of 64 here, as its workers race
 # to accept). With one loop each the spread is the same, and what differs is the servers.
-nginx1_port="$(free_port)"
-sed -e 's/^worker_processes auto;/worker_processes 1;/' -e "s/127.0.0.1:$nginx_port/127.0.0.1:$nginx1_port/" \
-  -e "s|pid $work/nginx.pid|pid $work/nginx1.pid|" "$work/nginx.conf" >"$work/nginx1.conf"
-nginx -c "$work/nginx1.conf" -p "$work"
-wait_up "http://127.0.0.1:$nginx1_port/article.html"
-pids+=("$(cat "$work/nginx1.pid")")
-fe1_port="$(free_port)"
-IO360_FRONTEND_THREADS=1 IO360_LOG=warn setsid "$IO360_BIN" serve frontend --addr "127.0.0.1:$fe1_port" \
-  --site-dir "$site" >"$work/frontend1.log" 2>&1 </dev/null &
-pids+=($!)
-wait_up "http://127.0.0.1:$fe1_port/article.html"
+one_loop_each shared
 printf '\nThe same page with one event loop each (nginx worker_processes 1, io360 IO360_FRONTEND_THREADS=1)\n'
-table "$nginx1_port" "$fe1_port" "-"
+table "$loop_nginx" "$loop_fe" "-"
 
 # The snapshot's cost: the same page with and without a 200-comment thread, in `io360 up`.
 up_port="$(free_port)"
