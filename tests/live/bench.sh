@@ -2,20 +2,27 @@
 # Long-poll benchmark: io360 (store + sync + longpoll) against Nchan, same machine, one run.
 #
 # For N held polls on one channel it measures the time from a publish until every poll has
-# the message (p50, p99, max over all polls of all rounds) and the server's memory per held
-# poll (resident memory, and the cgroup's kernel and TCP memory), then prints io360/Nchan
+# the message (p50, p99, max over all polls of all rounds): until the answer arrived in the
+# client's socket (the kernel's receive stamp: what the server did) and until the client read
+# it (which adds the client's own lag on the cores it shares with the server). It also
+# measures the server's memory per held poll (resident memory, and the cgroup's kernel and
+# TCP memory), then prints io360/Nchan
 # ratios. io360's publish is an append to the store (fsync, change feed, sync, longpoll), so
 # its times are end to end; Nchan's is a POST straight to the fan-out server.
 #
-#   tests/live/bench.sh                 # N = 10000 and 19000, 3 rounds each, plus E2E at 1000
-#   N_LIST="2000" ROUNDS=2 tests/live/bench.sh
+#   tests/live/bench.sh                 # N = 10000 and 19000, 8 rounds each (after one warm-up
+#                                       # round), on separate and on shared cores; E2E at 1000
+#   N_LIST="2000" ROUNDS=2 LAYOUTS=separate tests/live/bench.sh
+#   KEEP_WORK=1 tests/live/bench.sh      # keeps every tier's log in /tmp/io360-bench.*
 #
-# Needs: nginx-light and libnginx-mod-nchan (apt), cgroup v1 memory controller writable for
-# the kernel-memory figures (skipped otherwise). Only 127.0.0.0/8 is used.
+# Needs: nginx-light and libnginx-mod-nchan (apt), taskset (util-linux) for the separate-cores
+# layout, cgroup v1 memory controller writable for the kernel-memory figures (skipped
+# otherwise). Only 127.0.0.0/8 is used.
 set -euo pipefail
 
 N_LIST=${N_LIST:-"10000 19000"}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-8}
+LAYOUTS=${LAYOUTS:-"separate shared"}
 E2E_N=${E2E_N:-1000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -36,7 +43,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   sleep 0.5
   for c in "${CGS[@]}"; do rmdir "$c" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ -n "${KEEP_WORK:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -59,6 +66,19 @@ wait_ready() {
   return 1
 }
 
+# Where the servers and the load client run. "separate": every server process on core 1 (Nginx
+# with one worker), the client on core 0, so neither takes CPU from the other and a fan-out's
+# arrival times are the server's own work. "shared": no pinning, the layout of earlier runs.
+SERVER_PIN=""
+CLIENT_PIN=""
+layout() {
+  case $1 in
+    separate) SERVER_PIN="taskset -c 1"; CLIENT_PIN="taskset -c 0" ;;
+    shared) SERVER_PIN=""; CLIENT_PIN="" ;;
+    *) echo "unknown layout: $1 (separate or shared)" >&2; exit 2 ;;
+  esac
+}
+
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 SRC=2
@@ -67,19 +87,19 @@ run_io360() {
   local n=$1 rounds=$2 label=$3
   local d="$WORK/io360-$label"
   mkdir -p "$d"
-  IO360_ADDR=127.0.0.1:18084 IO360_DATA_DIR="$d/store" IO360_LOG=warn "$BIN" serve store >"$d/store.log" 2>&1 &
+  IO360_ADDR=127.0.0.1:18084 IO360_DATA_DIR="$d/store" IO360_LOG=warn $SERVER_PIN "$BIN" serve store >"$d/store.log" 2>&1 &
   local store=$!; PIDS+=("$store")
   wait_ready http://127.0.0.1:18084/readyz
-  IO360_ADDR=127.0.0.1:18085 IO360_STORE_URL=http://127.0.0.1:18084 IO360_LOG=warn "$BIN" serve sync >"$d/sync.log" 2>&1 &
+  IO360_ADDR=127.0.0.1:18085 IO360_STORE_URL=http://127.0.0.1:18084 IO360_LOG=warn $SERVER_PIN "$BIN" serve sync >"$d/sync.log" 2>&1 &
   local sync=$!; PIDS+=("$sync")
   wait_ready http://127.0.0.1:18085/readyz
   # Started in the cgroup's place: moved into a fresh cgroup before any poll arrives.
   IO360_ADDR=127.0.0.1:18086 IO360_SYNC_URL=http://127.0.0.1:18085 IO360_LOG=warn \
-    "$BIN" serve longpoll --hold-secs 30 >"$d/longpoll.log" 2>&1 &
+    $SERVER_PIN "$BIN" serve longpoll --hold-secs 30 >"$d/longpoll.log" 2>&1 &
   local lp=$!; PIDS+=("$lp")
   wait_ready http://127.0.0.1:18086/readyz
   local cg; cg=$(cgroup_for "$lp" "lp-$label")
-  "$LOAD" --target io360 --addr 127.0.0.1:18086 --store http://127.0.0.1:18084 --n "$n" \
+  $CLIENT_PIN "$LOAD" --target io360 --addr 127.0.0.1:18086 --store http://127.0.0.1:18084 --n "$n" \
     --rounds "$rounds" --sources "127.0.0.$SRC,127.0.0.$((SRC + 1))" --pids "$lp" \
     ${cg:+--cgroup "$cg"} --label "io360-$label" >>"$RESULTS"
   SRC=$((SRC + 2))
@@ -92,7 +112,8 @@ run_nchan() {
   local d="$WORK/nchan-$label"
   mkdir -p "$d/logs" "$d/body"
   sed "s|DATA_DIR|$d|g" "$NCHAN_CONF" >"$d/nginx.conf"
-  nginx -p "$d" -c "$d/nginx.conf" &
+  [ -z "$SERVER_PIN" ] || sed -i 's/^worker_processes .*/worker_processes 1;/' "$d/nginx.conf"
+  $SERVER_PIN nginx -p "$d" -c "$d/nginx.conf" &
   local master=$!; PIDS+=("$master")
   wait_ready http://127.0.0.1:18090/nchan_status
   local cg; cg=$(cgroup_for "$master" "nchan-$label")
@@ -101,7 +122,7 @@ run_nchan() {
   if [ -n "$cg" ]; then
     for w in ${workers//,/ }; do echo "$w" >"$cg/cgroup.procs"; done
   fi
-  "$LOAD" --target nchan --addr 127.0.0.1:18090 --n "$n" --rounds "$rounds" \
+  $CLIENT_PIN "$LOAD" --target nchan --addr 127.0.0.1:18090 --n "$n" --rounds "$rounds" \
     --sources "127.0.0.$SRC,127.0.0.$((SRC + 1))" --pids "$master,$workers" \
     ${cg:+--cgroup "$cg"} --label "nchan-$label" >>"$RESULTS"
   SRC=$((SRC + 2))
@@ -109,42 +130,53 @@ run_nchan() {
   wait "$master" 2>/dev/null || true
 }
 
-for n in $N_LIST; do
-  run_io360 "$n" "$ROUNDS" "$n"
-  run_nchan "$n" "$ROUNDS" "$n"
+for l in $LAYOUTS; do
+  layout "$l"
+  for n in $N_LIST; do
+    run_io360 "$n" "$ROUNDS" "$n-$l"
+    run_nchan "$n" "$ROUNDS" "$n-$l"
+  done
 done
+layout shared
 run_io360 "$E2E_N" 10 "e2e-$E2E_N"
 
 python3 - "$RESULTS" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {r["label"]: r for r in rows}
 def kb(x): return f"{x/1024:8.2f}"
-print(f"{'run':<16}{'N':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'RSS KiB/poll':>14}{'kmem KiB/poll':>15}{'tcp KiB/poll':>14}")
+# "arrived": when each answer reached the client's socket (the kernel's receive stamp), which
+# is the server's fan-out; "read": when the client read it, which adds the client's own lag.
+# "round p99": each publish's own arrival p99, lowest / median / highest over the rounds.
+print(f"{'run':<24}{'N':>7}{'arrived p50':>12}{'arrived p99':>12}{'round p99 lo/med/hi':>22}{'read p50':>10}{'read p99':>10}{'RSS KiB/poll':>14}{'kmem KiB/poll':>15}")
 for r in rows:
-    print(f"{r['label']:<16}{r['n']:>7}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{kb(r['rss_per_poll_bytes']):>14}{kb(r['kmem_per_poll_bytes']):>15}{kb(r['tcp_per_poll_bytes']):>14}")
+    rp = r["round_arrived_p99_ms"]
+    spread = f"{min(rp):.0f}/{statistics.median(rp):.0f}/{max(rp):.0f}" if rp else "-"
+    print(f"{r['label']:<24}{r['n']:>7}{r['arrived_p50_ms']:>12.1f}{r['arrived_p99_ms']:>12.1f}{spread:>22}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{kb(r['rss_per_poll_bytes']):>14}{kb(r['kmem_per_poll_bytes']):>15}")
+    if r["unstamped"]:
+        print(f"  ({r['unstamped']} answers came without an arrival stamp and are left out of 'arrived')")
 print()
-# The same times split in two: the first delivery of a round (publish path and one write;
-# for io360 a store append with fsync, the feed, sync and longpoll) and each delivery's time
-# after that first one (the fan-out proper).
+# The first delivery of a round (publish path and one write; for io360 a store append with
+# fsync, the feed, sync and longpoll) and each read's time after that first one.
 # CPU per delivery while the rounds ran: the load client's (the same program for both) and
-# the fan-out server's (longpoll; Nginx's master and workers). On a machine with few cores
-# the two share the CPUs, so a client that needs more per answer slows the measured times.
-print(f"{'run':<16}{'first ms':>10}{'after-first p50':>17}{'after-first p99':>17}{'client µs/delivery':>20}{'server µs/delivery':>20}")
+# the fan-out server's (longpoll; Nginx's master and workers).
+print(f"{'run':<24}{'first ms':>10}{'after-first p99':>17}{'client µs/delivery':>20}{'server µs/delivery':>20}")
 for r in rows:
-    print(f"{r['label']:<16}{r['first_ms']:>10.1f}{r['spread_p50_ms']:>17.1f}{r['spread_p99_ms']:>17.1f}"
+    print(f"{r['label']:<24}{r['first_ms']:>10.1f}{r['spread_p99_ms']:>17.1f}"
           f"{r['client_cpu_us_per_delivery']:>20.1f}{r['server_cpu_us_per_delivery']:>20.1f}")
 print()
+def ratio(a, b): return a / b if b else float("nan")
 for label, r in by.items():
     if not label.startswith("io360-") or label.startswith("io360-e2e"):
         continue
-    n = label.split("-", 1)[1]
-    p = by.get(f"nchan-{n}")
+    case = label.split("-", 1)[1]
+    p = by.get(f"nchan-{case}")
     if not p:
         continue
-    def ratio(a, b): return a / b if b else float("nan")
-    print(f"N={n}: io360/Nchan  p50 {ratio(r['p50_ms'], p['p50_ms']):.2f}x  p99 {ratio(r['p99_ms'], p['p99_ms']):.2f}x  "
-          f"after-first p99 {ratio(r['spread_p99_ms'], p['spread_p99_ms']):.2f}x  "
+    med = lambda x: statistics.median(x["round_arrived_p99_ms"])
+    print(f"{case}: io360/Nchan  arrived p99 {ratio(r['arrived_p99_ms'], p['arrived_p99_ms']):.2f}x "
+          f"(median round {ratio(med(r), med(p)):.2f}x)  arrived p50 {ratio(r['arrived_p50_ms'], p['arrived_p50_ms']):.2f}x  "
+          f"read p99 {ratio(r['p99_ms'], p['p99_ms']):.2f}x  "
           f"RSS/poll {ratio(r['rss_per_poll_bytes'], p['rss_per_poll_bytes']):.2f}x  "
           f"RSS+kmem/poll {ratio(r['rss_per_poll_bytes'] + r['kmem_per_poll_bytes'], p['rss_per_poll_bytes'] + p['kmem_per_poll_bytes']):.2f}x")
 PY

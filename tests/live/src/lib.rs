@@ -558,53 +558,52 @@ impl RawAnswer {
     }
 }
 
+/// Takes the first complete answer out of `buf`, if it holds one; what follows it stays.
+pub fn take_answer(buf: &mut Vec<u8>) -> Result<Option<RawAnswer>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut res = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = res.parse(buf)? else {
+        return Ok(None);
+    };
+    let headers: Vec<(String, String)> = res
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect();
+    let status = res.code.unwrap_or(0);
+    let clen: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    if buf.len() < len + clen {
+        return Ok(None);
+    }
+    let body = buf[len..len + clen].to_vec();
+    buf.drain(..len + clen);
+    Ok(Some(RawAnswer {
+        status,
+        headers,
+        body,
+    }))
+}
+
 /// Reads the next answer from `s`. `buf` carries bytes across calls: what follows the answer
 /// stays in it for the next one.
 pub async fn read_answer(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Result<RawAnswer> {
     use tokio::io::AsyncReadExt;
     loop {
-        let head = {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut res = httparse::Response::new(&mut headers);
-            match res.parse(buf)? {
-                httparse::Status::Complete(len) => {
-                    let headers: Vec<(String, String)> = res
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            let value = String::from_utf8_lossy(h.value).trim().to_string();
-                            (h.name.to_ascii_lowercase(), value)
-                        })
-                        .collect();
-                    Some((res.code.unwrap_or(0), len, headers))
-                }
-                httparse::Status::Partial => None,
-            }
-        };
-        if let Some((status, len, headers)) = head {
-            let clen: usize = headers
-                .iter()
-                .find(|(n, _)| n == "content-length")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            while buf.len() < len + clen {
-                if s.read_buf(buf).await? == 0 {
-                    bail!("the connection closed in the middle of an answer");
-                }
-            }
-            let body = buf[len..len + clen].to_vec();
-            buf.drain(..len + clen);
-            return Ok(RawAnswer {
-                status,
-                headers,
-                body,
-            });
+        if let Some(a) = take_answer(buf)? {
+            return Ok(a);
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
         if s.read_buf(buf).await? == 0 {
-            bail!("the connection closed before an answer");
+            bail!("the connection closed before a whole answer");
         }
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use io360_common::serve::Shutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 /// Where a tier listens.
 #[derive(Debug, Clone, Args)]
@@ -60,11 +60,37 @@ pub enum Tier {
     },
 }
 
+/// Connections the kernel queues for a tier before the tier accepts them. A burst of browsers
+/// reconnecting at once (after a longpoll instance restarts, or a page goes viral) must not
+/// overflow the queue: past it the kernel falls back to SYN cookies and can reset connections.
+/// Tokio's default is 1,024; the kernel caps this at `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
 /// Binds `addr`, saying which tier wanted it when that fails.
 pub async fn bind(tier: &str, addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{tier}: cannot listen on {addr}"))
+    let cannot = || format!("{tier}: cannot listen on {addr}");
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await.with_context(cannot)? {
+        match listen_on(a) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::other("the name resolves to no address"));
+    Err(anyhow::Error::from(e).context(cannot()))
+}
+
+fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted tier can listen again while connections of
+    // its previous run linger in TIME_WAIT. A port another process listens on stays refused.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Runs one tier until SIGINT or SIGTERM.
@@ -130,3 +156,32 @@ fn no_huge_pages() {
 
 #[cfg(not(target_os = "linux"))]
 fn no_huge_pages() {}
+
+#[cfg(test)]
+mod tests {
+    use super::bind;
+
+    #[tokio::test]
+    async fn a_port_another_listener_holds_is_refused_with_the_tier_named() {
+        let first = bind("store", "127.0.0.1:0").await.unwrap();
+        let addr = first.local_addr().unwrap().to_string();
+        let err = bind("sync", &addr).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("sync: cannot listen on {addr}")),
+            "{text}"
+        );
+        assert!(text.contains("in use"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_name_is_resolved_and_a_bad_one_is_named_in_the_error() {
+        let l = bind("logic", "localhost:0").await.unwrap();
+        assert!(l.local_addr().unwrap().ip().is_loopback());
+        let err = bind("logic", "no-such-host.invalid:1").await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("logic: cannot listen on no-such-host.invalid:1"),
+            "{err:#}"
+        );
+    }
+}

@@ -3,7 +3,10 @@
 //! Holds N long polls on one channel of io360 (`/v1/poll`) or Nchan (`/sub/<channel>`),
 //! publishes one message per round (io360: an append to the store, so the time includes the
 //! fsync and the sync hop; Nchan: `POST /pub/<channel>`), and measures for each held poll the
-//! time from just before the publish until its answer was read. It also reports the server's
+//! time from just before the publish until its answer arrived in the client's socket (the
+//! kernel's receive time stamp), and until the client read it. The first is what the server
+//! did; the second adds the client's own lag in getting to the socket, which on a machine the
+//! client shares with the server is the client's work as much as the server's. It also reports the server's
 //! memory per held poll: resident memory of the given processes and, when given, the kernel
 //! and TCP memory of their cgroup, before the polls were opened and once all were held.
 
@@ -14,11 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use io360_common::model::Status;
-use io360_live_tests::read_answer;
+use io360_live_tests::{RawAnswer, take_answer};
 use io360_store::StoreClient;
 use io360_store::api::{NewComment, WriteOp};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Target {
@@ -43,6 +46,10 @@ struct Args {
     /// Publish rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Rounds published first and left out of the figures: a connection's first answer
+    /// also pays for the kernel charging its socket memory, on either server.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Loopback source addresses to spread connections over (comma-separated).
     #[arg(long, default_value = "127.0.0.1")]
     sources: String,
@@ -120,6 +127,94 @@ fn bind_without_port(sock: &TcpSocket) {
     }
 }
 
+/// Asks the kernel to stamp what this socket receives with the time it arrived.
+fn stamp_arrivals(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One `recvmsg` into `buf`'s spare room: the bytes read and the arrival time stamp of the
+/// last segment among them (ns since the Unix epoch), if the kernel gave one.
+fn recv_stamped_once(fd: libc::c_int, buf: &mut Vec<u8>) -> std::io::Result<(usize, Option<u64>)> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    let spare = buf.spare_capacity_mut();
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
+    // Room for a few control messages, aligned for `cmsghdr`.
+    let mut control = [0u64; 16];
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` describes the spare room of `buf` and `control`, both valid for writes.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote `n` bytes into the spare room.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    let mut stamp = None;
+    // SAFETY: walking the control messages the kernel wrote, with the libc macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, stamp))
+}
+
+/// Reads the next answer from `s`, with the time its last bytes arrived in the socket (ns
+/// since the Unix epoch; 0 if the kernel gave no stamp).
+async fn read_stamped(s: &TcpStream, buf: &mut Vec<u8>) -> Result<(RawAnswer, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut arrived = 0;
+    loop {
+        if let Some(a) = take_answer(buf)? {
+            return Ok((a, arrived));
+        }
+        s.readable().await?;
+        match s.try_io(Interest::READABLE, || recv_stamped_once(s.as_raw_fd(), buf)) {
+            Ok((0, _)) => bail!("the connection closed before a whole answer"),
+            Ok((_, stamp)) => arrived = stamp.unwrap_or(arrived),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Now on the kernel's clock for receive stamps (ns since the Unix epoch).
+fn epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// CPU time (user and system) this process has used, in microseconds.
 fn own_cpu_us() -> u64 {
     // SAFETY: getrusage fills the struct it is given.
@@ -146,10 +241,12 @@ fn procs_cpu_us(pids: &str) -> u64 {
         .sum()
 }
 
-/// Per connection: the last round whose message it read, and when (ns since `start`).
+/// Per connection: the last round whose message it read, when it read it (ns since `start`)
+/// and when that answer arrived in its socket (ns since the Unix epoch, the kernel's clock).
 struct Conn {
     round: AtomicU64,
     at: AtomicU64,
+    arrived: AtomicU64,
 }
 
 struct Shared {
@@ -202,6 +299,7 @@ async fn hold(
     sock.bind(std::net::SocketAddr::new(source, 0))?;
     let mut s = sock.connect(addr).await?;
     s.set_nodelay(true)?;
+    stamp_arrivals(&s)?;
     let mut since = since;
     let mut lm: Option<String> = None;
     let mut etag: Option<String> = None;
@@ -224,11 +322,12 @@ async fn hold(
             }
         };
         s.write_all(req.as_bytes()).await?;
-        let a = read_answer(&mut s, &mut buf).await?;
+        let (a, arrived) = read_stamped(&s, &mut buf).await?;
         let now = shared.start.elapsed().as_nanos() as u64;
         if a.status == 200 {
             if let Some(r) = round_of(&a.body) {
                 shared.conns[i].at.store(now, Ordering::SeqCst);
+                shared.conns[i].arrived.store(arrived, Ordering::SeqCst);
                 shared.conns[i].round.store(r, Ordering::SeqCst);
             }
             match target {
@@ -359,6 +458,7 @@ async fn main() -> Result<()> {
             .map(|_| Conn {
                 round: AtomicU64::new(0),
                 at: AtomicU64::new(0),
+                arrived: AtomicU64::new(0),
             })
             .collect(),
     });
@@ -381,15 +481,22 @@ async fn main() -> Result<()> {
     let after = memory(&args);
 
     let mut all = Vec::new();
+    // The same, by when each answer arrived in its socket rather than when it was read.
+    let mut arrivals = Vec::new();
+    let mut unstamped = 0usize;
+    // Each counted round's own arrival p99: how much one publish differs from the next.
+    let mut round_p99s = Vec::new();
     // Per round, the first delivery (the publish path plus one write) and every delivery's
     // time after that first one (the fan-out itself), for both servers alike.
     let mut firsts = Vec::new();
     let mut spread = Vec::new();
     let (mut client_cpu, mut server_cpu) = (0u64, 0u64);
-    for round in 1..=args.rounds as u64 {
+    for round in 1..=(args.warmup + args.rounds) as u64 {
+        let counted = round > args.warmup as u64;
         wait_held(&http, &args, args.n, Duration::from_secs(60)).await?;
         let (c0, s0) = (own_cpu_us(), procs_cpu_us(&args.pids));
         let t0 = shared.start.elapsed().as_nanos() as u64;
+        let t0_epoch = epoch_ns();
         publish(&http, &store, &args, round).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while shared
@@ -407,28 +514,52 @@ async fn main() -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        client_cpu += own_cpu_us() - c0;
-        server_cpu += procs_cpu_us(&args.pids).saturating_sub(s0);
+        let (c1, s1) = (own_cpu_us(), procs_cpu_us(&args.pids));
         let mut ms: Vec<f64> = shared
             .conns
             .iter()
             .map(|c| c.at.load(Ordering::SeqCst).saturating_sub(t0) as f64 / 1e6)
             .collect();
         ms.sort_by(|a, b| a.total_cmp(b));
+        let mut arr: Vec<f64> = shared
+            .conns
+            .iter()
+            .map(|c| c.arrived.load(Ordering::SeqCst))
+            .filter(|&a| a != 0)
+            .map(|a| a.saturating_sub(t0_epoch) as f64 / 1e6)
+            .collect();
+        arr.sort_by(|a, b| a.total_cmp(b));
         let first = ms.first().copied().unwrap_or(f64::NAN);
         eprintln!(
-            "{} round {round}: first {first:.1} ms p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            "{} round {round}{}: read: first {first:.1} ms p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
+             arrived: p50 {:.1} ms p99 {:.1} ms",
             args.label,
+            if counted {
+                ""
+            } else {
+                " (warm-up, not counted)"
+            },
             pct(&ms, 0.5),
             pct(&ms, 0.99),
-            ms.last().copied().unwrap_or(f64::NAN)
+            ms.last().copied().unwrap_or(f64::NAN),
+            pct(&arr, 0.5),
+            pct(&arr, 0.99),
         );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if !counted {
+            continue;
+        }
+        client_cpu += c1 - c0;
+        server_cpu += s1.saturating_sub(s0);
+        unstamped += args.n - arr.len();
+        round_p99s.push(pct(&arr, 0.99));
+        arrivals.extend(arr);
         firsts.push(first);
         spread.extend(ms.iter().map(|m| m - first));
         all.extend(ms);
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     all.sort_by(|a, b| a.total_cmp(b));
+    arrivals.sort_by(|a, b| a.total_cmp(b));
     firsts.sort_by(|a, b| a.total_cmp(b));
     spread.sort_by(|a, b| a.total_cmp(b));
     let n = args.n as f64;
@@ -444,6 +575,12 @@ async fn main() -> Result<()> {
         "first_ms": pct(&firsts, 0.5),
         "spread_p50_ms": pct(&spread, 0.5),
         "spread_p99_ms": pct(&spread, 0.99),
+        // When the answers arrived in the client's sockets (the kernel's stamps), and how many
+        // answers came without a stamp (left out of these two).
+        "arrived_p50_ms": pct(&arrivals, 0.5),
+        "arrived_p99_ms": pct(&arrivals, 0.99),
+        "unstamped": unstamped,
+        "round_arrived_p99_ms": round_p99s,
         // CPU per delivery while rounds ran: the load client's own, and the server's.
         "client_cpu_us_per_delivery": client_cpu as f64 / (n * args.rounds as f64),
         "server_cpu_us_per_delivery": server_cpu as f64 / (n * args.rounds as f64),
@@ -458,7 +595,38 @@ async fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::last_seq;
+    use super::{epoch_ns, last_seq, read_stamped, stamp_arrivals};
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_answer_is_stamped_with_when_its_last_bytes_arrived() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stamp_arrivals(&client).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        // The head now, the body 50 ms later: the stamp is the body's.
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let before = epoch_ns();
+            server.write_all(b"hello").unwrap();
+            (before, server)
+        });
+        let mut buf = Vec::new();
+        let (answer, arrived) = read_stamped(&client, &mut buf).await.unwrap();
+        let read = epoch_ns();
+        let (body_sent, _server) = writer.join().unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, b"hello");
+        assert!(
+            (body_sent..=read).contains(&arrived),
+            "stamp {arrived} outside [{body_sent}, {read}]"
+        );
+    }
 
     #[test]
     fn the_last_events_seq_is_read_without_parsing() {
