@@ -6,9 +6,12 @@
 //! time from just before the publish until its answer arrived in the client's socket (the
 //! kernel's receive time stamp), and until the client read it. The first is what the server
 //! did; the second adds the client's own lag in getting to the socket, which on a machine the
-//! client shares with the server is the client's work as much as the server's. It also reports the server's
-//! memory per held poll: resident memory of the given processes and, when given, the kernel
-//! and TCP memory of their cgroup, before the polls were opened and once all were held.
+//! client shares with the server is the client's work as much as the server's. Warm-up
+//! rounds come first and are not counted.
+//!
+//! It also reports the server's memory per held poll: resident memory of the given processes
+//! and, when given, the kernel and TCP memory of their cgroup, before the polls were opened
+//! and once all were held.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
