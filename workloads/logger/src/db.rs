@@ -4,10 +4,12 @@
 //! | keyspace | key | value |
 //! |---|---|---|
 //! | `events` | (time in Unix nanoseconds, xxh3 hash of the JSON) | the [`Event`] as JSON |
-//! | `authors` | author key, `0`, event key | empty: which events concern an author |
 //!
 //! Keys are big-endian so fjall's order is time order; "newest first" is a reverse range
-//! scan. The writer thread takes every queued batch, commits them, and calls
+//! scan. There is no index by author: erase and export requests, which are rare, scan the log
+//! (bounded by retention) for the author's key, and every event stored does not pay for
+//! keeping an index sorted and compacted. (Logs written by earlier versions had one, in an
+//! `authors` keyspace; it is deleted when such a log is opened.) The writer thread takes every queued batch, commits them, and calls
 //! `persist(SyncAll)` once before answering any of them, like the store's group commit. The
 //! same thread applies retention (oldest events first, by age and by total size) and erasure,
 //! so the size it tracks is exact without locks.
@@ -18,7 +20,6 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fjall::config::{FilterPolicy, FilterPolicyEntry};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use io360_common::Problem;
 use io360_common::telemetry::Telemetry;
@@ -119,14 +120,14 @@ const SCAN_LIMIT: usize = 200_000;
 struct Tables {
     db: Database,
     events: Keyspace,
-    authors: Keyspace,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, Problem>>;
 
 enum Job {
     Append(Vec<(u64, Event)>, Reply<usize>),
-    Erase(String, Reply<u64>),
+    /// An author's key and the keys of the events found to concern them.
+    Erase(String, Vec<Vec<u8>>, Reply<u64>),
     Sweep(Reply<u64>),
 }
 
@@ -191,12 +192,25 @@ pub fn parse_id(id: &str) -> Option<[u8; 16]> {
     Some(k)
 }
 
-fn author_index(author: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(author.len() + 17);
-    k.extend_from_slice(author.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key);
-    k
+/// Every stored event concerning the author with this key, oldest first, with its key. The
+/// scan only decodes records that hold the key as a JSON string somewhere, then checks the
+/// field itself.
+fn author_scan(events: &Keyspace, author_key: &str) -> Result<Vec<(Vec<u8>, Event)>, Problem> {
+    let quoted = serde_json::to_vec(author_key)
+        .map_err(|e| Problem::internal(format!("encoding an author key: {e}")))?;
+    let finder = memchr::memmem::Finder::new(&quoted);
+    let mut out = Vec::new();
+    for kv in events.iter() {
+        let (k, v) = kv.into_inner().map_err(fjall_err)?;
+        if finder.find(&v).is_none() {
+            continue;
+        }
+        let e = decode(&k, &v)?;
+        if e.author_key.as_deref() == Some(author_key) {
+            out.push((k.to_vec(), e));
+        }
+    }
+    Ok(out)
 }
 
 fn decode(key: &[u8], v: &[u8]) -> Result<Event, Problem> {
@@ -234,13 +248,14 @@ impl EventLog {
         // touch at every write).
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let events = db.keyspace("events", options).map_err(fj)?;
-        // The author index is only ever read by prefix, so Bloom filters (built for every key
-        // of every table written) would never be consulted.
-        let authors = db
-            .keyspace("authors", || {
-                options().filter_policy(FilterPolicy::all(FilterPolicyEntry::None))
-            })
-            .map_err(fj)?;
+        // Earlier versions kept an index by author here; it holds author keys, so it goes.
+        if db.keyspace_exists("authors") {
+            let old = db
+                .keyspace("authors", KeyspaceCreateOptions::default)
+                .map_err(fj)?;
+            db.delete_keyspace(old).map_err(fj)?;
+            tracing::info!("deleted the author index an earlier version kept");
+        }
         // The size and the newest key come from one pass over the log at start.
         let (mut count, mut bytes, mut newest) = (0u64, 0u64, [0u8; 16]);
         for kv in events.iter() {
@@ -249,11 +264,7 @@ impl EventLog {
             bytes += (k.len() + v.len()) as u64;
             newest.copy_from_slice(&k);
         }
-        let tables = Arc::new(Tables {
-            db,
-            events,
-            authors,
-        });
+        let tables = Arc::new(Tables { db, events });
         let metrics = Metrics {
             ingested: Counter::default(),
             expired: Counter::default(),
@@ -362,7 +373,15 @@ impl EventLog {
     /// Removes the personal data of the author with this key from every event that concerns
     /// them; answers how many events were changed.
     pub async fn erase_author(&self, author_key: String) -> Result<u64, Problem> {
-        self.submit(|r| Job::Erase(author_key, r)).await
+        // Found off the writer, so ingest does not wait for the scan; the writer then reads
+        // each event again and changes it only if it still concerns the author.
+        let t = self.tables.clone();
+        let key = author_key.clone();
+        let found = tokio::task::spawn_blocking(move || author_scan(&t.events, &key))
+            .await
+            .map_err(|e| Problem::internal(format!("erase task failed: {e}")))??;
+        let keys = found.into_iter().map(|(k, _)| k).collect();
+        self.submit(|r| Job::Erase(author_key, keys, r)).await
     }
 
     /// Applies retention now; answers how many events were deleted.
@@ -382,17 +401,10 @@ impl EventLog {
     pub async fn author_events(&self, author_key: String) -> Result<Vec<Event>, Problem> {
         let t = self.tables.clone();
         tokio::task::spawn_blocking(move || {
-            let mut prefix = author_key.into_bytes();
-            prefix.push(0);
-            let mut out = Vec::new();
-            for kv in t.authors.prefix(&prefix) {
-                let k = kv.key().map_err(fjall_err)?;
-                let ek = &k[prefix.len()..];
-                if let Some(v) = t.events.get(ek).map_err(fjall_err)? {
-                    out.push(decode(ek, &v)?);
-                }
-            }
-            Ok(out)
+            Ok(author_scan(&t.events, &author_key)?
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect())
         })
         .await
         .map_err(|e| Problem::internal(format!("export task failed: {e}")))?
@@ -479,7 +491,9 @@ impl Writer {
             for job in group {
                 match job {
                     Job::Append(events, reply) => appended.push((reply, self.append(events))),
-                    Job::Erase(key, reply) => others.push((reply, self.erase(&key))),
+                    Job::Erase(author, keys, reply) => {
+                        others.push((reply, self.erase(&author, keys)))
+                    }
                     Job::Sweep(reply) => others.push((reply, self.sweep())),
                 }
             }
@@ -530,8 +544,7 @@ impl Writer {
     /// stamped with its `since`) is one event. (Two different events would also need the
     /// same 64-bit hash in the same nanosecond to collide.)
     fn append(&mut self, events: Vec<(u64, Event)>) -> Appended {
-        // Sized up front: an event and its author index entry each.
-        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.t.db.clone(), events.len() * 2);
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(self.t.db.clone(), events.len());
         // Only a live tail needs the stored events back; without one they are dropped here.
         let tailed = self.tail.receiver_count() > 0;
         let mut out = Vec::with_capacity(if tailed { events.len() } else { 0 });
@@ -553,9 +566,6 @@ impl Writer {
             stored += 1;
             added += (key.len() + value.len()) as u64;
             batch.insert(&self.t.events, key, value);
-            if let Some(a) = &e.author_key {
-                batch.insert(&self.t.authors, author_index(a, &key), []);
-            }
             if tailed {
                 e.id = Some(key_id(&key));
                 out.push(e);
@@ -568,20 +578,19 @@ impl Writer {
         Ok((stored, out))
     }
 
-    fn erase(&mut self, author: &str) -> Result<u64, Problem> {
-        let mut prefix = author.as_bytes().to_vec();
-        prefix.push(0);
+    fn erase(&mut self, author: &str, keys: Vec<Vec<u8>>) -> Result<u64, Problem> {
         let mut batch = self.t.db.batch();
         let mut n = 0;
-        for kv in self.t.authors.prefix(&prefix) {
-            let ik = kv.key().map_err(fjall_err)?;
-            let ek = ik[prefix.len()..].to_vec();
-            batch.remove(&self.t.authors, ik.to_vec());
+        for ek in keys {
+            // Deleted by retention since the scan, or already erased: nothing to do.
             let Some(v) = self.t.events.get(&ek).map_err(fjall_err)? else {
                 continue;
             };
             let mut e: Event = serde_json::from_slice(&v)
                 .map_err(|err| Problem::internal(format!("corrupt event record: {err}")))?;
+            if e.author_key.as_deref() != Some(author) {
+                continue;
+            }
             // The record of what happened stays; what says who the person was goes.
             if !e.actor.starts_with("admin") && e.actor != "system" {
                 e.actor = "erased".to_owned();
@@ -614,11 +623,6 @@ impl Writer {
                 if !old && self.bytes <= self.retention.max_bytes {
                     break;
                 }
-                if let Ok(e) = serde_json::from_slice::<Event>(&v)
-                    && let Some(a) = &e.author_key
-                {
-                    batch.remove(&self.t.authors, author_index(a, &k));
-                }
                 batch.remove(&self.t.events, k.to_vec());
                 self.bytes = self.bytes.saturating_sub((k.len() + v.len()) as u64);
                 self.count = self.count.saturating_sub(1);
@@ -639,5 +643,31 @@ impl Writer {
             tracing::info!(deleted, "retention deleted old events");
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_author_index_of_an_earlier_version_is_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path().join("fjall")).open().unwrap();
+            let authors = db
+                .keyspace("authors", KeyspaceCreateOptions::default)
+                .unwrap();
+            authors.insert(b"key-ann\x000123456789abcdef", b"").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let retention = Retention {
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+        };
+        drop(EventLog::open(dir.path(), retention).unwrap());
+        let db = Database::builder(dir.path().join("fjall")).open().unwrap();
+        assert!(!db.keyspace_exists("authors"));
+        assert!(db.keyspace_exists("events"));
     }
 }

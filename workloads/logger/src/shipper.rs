@@ -5,7 +5,9 @@
 //! (`io360_logger_events_dropped_total`). One background task takes whatever has accumulated,
 //! sends it as one batch, and on failure keeps that batch and retries with exponential backoff
 //! while new events queue behind it (and are dropped once the buffer fills). When the logger
-//! comes back the held batch goes first and shipping resumes. Rate-limit and spam rejections
+//! comes back the held batch goes first and shipping resumes. A batch the logger finds too
+//! large (413: over its byte limit, which long texts can reach) is sent again in halves, not
+//! dropped. Rate-limit and spam rejections
 //! are counted per address and reason and shipped as one event per flush interval, so a flood
 //! of refused requests costs the logger a handful of events. Without `IO360_LOGGER_URL` the
 //! shipper does nothing.
@@ -22,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::api::{Accepted, EraseRequest, Erased, Export};
+use crate::api::{Accepted, EraseRequest, Erased, Export, MAX_BATCH};
 use crate::db::Page;
 use crate::event::{Event, Kind, truncate};
 
@@ -37,8 +39,9 @@ pub struct ShipperConfig {
     #[arg(long, env = "IO360_LOGGER_BUFFER", default_value_t = 10_000)]
     pub logger_buffer: usize,
 
-    /// Most events in one batch.
-    #[arg(long, env = "IO360_LOGGER_BATCH", default_value_t = 500)]
+    /// Most events in one batch (at most the logger's limit, 1,000). The logger's cost per
+    /// event falls with the batch size: each batch is a request and an fsync.
+    #[arg(long, env = "IO360_LOGGER_BATCH", default_value_t = 1000)]
     pub logger_batch: usize,
 
     /// How often aggregated rejections are shipped, in milliseconds.
@@ -48,7 +51,7 @@ pub struct ShipperConfig {
     /// How long the first event of a batch waits for company before the batch is sent, in
     /// milliseconds: under load this turns one logger request (and fsync) per event into one
     /// per batch, which is what keeps shipping cheap for the comment path.
-    #[arg(long, env = "IO360_LOGGER_LINGER_MS", default_value_t = 50)]
+    #[arg(long, env = "IO360_LOGGER_LINGER_MS", default_value_t = 100)]
     pub logger_linger_ms: u64,
 }
 
@@ -57,9 +60,9 @@ impl Default for ShipperConfig {
         ShipperConfig {
             logger_url: None,
             logger_buffer: 10_000,
-            logger_batch: 500,
+            logger_batch: 1000,
             logger_flush_ms: 1000,
-            logger_linger_ms: 50,
+            logger_linger_ms: 100,
         }
     }
 }
@@ -76,6 +79,12 @@ impl ShipperConfig {
         }
         if self.logger_buffer == 0 || self.logger_batch == 0 {
             return Err("IO360_LOGGER_BUFFER and IO360_LOGGER_BATCH must be at least 1".into());
+        }
+        if self.logger_batch > MAX_BATCH {
+            return Err(format!(
+                "IO360_LOGGER_BATCH is {}, but the logger accepts at most {MAX_BATCH} events in one batch",
+                self.logger_batch
+            ));
         }
         Ok(())
     }
@@ -263,6 +272,8 @@ fn take_rejections(inner: &Inner) -> Vec<Event> {
 
 enum Sent {
     Ok,
+    /// Over the logger's limits: worth sending again in smaller batches.
+    TooLarge,
     Refused,
     Unavailable,
 }
@@ -280,6 +291,7 @@ async fn send(inner: &Inner, events: &[Event]) -> Sent {
         .await
     {
         Ok(_) => Sent::Ok,
+        Err(ClientError::Problem(p)) if p.status == 413 && events.len() > 1 => Sent::TooLarge,
         Err(ClientError::Problem(p)) if p.status < 500 && p.status != 429 => {
             tracing::warn!(problem = %p, events = events.len(), "the logger refused a batch; dropping it");
             Sent::Refused
@@ -296,6 +308,8 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Event>, m: Metrics) {
     let mut tick = tokio::time::interval(inner.flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::from_millis(50);
+    // The batch size for the next send: halved while the logger finds batches too large.
+    let mut limit = inner.batch;
     let mut stopping = false;
     loop {
         if pending.is_empty() && !stopping {
@@ -329,13 +343,15 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Event>, m: Metrics) {
             }
             continue;
         }
-        let n = pending.len().min(inner.batch);
+        let n = pending.len().min(limit);
         match send(&inner, &pending[..n]).await {
             Sent::Ok => {
                 m.shipped.inc_by(n as u64);
                 pending.drain(..n);
                 backoff = Duration::from_millis(50);
+                limit = inner.batch;
             }
+            Sent::TooLarge => limit = n / 2,
             Sent::Refused => {
                 m.dropped.inc_by(n as u64);
                 pending.drain(..n);

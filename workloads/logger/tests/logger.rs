@@ -332,7 +332,15 @@ async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
     let mut theirs = ev("comment.posted", "Bob", "/e", &now());
     theirs["authorKey"] = json!("key-bob");
     theirs["address"] = json!("2001:db8:1:2::5");
-    let (status, _) = post(&logger.url, json!({"events": [mine, approved, theirs]})).await;
+    // Ann's key as a longer key's start, and as another field's text: neither is hers.
+    let mut longer = ev("comment.posted", "Anna", "/e", &now());
+    longer["authorKey"] = json!("key-anna");
+    let named = ev("comment.posted", "key-ann", "/e", &now());
+    let (status, _) = post(
+        &logger.url,
+        json!({"events": [mine, approved, theirs, longer, named]}),
+    )
+    .await;
     assert_eq!(status, 202);
 
     let page = query(&logger.url, "thread=%2Fe").await;
@@ -364,7 +372,7 @@ async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
 
     let page = query(&logger.url, "thread=%2Fe").await;
     let events = page["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "the record of what happened stays");
+    assert_eq!(events.len(), 5, "the record of what happened stays");
     let ann = events
         .iter()
         .find(|e| e["kind"] == "comment.posted" && e["comment"] == 7)
@@ -384,6 +392,12 @@ async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
             .iter()
             .any(|e| e["actor"] == "Bob" && e["authorKey"] == "key-bob")
     );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["actor"] == "Anna" && e["authorKey"] == "key-anna")
+    );
+    assert!(events.iter().any(|e| e["actor"] == "key-ann"));
     let export: Value = reqwest::get(format!("{}/logger/v1/export?author=key-ann", logger.url))
         .await
         .unwrap()
@@ -532,4 +546,56 @@ async fn an_identical_event_is_stored_once_so_retries_and_replicas_do_not_double
     let (status, body) = post(&logger.url, batch).await;
     assert_eq!((status, &body["stored"]), (202, &json!(0)), "{body}");
     logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_loggers_byte_limit_is_shipped_in_halves_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let telemetry = Telemetry::new("test");
+    let shipper = Shipper::new(
+        "test",
+        &ShipperConfig {
+            logger_url: Some(logger.url.clone()),
+            logger_buffer: 2000,
+            logger_batch: 1000,
+            logger_flush_ms: 1000,
+            logger_linger_ms: 200,
+        },
+        &telemetry,
+    );
+    shipper.start();
+    // Quotes are escaped in JSON, so each event takes over 2.5 KB on the wire and a full
+    // batch of 1,000 is over the logger's 2 MiB.
+    let quotes = "\"".repeat(1000);
+    for i in 0..1000 {
+        shipper.emit(
+            Event::now(Kind::CommentPosted, "test", format!("big{i}"))
+                .thread("/big")
+                .reason("\"".repeat(200))
+                .detail(quotes.clone()),
+        );
+    }
+    shipper.stop(Duration::from_secs(10)).await;
+    assert_eq!(shipper.dropped(), 0);
+    let page = query(&logger.url, "thread=%2Fbig&limit=1000").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1000);
+    logger.stop().await;
+}
+
+#[test]
+fn a_batch_size_over_the_loggers_limit_is_refused_at_start() {
+    let config = ShipperConfig {
+        logger_url: Some("http://127.0.0.1:1".into()),
+        logger_buffer: 10_000,
+        logger_batch: 5000,
+        logger_flush_ms: 1000,
+        logger_linger_ms: 100,
+    };
+    let err = config.validate().unwrap_err();
+    assert!(
+        err.contains("IO360_LOGGER_BATCH is 5000") && err.contains("at most 1000"),
+        "{err}"
+    );
+    assert!(ShipperConfig::default().validate().is_ok());
 }
