@@ -639,9 +639,14 @@ async fn sigterm_answers_held_polls_and_exits() -> Result<()> {
 /// connection then carries the client's next poll, which gets the event after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
+    let n = 5000;
+    // Exactly as many as may be held: each answered poll must be let go before its
+    // connection's next poll counts, or the next polls are turned away.
     let cluster = Cluster::start(Options {
         longpolls: 1,
-        longpoll_args: ["--hold-secs", "120"].map(String::from).to_vec(),
+        longpoll_args: ["--hold-secs", "120", "--max-held", &n.to_string()]
+            .map(String::from)
+            .to_vec(),
         ..Options::default()
     })
     .await?;
@@ -650,7 +655,6 @@ async fn one_event_reaches_thousands_of_held_polls() -> Result<()> {
     let store = cluster.store_client();
     let deadline = || Instant::now() + Duration::from_secs(10);
     let first = post(&store, "/crowd", "crowd-0", deadline()).await?;
-    let n = 5000;
     let http = reqwest::Client::new();
     let since = first.seq;
     let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));

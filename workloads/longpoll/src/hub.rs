@@ -526,10 +526,9 @@ impl Hub {
         let mut put_back = Vec::new();
         // Connections go back to reading only after every answer is written (of every chunk,
         // given `shared`), so clients' next polls do not compete with the rest of the fan-out.
-        // Meanwhile each answered socket waits in its slot: nothing is allocated or freed per
-        // answer while the fan-out writes. (Collecting the sockets in a growing vector cost
-        // 5 ms at each doubling past 4,096, in fresh pages; freeing each slot as it was
-        // answered cost more page work.)
+        // Meanwhile each answered socket waits in its slot, and nothing is allocated or freed
+        // per answer while the fan-out writes. (Collecting the sockets in a growing vector
+        // cost 5 ms at each doubling past 4,096, in fresh pages.)
         for slot in &waiters {
             let Some(since) = slot.since(thread) else {
                 continue;
@@ -596,7 +595,7 @@ impl Hub {
             }
             None => vec![waiters],
         };
-        for slot in written.iter().flatten() {
+        for slot in written.into_iter().flatten() {
             let answered = {
                 let mut st = slot.state.lock();
                 match std::mem::replace(&mut *st, SlotState::Done) {
@@ -607,6 +606,9 @@ impl Hub {
                     }
                 }
             };
+            // The answered poll is let go before its connection's next poll can count
+            // against the cap on held polls.
+            drop(slot);
             if let Some(stream) = answered {
                 (cb.resume)(stream);
             }
