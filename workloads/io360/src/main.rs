@@ -12,6 +12,22 @@ mod up;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's number for its purge delay option (`mi_option_purge_delay` in the `mimalloc.h`
+/// of mimalloc 3, which the `mimalloc` crate builds; the bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory with the allocator for 10 s before it goes back to the OS, instead of
+/// mimalloc's 1 s, unless `MIMALLOC_PURGE_DELAY` says otherwise. Memory given back is
+/// faulted in again at the next burst, a huge page at a time, each zeroed by the kernel:
+/// logic shipping audit events spent about 4% of its CPU there, and a 10 s delay took its
+/// page faults per request from 0.06 to 0.001. Idle memory still goes back to the OS.
+fn keep_freed_memory_a_while() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option, before any thread of ours is started.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+    }
+}
+
 use clap::{Parser, Subcommand};
 
 /// io360: comment infrastructure for sites that must stay up when traffic spikes.
@@ -34,6 +50,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory_a_while();
     let cli = Cli::parse();
     io360_common::telemetry::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -55,5 +72,26 @@ fn main() -> std::process::ExitCode {
             eprintln!("io360: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MI_OPTION_PURGE_DELAY, keep_freed_memory_a_while};
+
+    #[test]
+    fn freed_memory_is_kept_ten_seconds() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads one integer option.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            get(),
+            1000,
+            "the option is mimalloc's purge delay, 1 s by default"
+        );
+        keep_freed_memory_a_while();
+        assert_eq!(get(), 10_000);
     }
 }
