@@ -151,6 +151,38 @@ impl Slot {
             .map(|(_, s)| *s)
     }
 
+    /// Takes the socket out of a parked slot, leaving it done; `None`, and the slot as it was,
+    /// in any other state.
+    fn parked_stream(&self) -> Option<TcpStream> {
+        self.take_stream(|st| match st {
+            SlotState::Parked(stream) => Ok(stream),
+            other => Err(other),
+        })
+    }
+
+    /// Takes the socket out of a slot a fan-out answered, leaving it done; `None`, and the
+    /// slot as it was, in any other state.
+    fn answered_stream(&self) -> Option<TcpStream> {
+        self.take_stream(|st| match st {
+            SlotState::Answered(stream) => Ok(stream),
+            other => Err(other),
+        })
+    }
+
+    fn take_stream(
+        &self,
+        pick: impl FnOnce(SlotState) -> Result<TcpStream, SlotState>,
+    ) -> Option<TcpStream> {
+        let mut st = self.state.lock();
+        match pick(std::mem::replace(&mut *st, SlotState::Done)) {
+            Ok(stream) => Some(stream),
+            Err(other) => {
+                *st = other;
+                None
+            }
+        }
+    }
+
     /// Marks the slot answered by its own task. False when it was already answered.
     pub fn finish(&self) -> bool {
         let mut st = self.state.lock();
@@ -596,16 +628,7 @@ impl Hub {
             None => vec![waiters],
         };
         for slot in written.into_iter().flatten() {
-            let answered = {
-                let mut st = slot.state.lock();
-                match std::mem::replace(&mut *st, SlotState::Done) {
-                    SlotState::Answered(stream) => Some(stream),
-                    other => {
-                        *st = other;
-                        None
-                    }
-                }
-            };
+            let answered = slot.answered_stream();
             // The answered poll is let go before its connection's next poll can count
             // against the cap on held polls.
             drop(slot);
@@ -637,15 +660,8 @@ impl Hub {
         };
         let mut memo: HashMap<(u16, bool), Bytes> = HashMap::new();
         for slot in expired.into_values().flatten().filter_map(|w| w.upgrade()) {
-            let stream = {
-                let mut st = slot.state.lock();
-                match std::mem::replace(&mut *st, SlotState::Done) {
-                    SlotState::Parked(stream) => stream,
-                    other => {
-                        *st = other;
-                        continue;
-                    }
-                }
+            let Some(stream) = slot.parked_stream() else {
+                continue;
             };
             self.unregister(&slot);
             let bytes = memo
@@ -679,17 +695,7 @@ impl Hub {
         }
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {
-            let taken = {
-                let mut st = slot.state.lock();
-                match std::mem::replace(&mut *st, SlotState::Done) {
-                    SlotState::Parked(stream) => Some(stream),
-                    other => {
-                        *st = other;
-                        None
-                    }
-                }
-            };
-            if let Some(stream) = taken {
+            if let Some(stream) = slot.parked_stream() {
                 out.push((slot, stream));
             }
         }

@@ -117,29 +117,29 @@ fn memory(args: &Args) -> Memory {
 /// thousands of sockets to one address with port 0 otherwise scans every bound port each time.
 fn bind_without_port(sock: &TcpSocket) {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket and a c_int option of the right size.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    // Without it binding is only slower.
+    let _ = switch_on(
+        sock.as_raw_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+    );
 }
 
 /// Asks the kernel to stamp what this socket receives with the time it arrived.
 fn stamp_arrivals(s: &TcpStream) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
+    switch_on(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Sets a socket option that takes an int to 1.
+fn switch_on(fd: libc::c_int, level: libc::c_int, name: libc::c_int) -> std::io::Result<()> {
     let on: libc::c_int = 1;
-    // SAFETY: a valid socket and a c_int option of the right size.
+    // SAFETY: a socket descriptor and a c_int option of the right size.
     let r = unsafe {
         libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            fd,
+            level,
+            name,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
