@@ -21,8 +21,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// faulted in again at the next burst, a huge page at a time, each zeroed by the kernel:
 /// logic shipping audit events spent about 4% of its CPU there, and a 10 s delay took its
 /// page faults per request from 0.06 to 0.001. Idle memory still goes back to the OS.
-fn keep_freed_memory_a_while() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+fn keep_freed_memory_a_while(overridden: bool) {
+    if !overridden {
         // SAFETY: sets one integer option, before any thread of ours is started.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
     }
@@ -50,7 +50,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    keep_freed_memory_a_while();
+    keep_freed_memory_a_while(std::env::var_os("MIMALLOC_PURGE_DELAY").is_some());
     let cli = Cli::parse();
     io360_common::telemetry::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -81,17 +81,21 @@ mod tests {
 
     #[test]
     fn freed_memory_is_kept_ten_seconds() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            return;
-        }
         // SAFETY: reads one integer option.
         let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        // mimalloc reads MIMALLOC_PURGE_DELAY for this option only if it is the purge delay.
+        let default = std::env::var("MIMALLOC_PURGE_DELAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
         assert_eq!(
             get(),
-            1000,
+            default,
             "the option is mimalloc's purge delay, 1 s by default"
         );
-        keep_freed_memory_a_while();
+        keep_freed_memory_a_while(true);
+        assert_eq!(get(), default, "a delay the environment sets is kept");
+        keep_freed_memory_a_while(false);
         assert_eq!(get(), 10_000);
     }
 }

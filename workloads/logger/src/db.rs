@@ -9,7 +9,9 @@
 //! scan. There is no index by author: erase and export requests, which are rare, scan the log
 //! (bounded by retention) for the author's key, and every event stored does not pay for
 //! keeping an index sorted and compacted. (Logs written by earlier versions had one, in an
-//! `authors` keyspace; it is deleted when such a log is opened.) The writer thread takes every queued batch, commits them, and calls
+//! `authors` keyspace; it is deleted when such a log is opened.)
+//!
+//! The writer thread takes every queued batch, commits them, and calls
 //! `persist(SyncAll)` once before answering any of them, like the store's group commit. The
 //! same thread applies retention (oldest events first, by age and by total size) and erasure,
 //! so the size it tracks is exact without locks.
