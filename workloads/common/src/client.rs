@@ -133,6 +133,23 @@ impl TierClient {
         self.send_json(reqwest::Method::POST, path, body).await
     }
 
+    /// POST `body`, already JSON, to `path` and decode the JSON answer. For a caller that
+    /// encodes into a buffer of its own (and so reuses it from one call to the next).
+    pub async fn post_encoded<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let req = self
+            .http
+            .post(&url)
+            .timeout(Duration::from_secs(10))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(&url, req).await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         url: &str,

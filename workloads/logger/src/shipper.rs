@@ -1,7 +1,8 @@
 //! Shipping events from a tier to the logger without ever slowing a request.
 //!
-//! A request handler calls [`Shipper::emit`], which puts the event in a bounded buffer with
-//! `try_send` and returns at once; when the buffer is full the event is dropped and counted
+//! A request handler calls [`Shipper::emit`], which writes the event out as JSON (while its
+//! fields are still in the handler's cache, and so that the buffer holds one allocation per
+//! event) and puts it in a bounded buffer with `try_send`, returning at once; when the buffer is full the event is dropped and counted
 //! (`io360_logger_events_dropped_total`). One background task takes whatever has accumulated,
 //! sends it as one batch, and on failure keeps that batch and retries with exponential backoff
 //! while new events queue behind it (and are dropped once the buffer fills). When the logger
@@ -17,10 +18,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use io360_common::client::{ClientError, TierClient};
 use io360_common::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -102,8 +105,8 @@ type RejectionKey = (Kind, String, String);
 
 struct Inner {
     tier: &'static str,
-    tx: mpsc::Sender<Event>,
-    rx: Mutex<Option<mpsc::Receiver<Event>>>,
+    tx: mpsc::Sender<Box<RawValue>>,
+    rx: Mutex<Option<mpsc::Receiver<Box<RawValue>>>>,
     rejections: Mutex<HashMap<RejectionKey, u64>>,
     client: TierClient,
     batch: usize,
@@ -228,7 +231,11 @@ impl Shipper {
     /// Queues an event; never waits. When the buffer is full the event is dropped and counted.
     pub fn emit(&self, event: Event) {
         let Some(inner) = &self.inner else { return };
-        match inner.tx.try_send(event) {
+        let Some(json) = encode(&event) else {
+            self.metrics.dropped.inc();
+            return;
+        };
+        match inner.tx.try_send(json) {
             Ok(()) => {
                 self.metrics.buffered.inc();
             }
@@ -254,18 +261,28 @@ impl Shipper {
     }
 }
 
-fn take_rejections(inner: &Inner) -> Vec<Event> {
+/// An event as it is shipped. (Encoding an [`Event`] cannot fail: it has only strings, numbers
+/// and a kind; a failure would be logged and the event counted as dropped.)
+fn encode(event: &Event) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(event)
+        .inspect_err(
+            |e| tracing::error!(error = %e, kind = %event.kind, "cannot encode an audit event"),
+        )
+        .ok()
+}
+
+fn take_rejections(inner: &Inner) -> Vec<Box<RawValue>> {
     let drained: Vec<(RejectionKey, u64)> = match inner.rejections.lock() {
         Ok(mut r) => r.drain().collect(),
         Err(_) => Vec::new(),
     };
     drained
         .into_iter()
-        .map(|((kind, address, reason), count)| {
+        .filter_map(|((kind, address, reason), count)| {
             let mut e = Event::now(kind, inner.tier, "system").reason(reason);
             e.address = Some(address);
             e.count = Some(count);
-            e
+            encode(&e)
         })
         .collect()
 }
@@ -278,16 +295,32 @@ enum Sent {
     Unavailable,
 }
 
-/// A [`crate::api::Batch`] as sent: the events are serialized where they lie, not copied first.
-#[derive(serde::Serialize)]
-struct BatchRef<'a> {
-    events: &'a [Event],
+/// Writes a [`crate::api::Batch`] of encoded events into `buf` and takes it out as a body.
+/// `buf` keeps its memory: once the logger has answered and the body is dropped, the next batch
+/// is written into the same memory. (A fresh buffer of a batch's size, a few hundred
+/// kilobytes, would be fresh pages from the kernel every time.)
+fn batch_body(buf: &mut BytesMut, events: &[Box<RawValue>]) -> Bytes {
+    const HEAD: &[u8] = b"{\"events\":[";
+    const TAIL: &[u8] = b"]}";
+    let len: usize = events.iter().map(|e| e.get().len() + 1).sum();
+    buf.clear();
+    buf.reserve(HEAD.len() + len + TAIL.len());
+    buf.put_slice(HEAD);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(e.get().as_bytes());
+    }
+    buf.put_slice(TAIL);
+    buf.split().freeze()
 }
 
-async fn send(inner: &Inner, events: &[Event]) -> Sent {
+async fn send(inner: &Inner, buf: &mut BytesMut, events: &[Box<RawValue>]) -> Sent {
+    let body = batch_body(buf, events);
     match inner
         .client
-        .post::<_, Accepted>("/logger/v1/events", &BatchRef { events })
+        .post_encoded::<Accepted>("/logger/v1/events", body)
         .await
     {
         Ok(_) => Sent::Ok,
@@ -303,8 +336,9 @@ async fn send(inner: &Inner, events: &[Event]) -> Sent {
     }
 }
 
-async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Event>, m: Metrics) {
-    let mut pending: Vec<Event> = Vec::new();
+async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Box<RawValue>>, m: Metrics) {
+    let mut pending: Vec<Box<RawValue>> = Vec::new();
+    let mut buf = BytesMut::new();
     let mut tick = tokio::time::interval(inner.flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::from_millis(50);
@@ -344,7 +378,7 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Event>, m: Metrics) {
             continue;
         }
         let n = pending.len().min(limit);
-        match send(&inner, &pending[..n]).await {
+        match send(&inner, &mut buf, &pending[..n]).await {
             Sent::Ok => {
                 m.shipped.inc_by(n as u64);
                 pending.drain(..n);
@@ -411,5 +445,36 @@ impl LoggerClient {
         self.inner
             .get(&format!("/logger/v1/export?author={q}"))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Batch;
+
+    #[test]
+    fn a_batch_body_is_the_events_as_sent_and_its_memory_serves_the_next_batch() {
+        let events = [
+            Event::now(Kind::CommentPosted, "logic", "Ann \"the\" reader")
+                .thread("/posts/hello/")
+                .comment(7),
+            Event::now(Kind::TierStarted, "logic", "system"),
+        ];
+        let encoded: Vec<Box<RawValue>> = events.iter().filter_map(encode).collect();
+        let mut buf = BytesMut::new();
+        let body = batch_body(&mut buf, &encoded);
+        let batch: Batch = serde_json::from_slice(&body).unwrap();
+        assert_eq!(batch.events, events);
+        let memory = body.as_ptr();
+        drop(body);
+        let body = batch_body(&mut buf, &encoded[1..]);
+        let batch: Batch = serde_json::from_slice(&body).unwrap();
+        assert_eq!(batch.events, events[1..]);
+        assert_eq!(
+            body.as_ptr(),
+            memory,
+            "the second batch was written into new memory"
+        );
     }
 }
