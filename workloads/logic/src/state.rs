@@ -1,5 +1,6 @@
 //! Everything a request handler needs, built once at start.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use io360_common::serve::Shutdown;
@@ -13,10 +14,22 @@ use crate::limits::{FORGET_EVERY, Limit};
 use crate::suspension::Suspension;
 use crate::token::Keys;
 
-/// Shared state of the logic tier.
+/// Shared state of the logic tier: one `Arc`, so that handing it to a request (axum clones
+/// the state for every one) is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
-    pub config: std::sync::Arc<Config>,
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
+    pub config: Arc<Config>,
     pub store: StoreClient,
     pub keys: Keys,
     pub cache: ThreadCache,
@@ -25,7 +38,7 @@ pub struct AppState {
     pub reads: Limit,
     /// (client, thread, text hash) of recent posts, for the duplicate check.
     pub recent: Cache<(std::net::IpAddr, String, [u8; 32]), ()>,
-    pub banned: std::sync::Arc<Vec<String>>,
+    pub banned: Arc<Vec<String>>,
     /// Where audit events go.
     pub audit: io360_logger::Shipper,
     /// Banned authors and address ranges, refreshed from store.
@@ -68,7 +81,7 @@ impl AppState {
             .map(|w| w.trim().to_lowercase())
             .filter(|w| !w.is_empty())
             .collect();
-        AppState {
+        AppState(Arc::new(Shared {
             audit: io360_logger::Shipper::new("logic", &config.audit, telemetry),
             bans: crate::audit::BanList::default(),
             store: StoreClient::new(&config.store_url),
@@ -81,9 +94,9 @@ impl AppState {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(config.duplicate_window.max(1)))
                 .build(),
-            banned: std::sync::Arc::new(banned),
-            config: std::sync::Arc::new(config),
-        }
+            banned: Arc::new(banned),
+            config: Arc::new(config),
+        }))
     }
 
     /// Starts the tasks that keep the cache, the suspension flag and the limits fresh.
