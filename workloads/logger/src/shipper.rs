@@ -1,17 +1,16 @@
 //! Shipping events from a tier to the logger without ever slowing a request.
 //!
-//! A request handler calls [`Shipper::emit`], which writes the event out as JSON (while its
-//! fields are still in the handler's cache, and so that the buffer holds one allocation per
-//! event) and puts it in a bounded buffer with `try_send`, returning at once; when the buffer is full the event is dropped and counted
-//! (`io360_logger_events_dropped_total`). One background task takes whatever has accumulated,
-//! sends it as one batch, and on failure keeps that batch and retries with exponential backoff
-//! while new events queue behind it (and are dropped once the buffer fills). When the logger
-//! comes back the held batch goes first and shipping resumes. A batch the logger finds too
-//! large (413: over its byte limit, which long texts can reach) is sent again in halves, not
-//! dropped. Rate-limit and spam rejections
-//! are counted per address and reason and shipped as one event per flush interval, so a flood
-//! of refused requests costs the logger a handful of events. Without `IO360_LOGGER_URL` the
-//! shipper does nothing.
+//! A request handler calls [`Shipper::emit`], which writes the event out as JSON (while its fields
+//! are still in the handler's cache, and so that the buffer holds one allocation per event) and
+//! puts it in a bounded buffer with `try_send`, returning at once; when the buffer is full the
+//! event is dropped and counted (`io360_logger_events_dropped_total`). One background task takes
+//! whatever has accumulated, sends it as one batch, and on failure keeps that batch and retries
+//! with exponential backoff while new events queue behind it (and are dropped once the buffer
+//! fills). When the logger comes back the held batch goes first and shipping resumes. A batch the
+//! logger finds too large (413: over its byte limit, which long texts can reach) is sent again in
+//! halves, not dropped. Rate-limit and spam rejections are counted per address and reason and
+//! shipped as one event per flush interval, so a flood of refused requests costs the logger a
+//! handful of events. Without `IO360_LOGGER_URL` the shipper does nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
