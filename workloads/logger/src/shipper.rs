@@ -230,7 +230,8 @@ impl Shipper {
     /// Queues an event; never waits. When the buffer is full the event is dropped and counted.
     pub fn emit(&self, event: Event) {
         let Some(inner) = &self.inner else { return };
-        let Some(json) = encode(&event) else {
+        // A full buffer (the logger away for a while) drops the event before it is encoded.
+        let Some(json) = (inner.tx.capacity() > 0).then(|| encode(&event)).flatten() else {
             self.metrics.dropped.inc();
             return;
         };
