@@ -6,9 +6,9 @@
 # client's socket (the kernel's receive stamp: what the server did) and until the client read
 # it (which adds the client's own lag on the cores it shares with the server). It also
 # measures the server's memory per held poll (resident memory, and the cgroup's kernel and
-# TCP memory), then prints io360/Nchan
-# ratios. io360's publish is an append to the store (fsync, change feed, sync, longpoll), so
-# its times are end to end; Nchan's is a POST straight to the fan-out server.
+# TCP memory), then prints io360/Nchan ratios. io360's publish is an append to the store
+# (fsync, change feed, sync, longpoll), so its times are end to end; Nchan's is a POST
+# straight to the fan-out server.
 #
 #   tests/live/bench.sh                 # N = 10000 and 19000, 8 rounds each (after one warm-up
 #                                       # round), on separate and on shared cores; E2E at 1000

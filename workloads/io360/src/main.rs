@@ -7,6 +7,8 @@
 mod tiers;
 mod up;
 
+use clap::{Parser, Subcommand};
+
 /// mimalloc: every tier allocates small, short-lived buffers per request, from many threads;
 /// glibc's allocator spent about a tenth of the frontend's time on a static page.
 #[global_allocator]
@@ -27,8 +29,6 @@ fn keep_freed_memory_a_while(overridden: bool) {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
     }
 }
-
-use clap::{Parser, Subcommand};
 
 /// io360: comment infrastructure for sites that must stay up when traffic spikes.
 #[derive(Debug, Parser)]

@@ -215,9 +215,14 @@ fn author_scan(events: &Keyspace, author_key: &str) -> Result<Vec<(Vec<u8>, Even
     Ok(out)
 }
 
+/// A stored record as it was written: without its id.
+fn parse_record(v: &[u8]) -> Result<Event, Problem> {
+    serde_json::from_slice(v).map_err(|e| Problem::internal(format!("corrupt event record: {e}")))
+}
+
+/// A stored record with its id, as queries answer it.
 fn decode(key: &[u8], v: &[u8]) -> Result<Event, Problem> {
-    let mut e: Event = serde_json::from_slice(v)
-        .map_err(|e| Problem::internal(format!("corrupt event record: {e}")))?;
+    let mut e = parse_record(v)?;
     e.id = Some(key_id(key));
     Ok(e)
 }
@@ -588,8 +593,7 @@ impl Writer {
             let Some(v) = self.t.events.get(&ek).map_err(fjall_err)? else {
                 continue;
             };
-            let mut e: Event = serde_json::from_slice(&v)
-                .map_err(|err| Problem::internal(format!("corrupt event record: {err}")))?;
+            let mut e = parse_record(&v)?;
             if e.author_key.as_deref() != Some(author) {
                 continue;
             }

@@ -262,7 +262,7 @@ impl Shipper {
 }
 
 /// An event as it is shipped. (Encoding an [`Event`] cannot fail: it has only strings, numbers
-/// and a kind; a failure would be logged and the event counted as dropped.)
+/// and a kind; a failure would be logged and the event not shipped.)
 fn encode(event: &Event) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(event)
         .inspect_err(
