@@ -107,7 +107,9 @@ build_kubernetes() {
             k8s.io/kubernetes/cmd/kube-apiserver \
             k8s.io/kubernetes/cmd/kube-controller-manager \
             k8s.io/kubernetes/cmd/kube-scheduler \
-            k8s.io/kubernetes/cmd/kubectl
+            k8s.io/kubernetes/cmd/kubectl \
+            k8s.io/kubernetes/cmd/kubelet \
+            k8s.io/kubernetes/cmd/kube-proxy
     )
 }
 
@@ -171,10 +173,10 @@ build_helm() {
 total_start=$SECONDS
 built=0
 k8s_pin="kubernetes ${K8S_VERSION} staging ${STAGING_VERSION}"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     if ! stamp_ok "$b" "$k8s_pin"; then
         run_logged kubernetes build_kubernetes
-        for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do stamp_write "$c" "$k8s_pin"; done
+        for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do stamp_write "$c" "$k8s_pin"; done
         built=1
         break
     fi
