@@ -10,11 +10,17 @@
 # Usage: bash tests/cluster/install-tools.sh        (IO360_TOOLS_VERBOSE=1 for build logs)
 set -euo pipefail
 
+# The real node next to the fake ones also needs kubelet and kube-proxy (same module and
+# release), CoreDNS, an OCI registry (CNCF distribution) and the pause binary (from the
+# Kubernetes module's source); containerd, runc and the CNI plugins come from Debian.
+#
 # Pins. The harness reads K8S_VERSION from this line; keep the format `K8S_VERSION=vX.Y.Z`.
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.5
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+COREDNS_VERSION=v1.14.7
+REGISTRY_VERSION=v3.1.2
 
 k8s_minor=${K8S_VERSION#v1.}
 k8s_minor=${k8s_minor%%.*}
@@ -170,6 +176,56 @@ build_helm() {
         "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 }
 
+# --- CoreDNS with only the plugins the test cluster's Corefile uses, through a wrapper main, as
+# CoreDNS documents for custom builds; the full plugin set would add minutes of compiling.
+build_coredns() {
+    local dir="$work/coredns"
+    mkdir -p "$dir"
+    cat >"$dir/go.mod" <<EOF
+module io360.dev/coredns-tool
+
+go 1.25.0
+
+require github.com/coredns/coredns ${COREDNS_VERSION}
+EOF
+    cat >"$dir/main.go" <<'EOF'
+// Command coredns is CoreDNS with the plugins a test cluster needs: cluster names from the
+// API server, health and readiness, errors, a cache.
+package main
+
+import (
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/core/dnsserver"
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func main() { coremain.Run() }
+EOF
+    rm -f "$dir/go.sum"
+    (cd "$dir" && go mod tidy && go build -ldflags "-s -w" -o "$bin/coredns" .)
+}
+
+build_registry() {
+    GOBIN="$bin" go install -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}" \
+        "github.com/distribution/distribution/v3/cmd/registry@${REGISTRY_VERSION}"
+}
+
+# --- pause: the sandbox process of every pod, from the Kubernetes module's own source,
+# linked statically so it runs in an image with nothing else in it.
+build_pause() {
+    local src
+    src=$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    cc -Os -Wall -Werror -static -DVERSION="${K8S_VERSION}-io360" -o "$bin/pause" "$src/build/pause/linux/pause.c"
+    strip "$bin/pause"
+}
+
 total_start=$SECONDS
 built=0
 k8s_pin="kubernetes ${K8S_VERSION} staging ${STAGING_VERSION}"
@@ -191,6 +247,21 @@ if ! stamp_ok kwok "kwok ${KWOK_VERSION}" || [[ ! -s "$cache_root/kwok-stages.ya
     stamp_write kwok "kwok ${KWOK_VERSION}"
     built=1
 fi
+if ! stamp_ok coredns "coredns ${COREDNS_VERSION}"; then
+    run_logged coredns build_coredns
+    stamp_write coredns "coredns ${COREDNS_VERSION}"
+    built=1
+fi
+if ! stamp_ok registry "registry ${REGISTRY_VERSION}"; then
+    run_logged registry build_registry
+    stamp_write registry "registry ${REGISTRY_VERSION}"
+    built=1
+fi
+if ! stamp_ok pause "pause ${K8S_VERSION}"; then
+    run_logged pause build_pause
+    stamp_write pause "pause ${K8S_VERSION}"
+    built=1
+fi
 if ! stamp_ok helm "helm ${HELM_VERSION}"; then
     run_logged helm build_helm
     stamp_write helm "helm ${HELM_VERSION}"
@@ -199,7 +270,8 @@ fi
 
 # Prove each binary runs before declaring success.
 for check in "kube-apiserver --version" "kube-controller-manager --version" "kube-scheduler --version" \
-    "kubectl version --client" "etcd --version" "kwok --version" "helm version --short"; do
+    "kubectl version --client" "kubelet --version" "kube-proxy --version" "etcd --version" \
+    "coredns -version" "registry --version" "pause -v" "kwok --version" "helm version --short"; do
     read -r b args <<<"$check"
     # shellcheck disable=SC2086 # args is a word list on purpose
     if ! "$bin/$b" $args >/dev/null 2>&1; then

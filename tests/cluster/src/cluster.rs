@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::control_plane::{ControlPlane, HpaController};
+use crate::control_plane::{ControlPlane, HpaController, PlaneOptions};
+use crate::isolate::RunNamespace;
+use crate::node::RealNode;
 use crate::tools::Tools;
 use crate::{Error, Result};
 
@@ -31,7 +33,9 @@ pub enum ClusterMode {
 pub struct Cluster {
     tools: Tools,
     kubeconfig: PathBuf,
-    // Declared before `scratch` so processes stop before files they use go away.
+    // Declared in drop order: the node's kubelet before the control plane, processes before
+    // the files they use.
+    node: Option<RealNode>,
     plane: Option<ControlPlane>,
     scratch: tempfile::TempDir,
 }
@@ -78,9 +82,34 @@ impl Cluster {
         Ok(Cluster {
             tools,
             kubeconfig,
+            node: None,
             plane,
             scratch,
         })
+    }
+
+    /// Starts a control plane and, next to KWOK's fake nodes, one real node (containerd, the
+    /// kubelet, kube-proxy, CoreDNS, a registry), all inside `run`'s namespaces, which the
+    /// process must have entered already ([`crate::isolate::enter`]).
+    pub async fn start_with_real_node(run: &RunNamespace) -> Result<Cluster> {
+        let tools = Tools::locate()?;
+        tools.bin("kubectl")?;
+        tools.bin("helm")?;
+        let scratch = crate::process::scratch_dir("io360-cluster-tests-")?;
+        let plane = ControlPlane::start_with(&tools, PlaneOptions { real_node: true }).await?;
+        let node = RealNode::start(&plane, &tools, run).await?;
+        Ok(Cluster {
+            kubeconfig: plane.kubeconfig().to_path_buf(),
+            tools,
+            node: Some(node),
+            plane: Some(plane),
+            scratch,
+        })
+    }
+
+    /// The real node, when the cluster has one.
+    pub fn real_node(&self) -> Option<&RealNode> {
+        self.node.as_ref()
     }
 
     /// Whether the harness started this cluster or found it.
@@ -227,6 +256,9 @@ impl Cluster {
 
     /// Fails with a log tail if a component of an owned control plane has died.
     pub fn check_running(&self) -> Result<()> {
+        if let Some(node) = &self.node {
+            node.check_running()?;
+        }
         match &self.plane {
             Some(plane) => plane.check_running(),
             None => Ok(()),

@@ -27,6 +27,15 @@ pub fn fake_node_name(i: usize) -> String {
     format!("kwok-node-{i}")
 }
 
+/// How the control plane is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlaneOptions {
+    /// Serve pods of a real node too: the API server listens on every address of the run's
+    /// network namespace and advertises the node's address (pods reach it through the
+    /// `kubernetes` Service), and the Node authorizer admits the kubelet.
+    pub real_node: bool,
+}
+
 /// A control plane the harness started; stopped (every process, then the directory) on drop.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -34,6 +43,7 @@ pub struct ControlPlane {
     procs: Mutex<Vec<Process>>,
     server: String,
     kubeconfig: PathBuf,
+    pki: Pki,
     dir: tempfile::TempDir,
 }
 
@@ -63,9 +73,14 @@ impl ControlPlane {
     /// another socket can take that port in between. A start that fails that way is made
     /// again with fresh ports (the processes of the failed one are stopped as it drops).
     pub async fn start(tools: &Tools) -> Result<ControlPlane> {
+        Self::start_with(tools, PlaneOptions::default()).await
+    }
+
+    /// [`ControlPlane::start`] with options.
+    pub async fn start_with(tools: &Tools, options: PlaneOptions) -> Result<ControlPlane> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(tools).await {
+            match Self::start_once(tools, options).await {
                 Err(Error::ProcessExited { tail, .. })
                     if attempt < 3 && tail.contains("address already in use") =>
                 {
@@ -76,7 +91,7 @@ impl ControlPlane {
         }
     }
 
-    async fn start_once(tools: &Tools) -> Result<ControlPlane> {
+    async fn start_once(tools: &Tools, options: PlaneOptions) -> Result<ControlPlane> {
         // Resolve every binary first: a missing one fails before anything starts.
         let etcd = tools.bin("etcd")?;
         let apiserver = tools.bin("kube-apiserver")?;
@@ -95,13 +110,26 @@ impl ControlPlane {
         let api_port = free_port()?;
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = root.join("admin.kubeconfig");
-        write_admin_kubeconfig(&kubeconfig, &server, &pki)?;
+        write_kubeconfig(
+            &kubeconfig,
+            &server,
+            &pki.ca_cert,
+            (&pki.admin_cert, &pki.admin_key),
+            "io360-admin",
+        )?;
 
         let plane = ControlPlane {
             procs: Mutex::new(Vec::new()),
             server,
             kubeconfig,
+            pki: pki.clone(),
             dir,
+        };
+        let (bind, advertise, authorization) = if options.real_node {
+            let node = crate::isolate::NODE_IP.to_string();
+            ("0.0.0.0".to_string(), node, "Node,RBAC")
+        } else {
+            ("127.0.0.1".to_string(), "127.0.0.1".to_string(), "RBAC")
         };
 
         plane.push(Process::start(
@@ -140,14 +168,18 @@ impl ControlPlane {
             &apiserver,
             vec![
                 arg("etcd-servers", format!("http://127.0.0.1:{etcd_client}")),
-                arg("bind-address", "127.0.0.1"),
-                arg("advertise-address", "127.0.0.1"),
+                arg("bind-address", &bind),
+                arg("advertise-address", &advertise),
                 arg("secure-port", api_port),
+                // Logs and exec go from the API server to the kubelet as an admin.
+                arg("kubelet-client-certificate", p(&pki.admin_cert)),
+                arg("kubelet-client-key", p(&pki.admin_key)),
+                arg("kubelet-preferred-address-types", "InternalIP"),
                 arg("cert-dir", root.join("apiserver-certs").display()),
                 arg("tls-cert-file", p(&pki.serving_cert)),
                 arg("tls-private-key-file", p(&pki.serving_key)),
                 arg("client-ca-file", p(&pki.ca_cert)),
-                arg("authorization-mode", "RBAC"),
+                arg("authorization-mode", authorization),
                 arg(
                     "service-account-issuer",
                     "https://kubernetes.default.svc.cluster.local",
@@ -257,6 +289,35 @@ impl ControlPlane {
     /// The admin kubeconfig (client certificate in `system:masters`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Writes a kubeconfig for the real node's kubelet (`kubelet`) or kube-proxy (`proxy`)
+    /// with its own client certificate, and returns its path.
+    pub fn node_kubeconfig(&self, component: &str) -> Result<PathBuf> {
+        let (cert, key, user) = match component {
+            "kubelet" => (
+                &self.pki.kubelet_client_cert,
+                &self.pki.kubelet_client_key,
+                "kubelet",
+            ),
+            _ => (&self.pki.proxy_cert, &self.pki.proxy_key, "kube-proxy"),
+        };
+        let path = self.dir.path().join(format!("{user}.kubeconfig"));
+        write_kubeconfig(&path, &self.server, &self.pki.ca_cert, (cert, key), user)?;
+        Ok(path)
+    }
+
+    /// The cluster CA's certificate.
+    pub fn ca_cert(&self) -> &Path {
+        &self.pki.ca_cert
+    }
+
+    /// The kubelet's serving certificate and key.
+    pub fn kubelet_serving(&self) -> (&Path, &Path) {
+        (
+            &self.pki.kubelet_serving_cert,
+            &self.pki.kubelet_serving_key,
+        )
     }
 
     /// The directory holding certificates, data and every component's log.
@@ -478,21 +539,27 @@ pub(crate) fn node_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn write_admin_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    (cert, key): (&Path, &Path),
+    user: &str,
+) -> Result<()> {
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{
             "name": "io360-test",
-            "cluster": {"server": server, "certificate-authority": p(&pki.ca_cert)},
+            "cluster": {"server": server, "certificate-authority": p(ca)},
         }],
         "users": [{
-            "name": "io360-admin",
-            "user": {"client-certificate": p(&pki.admin_cert), "client-key": p(&pki.admin_key)},
+            "name": user,
+            "user": {"client-certificate": p(cert), "client-key": p(key)},
         }],
         "contexts": [{
             "name": "io360-test",
-            "context": {"cluster": "io360-test", "user": "io360-admin", "namespace": "default"},
+            "context": {"cluster": "io360-test", "user": user, "namespace": "default"},
         }],
         "current-context": "io360-test",
     });

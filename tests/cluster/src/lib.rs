@@ -10,19 +10,30 @@
 //! The binaries come from `tests/cluster/install-tools.sh`, which builds them from the Go module
 //! proxy into the user's cache directory; a missing binary is an error, never a skip.
 //!
-//! Nothing here dials a pod or Service address: those are fake 10.x addresses. Every process
+//! [`Cluster::start_with_real_node`] adds one real node (containerd, runc, the kubelet,
+//! kube-proxy, CoreDNS and a registry) that runs io360's real images. Its addresses, and every
+//! process that dials them, live in a network namespace the run creates ([`isolate`]).
+//!
+//! Outside that namespace nothing dials a pod or Service address: the fake nodes' pods have
+//! fake 10.x addresses. Every process
 //! started here is stopped when its [`Cluster`] drops, and is killed by the kernel if the test
 //! process dies first.
 
 mod cluster;
 mod control_plane;
+pub mod isolate;
+mod node;
 mod pki;
 pub mod process;
 mod tools;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterMode, KUBECONFIG_ENV, run};
-pub use control_plane::{ControlPlane, FAKE_NODES, FAKE_VOLUMES, HpaController, fake_node_name};
+pub use control_plane::{
+    ControlPlane, FAKE_NODES, FAKE_VOLUMES, HpaController, PlaneOptions, fake_node_name,
+};
+pub use node::{LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT, RealNode};
+pub use pki::REAL_NODE_NAME;
 pub use process::{Process, log_tail};
 pub use tools::{K8S_VERSION, Tools};
 

@@ -22,7 +22,18 @@ pub(crate) struct Pki {
     pub admin_key: PathBuf,
     pub service_account_key: PathBuf,
     pub service_account_public_key: PathBuf,
+    /// The real node's kubelet: client (`system:node:<name>` in `system:nodes`) and serving.
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
+    pub kubelet_serving_cert: PathBuf,
+    pub kubelet_serving_key: PathBuf,
+    /// kube-proxy's client certificate (`system:kube-proxy`, bound to `system:node-proxier`).
+    pub proxy_cert: PathBuf,
+    pub proxy_key: PathBuf,
 }
+
+/// The real node's name, which its kubelet certificate carries.
+pub const REAL_NODE_NAME: &str = "io360-node";
 
 /// Writes a fresh PKI into `dir`.
 pub(crate) fn generate(dir: &Path) -> Result<Pki> {
@@ -51,6 +62,10 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
     let mut serving = CertificateParams::new(vec![
         "127.0.0.1".to_string(),
         "localhost".to_string(),
+        // The node's address and the `kubernetes` Service's ClusterIP, which pods on the real
+        // node dial.
+        crate::isolate::NODE_IP.to_string(),
+        "10.96.0.1".to_string(),
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
@@ -75,6 +90,31 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
 
     let service_account_key = KeyPair::generate()?;
 
+    let client = |cn: &str, org: &str| -> Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let (kubelet_client_cert, kubelet_client_key) =
+        client(&format!("system:node:{REAL_NODE_NAME}"), "system:nodes")?;
+    let (proxy_cert, proxy_key) = client("system:kube-proxy", "system:node-proxier")?;
+    let kubelet_serving_key = KeyPair::generate()?;
+    let mut kubelet_serving = CertificateParams::new(vec![
+        REAL_NODE_NAME.to_string(),
+        crate::isolate::NODE_IP.to_string(),
+    ])?;
+    kubelet_serving
+        .distinguished_name
+        .push(DnType::CommonName, REAL_NODE_NAME);
+    kubelet_serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let kubelet_serving_cert = kubelet_serving.signed_by(&kubelet_serving_key, &ca)?;
+
     Ok(Pki {
         ca_cert: write("ca.crt", ca.pem())?,
         ca_key: write("ca.key", ca_key_pem)?,
@@ -87,5 +127,11 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
             "service-account.pub",
             service_account_key.public_key_pem(),
         )?,
+        kubelet_client_cert: write("kubelet-client.crt", kubelet_client_cert)?,
+        kubelet_client_key: write("kubelet-client.key", kubelet_client_key)?,
+        kubelet_serving_cert: write("kubelet.crt", kubelet_serving_cert.pem())?,
+        kubelet_serving_key: write("kubelet.key", kubelet_serving_key.serialize_pem())?,
+        proxy_cert: write("kube-proxy.crt", proxy_cert)?,
+        proxy_key: write("kube-proxy.key", proxy_key)?,
     })
 }
