@@ -11,6 +11,7 @@ pub mod crd;
 pub mod degrade;
 pub mod desired;
 pub mod events;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

@@ -18,10 +18,11 @@ use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -34,6 +35,7 @@ use crate::crd::{CommentCluster, CommentClusterStatus, SuspensionStatus, TierSta
 use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason, Thresholds};
 use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
 use crate::events::{EventType, Recorder};
+use crate::health::{self, TierProblem};
 use crate::metrics::Metrics;
 use crate::validate::{InvalidSpec, validate};
 
@@ -357,12 +359,32 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
         longpoll_before = None;
     }
 
+    // Why tiers are not ready, when their pods say: an image that cannot be pulled, a crash
+    // loop, a pod nowhere to place. Read only for tiers that lag, so a ready cluster costs no
+    // pod list.
+    let mut problems = BTreeMap::new();
+    for (tier, (desired, ready)) in &replicas_now {
+        if ready >= desired {
+            continue;
+        }
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let selector = format!("{}={name},{}={tier}", desired::INSTANCE, desired::COMPONENT);
+        let listed = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err("list a tier's pods"))?;
+        if let Some(problem) = health::tier_problem(&listed.items) {
+            problems.insert(tier.clone(), problem);
+        }
+    }
+
     // Status.
     let status = compute_status(
         cc,
         &old_status,
         &now,
         &replicas_now,
+        &problems,
         suspension.as_ref(),
         live_since,
         longpoll_before,
@@ -429,8 +451,17 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
     }
 
     // Automatic degrade is evaluated on its own cadence (see [`evaluate_degrade_all`]),
-    // which triggers a reconcile only when its decision flips.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // which triggers a reconcile only when its decision flips. A pod's waiting reason changes
+    // no Deployment, so while tiers lag the pass comes back soon to follow them.
+    let settled = status
+        .tiers
+        .values()
+        .all(|t| t.ready_replicas >= t.desired_replicas);
+    Ok(Action::requeue(Duration::from_secs(if settled {
+        300
+    } else {
+        15
+    })))
 }
 
 fn tier_of<'a>(key: &str, cc: &str) -> Option<&'a str> {
@@ -726,6 +757,7 @@ fn compute_status(
     old: &CommentClusterStatus,
     now: &Timestamp,
     replicas: &BTreeMap<String, (i32, i32)>,
+    problems: &BTreeMap<String, TierProblem>,
     suspension: Option<&Suspension>,
     resumed_at: Option<String>,
     longpoll_before: Option<i32>,
@@ -768,6 +800,35 @@ fn compute_status(
             false,
             "Complete",
             "every child is applied and ready",
+        );
+    } else if let Some((_, first)) = problems.iter().next() {
+        // Name every failing tier; the first one's reason is the condition's.
+        let said: Vec<String> = problems
+            .iter()
+            .map(|(tier, p)| format!("{tier}: {} ({})", p.reason, p.message))
+            .collect();
+        let msg = format!(
+            "tiers failing: {}; waiting for ready replicas: {}",
+            said.join("; "),
+            lagging.join(", ")
+        );
+        set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "Ready",
+            false,
+            &first.reason,
+            &msg,
+        );
+        set_condition(
+            &mut conditions,
+            generation,
+            now,
+            "Progressing",
+            false,
+            "TiersFailing",
+            &msg,
         );
     } else {
         let msg = format!("waiting for ready replicas: {}", lagging.join(", "));

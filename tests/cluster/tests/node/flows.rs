@@ -17,7 +17,7 @@ use crate::support::{
     start_to_ready,
 };
 
-/// The tiers of a CommentCluster, as the `io360.dev/tier` label names them.
+/// The tiers of a CommentCluster, as the `app.kubernetes.io/component` label names them.
 const TIERS: [&str; 6] = ["frontend", "logic", "sync", "longpoll", "store", "logger"];
 
 /// How long a fresh CommentCluster may take to be Ready on the two-core node.
@@ -338,7 +338,7 @@ pub fn pages_and_live_comments_through_services(s: &Suite) -> BoxFuture<'_, Resu
             let pods = s
                 .pods(
                     &ns,
-                    &format!("app.kubernetes.io/instance=blog,io360.dev/tier={tier}"),
+                    &format!("app.kubernetes.io/instance=blog,app.kubernetes.io/component={tier}"),
                 )
                 .await?;
             let times: Vec<String> = pods
@@ -433,7 +433,7 @@ pub fn store_restarts_on_its_claim(s: &Suite) -> BoxFuture<'_, Result<()>> {
         let frontend = s.service_url(&ns, "notes", "frontend").await?;
         let longpoll = s.service_url(&ns, "notes", "longpoll").await?;
         let live = LiveClient::start(s, longpoll, frontend.clone(), 0);
-        let store_selector = "app.kubernetes.io/instance=notes,io360.dev/tier=store";
+        let store_selector = "app.kubernetes.io/instance=notes,app.kubernetes.io/component=store";
         let claim_of = |pods: &[k8s_openapi::api::core::v1::Pod]| -> Option<String> {
             pods.first()?
                 .spec
@@ -580,7 +580,8 @@ pub fn suspension_on_real_pods(s: &Suite) -> BoxFuture<'_, Result<()>> {
         let frontend = s.service_url(&ns, "news", "frontend").await?;
         let longpoll = s.service_url(&ns, "news", "longpoll").await?;
         let pages = PageLoop::start(s, frontend.clone(), Duration::from_millis(100));
-        let longpoll_selector = "app.kubernetes.io/instance=news,io360.dev/tier=longpoll";
+        let longpoll_selector =
+            "app.kubernetes.io/instance=news,app.kubernetes.io/component=longpoll";
 
         let patch = |on: bool| json!({"spec": {"commentsSuspended": on}}).to_string();
         let flipped = Instant::now();
