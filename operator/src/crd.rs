@@ -75,8 +75,12 @@ pub struct CommentClusterSpec {
     #[schemars(length(max = 64))]
     pub allowed_origins: Vec<String>,
 
-    /// Which new comments wait for a moderator: `off` (none), `all`, or `first-time` (only
-    /// from authors with no approved comment yet).
+    /// Which new comments wait for a moderator: `none`, `all`, or `first-time` (only from
+    /// authors with no approved comment yet). Default `first-time`.
+    ///
+    /// Every value reads the same to every YAML reader, so it can be written unquoted. The
+    /// value once called `off` is `none` now: kubectl and helm read YAML 1.1, where an
+    /// unquoted `off` is the boolean false, not a mode.
     #[serde(default)]
     pub moderation: ModerationMode,
 
@@ -113,7 +117,7 @@ pub struct ImageSpec {
     #[schemars(length(min = 1, max = 128))]
     pub tag: String,
 
-    /// When the kubelet pulls the image.
+    /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`.
     #[serde(default)]
     pub pull_policy: PullPolicy,
 
@@ -359,12 +363,14 @@ fn default_secret_key() -> String {
     "token".into()
 }
 
-/// Moderation mode of new comments.
+/// Moderation mode of new comments. Written with words that mean the same to YAML 1.1 and
+/// 1.2 readers (no `on`, `off`, `yes`, `no`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum ModerationMode {
-    /// Every comment is published at once.
-    #[serde(rename = "off")]
-    Off,
+    /// Every comment is published at once. Objects stored with the earlier spelling `off`
+    /// (sent as a quoted string by a JSON client) still read as this mode.
+    #[serde(rename = "none", alias = "off")]
+    None,
     /// Every comment waits for a moderator.
     #[serde(rename = "all")]
     All,
@@ -378,7 +384,7 @@ impl ModerationMode {
     /// The value of `IO360_MODERATION`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Off => "off",
+            Self::None => "none",
             Self::All => "all",
             Self::FirstTime => "first-time",
         }
@@ -522,4 +528,20 @@ pub struct SuspensionStatus {
     pub message: String,
     /// When the suspension began (RFC 3339).
     pub since: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModerationMode;
+
+    #[test]
+    fn moderation_is_written_none_and_the_old_spelling_still_reads() {
+        let mode: ModerationMode = serde_json::from_str("\"none\"").unwrap();
+        assert_eq!(mode, ModerationMode::None);
+        assert_eq!(serde_json::to_string(&mode).unwrap(), "\"none\"");
+        // Stored by a JSON client before the rename: read, and written back as `none`.
+        let old: ModerationMode = serde_json::from_str("\"off\"").unwrap();
+        assert_eq!(old, ModerationMode::None);
+        assert_eq!(ModerationMode::None.as_str(), "none");
+    }
 }

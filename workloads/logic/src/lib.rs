@@ -29,7 +29,9 @@ pub use suspension::SuspensionState;
 /// How held comments are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Moderation {
-    /// Every comment is published at once.
+    /// Every comment is published at once. Spelled `none` (as in the CommentCluster, where
+    /// an unquoted `off` would read as a boolean to YAML 1.1 readers); `off` is still taken.
+    #[value(name = "none", alias = "off")]
     Off,
     /// Every comment waits for a moderator.
     All,
