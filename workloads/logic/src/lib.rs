@@ -176,6 +176,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("logic");
+    shutdown.attach(&telemetry);
     let control = match &config.control_configmap {
         Some(name) if !name.trim().is_empty() => Some(
             io360_control::start(io360_control::Target {
