@@ -46,9 +46,15 @@ pub struct Config {
     #[arg(long, env = "IO360_STORE_URL", default_value = "http://127.0.0.1:8084")]
     pub store_url: String,
 
-    /// Bearer token for the admin API. Without one, the admin API is closed.
+    /// Bearer token for the admin API. Without one (and no token file), the admin API is
+    /// closed.
     #[arg(long, env = "IO360_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A file holding the admin token (a mounted Secret), read at start when `--admin-token`
+    /// is unset; a trailing newline is not part of the token.
+    #[arg(long, env = "IO360_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
 
     /// Key that signs edit tokens; derived from the admin token when unset, so every replica
     /// given the same admin token agrees.
@@ -128,6 +134,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads the admin token from `admin_token_file` when no token was given directly.
+    fn read_admin_token_file(&mut self) -> Result<(), String> {
+        if self.admin_token.is_none()
+            && let Some(path) = &self.admin_token_file
+        {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "IO360_ADMIN_TOKEN_FILE: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            self.admin_token = Some(text.trim_end_matches(['\r', '\n']).to_string());
+        }
+        Ok(())
+    }
+
     /// Checks the configuration and says what is wrong in a sentence.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.store_url.starts_with("http://") || self.store_url.starts_with("https://")) {
@@ -170,10 +192,11 @@ pub enum ServeError {
 
 /// Serves the public API on `listener` until `shutdown`.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    config.read_admin_token_file().map_err(ServeError::Config)?;
     config.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("logic");
     shutdown.attach(&telemetry);
