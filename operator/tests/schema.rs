@@ -1,6 +1,7 @@
-//! Every documented value of every enum field, written the way a user writes it (unquoted, in
-//! YAML, through kubectl) into a CommentCluster on a real API server, with the CRD installed
-//! from the checked-in YAML the way kubectl and helm install it.
+//! The checked-in CRD on a real API server, installed from its YAML the way kubectl and helm
+//! install it: every documented value of every enum field, written the way a user writes it
+//! (unquoted, in YAML, through kubectl), is taken; every invalid fixture is refused by the API
+//! server itself (schema and CEL rules), not only later by the operator.
 //!
 //! kubectl and helm read YAML 1.1, where unquoted `on`, `off`, `yes`, `no` (and more) are
 //! booleans: an enum value spelled like one installs as a boolean in the CRD and cannot be
@@ -58,7 +59,7 @@ fn at<'a>(v: &'a Value, path: &[String]) -> &'a Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_enum_value_applies_unquoted_through_kubectl() -> Result<()> {
+async fn enum_values_apply_unquoted_and_invalid_specs_are_refused() -> Result<()> {
     let cluster = Cluster::start()
         .await
         .context("starting the test cluster")?;
@@ -159,5 +160,33 @@ async fn every_enum_value_applies_unquoted_through_kubectl() -> Result<()> {
         }
     }
     ensure!(applied >= 6, "only {applied} enum values applied");
+
+    // Every rule of the operator's validation is also in the CRD: a bad spec is refused at
+    // `kubectl apply`, with the message the fixture expects the operator to give.
+    let invalid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut refused = 0;
+    for entry in std::fs::read_dir(&invalid)? {
+        let path = entry?.path();
+        let out = cluster
+            .kubectl()
+            .args(["apply", "--dry-run=server", "-f"])
+            .arg(&path)
+            .output()
+            .await?;
+        ensure!(
+            !out.status.success(),
+            "the API server accepted {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            err.contains("is invalid") || err.contains("Invalid value"),
+            "{}: refused for another reason: {err}",
+            path.display()
+        );
+        refused += 1;
+    }
+    ensure!(refused >= 10, "invalid fixtures went missing");
     Ok(())
 }
