@@ -1,7 +1,8 @@
 //! The checked-in CRD on a real API server, installed from its YAML the way kubectl and helm
 //! install it: every documented value of every enum field, written the way a user writes it
 //! (unquoted, in YAML, through kubectl), is taken; every invalid fixture is refused by the API
-//! server itself (schema and CEL rules), not only later by the operator.
+//! server itself (schema and CEL rules), not only later by the operator. And the chart's
+//! example admin token, made at install, survives `helm upgrade`.
 //!
 //! kubectl and helm read YAML 1.1, where unquoted `on`, `off`, `yes`, `no` (and more) are
 //! booleans: an enum value spelled like one installs as a boolean in the CRD and cannot be
@@ -59,7 +60,7 @@ fn at<'a>(v: &'a Value, path: &[String]) -> &'a Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enum_values_apply_unquoted_and_invalid_specs_are_refused() -> Result<()> {
+async fn crd_and_chart_on_a_real_api_server() -> Result<()> {
     let cluster = Cluster::start()
         .await
         .context("starting the test cluster")?;
@@ -188,5 +189,69 @@ async fn enum_values_apply_unquoted_and_invalid_specs_are_refused() -> Result<()
         refused += 1;
     }
     ensure!(refused >= 10, "invalid fixtures went missing");
+
+    // The example's token is made once and kept: an upgrade must not hand logic replicas a
+    // new one (the CommentCluster's revision, in the pods' config hash, stays too).
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/io360-operator");
+    let install = |verb: &'static str| {
+        let mut cmd = cluster.helm();
+        cmd.args([
+            verb,
+            "io360",
+            "--namespace",
+            "io360-system",
+            "--create-namespace",
+        ])
+        .arg(&chart)
+        .args([
+            "--set",
+            "example.enabled=true",
+            "--set",
+            "watchNamespace=sites",
+        ]);
+        cmd
+    };
+    run(cluster.kubectl().args(["create", "namespace", "sites"])).await?;
+    run(&mut install("install")).await.context("helm install")?;
+    let token = || async {
+        let secret: Value = serde_json::from_str(
+            &run(cluster.kubectl().args([
+                "get",
+                "secret",
+                "example-admin-token",
+                "-n",
+                "sites",
+                "-o",
+                "json",
+            ]))
+            .await?,
+        )?;
+        let cc: Value = serde_json::from_str(
+            &run(cluster.kubectl().args([
+                "get",
+                "commentcluster",
+                "example",
+                "-n",
+                "sites",
+                "-o",
+                "json",
+            ]))
+            .await?,
+        )?;
+        anyhow::Ok((
+            secret["data"]["token"].clone(),
+            cc["spec"]["adminTokenSecret"]["revision"].clone(),
+        ))
+    };
+    let before = token()
+        .await
+        .context("the example lands in the watched namespace")?;
+    ensure!(before.0.is_string() && before.1.is_string(), "{before:?}");
+    run(&mut install("upgrade")).await.context("helm upgrade")?;
+    let after = token().await?;
+    ensure!(
+        before == after,
+        "helm upgrade changed the example token: {before:?} -> {after:?}"
+    );
     Ok(())
 }
