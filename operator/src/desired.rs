@@ -12,12 +12,13 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    SleepAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -473,16 +474,21 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
     vars
 }
 
+/// Requests and limits when the spec gives none. No CPU limit: a CFS quota throttles a tier in
+/// the middle of a burst, which is when it needs the CPU; the request reserves its share and
+/// drives the autoscaler. Ephemeral storage holds only the container's logs (the root
+/// filesystem is read-only; data lives on volumes).
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("100m".into())),
             ("memory".to_string(), Quantity("128Mi".into())),
+            ("ephemeral-storage".to_string(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("512Mi".into()),
-        )])),
+        limits: Some(BTreeMap::from([
+            ("memory".to_string(), Quantity("512Mi".into())),
+            ("ephemeral-storage".to_string(), Quantity("1Gi".into())),
+        ])),
         ..Default::default()
     }
 }
@@ -559,7 +565,7 @@ struct Placement<'a> {
     resources: Option<&'a ResourceRequirements>,
     node_selector: Option<&'a BTreeMap<String, String>>,
     tolerations: Option<&'a Vec<k8s_openapi::api::core::v1::Toleration>>,
-    affinity: Option<&'a k8s_openapi::api::core::v1::Affinity>,
+    affinity: Option<Affinity>,
     spread: Option<Vec<TopologySpreadConstraint>>,
     startup_seconds: i32,
 }
@@ -578,11 +584,32 @@ impl<'a> Placement<'a> {
                 ..Default::default()
             }])
         });
+        // When unset, replicas also prefer different nodes by pod anti-affinity, which
+        // schedulers and linters that do not read spread constraints understand.
+        let affinity = spec.affinity.clone().unwrap_or_else(|| Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            topology_key: "kubernetes.io/hostname".into(),
+                            label_selector: Some(LabelSelector {
+                                match_labels: Some(selector_labels(&ctx.name, tier)),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         Self {
             resources: spec.resources.as_ref(),
             node_selector: spec.node_selector.as_ref(),
             tolerations: spec.tolerations.as_ref(),
-            affinity: spec.affinity.as_ref(),
+            affinity: Some(affinity),
             spread,
             startup_seconds: STATELESS_STARTUP_SECONDS,
         }
@@ -593,7 +620,7 @@ impl<'a> Placement<'a> {
             resources: spec.resources.as_ref(),
             node_selector: spec.node_selector.as_ref(),
             tolerations: spec.tolerations.as_ref(),
-            affinity: spec.affinity.as_ref(),
+            affinity: spec.affinity.clone(),
             spread: None,
             startup_seconds: startup_budget(spec),
         }
@@ -747,7 +774,7 @@ fn pod_template(
             image_pull_secrets: pull_secrets,
             node_selector: place.node_selector.cloned(),
             tolerations: place.tolerations.cloned(),
-            affinity: place.affinity.cloned(),
+            affinity: place.affinity,
             topology_spread_constraints: place.spread,
             volumes: (!vols.is_empty()).then_some(vols),
             security_context: Some(PodSecurityContext {
