@@ -7,6 +7,7 @@ use k8s_openapi::api::autoscaling::v2::MetricSpec;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -28,8 +29,11 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","description":"Whether every tier has its desired replicas ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Comments","type":"string","description":"Live or Suspended","jsonPath":".status.comments"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","description":"Why comments are suspended: Manual or Overload","jsonPath":".status.suspension.reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 51").message("metadata.name must be at most 51 characters, so that `<name>-logger-data` is a valid name"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]')").message("metadata.name must start with a lowercase letter: Service names are derived from it")
 )]
+#[x_kube(validation = Rule::new("!self.autoDegrade.enabled || has(self.frontend.autoscaling)").message("automatic degrade reads the frontend autoscaler: set spec.frontend.autoscaling"))]
 #[serde(rename_all = "camelCase")]
 pub struct CommentClusterSpec {
     /// The io360 container image every tier runs (`io360 serve <tier>`).
@@ -69,14 +73,21 @@ pub struct CommentClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<SiteSource>,
 
-    /// Origins (scheme://host[:port]) allowed to embed comments (CORS). Empty means only the
-    /// site's own origin.
+    /// Origins (scheme://host[:port], no path) allowed to embed comments (CORS). Empty means
+    /// only the site's own origin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 262), regex(pattern = r"^https?://[^/?#]+$"))
+    )]
     pub allowed_origins: Vec<String>,
 
-    /// Which new comments wait for a moderator: `off` (none), `all`, or `first-time` (only
-    /// from authors with no approved comment yet).
+    /// Which new comments wait for a moderator: `none`, `all`, or `first-time` (only from
+    /// authors with no approved comment yet). Default `first-time`.
+    ///
+    /// Every value reads the same to every YAML reader, so it can be written unquoted. The
+    /// value once called `off` is `none` now: kubectl and helm read YAML 1.1, where an
+    /// unquoted `off` is the boolean false, not a mode.
     #[serde(default)]
     pub moderation: ModerationMode,
 
@@ -97,6 +108,74 @@ pub struct CommentClusterSpec {
     /// load has stayed low for a cooldown.
     #[serde(default)]
     pub auto_degrade: AutoDegradeSpec,
+
+    /// How the tiers' pods stop: how long a stopping pod keeps answering while its Service
+    /// stops sending it requests, and how long Kubernetes waits before killing it.
+    #[serde(default)]
+    pub shutdown: ShutdownSpec,
+
+    /// The tiers' NetworkPolicies: who may scrape metrics, and where the API server is.
+    #[serde(default)]
+    pub network: NetworkSpec,
+}
+
+/// How pods of every tier stop.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.drainSeconds < self.terminationGracePeriodSeconds").message("drainSeconds must be below terminationGracePeriodSeconds, which includes it"))]
+pub struct ShutdownSpec {
+    /// Seconds a stopping pod keeps answering before it is sent SIGTERM (a preStop sleep):
+    /// the time the endpoints take to drop it, so no request is sent to a closed port. After
+    /// SIGTERM the tier answers held polls, finishes in-flight requests and closes keep-alive
+    /// connections. Default 5.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub drain_seconds: i64,
+
+    /// The pods' terminationGracePeriodSeconds: the whole time from the start of the drain to
+    /// a forced kill. Must be above drainSeconds, with room for held polls to be answered
+    /// (longpoll spreads its answers over 5 s). Default 30.
+    #[serde(default = "default_grace_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub termination_grace_period_seconds: i64,
+}
+
+impl Default for ShutdownSpec {
+    fn default() -> Self {
+        Self {
+            drain_seconds: default_drain_seconds(),
+            termination_grace_period_seconds: default_grace_seconds(),
+        }
+    }
+}
+
+fn default_drain_seconds() -> i64 {
+    5
+}
+
+fn default_grace_seconds() -> i64 {
+    30
+}
+
+/// What the tiers' NetworkPolicies let through besides the tiers themselves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Who may reach every tier's metrics port (9090: /metrics, /healthz, /readyz), as
+    /// NetworkPolicy peers, e.g. `[{namespaceSelector: {matchLabels:
+    /// {kubernetes.io/metadata.name: monitoring}}}]`. Empty: any source may reach the metrics
+    /// port (and only it; the API port stays closed to what does not call it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub metrics_scrapers: Vec<NetworkPolicyPeer>,
+
+    /// CIDRs of the Kubernetes API server, for the egress of the tiers that watch their
+    /// control ConfigMap (frontend and logic). Empty: those two may reach any address on TCP
+    /// 443 and 6443 (the API server's address is not known in advance; Service NAT may show
+    /// either port to the policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 43)))]
+    pub api_server_cidrs: Vec<String>,
 }
 
 /// The container image of the io360 tiers.
@@ -108,12 +187,12 @@ pub struct ImageSpec {
     #[schemars(length(min = 1, max = 255))]
     pub repository: String,
 
-    /// Image tag.
+    /// Image tag. Default: the operator's own version, so every node runs the same build.
     #[serde(default = "default_tag")]
     #[schemars(length(min = 1, max = 128))]
     pub tag: String,
 
-    /// When the kubelet pulls the image.
+    /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`.
     #[serde(default)]
     pub pull_policy: PullPolicy,
 
@@ -137,8 +216,10 @@ fn default_repository() -> String {
     "io360".into()
 }
 
+/// The operator's own version: every node runs the same build of the tiers, the one this
+/// operator was released with.
 fn default_tag() -> String {
-    "latest".into()
+    env!("CARGO_PKG_VERSION").into()
 }
 
 /// Image pull policy, as in a Pod spec.
@@ -271,6 +352,14 @@ pub struct StatefulTierSpec {
     #[serde(default)]
     pub storage: StorageSpec,
 
+    /// How long the tier may take to open its data (the storage engine replays its journal
+    /// before it answers) before Kubernetes restarts it: the budget of its startup probe. The
+    /// liveness probe starts only once the tier has started, so a slow open is never killed
+    /// inside this budget. Default: 120 s plus 30 s per GiB of storage.size, at most 3600 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub startup_seconds: Option<i32>,
+
     /// CPU and memory requests and limits of the tier's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -341,7 +430,8 @@ pub struct ClaimRef {
     pub claim_name: String,
 }
 
-/// A key of a Secret in the CommentCluster's namespace.
+/// A key of a Secret in the CommentCluster's namespace. It is mounted as a file into the pods
+/// of logic (the only tier that checks it), never passed in an environment variable.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -353,18 +443,28 @@ pub struct SecretKeyRef {
     #[serde(default = "default_secret_key")]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
+
+    /// Anything that changes when the Secret's content does (a hash of the token, a date).
+    /// It is part of the pods' config hash: after changing the Secret, change this too, and
+    /// the pods that read the token roll, so every replica holds the same one. The operator
+    /// itself never reads Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub revision: Option<String>,
 }
 
 fn default_secret_key() -> String {
     "token".into()
 }
 
-/// Moderation mode of new comments.
+/// Moderation mode of new comments. Written with words that mean the same to YAML 1.1 and
+/// 1.2 readers (no `on`, `off`, `yes`, `no`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum ModerationMode {
-    /// Every comment is published at once.
-    #[serde(rename = "off")]
-    Off,
+    /// Every comment is published at once. Objects stored with the earlier spelling `off`
+    /// (sent as a quoted string by a JSON client) still read as this mode.
+    #[serde(rename = "none", alias = "off")]
+    None,
     /// Every comment waits for a moderator.
     #[serde(rename = "all")]
     All,
@@ -378,7 +478,7 @@ impl ModerationMode {
     /// The value of `IO360_MODERATION`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Off => "off",
+            Self::None => "none",
             Self::All => "all",
             Self::FirstTime => "first-time",
         }
@@ -389,8 +489,8 @@ impl ModerationMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
-    /// The public host name, e.g. `blog.example.com`.
-    #[schemars(length(min = 1, max = 253))]
+    /// The public host name, e.g. `blog.example.com` (no scheme, port or path).
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[^/:]+$"))]
     pub host: String,
 
     /// The IngressClass to use. When unset, the cluster's default class.
@@ -477,8 +577,10 @@ pub struct CommentClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `Progressing` and `CommentsSuspended` (reason `Manual` or `Overload`).
+    /// `Ready`, `Progressing` and `CommentsSuspended` (reason `Manual` or `Overload`), one
+    /// of each type at most.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     /// `Live` or `Suspended`.
@@ -522,4 +624,20 @@ pub struct SuspensionStatus {
     pub message: String,
     /// When the suspension began (RFC 3339).
     pub since: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModerationMode;
+
+    #[test]
+    fn moderation_is_written_none_and_the_old_spelling_still_reads() {
+        let mode: ModerationMode = serde_json::from_str("\"none\"").unwrap();
+        assert_eq!(mode, ModerationMode::None);
+        assert_eq!(serde_json::to_string(&mode).unwrap(), "\"none\"");
+        // Stored by a JSON client before the rename: read, and written back as `none`.
+        let old: ModerationMode = serde_json::from_str("\"off\"").unwrap();
+        assert_eq!(old, ModerationMode::None);
+        assert_eq!(ModerationMode::None.as_str(), "none");
+    }
 }

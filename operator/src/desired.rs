@@ -12,18 +12,19 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec as K8sIngressSpec, IngressTLS, NetworkPolicy,
-    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-    ServiceBackendPort,
+    NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -39,6 +40,11 @@ use crate::degrade::SuspensionReason;
 
 /// The port every tier listens on, named `http`.
 pub const HTTP_PORT: i32 = 8080;
+/// The port of every tier's `/metrics`, `/healthz` and `/readyz`, named `metrics`: apart from
+/// the API, so a NetworkPolicy can let a scraper in without opening the API to it.
+pub const METRICS_PORT: i32 = 9090;
+/// Where the admin token Secret is mounted in logic pods.
+pub const ADMIN_TOKEN_DIR: &str = "/var/run/secrets/io360/admin";
 /// Replicas of a stateless tier with neither `replicas` nor `autoscaling` set.
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// Label that marks every object the operator manages.
@@ -277,12 +283,8 @@ pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
             out.push(DesiredObject::new(pdb));
         }
     }
-    for (tier, from) in [
-        (Tier::Store, vec![Tier::Logic, Tier::Sync]),
-        (Tier::Sync, vec![Tier::Longpoll]),
-        (Tier::Logger, vec![]),
-    ] {
-        out.push(DesiredObject::new(network_policy(&ctx, tier, &from)));
+    for tier in Tier::ALL {
+        out.push(DesiredObject::new(network_policy(&ctx, tier)));
     }
     if let Some(ing) = ingress(&ctx) {
         out.push(DesiredObject::new(ing));
@@ -391,18 +393,22 @@ fn logger_claim(ctx: &Ctx) -> PersistentVolumeClaim {
     }
 }
 
+/// A tier's Service: its API and its metrics port. The store's is headless (the governing
+/// Service of its StatefulSet): its name resolves to the one store pod.
 fn service(ctx: &Ctx, tier: Tier) -> Service {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
     Service {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
         spec: Some(ServiceSpec {
+            cluster_ip: (tier == Tier::Store).then(|| "None".into()),
             selector: Some(selector_labels(&ctx.name, tier)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: HTTP_PORT,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)]),
             ..Default::default()
         }),
         ..Default::default()
@@ -422,6 +428,7 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
     let spec = &ctx.cc.spec;
     let mut vars = vec![
         env("IO360_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        env("IO360_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         env("IO360_LOG", "info"),
     ];
     if tier != Tier::Logger {
@@ -438,19 +445,13 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
             }
         }
     }
+    if tier == Tier::Logic {
+        vars.push(env(
+            "IO360_ADMIN_TOKEN_FILE",
+            format!("{ADMIN_TOKEN_DIR}/token"),
+        ));
+    }
     if matches!(tier, Tier::Logic | Tier::Frontend) {
-        vars.push(EnvVar {
-            name: "IO360_ADMIN_TOKEN".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: spec.admin_token_secret.name.clone(),
-                    key: spec.admin_token_secret.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
         vars.push(env("IO360_CONTROL_CONFIGMAP", names::control(&ctx.name)));
         vars.push(EnvVar {
             name: "IO360_CONTROL_NAMESPACE".into(),
@@ -473,21 +474,26 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
     vars
 }
 
+/// Requests and limits when the spec gives none. No CPU limit: a CFS quota throttles a tier in
+/// the middle of a burst, which is when it needs the CPU; the request reserves its share and
+/// drives the autoscaler. Ephemeral storage holds only the container's logs (the root
+/// filesystem is read-only; data lives on volumes).
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("100m".into())),
             ("memory".to_string(), Quantity("128Mi".into())),
+            ("ephemeral-storage".to_string(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("512Mi".into()),
-        )])),
+        limits: Some(BTreeMap::from([
+            ("memory".to_string(), Quantity("512Mi".into())),
+            ("ephemeral-storage".to_string(), Quantity("1Gi".into())),
+        ])),
         ..Default::default()
     }
 }
 
-fn probe(path: &str, period: i32) -> Probe {
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -495,8 +501,63 @@ fn probe(path: &str, period: i32) -> Probe {
             ..Default::default()
         }),
         period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
         ..Default::default()
     }
+}
+
+/// Period of the startup probe, in seconds.
+const STARTUP_PERIOD: i32 = 5;
+/// Startup budget of a tier without data of its own (frontend loads the site into memory).
+const STATELESS_STARTUP_SECONDS: i32 = 120;
+
+/// How long a tier with data may take to open it: `startupSeconds`, or 120 s plus 30 s per
+/// GiB of its volume, at most an hour.
+pub fn startup_budget(spec: &StatefulTierSpec) -> i32 {
+    if let Some(s) = spec.startup_seconds {
+        return s;
+    }
+    let gib = quantity_gib(&spec.storage.size).unwrap_or(1.0);
+    (120.0 + 30.0 * gib).min(3600.0).ceil() as i32
+}
+
+/// A storage quantity (`10Gi`, `500M`, `1.5Ti`) in GiB.
+fn quantity_gib(q: &str) -> Option<f64> {
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, unit) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let bytes = n * match unit {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        _ => return None,
+    };
+    Some(bytes / 1024f64.powi(3))
+}
+
+/// The three probes of a tier. The startup probe gives the tier `budget` seconds to start;
+/// liveness and readiness begin only after it passes, so a tier still opening its data is
+/// never restarted for being slow.
+fn probes(budget: i32) -> (Probe, Probe, Probe) {
+    let startup = probe(
+        "/healthz",
+        STARTUP_PERIOD,
+        (budget + STARTUP_PERIOD - 1) / STARTUP_PERIOD,
+    );
+    (startup, probe("/healthz", 10, 3), probe("/readyz", 5, 2))
 }
 
 /// Where a pod of a tier runs.
@@ -504,8 +565,9 @@ struct Placement<'a> {
     resources: Option<&'a ResourceRequirements>,
     node_selector: Option<&'a BTreeMap<String, String>>,
     tolerations: Option<&'a Vec<k8s_openapi::api::core::v1::Toleration>>,
-    affinity: Option<&'a k8s_openapi::api::core::v1::Affinity>,
+    affinity: Option<Affinity>,
     spread: Option<Vec<TopologySpreadConstraint>>,
+    startup_seconds: i32,
 }
 
 impl<'a> Placement<'a> {
@@ -522,12 +584,34 @@ impl<'a> Placement<'a> {
                 ..Default::default()
             }])
         });
+        // When unset, replicas also prefer different nodes by pod anti-affinity, which
+        // schedulers and linters that do not read spread constraints understand.
+        let affinity = spec.affinity.clone().unwrap_or_else(|| Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            topology_key: "kubernetes.io/hostname".into(),
+                            label_selector: Some(LabelSelector {
+                                match_labels: Some(selector_labels(&ctx.name, tier)),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         Self {
             resources: spec.resources.as_ref(),
             node_selector: spec.node_selector.as_ref(),
             tolerations: spec.tolerations.as_ref(),
-            affinity: spec.affinity.as_ref(),
+            affinity: Some(affinity),
             spread,
+            startup_seconds: STATELESS_STARTUP_SECONDS,
         }
     }
 
@@ -536,8 +620,9 @@ impl<'a> Placement<'a> {
             resources: spec.resources.as_ref(),
             node_selector: spec.node_selector.as_ref(),
             tolerations: spec.tolerations.as_ref(),
-            affinity: spec.affinity.as_ref(),
+            affinity: spec.affinity.clone(),
             spread: None,
+            startup_seconds: startup_budget(spec),
         }
     }
 }
@@ -557,7 +642,9 @@ fn pod_template(
     mut volumes: Vec<(Volume, VolumeMount)>,
 ) -> PodTemplateSpec {
     let spec = &ctx.cc.spec;
+    let shutdown = &spec.shutdown;
     let env = tier_env(ctx, tier);
+    let (startup, liveness, readiness) = probes(place.startup_seconds);
     if matches!(tier, Tier::Store | Tier::Logger) {
         // The data volume itself comes from the StatefulSet's claim template for store.
         if tier == Tier::Logger {
@@ -578,6 +665,31 @@ fn pod_template(
             ));
         }
     }
+    if tier == Tier::Logic {
+        let secret = &spec.admin_token_secret;
+        volumes.push((
+            Volume {
+                name: "admin-token".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.name.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: secret.key.clone(),
+                        path: "token".into(),
+                        ..Default::default()
+                    }]),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "admin-token".into(),
+                mount_path: ADMIN_TOKEN_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ));
+    }
     let (vols, mut mounts): (Vec<Volume>, Vec<VolumeMount>) = volumes.into_iter().unzip();
     if tier == Tier::Store {
         mounts.push(VolumeMount {
@@ -593,14 +705,33 @@ fn pod_template(
         command: Some(vec!["io360".into()]),
         args: Some(vec!["serve".into(), tier.as_str().into()]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        startup_probe: Some(startup),
+        readiness_probe: Some(readiness),
+        liveness_probe: Some(liveness),
+        // Keeps answering while the endpoints drop this pod; SIGTERM comes after.
+        lifecycle: (shutdown.drain_seconds > 0).then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: shutdown.drain_seconds,
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
-        }]),
-        readiness_probe: Some(probe("/readyz", 5)),
-        liveness_probe: Some(probe("/healthz", 10)),
+        }),
         resources: Some(place.resources.cloned().unwrap_or_else(default_resources)),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         security_context: Some(SecurityContext {
@@ -614,12 +745,13 @@ fn pod_template(
         }),
         ..Default::default()
     };
-    // The hash covers what a tier reads at start and would not see change otherwise.
+    // The hash covers what a tier reads at start and would not see change otherwise: the
+    // admin token's revision only for logic, the one tier that reads the token.
     let hashed = serde_json::json!({
         "env": container.env,
         "volumes": vols,
         "image": container.image,
-        "secret": spec.admin_token_secret,
+        "secret": (tier == Tier::Logic).then_some(&spec.admin_token_secret),
     });
     let hash = format!("{:016x}", fnv1a(hashed.to_string().as_bytes()));
     let pull_secrets =
@@ -642,7 +774,7 @@ fn pod_template(
             image_pull_secrets: pull_secrets,
             node_selector: place.node_selector.cloned(),
             tolerations: place.tolerations.cloned(),
-            affinity: place.affinity.cloned(),
+            affinity: place.affinity,
             topology_spread_constraints: place.spread,
             volumes: (!vols.is_empty()).then_some(vols),
             security_context: Some(PodSecurityContext {
@@ -656,7 +788,7 @@ fn pod_template(
                 }),
                 ..Default::default()
             }),
-            termination_grace_period_seconds: Some(30),
+            termination_grace_period_seconds: Some(shutdown.termination_grace_period_seconds),
             ..Default::default()
         }),
     }
@@ -823,30 +955,99 @@ fn pdb(ctx: &Ctx, tier: Tier, spec: Option<&PdbSpec>) -> Option<PodDisruptionBud
     })
 }
 
-/// Only the tiers that use `tier` may reach it; an empty `from` means every io360 pod of this
-/// cluster (logger takes audit events from all).
-fn network_policy(ctx: &Ctx, tier: Tier, from: &[Tier]) -> NetworkPolicy {
-    let peers = if from.is_empty() {
-        let mut labels = BTreeMap::from([(INSTANCE.to_string(), ctx.name.clone())]);
-        labels.insert("app.kubernetes.io/name".into(), "io360".into());
-        vec![NetworkPolicyPeer {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(labels),
-                ..Default::default()
-            }),
+/// Who may call a tier's API port. `None`: anyone (the tiers an Ingress routes to).
+fn callers(tier: Tier) -> Option<&'static [Tier]> {
+    match tier {
+        Tier::Frontend | Tier::Logic | Tier::Longpoll => None,
+        Tier::Store => Some(&[Tier::Logic, Tier::Sync]),
+        Tier::Sync => Some(&[Tier::Longpoll]),
+        // Every tier sends audit events.
+        Tier::Logger => Some(&Tier::ALL),
+    }
+}
+
+/// The tiers whose API a tier calls.
+fn callees(tier: Tier) -> Vec<Tier> {
+    Tier::ALL
+        .into_iter()
+        .filter(|t| *t != tier && callers(*t).is_some_and(|c| c.contains(&tier)))
+        .chain(match tier {
+            Tier::Frontend => Some(Tier::Logic),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+fn pods_of(ctx: &Ctx, tier: Tier) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(&ctx.name, tier)),
             ..Default::default()
-        }]
-    } else {
-        from.iter()
-            .map(|t| NetworkPolicyPeer {
-                pod_selector: Some(LabelSelector {
-                    match_labels: Some(selector_labels(&ctx.name, *t)),
-                    ..Default::default()
-                }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A tier's NetworkPolicy, ingress and egress. In: its API port from the tiers that call it
+/// (from anywhere for the three an Ingress routes to), its metrics port from the scrapers
+/// `spec.network.metricsScrapers` names (anyone when none are named). Out: DNS, the API
+/// ports of the tiers it calls and, for frontend and logic, which watch their control
+/// ConfigMap, the API server (`spec.network.apiServerCidrs`, or any address on TCP 443 and
+/// 6443 when unset).
+fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
+    let network = &ctx.cc.spec.network;
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: callers(tier).map(|from| from.iter().map(|t| pods_of(ctx, *t)).collect()),
+        ports: Some(vec![tcp(HTTP_PORT)]),
+    }];
+    ingress.push(NetworkPolicyIngressRule {
+        from: (!network.metrics_scrapers.is_empty()).then(|| network.metrics_scrapers.clone()),
+        ports: Some(vec![tcp(METRICS_PORT)]),
+    });
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: None,
+        ports: Some(vec![
+            NetworkPolicyPort {
+                port: Some(IntOrString::Int(53)),
+                protocol: Some("UDP".into()),
                 ..Default::default()
-            })
-            .collect()
-    };
+            },
+            tcp(53),
+        ]),
+    }];
+    let callees = callees(tier);
+    if !callees.is_empty() {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(callees.iter().map(|t| pods_of(ctx, *t)).collect()),
+            ports: Some(vec![tcp(HTTP_PORT)]),
+        });
+    }
+    if matches!(tier, Tier::Frontend | Tier::Logic) {
+        egress.push(NetworkPolicyEgressRule {
+            to: (!network.api_server_cidrs.is_empty()).then(|| {
+                network
+                    .api_server_cidrs
+                    .iter()
+                    .map(|cidr| NetworkPolicyPeer {
+                        ip_block: Some(IPBlock {
+                            cidr: cidr.clone(),
+                            except: None,
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ports: Some(vec![tcp(443), tcp(6443)]),
+        });
+    }
     NetworkPolicy {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
         spec: Some(NetworkPolicySpec {
@@ -854,16 +1055,9 @@ fn network_policy(ctx: &Ctx, tier: Tier, from: &[Tier]) -> NetworkPolicy {
                 match_labels: Some(selector_labels(&ctx.name, tier)),
                 ..Default::default()
             }),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(peers),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(HTTP_PORT)),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-            }]),
-            ..Default::default()
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(ingress),
+            egress: Some(egress),
         }),
     }
 }

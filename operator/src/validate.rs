@@ -98,6 +98,16 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
         }
     }
 
+    if spec.shutdown.drain_seconds >= spec.shutdown.termination_grace_period_seconds {
+        err(
+            "spec.shutdown.drainSeconds".into(),
+            format!(
+                "must be below terminationGracePeriodSeconds ({}), which includes it, got {}",
+                spec.shutdown.termination_grace_period_seconds, spec.shutdown.drain_seconds
+            ),
+        );
+    }
+
     if let Some(site) = &spec.site
         && site.config_map.is_some() == site.persistent_volume_claim.is_some()
     {

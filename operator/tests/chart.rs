@@ -271,3 +271,74 @@ fn rbac_covers_every_managed_kind_and_nothing_wider() {
                 && (*named || verbs.iter().all(|v| v == "create")))
     );
 }
+
+#[test]
+fn the_operator_survives_a_node_drain_and_is_fenced_by_a_network_policy() {
+    let docs = render(&[]);
+    let d = of_kind(&docs, "Deployment")[0];
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let pdb = of_kind(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1);
+    assert_eq!(pdb[0]["spec"]["maxUnavailable"], 1);
+    // One replica: a PDB would block every drain.
+    assert!(of_kind(&render(&["--set", "replicaCount=1"]), "PodDisruptionBudget").is_empty());
+
+    let np = of_kind(&docs, "NetworkPolicy");
+    assert_eq!(np.len(), 1);
+    let spec = &np[0]["spec"];
+    assert_eq!(spec["policyTypes"][0], "Ingress");
+    assert_eq!(spec["policyTypes"][1], "Egress");
+    assert_eq!(spec["ingress"].as_sequence().unwrap().len(), 1);
+    assert_eq!(spec["ingress"][0]["ports"][0]["port"], 8080);
+    let egress_ports: BTreeSet<i64> = spec["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap().iter())
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(egress_ports, BTreeSet::from([53, 443, 6443]));
+    let narrowed = render(&["--set", "networkPolicy.apiServerCidrs[0]=10.0.0.1/32"]);
+    let np = of_kind(&narrowed, "NetworkPolicy")[0];
+    assert_eq!(
+        np["spec"]["egress"][1]["to"][0]["ipBlock"]["cidr"],
+        "10.0.0.1/32"
+    );
+}
+
+#[test]
+fn the_example_lands_where_the_operator_watches_with_a_kept_token() {
+    let docs = render(&[
+        "--set",
+        "example.enabled=true",
+        "--set",
+        "watchNamespace=sites",
+    ]);
+    let cc = of_kind(&docs, "CommentCluster")[0];
+    assert_eq!(cc["metadata"]["namespace"], "sites");
+    let secret = of_kind(&docs, "Secret")[0];
+    assert_eq!(secret["metadata"]["namespace"], "sites");
+    assert_eq!(
+        secret["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    // The chart's appVersion, which is the operator's own version.
+    assert_eq!(cc["spec"]["image"]["tag"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        cc["spec"]["adminTokenSecret"]["revision"]
+            .as_str()
+            .is_some()
+    );
+    let docs = render(&["--set", "example.enabled=true"]);
+    assert_eq!(
+        of_kind(&docs, "CommentCluster")[0]["metadata"]["namespace"],
+        "io360-system"
+    );
+}

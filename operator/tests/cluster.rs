@@ -255,7 +255,7 @@ async fn updates_prune_restore_settle_and_hand_over() -> Result<()> {
             .image
             .clone()
             .unwrap_or_default();
-        if image == "io360:latest" {
+        if image == format!("io360:{}", env!("CARGO_PKG_VERSION")) {
             Ok(())
         } else {
             Err(image)

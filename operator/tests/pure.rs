@@ -238,3 +238,286 @@ fn checked_in_crd_is_fresh() {
         path.display()
     );
 }
+
+fn pod_specs(objs: &[desired::DesiredObject]) -> Vec<(String, serde_json::Value)> {
+    objs.iter()
+        .filter(|d| matches!(d.resource.kind.as_str(), "Deployment" | "StatefulSet"))
+        .map(|d| (d.key(), d.object.data["spec"]["template"]["spec"].clone()))
+        .collect()
+}
+
+#[test]
+fn startup_budget_scales_with_the_data_and_liveness_waits_for_it() {
+    let auto = load(&dir("tests/fixtures/autoscaled.yaml"));
+    let objs = desired::build(&auto, &Inputs::default());
+    let probe = |key: &str, which: &str| {
+        find(&objs, key).unwrap().object.data["spec"]["template"]["spec"]["containers"][0][which]
+            .clone()
+    };
+    // store: 20Gi → 120 s + 30 s × 20 = 720 s, in 5 s periods.
+    let store = probe("StatefulSet/news-store", "startupProbe");
+    assert_eq!(store["periodSeconds"], 5);
+    assert_eq!(store["failureThreshold"], 144);
+    // logger: 5Gi → 270 s.
+    assert_eq!(
+        probe("Deployment/news-logger", "startupProbe")["failureThreshold"],
+        54
+    );
+    for (key, spec) in pod_specs(&objs) {
+        let c = &spec["containers"][0];
+        assert!(c["startupProbe"].is_object(), "{key} has no startup probe");
+        assert!(
+            c["livenessProbe"].get("initialDelaySeconds").is_none(),
+            "{key}: the startup probe, not a delay, holds liveness back"
+        );
+        assert!(c["livenessProbe"]["timeoutSeconds"].as_i64().unwrap() >= 3);
+    }
+    // An explicit budget wins; a huge volume is capped at an hour.
+    let mut big = auto.clone();
+    big.spec.store.startup_seconds = Some(1800);
+    big.spec.logger.storage.size = "2Ti".into();
+    let objs = desired::build(&big, &Inputs::default());
+    let threshold = |key: &str| {
+        find(&objs, key).unwrap().object.data["spec"]["template"]["spec"]["containers"][0]
+            ["startupProbe"]["failureThreshold"]
+            .clone()
+    };
+    assert_eq!(threshold("StatefulSet/news-store"), 360);
+    assert_eq!(threshold("Deployment/news-logger"), 720);
+}
+
+#[test]
+fn every_pod_drains_before_sigterm_within_the_grace_period() {
+    let mut cc = load(&dir("tests/fixtures/minimal.yaml"));
+    let objs = desired::build(&cc, &Inputs::default());
+    let specs = pod_specs(&objs);
+    assert_eq!(specs.len(), 6);
+    for (key, spec) in &specs {
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30, "{key}");
+        assert_eq!(
+            spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"], 5,
+            "{key}"
+        );
+    }
+    cc.spec.shutdown.drain_seconds = 15;
+    cc.spec.shutdown.termination_grace_period_seconds = 60;
+    for (key, spec) in pod_specs(&desired::build(&cc, &Inputs::default())) {
+        assert_eq!(spec["terminationGracePeriodSeconds"], 60, "{key}");
+        assert_eq!(
+            spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"], 15,
+            "{key}"
+        );
+    }
+    cc.spec.shutdown.drain_seconds = 0;
+    for (key, spec) in pod_specs(&desired::build(&cc, &Inputs::default())) {
+        assert!(spec["containers"][0].get("lifecycle").is_none(), "{key}");
+    }
+}
+
+fn ports_of(rule: &serde_json::Value) -> Vec<(i64, String)> {
+    rule["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_i64().unwrap(),
+                p["protocol"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn components(rule: &serde_json::Value, key: &str) -> Vec<String> {
+    rule[key]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|p| {
+                    p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_tier_has_a_network_policy_in_and_out_with_metrics_apart() {
+    let mut cc = load(&dir("tests/fixtures/minimal.yaml"));
+    let objs = desired::build(&cc, &Inputs::default());
+    let policies: Vec<_> = objs
+        .iter()
+        .filter(|d| d.resource.kind == "NetworkPolicy")
+        .collect();
+    assert_eq!(policies.len(), 6, "one per tier");
+    for np in &policies {
+        let spec = &np.object.data["spec"];
+        assert_eq!(
+            spec["policyTypes"],
+            serde_json::json!(["Ingress", "Egress"])
+        );
+        let ingress = spec["ingress"].as_array().unwrap();
+        // Metrics on a port of their own, open to scrapers (anyone, as none are named).
+        let metrics = ingress
+            .iter()
+            .find(|r| ports_of(r) == [(9090, "TCP".to_string())])
+            .unwrap_or_else(|| panic!("{}: no metrics rule", np.key()));
+        assert!(metrics.get("from").is_none());
+        // DNS out, for every tier.
+        let egress = spec["egress"].as_array().unwrap();
+        assert!(
+            egress
+                .iter()
+                .any(|r| ports_of(r).contains(&(53, "UDP".to_string()))),
+            "{}: no DNS",
+            np.key()
+        );
+    }
+    let np = |tier: &str| {
+        &policies
+            .iter()
+            .find(|d| d.key() == format!("NetworkPolicy/blog-{tier}"))
+            .unwrap()
+            .object
+            .data["spec"]
+    };
+    let api_in = |tier: &str| {
+        np(tier)["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| ports_of(r) == [(8080, "TCP".to_string())])
+            .unwrap()
+            .clone()
+    };
+    let mut store_from = components(&api_in("store"), "from");
+    store_from.sort();
+    assert_eq!(store_from, ["logic", "sync"]);
+    assert_eq!(components(&api_in("sync"), "from"), ["longpoll"]);
+    assert!(api_in("frontend").get("from").is_none(), "public");
+    let calls = |tier: &str| {
+        let mut out: Vec<String> = np(tier)["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| ports_of(r) == [(8080, "TCP".to_string())])
+            .flat_map(|r| components(r, "to"))
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(calls("frontend"), ["logger", "logic"]);
+    assert_eq!(calls("logic"), ["logger", "store"]);
+    assert_eq!(calls("longpoll"), ["logger", "sync"]);
+    assert_eq!(calls("store"), ["logger"]);
+    assert!(calls("logger").is_empty());
+    let api_server = |tier: &str| {
+        np(tier)["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| ports_of(r).contains(&(6443, "TCP".to_string())))
+            .cloned()
+    };
+    for tier in ["frontend", "logic"] {
+        assert!(api_server(tier).is_some(), "{tier} watches its ConfigMap");
+    }
+    for tier in ["store", "sync", "longpoll", "logger"] {
+        assert!(api_server(tier).is_none(), "{tier} has no business there");
+    }
+
+    // Named scrapers and API server addresses narrow the rules.
+    cc.spec.network = serde_json::from_value(serde_json::json!({
+        "metricsScrapers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "apiServerCidrs": ["10.0.0.1/32"],
+    }))
+    .unwrap();
+    let objs = desired::build(&cc, &Inputs::default());
+    let logic = &find(&objs, "NetworkPolicy/blog-logic").unwrap().object.data["spec"];
+    let metrics = logic["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| ports_of(r) == [(9090, "TCP".to_string())])
+        .unwrap();
+    assert_eq!(
+        metrics["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    let api = logic["egress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| ports_of(r).contains(&(443, "TCP".to_string())))
+        .unwrap();
+    assert_eq!(api["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32");
+}
+
+#[test]
+fn the_admin_token_is_a_file_in_logic_only_and_its_revision_rolls_logic() {
+    let cc = load(&dir("tests/fixtures/site-configmap.yaml"));
+    let objs = desired::build(&cc, &Inputs::default());
+    for (key, spec) in pod_specs(&objs) {
+        let env = spec["containers"][0]["env"].as_array().unwrap();
+        assert!(
+            env.iter()
+                .all(|e| e["valueFrom"].get("secretKeyRef").is_none()),
+            "{key}: a Secret in an environment variable"
+        );
+        let mounts_token = spec["volumes"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "docs-admin"));
+        assert_eq!(mounts_token, key == "Deployment/docs-logic", "{key}");
+    }
+    let logic = pod_specs(&objs)
+        .into_iter()
+        .find(|(k, _)| k == "Deployment/docs-logic")
+        .unwrap()
+        .1;
+    let env = logic["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "IO360_ADMIN_TOKEN_FILE"
+        && e["value"] == "/var/run/secrets/io360/admin/token"));
+
+    let hash = |cc: &CommentCluster, key: &str| {
+        find(&desired::build(cc, &Inputs::default()), key)
+            .unwrap()
+            .object
+            .data["spec"]["template"]["metadata"]["annotations"][desired::CONFIG_HASH]
+            .clone()
+    };
+    let mut rotated = cc.clone();
+    rotated.spec.admin_token_secret.revision = Some("2".into());
+    assert_ne!(
+        hash(&cc, "Deployment/docs-logic"),
+        hash(&rotated, "Deployment/docs-logic")
+    );
+    assert_eq!(
+        hash(&cc, "Deployment/docs-frontend"),
+        hash(&rotated, "Deployment/docs-frontend")
+    );
+}
+
+#[test]
+fn store_has_a_headless_governing_service_and_images_are_pinned() {
+    let cc = load(&dir("tests/fixtures/minimal.yaml"));
+    let objs = desired::build(&cc, &Inputs::default());
+    let svc = find(&objs, "Service/blog-store").unwrap();
+    assert_eq!(svc.object.data["spec"]["clusterIP"], "None");
+    let sts = find(&objs, "StatefulSet/blog-store").unwrap();
+    assert_eq!(sts.object.data["spec"]["serviceName"], "blog-store");
+    assert!(
+        find(&objs, "Service/blog-logic").unwrap().object.data["spec"]
+            .get("clusterIP")
+            .is_none()
+    );
+    for (key, spec) in pod_specs(&objs) {
+        assert_eq!(
+            spec["containers"][0]["image"],
+            format!("io360:{}", env!("CARGO_PKG_VERSION")),
+            "{key}: the default tag is the operator's own version"
+        );
+    }
+}

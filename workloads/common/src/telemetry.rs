@@ -42,17 +42,28 @@ pub fn init_logging() {
 
 /// Whether a tier is ready to take traffic (`/readyz`).
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadyFlags>);
+
+#[derive(Debug, Default)]
+struct ReadyFlags {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
 
 impl Readiness {
     /// Marks the tier ready or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.0.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Whether the tier is ready.
+    /// Whether the tier is ready: it says so, and it is not draining.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.ready.load(Ordering::Relaxed) && !self.0.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the tier as draining: unready from now on, whatever it says after.
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
     }
 }
 

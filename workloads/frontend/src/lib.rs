@@ -324,6 +324,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     check_url("IO360_LONGPOLL_URL", &config.longpoll_url)?;
     config.audit.validate().map_err(Error::Config)?;
     let telemetry = Telemetry::new("frontend");
+    shutdown.attach(&telemetry);
     let audit = io360_logger::Shipper::new("frontend", &config.audit, &telemetry);
     let logic = config
         .logic_url

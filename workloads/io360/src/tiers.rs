@@ -5,12 +5,50 @@ use clap::{Args, Subcommand};
 use io360_common::serve::Shutdown;
 use tokio::net::{TcpListener, TcpSocket};
 
-/// Where a tier listens.
+/// Where a tier listens, and how it stops.
 #[derive(Debug, Clone, Args)]
 pub struct Listen {
     /// Address to listen on.
     #[arg(long, env = "IO360_ADDR")]
     pub addr: Option<String>,
+
+    /// Address of a second listener that serves only /metrics, /healthz and /readyz, so a
+    /// network policy can let a metrics scraper in without opening the API to it. Unset: the
+    /// endpoints are on the main address only.
+    #[arg(long, env = "IO360_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// After SIGTERM, keep accepting and answering this many seconds, with /readyz unready and
+    /// every connection closed after its answer, before closing the listener: the time a load
+    /// balancer takes to stop sending requests here. A second signal cuts it short. In a
+    /// Kubernetes pod the operator's preStop hook does this wait instead.
+    #[arg(long, env = "IO360_SHUTDOWN_DELAY_SECS", default_value_t = 0.0)]
+    pub shutdown_delay_secs: f64,
+}
+
+impl Listen {
+    fn shutdown_delay(&self) -> anyhow::Result<std::time::Duration> {
+        if !(0.0..=600.0).contains(&self.shutdown_delay_secs) {
+            anyhow::bail!(
+                "--shutdown-delay-secs (IO360_SHUTDOWN_DELAY_SECS) must be from 0 to 600, not {}",
+                self.shutdown_delay_secs
+            );
+        }
+        Ok(std::time::Duration::from_secs_f64(self.shutdown_delay_secs))
+    }
+}
+
+impl Tier {
+    fn listen(&self) -> &Listen {
+        match self {
+            Tier::Store { listen, .. }
+            | Tier::Frontend { listen, .. }
+            | Tier::Logic { listen, .. }
+            | Tier::Logger { listen, .. }
+            | Tier::Sync { listen, .. }
+            | Tier::Longpoll { listen, .. } => listen,
+        }
+    }
 }
 
 /// One tier and its configuration.
@@ -96,7 +134,17 @@ fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Runs one tier until SIGINT or SIGTERM.
 pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::new();
-    tokio::spawn(async move { trigger.on_signals().await });
+    let delay = tier.listen().shutdown_delay()?;
+    if let Some(addr) = tier.listen().metrics_addr.as_deref() {
+        let l = bind("metrics", addr).await?;
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = io360_common::serve::serve_metrics(l, s).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    tokio::spawn(async move { trigger.on_signals_after(delay).await });
     match tier {
         Tier::Store { listen, config } => {
             let l = bind("store", listen.addr.as_deref().unwrap_or("127.0.0.1:8084")).await?;

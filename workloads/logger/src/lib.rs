@@ -95,6 +95,7 @@ pub enum Error {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     let telemetry = Telemetry::new("logger");
+    shutdown.attach(&telemetry);
     let log = EventLog::open(
         &config.data_dir,
         Retention {

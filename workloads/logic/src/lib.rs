@@ -29,7 +29,9 @@ pub use suspension::SuspensionState;
 /// How held comments are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Moderation {
-    /// Every comment is published at once.
+    /// Every comment is published at once. Spelled `none` (as in the CommentCluster, where
+    /// an unquoted `off` would read as a boolean to YAML 1.1 readers); `off` is still taken.
+    #[value(name = "none", alias = "off")]
     Off,
     /// Every comment waits for a moderator.
     All,
@@ -44,9 +46,15 @@ pub struct Config {
     #[arg(long, env = "IO360_STORE_URL", default_value = "http://127.0.0.1:8084")]
     pub store_url: String,
 
-    /// Bearer token for the admin API. Without one, the admin API is closed.
+    /// Bearer token for the admin API. Without one (and no token file), the admin API is
+    /// closed.
     #[arg(long, env = "IO360_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// A file holding the admin token (a mounted Secret), read at start when `--admin-token`
+    /// is unset; a trailing newline is not part of the token.
+    #[arg(long, env = "IO360_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
 
     /// Key that signs edit tokens; derived from the admin token when unset, so every replica
     /// given the same admin token agrees.
@@ -126,6 +134,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads the admin token from `admin_token_file` when no token was given directly.
+    fn read_admin_token_file(&mut self) -> Result<(), String> {
+        if self.admin_token.is_none()
+            && let Some(path) = &self.admin_token_file
+        {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "IO360_ADMIN_TOKEN_FILE: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            self.admin_token = Some(text.trim_end_matches(['\r', '\n']).to_string());
+        }
+        Ok(())
+    }
+
     /// Checks the configuration and says what is wrong in a sentence.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.store_url.starts_with("http://") || self.store_url.starts_with("https://")) {
@@ -168,12 +192,14 @@ pub enum ServeError {
 
 /// Serves the public API on `listener` until `shutdown`.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    config.read_admin_token_file().map_err(ServeError::Config)?;
     config.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("logic");
+    shutdown.attach(&telemetry);
     let control = match &config.control_configmap {
         Some(name) if !name.trim().is_empty() => Some(
             io360_control::start(io360_control::Target {

@@ -139,6 +139,7 @@ pub async fn serve(
         n => n,
     };
     let telemetry = Telemetry::new("longpoll");
+    shutdown.attach(&telemetry);
     let audit = io360_logger::Shipper::new("longpoll", &config.audit, &telemetry);
     let metrics = metrics::Metrics::default();
     metrics.register(&telemetry);

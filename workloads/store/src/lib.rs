@@ -62,6 +62,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.audit.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("store");
+    shutdown.attach(&telemetry);
     let audit = io360_logger::Shipper::new("store", &config.audit, &telemetry);
     // Opening replays the journal: disk work, kept off the async workers.
     let db =

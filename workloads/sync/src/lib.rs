@@ -88,6 +88,7 @@ pub async fn serve(
     let limits = config.validate()?;
     config.audit.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("sync");
+    shutdown.attach(&telemetry);
     let audit = io360_logger::Shipper::new("sync", &config.audit, &telemetry);
     let history = Arc::new(History::new(limits));
     let store = StoreClient::new(&config.store_url);

@@ -1,0 +1,62 @@
+//! The admin token from a file (a mounted Secret, as the operator gives it to logic pods),
+//! not an environment variable: the token in the file opens the admin API, a trailing newline
+//! is not part of it, and an unreadable file stops logic at start with the file named.
+
+mod common;
+
+use common::{ADMIN, logic_config, wait_ready};
+use io360_common::serve::Shutdown;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_is_read_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let store_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = format!("http://{}", store_l.local_addr().unwrap());
+    let cfg = io360_store::Config {
+        data_dir: dir.path().join("store"),
+        group_commit_max: 256,
+        audit: Default::default(),
+    };
+    let s = shutdown.clone();
+    tokio::spawn(async move { io360_store::serve(cfg, store_l, s).await.unwrap() });
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{ADMIN}\n")).unwrap();
+    let logic = logic_config(&[
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+        "--store-url",
+        &store,
+    ]);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", l.local_addr().unwrap());
+    let s = shutdown.clone();
+    tokio::spawn(async move { io360_logic::serve(logic, l, s).await.unwrap() });
+    let http = reqwest::Client::new();
+    wait_ready(&http, &format!("{api}/readyz")).await;
+
+    let queue = format!("{api}/api/v1/admin/queue");
+    let with = |token: &str| http.get(&queue).bearer_auth(token.to_string()).send();
+    assert_eq!(with(ADMIN).await.unwrap().status(), 200);
+    assert_eq!(
+        with("not-the-token-0123456789").await.unwrap().status(),
+        403
+    );
+
+    let missing = logic_config(&[
+        "--admin-token-file",
+        "/nonexistent/io360/token",
+        "--store-url",
+        &store,
+    ]);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = io360_logic::serve(missing, l, shutdown.clone())
+        .await
+        .expect_err("an unreadable token file must stop logic");
+    assert!(
+        err.to_string().contains("/nonexistent/io360/token"),
+        "{err}"
+    );
+    trigger.trigger();
+}
