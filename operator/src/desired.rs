@@ -439,7 +439,10 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
         Tier::Longpoll => vars.push(env("IO360_SYNC_URL", ctx.url(Tier::Sync))),
         Tier::Frontend => {
+            // Without an Ingress the frontend is the only public face: it passes `/api` to
+            // logic and `/v1` to longpoll, so the widget's live updates work through it too.
             vars.push(env("IO360_LOGIC_URL", ctx.url(Tier::Logic)));
+            vars.push(env("IO360_LONGPOLL_URL", ctx.url(Tier::Longpoll)));
             if spec.site.is_some() {
                 vars.push(env("IO360_SITE_DIR", "/site"));
             }
@@ -972,8 +975,8 @@ fn callees(tier: Tier) -> Vec<Tier> {
         .into_iter()
         .filter(|t| *t != tier && callers(*t).is_some_and(|c| c.contains(&tier)))
         .chain(match tier {
-            Tier::Frontend => Some(Tier::Logic),
-            _ => None,
+            Tier::Frontend => vec![Tier::Logic, Tier::Longpoll],
+            _ => Vec::new(),
         })
         .collect()
 }

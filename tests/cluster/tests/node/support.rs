@@ -376,7 +376,7 @@ impl Suite {
             .map(|n| io360_cluster_tests::log_tail(&n.log("kubelet"), 20))
             .unwrap_or_default();
         format!(
-            "{test}: {error:?}\n--- pods ---\n{pods}\n--- events ---\n{events}\n\
+            "{test}: {error:#}\n--- pods ---\n{pods}\n--- events ---\n{events}\n\
              --- operator ---\n{operator}\n--- kubelet ---\n{kubelet}"
         )
     }
@@ -422,6 +422,8 @@ pub fn comment_cluster(suite: &Suite, name: &str, tag: &str, spec: Value) -> Val
             "image": {"repository": suite.images.io360, "tag": tag},
             "adminTokenSecret": {"name": "admin-token"},
             "site": {"configMap": {"name": "site"}},
+            // Every comment shows at once; moderation has its own tests.
+            "moderation": "none",
             "frontend": scaled,
             "logic": scaled,
             "sync": scaled,
