@@ -297,7 +297,6 @@ oom_score = 0
             "imageGCLowThresholdPercent": 99,
             "maxPods": 60,
             "serializeImagePulls": false,
-            "localStorageCapacityIsolation": false,
             "syncFrequency": "10s",
         });
         write(&kubelet_config, &kubelet_yaml.to_string())?;

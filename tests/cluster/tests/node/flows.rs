@@ -511,6 +511,15 @@ pub fn store_restarts_on_its_claim(s: &Suite) -> BoxFuture<'_, Result<()>> {
                 now.as_deref() == Some(claim.as_str()),
                 "store came back on {now:?}, not {claim}"
             );
+            // Logic is unready while it cannot reach the store; wait for every tier again.
+            s.wait("every pod Ready again", 120, || async {
+                let pods = s
+                    .pods(&ns, "app.kubernetes.io/instance=notes")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                all_ready(&pods)
+            })
+            .await?;
             post_some(&format!("after {how}"), 3, &mut acknowledged).await?;
         }
 
