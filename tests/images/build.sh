@@ -144,7 +144,7 @@ runtime_versions=$(apt_cache show --no-all-versions "${runtime_packages[@]}" 2>/
 for p in "${runtime_packages[@]}"; do
   [[ " $runtime_versions" == *" $p="* ]] || die "no Debian package $p in the bookworm lists under $apt_dir"
 done
-runtime_recipe_version=1
+runtime_recipe_version=2
 runtime_key=$(printf '%s\n' "runtime $runtime_recipe_version" "$runtime_versions" | sha256sum | cut -c1-16)
 runtime_image="localhost/io360-runtime-base:$runtime_key"
 
@@ -203,7 +203,7 @@ EOF
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     --user 65532:65532 --workingdir /home/nonroot \
-    --label io360.base.packages="$runtime_versions" || return 1
+    --label io360.base.packages="${runtime_versions% }" || return 1
   rm -rf "$work"
 }
 
@@ -311,14 +311,20 @@ if [ -s "$host_bundle" ]; then
   trust=(--volume "$host_bundle:$host_bundle:ro")
 fi
 
+# The labels are given again on the command line: buildah 1.28's layer cache does not key on
+# build-arg values, so a LABEL built from one would keep the revision of the first build.
 build_target() {
-  local target="$1"
+  local target="$1" name="$1"
+  [ "$target" != build ] || name=io360-build
   nice -n 10 buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver "$driver" \
-    build --layers --pull=never --network host "${trust[@]}" \
+    build --layers --force-rm --pull=never --network host "${trust[@]}" \
     --build-arg BUILDER_IMAGE="$builder_image" --build-arg RUNTIME_IMAGE="$runtime_image" \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --build-arg SOURCE="$source_url" \
-    --target "$target" -t "localhost/$target:$version" -f "$repo/Dockerfile" "$repo"
+    --label org.opencontainers.image.version="$version" \
+    --label org.opencontainers.image.revision="$revision" \
+    --label org.opencontainers.image.source="$source_url" \
+    --target "$target" -t "localhost/$name:$version" -f "$repo/Dockerfile" "$repo"
 }
 
 # Uncompressed size of an OCI archive's image: its layers as the runtime unpacks them.
@@ -336,6 +342,8 @@ uncompressed_size() {
 }
 
 declare -A archive size image_id
+# The build stage gets a name of its own, so that removing unnamed images below keeps it.
+run_logged build-stage build_target build
 for target in io360 io360-operator; do
   run_logged "build-$target" build_target "$target"
   archive[$target]="$out/$target.oci.tar"
@@ -364,6 +372,24 @@ IO360_SIZE=${size[io360]}
 OPERATOR_SIZE=${size[io360-operator]}
 EOF
 mv "$out/images.env.tmp" "$out/images.env"
+
+# What earlier builds left: working containers of builds that were stopped, bases made from other
+# inputs, and the unnamed layers of images since rebuilt. Every image in use is named, so its
+# layers stay. The storage is this script's own, and locked. A failure here fails no build.
+prune() {
+  local name
+  bah rm --all
+  bah images --format '{{.Name}}:{{.Tag}}' | while read -r name; do
+    case "$name" in
+      "$runtime_image" | "$builder_image") ;;
+      localhost/io360-runtime-base:* | localhost/io360-builder-base:*) bah rmi "$name" ;;
+    esac
+  done
+  bah rmi --prune
+}
+if ! prune >"$logs/prune.log" 2>&1; then
+  echo "build.sh: warning: could not remove old images (see $logs/prune.log)" >&2
+fi
 
 took=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 for target in io360 io360-operator; do
