@@ -4,7 +4,9 @@
 #
 # What it does, in order:
 #   1. installs system packages the tests use (Debian: chromium for browser tests, nginx),
-#   2. builds the Kubernetes control plane for the cluster tests (cached after the first run),
+#   2. builds, side by side, the Kubernetes control plane and the real node's tools for the
+#      cluster tests, the manifest linters (kubeconform, kube-score), and io360's container
+#      images from the repository's Dockerfile, daemonless (all cached),
 #   3. checks formatting and lints,
 #   4. runs every Rust test in the workspace (unit, cross-tier, crash, cluster),
 #   5. runs the browser suites (tests/*/package.json) in headless Chromium.
@@ -27,6 +29,14 @@ if ls tests/*/package.json >/dev/null 2>&1; then
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v node >/dev/null || need_apt+=(nodejs npm)
 fi
+# The cluster suite's real node and the image build: containerd, runc and the CNI plugins run
+# pods; buildah, mmdebstrap, skopeo and umoci build, move and unpack images without a daemon;
+# iptables is kube-proxy's.
+for tool in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
+    buildah:buildah mmdebstrap:mmdebstrap skopeo:skopeo umoci:umoci iptables:iptables ip:iproute2; do
+    bin=${tool%%:*}
+    if [[ $bin == /* ]]; then [ -e "$bin" ] || need_apt+=("${tool#*:}"); else command -v "$bin" >/dev/null || need_apt+=("${tool#*:}"); fi
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -36,10 +46,36 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-if [ -f tests/cluster/install-tools.sh ]; then
-  step "Kubernetes control plane binaries (cold: 15-25 min once; warm: seconds)"
-  bash tests/cluster/install-tools.sh
-fi
+# Three builds that do not depend on each other run side by side, each logging to its own file
+# (a failure prints that file's end): the cluster tools (Go), the manifest linters (Go) and the
+# container images (a release build inside buildah). Cold, on two cores, together they take
+# about as long as the longest; warm, seconds.
+step "cluster tools, manifest linters and container images (cold: 20-30 min once; warm: a minute)"
+logs="$cache/run-logs"
+mkdir -p "$logs"
+pids=()
+names=()
+start_build() { # name command...
+  local name=$1
+  shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  pids+=($!)
+  names+=("$name")
+}
+start_build cluster-tools bash tests/cluster/install-tools.sh
+start_build linters bash tests/lint/install-linters.sh
+start_build images bash tests/images/build.sh
+failed=0
+for i in "${!pids[@]}"; do
+  if wait "${pids[$i]}"; then
+    echo "${names[$i]}: done ($(tail -n 1 "$logs/${names[$i]}.log"))"
+  else
+    echo "${names[$i]} failed; the end of $logs/${names[$i]}.log:" >&2
+    tail -n 40 "$logs/${names[$i]}.log" >&2
+    failed=1
+  fi
+done
+[ "$failed" = 0 ]
 
 step "cargo fmt --check"
 cargo fmt --all --check

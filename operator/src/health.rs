@@ -45,7 +45,8 @@ fn pod_problem(pod: &Pod) -> Option<TierProblem> {
             continue;
         }
         let mut message = waiting.message.clone().unwrap_or_default();
-        // A crash loop says little by itself; how the last run ended says why.
+        // A crash loop's own message only says how long the back-off is; how the last run
+        // ended says why.
         if let Some(last) = container
             .last_state
             .as_ref()
@@ -55,8 +56,7 @@ fn pod_problem(pod: &Pod) -> Option<TierProblem> {
             let code = last.exit_code;
             let said = last.message.clone().unwrap_or_default();
             message = format!(
-                "{message}{}last run ended {ended} (exit code {code}){}{said}; restarted {} times",
-                if message.is_empty() { "" } else { "; " },
+                "last run ended {ended} (exit code {code}){}{said}; restarted {} times",
                 if said.is_empty() { "" } else { ": " },
                 container.restart_count
             );
@@ -78,18 +78,24 @@ fn pod_problem(pod: &Pod) -> Option<TierProblem> {
 }
 
 /// Kubernetes messages can run to several lines and kilobytes; a condition message is read
-/// on one line.
+/// on one line. A long one keeps its start and its end, where a runtime error names the cause
+/// (`exec: "io360": executable file not found`).
 fn one_line(text: &str) -> String {
+    const MAX: usize = 200;
+    const HEAD: usize = 60;
     let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    const MAX: usize = 300;
     if joined.len() <= MAX {
         return joined;
     }
-    let mut end = MAX;
-    while !joined.is_char_boundary(end) {
-        end -= 1;
+    let mut head = HEAD;
+    while !joined.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}…", &joined[..end])
+    let mut tail = joined.len() - (MAX - HEAD);
+    while !joined.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} … {}", &joined[..head], &joined[tail..])
 }
 
 #[cfg(test)]
@@ -136,7 +142,7 @@ mod tests {
         assert_eq!(problem.reason, "CrashLoopBackOff");
         assert_eq!(
             problem.message,
-            "back-off 40s; last run ended OOMKilled (exit code 137); restarted 4 times"
+            "last run ended OOMKilled (exit code 137); restarted 4 times"
         );
     }
 
@@ -161,10 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn long_messages_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(400);
+    fn long_messages_keep_their_start_and_end_on_character_boundaries() {
+        let long = format!(
+            "{} exec: \"io360\": executable file not found",
+            "é".repeat(400)
+        );
         let cut = one_line(&long);
-        assert!(cut.ends_with('…'));
-        assert!(cut.len() <= 300 + '…'.len_utf8());
+        assert!(cut.starts_with("éé"));
+        assert!(cut.ends_with("exec: \"io360\": executable file not found"));
+        assert!(cut.contains(" … "));
+        assert!(cut.len() <= 200 + " … ".len());
     }
 }
