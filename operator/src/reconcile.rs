@@ -383,8 +383,10 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
         cc,
         &old_status,
         &now,
-        &replicas_now,
-        &problems,
+        &Observed {
+            replicas: replicas_now,
+            problems,
+        },
         suspension.as_ref(),
         live_since,
         longpoll_before,
@@ -752,17 +754,24 @@ fn set_condition(
     }
 }
 
+/// What a pass saw of the tiers: each one's desired and ready replicas, and why the ones that
+/// lag do, where their pods say.
+struct Observed {
+    replicas: BTreeMap<String, (i32, i32)>,
+    problems: BTreeMap<String, TierProblem>,
+}
+
 fn compute_status(
     cc: &CommentCluster,
     old: &CommentClusterStatus,
     now: &Timestamp,
-    replicas: &BTreeMap<String, (i32, i32)>,
-    problems: &BTreeMap<String, TierProblem>,
+    observed: &Observed,
     suspension: Option<&Suspension>,
     resumed_at: Option<String>,
     longpoll_before: Option<i32>,
 ) -> CommentClusterStatus {
     let generation = cc.metadata.generation;
+    let Observed { replicas, problems } = observed;
     let tiers: BTreeMap<String, TierStatus> = replicas
         .iter()
         .map(|(t, (desired, ready))| {
