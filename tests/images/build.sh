@@ -311,20 +311,29 @@ if [ -s "$host_bundle" ]; then
   trust=(--volume "$host_bundle:$host_bundle:ro")
 fi
 
-# The labels are given again on the command line: buildah 1.28's layer cache does not key on
-# build-arg values, so a LABEL built from one would keep the revision of the first build.
+# Each target of the Dockerfile, as localhost/io360-build/<target>:<version>.
 build_target() {
-  local target="$1" name="$1"
-  [ "$target" != build ] || name=io360-build
+  local target="$1"
   nice -n 10 buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver "$driver" \
     build --layers --force-rm --pull=never --network host "${trust[@]}" \
     --build-arg BUILDER_IMAGE="$builder_image" --build-arg RUNTIME_IMAGE="$runtime_image" \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --build-arg SOURCE="$source_url" \
-    --label org.opencontainers.image.version="$version" \
-    --label org.opencontainers.image.revision="$revision" \
-    --label org.opencontainers.image.source="$source_url" \
-    --target "$target" -t "localhost/$name:$version" -f "$repo/Dockerfile" "$repo"
+    --target "$target" -t "localhost/io360-build/$target:$version" -f "$repo/Dockerfile" "$repo"
+}
+
+# The labels made from build args are set again, on top: buildah 1.28's layer cache does not key
+# on build-arg values, so a LABEL step would keep the revision of the build that first made it
+# (BuildKit has no such problem). A FROM-only file adds them as metadata, without a layer.
+label_target() {
+  local target="$1"
+  mkdir -p "$cache/empty-context"
+  printf 'FROM localhost/io360-build/%s:%s\n' "$target" "$version" |
+    bah build --layers --force-rm --pull=never \
+      --label org.opencontainers.image.version="$version" \
+      --label org.opencontainers.image.revision="$revision" \
+      --label org.opencontainers.image.source="$source_url" \
+      -t "localhost/$target:$version" -f - "$cache/empty-context"
 }
 
 # Uncompressed size of an OCI archive's image: its layers as the runtime unpacks them.
@@ -346,11 +355,12 @@ declare -A archive size image_id
 run_logged build-stage build_target build
 for target in io360 io360-operator; do
   run_logged "build-$target" build_target "$target"
+  run_logged "label-$target" label_target "$target"
   archive[$target]="$out/$target.oci.tar"
   image_id[$target]=$(bah inspect --type image --format '{{.FromImageID}}' "localhost/$target:$version")
   # The archive is written again only when the image changed: the stamp holds its id and size.
   stamp="$out/.$target.stamp"
-  if [ -s "${archive[$target]}" ] && read -r stamped_id stamped_size <"$stamp" 2>/dev/null &&
+  if [ -s "${archive[$target]}" ] && [ -s "$stamp" ] && read -r stamped_id stamped_size <"$stamp" &&
     [ "$stamped_id" = "${image_id[$target]}" ] && [ -n "$stamped_size" ]; then
     size[$target]=$stamped_size
     continue
