@@ -144,7 +144,7 @@ runtime_versions=$(apt_cache show --no-all-versions "${runtime_packages[@]}" 2>/
 for p in "${runtime_packages[@]}"; do
   [[ " $runtime_versions" == *" $p="* ]] || die "no Debian package $p in the bookworm lists under $apt_dir"
 done
-runtime_recipe_version=2
+runtime_recipe_version=3
 runtime_key=$(printf '%s\n' "runtime $runtime_recipe_version" "$runtime_versions" | sha256sum | cut -c1-16)
 runtime_image="localhost/io360-runtime-base:$runtime_key"
 
@@ -152,7 +152,9 @@ make_runtime_base() {
   local work="$cache/bases/runtime-$runtime_key"
   rm -rf "$work"
   mkdir -p "$work/debs" "$work/rootfs"
-  (cd "$work/debs" && apt_get download ${runtime_versions}) || return 1
+  local pinned
+  read -ra pinned <<<"$runtime_versions"
+  (cd "$work/debs" && apt_get download "${pinned[@]}") || return 1
   local root="$work/rootfs"
   for deb in "$work"/debs/*.deb; do
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$root" || return 1
@@ -164,6 +166,7 @@ make_runtime_base() {
   # What update-ca-certificates would have made: one bundle of every certificate.
   mkdir -p "$root/etc/ssl/certs"
   find "$root/usr/share/ca-certificates" -name '*.crt' | LC_ALL=C sort | while read -r crt; do
+    # shellcheck disable=SC1003 # sed's `a\`: a newline after a last line that lacks one
     sed -e '$a\' "$crt"
   done >"$root/etc/ssl/certs/ca-certificates.crt"
   [ -s "$root/etc/ssl/certs/ca-certificates.crt" ] || return 1
@@ -252,6 +255,7 @@ make_builder_base() {
   rm -rf "$work"
   mkdir -p "$work"
   # debian:bookworm-slim is minbase without docs; rust:*-slim adds these three packages.
+  # shellcheck disable=SC2016 # "$1" in the hook is the root mmdebstrap gives it
   mmdebstrap --variant=minbase --include="$builder_packages" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
