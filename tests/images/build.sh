@@ -387,16 +387,19 @@ OPERATOR_SIZE=${size[io360-operator]}
 EOF
 mv "$out/images.env.tmp" "$out/images.env"
 
-# What earlier builds left: working containers of builds that were stopped, bases made from other
-# inputs, and the unnamed layers of images since rebuilt. Every image in use is named, so its
-# layers stay. The storage is this script's own, and locked. A failure here fails no build.
+# What earlier builds left: working containers of builds that were stopped, the unnamed layers of
+# images since rebuilt, and bases made from other inputs that no image uses any more (another
+# checkout sharing this cache may still use one). Every image in use is named, so its layers
+# stay. The storage is this script's own, and locked. A failure here fails no build.
 prune() {
   local name
   bah rm --all
+  bah rmi --prune
   bah images --format '{{.Name}}:{{.Tag}}' | while read -r name; do
     case "$name" in
       "$runtime_image" | "$builder_image") ;;
-      localhost/io360-runtime-base:* | localhost/io360-builder-base:*) bah rmi "$name" ;;
+      localhost/io360-runtime-base:* | localhost/io360-builder-base:*)
+        bah rmi "$name" || echo "kept $name: an image still uses it" ;;
     esac
   done
   bah rmi --prune
