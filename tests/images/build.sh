@@ -355,6 +355,8 @@ uncompressed_size() {
 }
 
 declare -A archive size image_id
+# Whether an image changed: only then can earlier layers be left to remove.
+changed=0
 # The build stage gets a name of its own, so that removing unnamed images below keeps it.
 run_logged build-stage build_target build
 for target in io360 io360-operator; do
@@ -369,6 +371,7 @@ for target in io360 io360-operator; do
     size[$target]=$stamped_size
     continue
   fi
+  changed=1
   rm -f "${archive[$target]}" "$stamp"
   run_logged "push-$target" bah push --quiet "localhost/$target:$version" \
     "oci-archive:${archive[$target]}:$target:$version"
@@ -404,7 +407,7 @@ prune() {
   done
   bah rmi --prune
 }
-if ! prune >"$logs/prune.log" 2>&1; then
+if [ "$changed" = 1 ] && ! prune >"$logs/prune.log" 2>&1; then
   echo "build.sh: warning: could not remove old images (see $logs/prune.log)" >&2
 fi
 
