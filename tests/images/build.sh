@@ -18,7 +18,8 @@
 #
 # Everything lives under ${XDG_CACHE_HOME:-$HOME/.cache}/io360/images ($cache): buildah's
 # storage, its run state, its cache mounts (cargo's registry and target directory, through
-# TMPDIR), the Debian packages, the logs. Nothing goes to /var/lib/containers.
+# TMPDIR), the Debian packages, the logs. Nothing is written to /var/lib/containers, where only
+# an empty directory is made, to mount the cache's own over it in this script's mount namespace.
 #
 # Output, read by the cluster tests:
 #   $cache/out/io360.oci.tar           OCI archive of the tier image (ref io360:$VERSION)
@@ -57,7 +58,7 @@ mkdir -p "$cache"/{storage,run,tmp,apt,bases,logs,out}
 exec 9>"$cache/lock"
 flock 9
 
-# buildah keeps its cache mounts (buildah-cache-<uid>) and image copies in TMPDIR.
+# buildah keeps its cache mounts ($TMPDIR/buildah-cache/<id>) and image copies in TMPDIR.
 export TMPDIR="$cache/tmp"
 export BUILDAH_ISOLATION=oci
 
