@@ -21,12 +21,27 @@ COPY . .
 # One cargo run builds both binaries, so the dependencies they share compile once. The registry
 # and the target directory are cache mounts: a rebuild compiles only what changed. The target
 # directory is not part of any layer, so the binaries are copied out (stripped) in the same step.
+#
+# Cargo tells what changed from file times, but a COPY layer taken from the build cache brings
+# back the times of the files it was first made from: a file changed and then changed back would
+# look older than the last build and not be compiled again. So each file whose contents differ
+# from those the last successful build saw is touched first; their hashes are kept in the target
+# directory, next to the build they describe.
 RUN --mount=type=cache,id=io360-cargo-registry,target=/usr/local/cargo/registry \
-    --mount=type=cache,id=io360-cargo-target,target=/src/target \
-    cargo build --release --locked -p io360 -p io360-operator \
- && mkdir -p /out/bin /out/data \
- && strip --strip-all -o /out/bin/io360 target/release/io360 \
- && strip --strip-all -o /out/bin/io360-operator target/release/io360-operator
+    --mount=type=cache,id=io360-cargo-target,target=/src/target,sharing=locked \
+    set -eu; export LC_ALL=C; \
+    find . -path ./target -prune -o -type f -print0 > /tmp/files; \
+    xargs -0 sha256sum < /tmp/files > /tmp/sums; \
+    sort -o /tmp/sources /tmp/sums; \
+    [ -f target/sources.sha256 ] || : > target/sources.sha256; \
+    comm -13 target/sources.sha256 /tmp/sources > /tmp/changed; \
+    cut -c67- /tmp/changed | tr '\n' '\0' | xargs -0 -r touch --; \
+    cargo build --release --locked -p io360 -p io360-operator; \
+    cp /tmp/sources target/sources.sha256; \
+    mkdir -p /out/bin /out/data; \
+    strip --strip-all -o /out/bin/io360 target/release/io360; \
+    strip --strip-all -o /out/bin/io360-operator target/release/io360-operator; \
+    rm -f /tmp/files /tmp/sums /tmp/sources /tmp/changed
 
 FROM ${RUNTIME_IMAGE} AS io360-operator
 ARG VERSION=0.1.0

@@ -18,7 +18,8 @@
 #
 # Everything lives under ${XDG_CACHE_HOME:-$HOME/.cache}/io360/images ($cache): buildah's
 # storage, its run state, its cache mounts (cargo's registry and target directory, through
-# TMPDIR), the Debian packages, the logs. Nothing goes to /var/lib/containers.
+# TMPDIR), the Debian packages, the logs. Nothing is written to /var/lib/containers, where only
+# an empty directory is made, to mount the cache's own over it in this script's mount namespace.
 #
 # Output, read by the cluster tests:
 #   $cache/out/io360.oci.tar           OCI archive of the tier image (ref io360:$VERSION)
@@ -57,7 +58,7 @@ mkdir -p "$cache"/{storage,run,tmp,apt,bases,logs,out}
 exec 9>"$cache/lock"
 flock 9
 
-# buildah keeps its cache mounts (buildah-cache-<uid>) and image copies in TMPDIR.
+# buildah keeps its cache mounts ($TMPDIR/buildah-cache/<id>) and image copies in TMPDIR.
 export TMPDIR="$cache/tmp"
 export BUILDAH_ISOLATION=oci
 
@@ -144,7 +145,7 @@ runtime_versions=$(apt_cache show --no-all-versions "${runtime_packages[@]}" 2>/
 for p in "${runtime_packages[@]}"; do
   [[ " $runtime_versions" == *" $p="* ]] || die "no Debian package $p in the bookworm lists under $apt_dir"
 done
-runtime_recipe_version=2
+runtime_recipe_version=3
 runtime_key=$(printf '%s\n' "runtime $runtime_recipe_version" "$runtime_versions" | sha256sum | cut -c1-16)
 runtime_image="localhost/io360-runtime-base:$runtime_key"
 
@@ -152,7 +153,9 @@ make_runtime_base() {
   local work="$cache/bases/runtime-$runtime_key"
   rm -rf "$work"
   mkdir -p "$work/debs" "$work/rootfs"
-  (cd "$work/debs" && apt_get download ${runtime_versions}) || return 1
+  local pinned
+  read -ra pinned <<<"$runtime_versions"
+  (cd "$work/debs" && apt_get download "${pinned[@]}") || return 1
   local root="$work/rootfs"
   for deb in "$work"/debs/*.deb; do
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$root" || return 1
@@ -164,6 +167,7 @@ make_runtime_base() {
   # What update-ca-certificates would have made: one bundle of every certificate.
   mkdir -p "$root/etc/ssl/certs"
   find "$root/usr/share/ca-certificates" -name '*.crt' | LC_ALL=C sort | while read -r crt; do
+    # shellcheck disable=SC1003 # sed's `a\`: a newline after a last line that lacks one
     sed -e '$a\' "$crt"
   done >"$root/etc/ssl/certs/ca-certificates.crt"
   [ -s "$root/etc/ssl/certs/ca-certificates.crt" ] || return 1
@@ -252,6 +256,7 @@ make_builder_base() {
   rm -rf "$work"
   mkdir -p "$work"
   # debian:bookworm-slim is minbase without docs; rust:*-slim adds these three packages.
+  # shellcheck disable=SC2016 # "$1" in the hook is the root mmdebstrap gives it
   mmdebstrap --variant=minbase --include="$builder_packages" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -311,20 +316,29 @@ if [ -s "$host_bundle" ]; then
   trust=(--volume "$host_bundle:$host_bundle:ro")
 fi
 
-# The labels are given again on the command line: buildah 1.28's layer cache does not key on
-# build-arg values, so a LABEL built from one would keep the revision of the first build.
+# Each target of the Dockerfile, as localhost/io360-build/<target>:<version>.
 build_target() {
-  local target="$1" name="$1"
-  [ "$target" != build ] || name=io360-build
+  local target="$1"
   nice -n 10 buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver "$driver" \
     build --layers --force-rm --pull=never --network host "${trust[@]}" \
     --build-arg BUILDER_IMAGE="$builder_image" --build-arg RUNTIME_IMAGE="$runtime_image" \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --build-arg SOURCE="$source_url" \
-    --label org.opencontainers.image.version="$version" \
-    --label org.opencontainers.image.revision="$revision" \
-    --label org.opencontainers.image.source="$source_url" \
-    --target "$target" -t "localhost/$name:$version" -f "$repo/Dockerfile" "$repo"
+    --target "$target" -t "localhost/io360-build/$target:$version" -f "$repo/Dockerfile" "$repo"
+}
+
+# The labels made from build args are set again, on top: buildah 1.28's layer cache does not key
+# on build-arg values, so a LABEL step would keep the revision of the build that first made it
+# (BuildKit has no such problem). A FROM-only file adds them as metadata, without a layer.
+label_target() {
+  local target="$1"
+  mkdir -p "$cache/empty-context"
+  printf 'FROM localhost/io360-build/%s:%s\n' "$target" "$version" |
+    bah build --layers --force-rm --pull=never \
+      --label org.opencontainers.image.version="$version" \
+      --label org.opencontainers.image.revision="$revision" \
+      --label org.opencontainers.image.source="$source_url" \
+      -t "localhost/$target:$version" -f - "$cache/empty-context"
 }
 
 # Uncompressed size of an OCI archive's image: its layers as the runtime unpacks them.
@@ -342,19 +356,23 @@ uncompressed_size() {
 }
 
 declare -A archive size image_id
+# Whether an image changed: only then can earlier layers be left to remove.
+changed=0
 # The build stage gets a name of its own, so that removing unnamed images below keeps it.
 run_logged build-stage build_target build
 for target in io360 io360-operator; do
   run_logged "build-$target" build_target "$target"
+  run_logged "label-$target" label_target "$target"
   archive[$target]="$out/$target.oci.tar"
   image_id[$target]=$(bah inspect --type image --format '{{.FromImageID}}' "localhost/$target:$version")
   # The archive is written again only when the image changed: the stamp holds its id and size.
   stamp="$out/.$target.stamp"
-  if [ -s "${archive[$target]}" ] && read -r stamped_id stamped_size <"$stamp" 2>/dev/null &&
+  if [ -s "${archive[$target]}" ] && [ -s "$stamp" ] && read -r stamped_id stamped_size <"$stamp" &&
     [ "$stamped_id" = "${image_id[$target]}" ] && [ -n "$stamped_size" ]; then
     size[$target]=$stamped_size
     continue
   fi
+  changed=1
   rm -f "${archive[$target]}" "$stamp"
   run_logged "push-$target" bah push --quiet "localhost/$target:$version" \
     "oci-archive:${archive[$target]}:$target:$version"
@@ -373,21 +391,24 @@ OPERATOR_SIZE=${size[io360-operator]}
 EOF
 mv "$out/images.env.tmp" "$out/images.env"
 
-# What earlier builds left: working containers of builds that were stopped, bases made from other
-# inputs, and the unnamed layers of images since rebuilt. Every image in use is named, so its
-# layers stay. The storage is this script's own, and locked. A failure here fails no build.
+# What earlier builds left: working containers of builds that were stopped, the unnamed layers of
+# images since rebuilt, and bases made from other inputs that no image uses any more (another
+# checkout sharing this cache may still use one). Every image in use is named, so its layers
+# stay. The storage is this script's own, and locked. A failure here fails no build.
 prune() {
   local name
   bah rm --all
+  bah rmi --prune
   bah images --format '{{.Name}}:{{.Tag}}' | while read -r name; do
     case "$name" in
       "$runtime_image" | "$builder_image") ;;
-      localhost/io360-runtime-base:* | localhost/io360-builder-base:*) bah rmi "$name" ;;
+      localhost/io360-runtime-base:* | localhost/io360-builder-base:*)
+        bah rmi "$name" || echo "kept $name: an image still uses it" ;;
     esac
   done
   bah rmi --prune
 }
-if ! prune >"$logs/prune.log" 2>&1; then
+if [ "$changed" = 1 ] && ! prune >"$logs/prune.log" 2>&1; then
   echo "build.sh: warning: could not remove old images (see $logs/prune.log)" >&2
 fi
 

@@ -6,9 +6,12 @@
 #
 #   io360           `io360 serve store` (found on the image's PATH, as the pods' command is):
 #                   /healthz and /readyz answer 200, the store's files are in /data; the time
-#                   from container start to ready is printed
-#   io360-operator  `--version` names the workspace version; `crd` prints the CRD checked in
-#                   under crds/
+#                   from container start to ready is printed. Then the default command,
+#                   `io360 up`: the demo site built into the binary, a comment posted and read
+#                   back, its data in /data.
+#   io360-operator  the entrypoint is the operator (the chart gives only args); `--version`
+#                   names the workspace version; `crd` prints the CRD checked in under crds/
+# Both: user 65532:65532, no shell, the OCI labels build.sh passed (version, revision, ...).
 #
 # Reads ${XDG_CACHE_HOME:-$HOME/.cache}/io360/images/out/images.env. Needs root, runc, skopeo,
 # umoci, jq and curl. Leaves no container, runc state or unpacked image behind.
@@ -22,10 +25,15 @@ die() {
   echo "check.sh: FAIL: $*" >&2
   exit 1
 }
+[ "$(id -u)" = 0 ] || die "runs as root (runc)"
+if ! command -v umoci >/dev/null && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq umoci >/dev/null; } ||
+    die "cannot install umoci"
+fi
 for tool in runc skopeo umoci jq curl python3; do
   command -v "$tool" >/dev/null || die "needs $tool (Debian: apt-get install runc skopeo umoci jq curl)"
 done
-[ "$(id -u)" = 0 ] || die "runs as root (runc)"
 # skopeo running as root keeps a blob info cache in /var/lib/containers/cache; as in build.sh,
 # a mount namespace of our own puts the images' cache directory there instead.
 if [ -z "${IO360_IMAGES_NAMESPACE:-}" ]; then
