@@ -476,19 +476,19 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
 
 /// Requests and limits when the spec gives none. No CPU limit: a CFS quota throttles a tier in
 /// the middle of a burst, which is when it needs the CPU; the request reserves its share and
-/// drives the autoscaler. Ephemeral storage holds only the container's logs (the root
-/// filesystem is read-only; data lives on volumes).
+/// drives the autoscaler. No ephemeral storage: the root filesystem is read-only and data lives
+/// on volumes, so only the logs count, which the kubelet rotates; and a request would leave
+/// pods unschedulable on nodes that report no ephemeral storage (virtual kubelets).
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("100m".into())),
             ("memory".to_string(), Quantity("128Mi".into())),
-            ("ephemeral-storage".to_string(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([
-            ("memory".to_string(), Quantity("512Mi".into())),
-            ("ephemeral-storage".to_string(), Quantity("1Gi".into())),
-        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("512Mi".into()),
+        )])),
         ..Default::default()
     }
 }
