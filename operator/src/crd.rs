@@ -126,8 +126,9 @@ pub struct CommentClusterSpec {
 pub struct ShutdownSpec {
     /// Seconds a stopping pod keeps answering before it is sent SIGTERM (a preStop sleep):
     /// the time the endpoints take to drop it, so no request is sent to a closed port. After
-    /// SIGTERM the tier answers held polls, finishes in-flight requests and closes keep-alive
-    /// connections. Default 5.
+    /// SIGTERM the tier answers 2 s more, unready, closing each connection after its answer
+    /// (clients on keep-alive connections move to other pods), then answers held polls,
+    /// finishes in-flight requests and exits. 0 turns both off. Default 5.
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 0, max = 300))]
     pub drain_seconds: i64,

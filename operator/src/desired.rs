@@ -43,6 +43,9 @@ pub const HTTP_PORT: i32 = 8080;
 /// The port of every tier's `/metrics`, `/healthz` and `/readyz`, named `metrics`: apart from
 /// the API, so a NetworkPolicy can let a scraper in without opening the API to it.
 pub const METRICS_PORT: i32 = 9090;
+/// Seconds a tier keeps answering after SIGTERM (after the preStop sleep), closing each
+/// connection after its answer.
+pub const SHUTDOWN_DELAY_SECS: i64 = 2;
 /// Where the admin token Secret is mounted in logic pods.
 pub const ADMIN_TOKEN_DIR: &str = "/var/run/secrets/io360/admin";
 /// Replicas of a stateless tier with neither `replicas` nor `autoscaling` set.
@@ -431,6 +434,14 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         env("IO360_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         env("IO360_LOG", "info"),
     ];
+    if spec.shutdown.drain_seconds > 0 {
+        // After the preStop sleep, a little more answering with every connection closed after
+        // its answer, so clients still on a keep-alive connection leave it for another pod.
+        vars.push(env(
+            "IO360_SHUTDOWN_DELAY_SECS",
+            SHUTDOWN_DELAY_SECS.to_string(),
+        ));
+    }
     if tier != Tier::Logger {
         vars.push(env("IO360_LOGGER_URL", ctx.url(Tier::Logger)));
     }

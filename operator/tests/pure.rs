@@ -308,9 +308,25 @@ fn every_pod_drains_before_sigterm_within_the_grace_period() {
             "{key}"
         );
     }
+    let delay = |spec: &serde_json::Value| {
+        spec["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "IO360_SHUTDOWN_DELAY_SECS")
+            .map(|e| e["value"].clone())
+    };
+    for (key, spec) in pod_specs(&desired::build(&cc, &Inputs::default())) {
+        assert_eq!(
+            delay(&spec),
+            Some("2".into()),
+            "{key}: answers on after SIGTERM"
+        );
+    }
     cc.spec.shutdown.drain_seconds = 0;
     for (key, spec) in pod_specs(&desired::build(&cc, &Inputs::default())) {
         assert!(spec["containers"][0].get("lifecycle").is_none(), "{key}");
+        assert_eq!(delay(&spec), None, "{key}");
     }
 }
 
