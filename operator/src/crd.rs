@@ -193,6 +193,12 @@ pub struct ImageSpec {
     #[schemars(length(min = 1, max = 128))]
     pub tag: String,
 
+    /// The image's digest (`sha256:` and 64 hex digits). When set, pods run exactly that
+    /// build (`repository:tag@digest`), whatever the tag points to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[a-f0-9]{64}$"))]
+    pub digest: Option<String>,
+
     /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`.
     #[serde(default)]
     pub pull_policy: PullPolicy,
@@ -207,6 +213,7 @@ impl Default for ImageSpec {
         Self {
             repository: default_repository(),
             tag: default_tag(),
+            digest: None,
             pull_policy: PullPolicy::default(),
             pull_secrets: Vec::new(),
         }

@@ -711,7 +711,10 @@ fn pod_template(
     }
     let container = Container {
         name: "io360".into(),
-        image: Some(format!("{}:{}", spec.image.repository, spec.image.tag)),
+        image: Some(match &spec.image.digest {
+            Some(digest) => format!("{}:{}@{digest}", spec.image.repository, spec.image.tag),
+            None => format!("{}:{}", spec.image.repository, spec.image.tag),
+        }),
         image_pull_policy: Some(spec.image.pull_policy.as_str().into()),
         command: Some(vec!["io360".into()]),
         args: Some(vec!["serve".into(), tier.as_str().into()]),

@@ -536,4 +536,14 @@ fn store_has_a_headless_governing_service_and_images_are_pinned() {
             "{key}: the default tag is the operator's own version"
         );
     }
+    let mut pinned = cc.clone();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    pinned.spec.image.digest = Some(digest.clone());
+    for (key, spec) in pod_specs(&desired::build(&pinned, &Inputs::default())) {
+        assert_eq!(
+            spec["containers"][0]["image"],
+            format!("io360:{}@{digest}", env!("CARGO_PKG_VERSION")),
+            "{key}"
+        );
+    }
 }
