@@ -126,8 +126,9 @@ pub struct CommentClusterSpec {
 pub struct ShutdownSpec {
     /// Seconds a stopping pod keeps answering before it is sent SIGTERM (a preStop sleep):
     /// the time the endpoints take to drop it, so no request is sent to a closed port. After
-    /// SIGTERM the tier answers held polls, finishes in-flight requests and closes keep-alive
-    /// connections. Default 5.
+    /// SIGTERM the tier answers 2 s more, unready, closing each connection after its answer
+    /// (clients on keep-alive connections move to other pods), then answers held polls,
+    /// finishes in-flight requests and exits. 0 turns both off. Default 5.
     #[serde(default = "default_drain_seconds")]
     #[schemars(range(min = 0, max = 300))]
     pub drain_seconds: i64,
@@ -192,6 +193,12 @@ pub struct ImageSpec {
     #[schemars(length(min = 1, max = 128))]
     pub tag: String,
 
+    /// The image's digest (`sha256:` and 64 hex digits). When set, pods run exactly that
+    /// build (`repository:tag@digest`), whatever the tag points to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[a-f0-9]{64}$"))]
+    pub digest: Option<String>,
+
     /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`.
     #[serde(default)]
     pub pull_policy: PullPolicy,
@@ -206,6 +213,7 @@ impl Default for ImageSpec {
         Self {
             repository: default_repository(),
             tag: default_tag(),
+            digest: None,
             pull_policy: PullPolicy::default(),
             pull_secrets: Vec::new(),
         }

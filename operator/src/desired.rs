@@ -43,6 +43,9 @@ pub const HTTP_PORT: i32 = 8080;
 /// The port of every tier's `/metrics`, `/healthz` and `/readyz`, named `metrics`: apart from
 /// the API, so a NetworkPolicy can let a scraper in without opening the API to it.
 pub const METRICS_PORT: i32 = 9090;
+/// Seconds a tier keeps answering after SIGTERM (after the preStop sleep), closing each
+/// connection after its answer.
+pub const SHUTDOWN_DELAY_SECS: i64 = 2;
 /// Where the admin token Secret is mounted in logic pods.
 pub const ADMIN_TOKEN_DIR: &str = "/var/run/secrets/io360/admin";
 /// Replicas of a stateless tier with neither `replicas` nor `autoscaling` set.
@@ -431,6 +434,14 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         env("IO360_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         env("IO360_LOG", "info"),
     ];
+    if spec.shutdown.drain_seconds > 0 {
+        // After the preStop sleep, a little more answering with every connection closed after
+        // its answer, so clients still on a keep-alive connection leave it for another pod.
+        vars.push(env(
+            "IO360_SHUTDOWN_DELAY_SECS",
+            SHUTDOWN_DELAY_SECS.to_string(),
+        ));
+    }
     if tier != Tier::Logger {
         vars.push(env("IO360_LOGGER_URL", ctx.url(Tier::Logger)));
     }
@@ -479,19 +490,19 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
 
 /// Requests and limits when the spec gives none. No CPU limit: a CFS quota throttles a tier in
 /// the middle of a burst, which is when it needs the CPU; the request reserves its share and
-/// drives the autoscaler. Ephemeral storage holds only the container's logs (the root
-/// filesystem is read-only; data lives on volumes).
+/// drives the autoscaler. No ephemeral storage: the root filesystem is read-only and data lives
+/// on volumes, so only the logs count, which the kubelet rotates; and a request would leave
+/// pods unschedulable on nodes that report no ephemeral storage (virtual kubelets).
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("100m".into())),
             ("memory".to_string(), Quantity("128Mi".into())),
-            ("ephemeral-storage".to_string(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([
-            ("memory".to_string(), Quantity("512Mi".into())),
-            ("ephemeral-storage".to_string(), Quantity("1Gi".into())),
-        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("512Mi".into()),
+        )])),
         ..Default::default()
     }
 }
@@ -703,7 +714,10 @@ fn pod_template(
     }
     let container = Container {
         name: "io360".into(),
-        image: Some(format!("{}:{}", spec.image.repository, spec.image.tag)),
+        image: Some(match &spec.image.digest {
+            Some(digest) => format!("{}:{}@{digest}", spec.image.repository, spec.image.tag),
+            None => format!("{}:{}", spec.image.repository, spec.image.tag),
+        }),
         image_pull_policy: Some(spec.image.pull_policy.as_str().into()),
         command: Some(vec!["io360".into()]),
         args: Some(vec!["serve".into(), tier.as_str().into()]),

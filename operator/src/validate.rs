@@ -98,6 +98,20 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
         }
     }
 
+    if let Some(digest) = &spec.image.digest
+        && !digest.strip_prefix("sha256:").is_some_and(|hex| {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    {
+        err(
+            "spec.image.digest".into(),
+            format!("must be sha256: and 64 lowercase hex digits, got {digest:?}"),
+        );
+    }
+
     if spec.shutdown.drain_seconds >= spec.shutdown.termination_grace_period_seconds {
         err(
             "spec.shutdown.drainSeconds".into(),

@@ -308,9 +308,25 @@ fn every_pod_drains_before_sigterm_within_the_grace_period() {
             "{key}"
         );
     }
+    let delay = |spec: &serde_json::Value| {
+        spec["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "IO360_SHUTDOWN_DELAY_SECS")
+            .map(|e| e["value"].clone())
+    };
+    for (key, spec) in pod_specs(&desired::build(&cc, &Inputs::default())) {
+        assert_eq!(
+            delay(&spec),
+            Some("2".into()),
+            "{key}: answers on after SIGTERM"
+        );
+    }
     cc.spec.shutdown.drain_seconds = 0;
     for (key, spec) in pod_specs(&desired::build(&cc, &Inputs::default())) {
         assert!(spec["containers"][0].get("lifecycle").is_none(), "{key}");
+        assert_eq!(delay(&spec), None, "{key}");
     }
 }
 
@@ -518,6 +534,16 @@ fn store_has_a_headless_governing_service_and_images_are_pinned() {
             spec["containers"][0]["image"],
             format!("io360:{}", env!("CARGO_PKG_VERSION")),
             "{key}: the default tag is the operator's own version"
+        );
+    }
+    let mut pinned = cc.clone();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    pinned.spec.image.digest = Some(digest.clone());
+    for (key, spec) in pod_specs(&desired::build(&pinned, &Inputs::default())) {
+        assert_eq!(
+            spec["containers"][0]["image"],
+            format!("io360:{}@{digest}", env!("CARGO_PKG_VERSION")),
+            "{key}"
         );
     }
 }

@@ -6,6 +6,7 @@
 //! shutdown: listeners close, held polls are answered, in-flight requests finish.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,14 +39,15 @@ pub struct ShutdownTrigger {
 /// telemetry of each, for the metrics listener and for marking them unready.
 #[derive(Default)]
 struct Lifecycle {
-    draining: watch::Sender<bool>,
+    /// Read on every answer, so a plain flag rather than a lock.
+    draining: AtomicBool,
     attached: Mutex<Vec<Telemetry>>,
 }
 
 impl std::fmt::Debug for Lifecycle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lifecycle")
-            .field("draining", &*self.draining.borrow())
+            .field("draining", &self.draining.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +80,7 @@ impl Shutdown {
     /// Whether the process is draining (or already shutting down): still answering, but no
     /// longer ready, and closing each connection after its answer.
     pub fn is_draining(&self) -> bool {
-        *self.lifecycle.draining.borrow() || self.is_triggered()
+        self.lifecycle.draining.load(Ordering::Relaxed)
     }
 
     /// Tells the process's lifecycle about a tier's telemetry: the tier turns unready when
@@ -111,7 +113,7 @@ impl ShutdownTrigger {
     /// Begins draining: every attached tier turns unready and closes connections after their
     /// answers, while still accepting and answering.
     pub fn begin_drain(&self) {
-        self.lifecycle.draining.send_replace(true);
+        self.lifecycle.draining.store(true, Ordering::Relaxed);
         if let Ok(all) = self.lifecycle.attached.lock() {
             for t in all.iter() {
                 t.ready.drain();

@@ -231,13 +231,17 @@ async fn connection(
                 Ok(httparse::Status::Complete(len)) => match site_request(&req) {
                     Some(site) => match service.serve(&site.method, site.path, &site.headers) {
                         Some(res) => {
-                            write_head(&mut head, &res, site.close);
+                            // While draining, every answer closes its connection, so a
+                            // client on a keep-alive connection comes back through the load
+                            // balancer, to another instance.
+                            let close = site.close || shutdown.is_draining();
+                            write_head(&mut head, &res, close);
                             if write(&mut stream, &head, res.body()).await.is_err() {
                                 return;
                             }
                             Step::Answered {
                                 consumed: len,
-                                close: site.close,
+                                close,
                             }
                         }
                         None => Step::Hyper,
@@ -261,7 +265,15 @@ async fn connection(
                 continue;
             }
             Step::Hyper => {
-                return hand_to_hyper(stream, buf.freeze(), peer, service, stop.as_mut()).await;
+                return hand_to_hyper(
+                    stream,
+                    buf.freeze(),
+                    peer,
+                    service,
+                    shutdown.clone(),
+                    stop.as_mut(),
+                )
+                .await;
             }
             Step::Read => {}
         }
@@ -422,6 +434,7 @@ async fn hand_to_hyper(
     read: Bytes,
     peer: SocketAddr,
     service: FastStatic,
+    shutdown: Shutdown,
     mut stop: Pin<&mut impl Future<Output = ()>>,
 ) {
     let io = TokioIo::new(Rewind { read, stream });
@@ -429,7 +442,17 @@ async fn hand_to_hyper(
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut service = service.clone();
-        async move { Ok::<_, Infallible>(service.call(req).await.unwrap_or_else(|e| match e {})) }
+        let shutdown = shutdown.clone();
+        async move {
+            let mut res = service.call(req).await.unwrap_or_else(|e| match e {});
+            if shutdown.is_draining() {
+                res.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(res)
+        }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(io, service);

@@ -21,7 +21,8 @@ pub struct Listen {
     /// After SIGTERM, keep accepting and answering this many seconds, with /readyz unready and
     /// every connection closed after its answer, before closing the listener: the time a load
     /// balancer takes to stop sending requests here. A second signal cuts it short. In a
-    /// Kubernetes pod the operator's preStop hook does this wait instead.
+    /// Kubernetes pod the preStop hook first waits for the endpoints to drop the pod; this
+    /// delay then moves clients off their keep-alive connections.
     #[arg(long, env = "IO360_SHUTDOWN_DELAY_SECS", default_value_t = 0.0)]
     pub shutdown_delay_secs: f64,
 }

@@ -201,6 +201,10 @@ async fn a_poll_held_when_longpoll_stops_gets_an_answer() {
     );
     let http = reqwest::Client::new();
     wait_ready(&http, &format!("http://{lp_addr}/readyz")).await;
+    let mut kept = TcpStream::connect(&lp_addr).await.unwrap();
+    let (status, head) = exchange(&mut kept, "/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(!head.contains("connection: close"), "{head}");
 
     // One poll held before the signal, one made during the drain.
     let mut before = TcpStream::connect(&lp_addr).await.unwrap();
@@ -214,6 +218,12 @@ async fn a_poll_held_when_longpoll_stops_gets_an_answer() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = get(&lp_addr, "/readyz").await.unwrap();
     assert_eq!(status, 503, "/readyz while draining");
+    let (status, head) = exchange(&mut kept, "/healthz").await.unwrap();
+    assert_eq!(
+        status, 200,
+        "a request on a kept connection during the drain"
+    );
+    assert!(head.contains("connection: close"), "{head}");
     let mut during = TcpStream::connect(&lp_addr).await.unwrap();
     let second = tokio::spawn(async move {
         let answer = exchange(&mut during, "/v1/poll?thread=/drain&since=0").await;
@@ -231,5 +241,42 @@ async fn a_poll_held_when_longpoll_stops_gets_an_answer() {
         );
     }
     let status = exit_within(&mut longpoll, Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_answers_kept_connections_through_its_delay_and_closes_them() {
+    let addr = free_addr().to_string();
+    let mut frontend = Proc::spawn(
+        &[
+            "serve",
+            "frontend",
+            "--addr",
+            &addr,
+            "--shutdown-delay-secs",
+            "2",
+        ],
+        &[],
+    );
+    let http = reqwest::Client::new();
+    wait_ready(&http, &format!("http://{addr}/readyz")).await;
+    // A page (the fast path) and a health check (the router), each on its kept connection.
+    let mut page = TcpStream::connect(&addr).await.unwrap();
+    let mut health = TcpStream::connect(&addr).await.unwrap();
+    for (conn, path) in [(&mut page, "/"), (&mut health, "/healthz")] {
+        let (status, head) = exchange(conn, path).await.unwrap();
+        assert_eq!(status, 200, "{path}");
+        assert!(!head.contains("connection: close"), "{path}: {head}");
+    }
+    sigterm(&frontend);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (conn, path) in [(&mut page, "/"), (&mut health, "/healthz")] {
+        let (status, head) = exchange(conn, path).await.unwrap();
+        assert_eq!(status, 200, "{path} on a kept connection during the drain");
+        assert!(head.contains("connection: close"), "{path}: {head}");
+    }
+    let (status, _) = get(&addr, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "/readyz while draining");
+    let status = exit_within(&mut frontend, Duration::from_secs(15)).await;
     assert!(status.success(), "{status}");
 }

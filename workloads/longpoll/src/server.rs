@@ -90,7 +90,7 @@ async fn connection(ctx: Arc<Ctx>, mut stream: TcpStream) {
             r = http::read_request(&mut stream, http::IDLE) => r,
             _ = ctx.shutdown.wait() => return,
         };
-        let req = match read {
+        let mut req = match read {
             Ok(r) => r,
             Err(ReadError::Closed) => return,
             Err(ReadError::Bad(p)) => {
@@ -98,6 +98,11 @@ async fn connection(ctx: Arc<Ctx>, mut stream: TcpStream) {
                 return;
             }
         };
+        // While draining, every answer closes its connection, so a client on a keep-alive
+        // connection comes back through the load balancer, to another instance.
+        if ctx.shutdown.is_draining() {
+            req.keep_alive = false;
+        }
         // Boxed: what a request does (a gap fill from sync, an event stream) takes far more
         // room than waiting for the next request, and every connection between two polls
         // would carry that room in its task (2.2 KiB a connection instead of 0.8).
