@@ -221,24 +221,51 @@ async fn votes_count_once_per_voter() {
 
 #[tokio::test]
 async fn idempotent_retries_make_one_comment() {
-    let s = Stack::start(&no_limits()).await;
-    let send = || {
+    let s = Stack::start(&[
+        "--no-rate-limits",
+        "--trusted-proxy-header",
+        "x-forwarded-for",
+    ])
+    .await;
+    let send = |ip: &'static str, text: &'static str| {
         s.http
             .post(s.url("/api/v1/comments?thread=/idem"))
             .header("idempotency-key", "retry-1")
-            .json(&json!({"text": "only once"}))
+            .header("x-forwarded-for", ip)
+            .json(&json!({"text": text}))
             .send()
     };
-    let (st1, a) = status_json(send().await.unwrap()).await;
-    let res = send().await.unwrap();
+    let (st1, a) = status_json(send("192.0.2.1", "only once").await.unwrap()).await;
+    let res = send("192.0.2.1", "only once").await.unwrap();
     assert_eq!(res.headers()["idempotent-replayed"], "true");
     let (st2, b) = status_json(res).await;
     assert_eq!((st1, st2), (201, 201));
     assert_eq!(a["comment"]["id"], b["comment"]["id"]);
     assert_eq!(a["editToken"], b["editToken"]);
+
+    // The same key with another body is a mistake, not a retry.
+    let (st, e) = status_json(send("192.0.2.1", "something else").await.unwrap()).await;
+    assert_eq!(
+        (st, e["type"].as_str()),
+        (
+            422,
+            Some("https://io360.dev/problems/idempotency-key-reused")
+        ),
+        "{e}"
+    );
+    assert_eq!(e["field"], "Idempotency-Key");
+
+    // Another client that knows the key, even with the same body, gets its own comment and
+    // never the first client's edit token.
+    let res = send("198.51.100.7", "only once").await.unwrap();
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    let (st, c) = status_json(res).await;
+    assert_eq!(st, 201, "{c}");
+    assert_ne!(c["comment"]["id"], a["comment"]["id"]);
+    assert_ne!(c["editToken"], a["editToken"]);
     assert_eq!(
         s.list("/idem").await["comments"].as_array().unwrap().len(),
-        1
+        2
     );
 }
 

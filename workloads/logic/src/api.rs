@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use io360_common::Problem;
 use io360_common::extract::{Json, Query};
 use io360_common::model::{Comment, Status, ThreadPage, validate_thread};
-use io360_store::api::{NewComment, WriteOp};
+use io360_store::api::{Idempotency, NewComment, WriteOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -154,7 +154,7 @@ async fn list(
     Ok(axum::Json(visible(&cached.page, q.after, limit)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PostBody {
     text: String,
@@ -344,6 +344,17 @@ async fn create(
             Some(v.to_owned())
         }
     };
+    // A retry is the same client sending the same request: the key is scoped to the client's
+    // address, and the request's hash must match, so a key seen by someone else never hands
+    // over another reader's comment and edit token.
+    let idempotency = idempotency_key.map(|key| {
+        Box::new(Idempotency {
+            key: s
+                .keys
+                .derive("idempotency", &format!("{}\n{key}", client.0)),
+            fingerprint: request_fingerprint(&body),
+        })
+    });
     if body.homepage.as_deref().is_some_and(|h| !h.is_empty()) {
         s.audit.reject(Kind::SpamRejected, client.0, "honeypot");
         return Err(Problem::new(
@@ -366,7 +377,7 @@ async fn create(
     check_email(&email)?;
     let digest: [u8; 32] = Sha256::digest(body.text.trim().as_bytes()).into();
     let dup_key = (client.0, q.thread.clone(), digest);
-    if idempotency_key.is_none() && s.recent.contains_key(&dup_key) {
+    if idempotency.is_none() && s.recent.contains_key(&dup_key) {
         s.audit.reject(Kind::SpamRejected, client.0, "duplicate");
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -419,7 +430,7 @@ async fn create(
             remote: Some(limits::truncate(client.0)),
             author_key,
         },
-        idempotency_key,
+        idempotency,
     };
     let result = s.store.write(&op).await?;
     s.cache.changed(&q.thread, result.change.seq);
@@ -459,6 +470,16 @@ async fn create(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
+}
+
+/// A hash of everything a post says, so a retry can be told from another post under the same
+/// key.
+fn request_fingerprint(body: &PostBody) -> String {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn comment_id(raw: &str) -> Result<u64, Problem> {
