@@ -623,7 +623,12 @@
       if (author) body.author = author;
       if (this.replyTo != null) body.parent = this.replyTo;
       if (this.honeypot.value) body.homepage = this.honeypot.value;
-      this.idempotencyKey = this.idempotencyKey || newKey();
+      // A retry of the same comment reuses its key; a changed comment is a new request.
+      const sent = JSON.stringify(body);
+      if (!this.idempotencyKey || this.idempotencyBody !== sent) {
+        this.idempotencyKey = newKey();
+        this.idempotencyBody = sent;
+      }
       this.busy = true;
       this.submitBtn.textContent = t('posting');
       this.formMsg.textContent = '';
