@@ -886,3 +886,61 @@ async fn bad_input_gets_a_problem_naming_the_field() {
     // The tiers are still alive and well.
     assert_eq!(s.post("/b", json!({"text": "still here"})).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_longer_than_one_answer_pages_to_its_newest_comment() {
+    use futures::StreamExt;
+    let s = Stack::start(&no_limits()).await;
+    let n = 5_500u64;
+    let posted: Vec<u16> = futures::stream::iter(0..n)
+        .map(|i| {
+            let s = &s;
+            async move {
+                s.post("/big", json!({"text": format!("comment {i}")}))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(posted.iter().all(|&st| st == 201));
+
+    // The newest comments, by sequence number.
+    let (st, tail) = s
+        .get(&format!("/api/v1/comments?thread=/big&after={}", n - 10))
+        .await;
+    assert_eq!(st, 200, "{tail}");
+    assert_eq!(tail["head"], n);
+    let seqs: Vec<u64> = tail["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (n - 9..=n).collect::<Vec<_>>());
+
+    // Paging from the start finds every comment once.
+    let mut after = 0;
+    let mut seen = 0;
+    loop {
+        let (_, p) = s
+            .get(&format!("/api/v1/comments?thread=/big&after={after}"))
+            .await;
+        let page = p["comments"].as_array().unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen += page.len();
+        after = page.last().unwrap()["seq"].as_u64().unwrap();
+    }
+    assert_eq!(seen as u64, n);
+
+    // A new comment shows up at the end, read from the cache brought up to date.
+    let (_, c) = s.post("/big", json!({"text": "one more"})).await;
+    let (_, tail) = s
+        .get(&format!("/api/v1/comments?thread=/big&after={n}"))
+        .await;
+    assert_eq!(tail["comments"][0]["id"], c["comment"]["id"]);
+    assert_eq!(tail["head"], n + 1);
+}

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::audit::{self, Banned};
+use crate::cache::LIST_LIMIT;
 use crate::state::AppState;
 use crate::token::TokenError;
 use crate::{Moderation, SUSPENDED_RETRY, limits, render};
@@ -115,10 +116,11 @@ pub fn check_thread(thread: &str) -> Result<(), Problem> {
 
 /// Comments others may see: held ones are left out.
 fn visible(page: &ThreadPage, after: u64, limit: usize) -> ThreadPage {
-    let comments: Vec<Comment> = page
-        .comments
+    // Comments are in sequence order: start at the first one after `after`.
+    let from = page.comments.partition_point(|c| c.seq <= after);
+    let comments: Vec<Comment> = page.comments[from..]
         .iter()
-        .filter(|c| c.seq > after && c.status != Status::Pending)
+        .filter(|c| c.status != Status::Pending)
         .take(limit)
         .cloned()
         .collect();
@@ -138,16 +140,16 @@ async fn list(
     limit_reads(&s, client.0)?;
     check_thread(&q.thread)?;
     let limit = match q.limit {
-        None => 1000,
-        Some(n) if (1..=1000).contains(&n) => n,
+        None => LIST_LIMIT,
+        Some(n) if (1..=LIST_LIMIT).contains(&n) => n,
         Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
     };
     let cached = s.cache.thread(&s.store, &q.thread).await?;
-    if q.after == 0 && limit >= cached.page.comments.len() {
+    if q.after == 0 && (limit == LIST_LIMIT || limit >= cached.page.comments.len()) {
         // The common case, a reader opening the page: bytes prepared once per change.
         return Ok((
             [(header::CONTENT_TYPE, "application/json")],
-            cached.public_json.clone(),
+            cached.first_json.clone(),
         )
             .into_response());
     }
