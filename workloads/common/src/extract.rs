@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::Problem;
 
+/// The largest request body the public API accepts. Logic enforces it, and the frontend, where
+/// it forwards `/api`, refuses a larger body itself before any of it is sent on.
+pub const MAX_API_BODY: usize = 256 * 1024;
+
 /// A JSON request body. Wrong content type: 415; too large: 413; malformed or wrong types: 400
 /// naming the field.
 #[derive(Debug, Clone, Copy, Default)]

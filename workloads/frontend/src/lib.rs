@@ -376,8 +376,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             "logic",
             config.logic_url.as_deref(),
             Some(Duration::from_secs(30)),
+            io360_common::extract::MAX_API_BODY,
         ),
-        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None),
+        // Live updates take no bodies; a small one is sent on for longpoll to refuse.
+        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None, 16 * 1024),
         asset_max_age: config.asset_max_age,
         site_hit,
         site_miss,

@@ -24,7 +24,7 @@ use crate::{Moderation, SUSPENDED_RETRY, limits, render};
 use io360_logger::Kind;
 
 /// Largest request body accepted.
-const MAX_BODY: usize = 256 * 1024;
+const MAX_BODY: usize = io360_common::extract::MAX_API_BODY;
 /// Longest author name, website, email and title, in bytes.
 const MAX_AUTHOR: usize = 100;
 const MAX_EMAIL: usize = 254;
