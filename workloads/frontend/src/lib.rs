@@ -261,11 +261,7 @@ async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Respon
             ))
         }
         Lookup::Redirect => {
-            let mut location = format!("{}/", req.uri().path());
-            if let Some(q) = req.uri().query() {
-                location.push('?');
-                location.push_str(q);
-            }
+            let location = directory_location(req.uri().path(), req.uri().query());
             let mut res = StatusCode::PERMANENT_REDIRECT.into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 res.headers_mut().insert(header::LOCATION, v);
@@ -277,6 +273,17 @@ async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Respon
             not_found(&front, &req, page)
         }
     }
+}
+
+/// Where a directory asked for without its slash lives. The path keeps one leading slash:
+/// `//evil.example/x` would be read by a browser as another host.
+fn directory_location(path: &str, query: Option<&str>) -> String {
+    let mut location = format!("/{}/", path.trim_start_matches('/'));
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    location
 }
 
 fn not_found(front: &Frontend, req: &Request, page: Option<Arc<Entry>>) -> Response {
@@ -445,4 +452,19 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         .around(wire::serve(listener, service, shutdown, threads))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directory_location;
+
+    #[test]
+    fn a_directory_redirect_stays_on_this_host() {
+        assert_eq!(directory_location("/posts/hello", None), "/posts/hello/");
+        assert_eq!(directory_location("//posts/hello", None), "/posts/hello/");
+        assert_eq!(
+            directory_location("///evil.example/x", Some("a=1")),
+            "/evil.example/x/?a=1"
+        );
+    }
 }

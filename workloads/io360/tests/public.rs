@@ -4,12 +4,15 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use common::{free_addr, status_json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `io360 up` on a loopback port with its own data directory; killed when dropped.
 struct Up {
     base: String,
+    addr: std::net::SocketAddr,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -34,6 +37,7 @@ impl Up {
         common::wait_ready(&http, &format!("{base}/api/v1/status")).await;
         Up {
             base,
+            addr,
             child,
             _dir: dir,
         }
@@ -41,6 +45,16 @@ impl Up {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Sends raw bytes on a new connection; answers what came back until the server closed
+    /// or 5 s passed.
+    async fn raw(&self, bytes: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let _ = s.write_all(bytes).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
     }
 }
 
@@ -125,4 +139,26 @@ async fn a_cors_preflight_for_live_updates_passes_the_public_port() {
         res.headers()["access-control-allow-origin"],
         "https://blog.example"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_redirect_never_names_another_host() {
+    let up = Up::start(&[]).await;
+    for (target, location) in [
+        ("/posts/hello", "/posts/hello/"),
+        ("//posts/hello", "/posts/hello/"),
+        ("///posts/hello?x=1", "/posts/hello/?x=1"),
+    ] {
+        let answer = up
+            .raw(
+                format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+        assert!(answer.starts_with("HTTP/1.1 308"), "{target}: {answer}");
+        let got = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("location: "))
+            .unwrap_or_default();
+        assert_eq!(got, location, "{target}");
+    }
 }
