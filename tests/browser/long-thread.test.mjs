@@ -49,7 +49,7 @@ test('the widget loads more on demand and shows new comments live', async () => 
   await b.page.waitForFunction(() => document.querySelectorAll('#io360-thread .io360-list > li.io360-comment').length === 400);
   assert.equal(await more.textContent(), 'Show 50 more comments');
   await more.click();
-  await b.page.waitForFunction(() => document.querySelectorAll('#io360-thread .io360-list > li.io360-comment').length === N);
+  await b.page.waitForFunction((n) => document.querySelectorAll('#io360-thread .io360-list > li.io360-comment').length === n, N);
   assert.ok(await more.isHidden());
   assert.ok(await b.page.isVisible('#io360-thread .io360-body:has-text("Long thread comment 449")'));
 
