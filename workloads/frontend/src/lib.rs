@@ -300,6 +300,19 @@ fn not_found(front: &Frontend, req: &Request, page: Option<Arc<Entry>>) -> Respo
     })
 }
 
+/// Site files and the widget are only read.
+async fn method_not_allowed() -> Response {
+    let mut res = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this path is only read: use GET or HEAD",
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    res
+}
+
 async fn embed_js(State(front): State<Arc<Frontend>>, req: Request) -> Response {
     front.widget.script(&req)
 }
@@ -436,6 +449,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         .route("/v1/{*rest}", any(to_longpoll))
         .route("/", get(static_file))
         .route("/{*path}", get(static_file))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(front.clone())
         .layer(middleware::from_fn_with_state(
             admission.clone(),

@@ -25,9 +25,10 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use io360_common::Problem;
 use io360_common::serve::Shutdown;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,8 +38,9 @@ use tower::Service;
 use crate::fast::FastStatic;
 use crate::respond;
 
-/// The largest request head parsed here; a longer one goes to hyper, which refuses it.
-const MAX_HEAD: usize = 16 * 1024;
+/// The largest request head accepted (as longpoll's); a longer one is refused with 431, or
+/// 414 when the request line alone is longer.
+const MAX_HEAD: usize = 32 * 1024;
 
 /// How long a kept-alive connection may sit between two requests (nginx: 65 s).
 const IDLE: Duration = Duration::from_secs(75);
@@ -209,6 +211,8 @@ enum Step {
     Read,
     /// Hand the connection to hyper.
     Hyper,
+    /// Answer this problem and close: the head is malformed or too large.
+    Refuse(Problem),
 }
 
 /// Serves one connection: site files here, the rest through hyper.
@@ -228,24 +232,39 @@ async fn connection(
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => match site_request(&req) {
-                    Some(site) => match service.serve(&site.method, site.path, &site.headers) {
-                        Some(res) => {
-                            write_head(&mut head, &res, site.close);
-                            if write(&mut stream, &head, res.body()).await.is_err() {
-                                return;
+                Ok(httparse::Status::Complete(len)) => match refusal(&req, &buf[..len]) {
+                    Some(p) => Step::Refuse(p),
+                    None => match site_request(&req) {
+                        Some(site) => match service.serve(&site.method, site.path, &site.headers) {
+                            Some(res) => {
+                                write_head(&mut head, &res, site.close);
+                                if write(&mut stream, &head, res.body()).await.is_err() {
+                                    return;
+                                }
+                                Step::Answered {
+                                    consumed: len,
+                                    close: site.close,
+                                }
                             }
-                            Step::Answered {
-                                consumed: len,
-                                close: site.close,
-                            }
-                        }
+                            None => Step::Hyper,
+                        },
                         None => Step::Hyper,
                     },
-                    None => Step::Hyper,
                 },
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Step::Read,
-                Ok(httparse::Status::Partial) | Err(_) => Step::Hyper,
+                Ok(httparse::Status::Partial) => Step::Refuse(too_large(&buf)),
+                // More headers than parsed here: hyper takes up to 100.
+                Err(httparse::Error::TooManyHeaders) => Step::Hyper,
+                // HTTP/2 with prior knowledge.
+                Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0") => Step::Hyper,
+                Err(e) => Step::Refuse(
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed-request",
+                        "the request is not valid HTTP/1.1",
+                    )
+                    .with_detail(e.to_string()),
+                ),
             }
         };
         match step {
@@ -263,6 +282,7 @@ async fn connection(
             Step::Hyper => {
                 return hand_to_hyper(stream, buf.freeze(), peer, service, stop.as_mut()).await;
             }
+            Step::Refuse(p) => return refuse(stream, &p).await,
             Step::Read => {}
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -287,6 +307,60 @@ async fn connection(
             // Between requests: nothing is lost by closing now.
             () = &mut stop, if buf.is_empty() => return,
         }
+    }
+}
+
+/// Why a complete head is refused, if it is: a bare LF in it, or a target too long.
+fn refusal(req: &httparse::Request<'_, '_>, head: &[u8]) -> Option<Problem> {
+    if io360_common::head::has_bare_lf(head) {
+        return Some(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "every line of the request head must end with CRLF",
+        ));
+    }
+    if req
+        .path
+        .is_some_and(|p| p.len() > io360_common::head::MAX_TARGET)
+    {
+        return Some(uri_too_long());
+    }
+    None
+}
+
+fn uri_too_long() -> Problem {
+    Problem::new(
+        StatusCode::URI_TOO_LONG,
+        "uri-too-long",
+        "the request target must fit in 8 KiB",
+    )
+}
+
+/// The refusal of a head that outgrew [`MAX_HEAD`]: 414 when the request line is not even
+/// complete, else 431.
+fn too_large(buf: &[u8]) -> Problem {
+    if !buf.windows(2).any(|w| w == b"\r\n") {
+        return uri_too_long();
+    }
+    Problem::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request-too-large",
+        "the request line and headers must fit in 32 KiB",
+    )
+}
+
+/// Answers `p` and closes the connection.
+async fn refuse(mut stream: TcpStream, p: &Problem) {
+    let body = serde_json::to_vec(p).unwrap_or_default();
+    let status = p.status_code();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("Unknown"),
+        body.len()
+    );
+    if write(&mut stream, head.as_bytes(), &body).await.is_ok() {
+        let _ = stream.shutdown().await;
     }
 }
 

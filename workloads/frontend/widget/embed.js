@@ -173,7 +173,8 @@
       this.n = ++instances;
       this.root = root;
       const snap = root.querySelector('.io360-snapshot');
-      this.thread = root.dataset.thread || (snap && snap.dataset.thread) || location.pathname;
+      // NFC, as the API requires: one thread for one name, however the page encoded it.
+      this.thread = String(root.dataset.thread || (snap && snap.dataset.thread) || location.pathname).normalize('NFC');
       this.comments = new Map();
       this.seq = 0;
       /* Long threads: top-level comments shown, how many the snapshot left out, and the

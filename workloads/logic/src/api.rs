@@ -10,7 +10,9 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use io360_common::Problem;
 use io360_common::extract::{Json, Query};
-use io360_common::model::{Comment, Status, ThreadPage, validate_thread};
+use io360_common::model::{
+    Comment, Status, ThreadPage, check_line_chars, check_text_chars, validate_thread,
+};
 use io360_store::api::{Idempotency, NewComment, WriteOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::admin::router())
         .merge(io360_console::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state)
@@ -69,6 +72,14 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+async fn method_not_allowed(method: Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("this API route does not take {method}"),
+    )
 }
 
 async fn not_found() -> Problem {
@@ -225,12 +236,7 @@ fn optional(field: &str, value: Option<String>, max: usize) -> Result<Option<Str
             format!("must be at most {max} bytes"),
         ));
     }
-    if v.chars().any(char::is_control) {
-        return Err(Problem::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
+    check_line_chars(&v).map_err(|rule| Problem::invalid(field, rule))?;
     Ok(Some(v))
 }
 
@@ -238,6 +244,7 @@ fn check_text(s: &AppState, text: &str) -> Result<(), Problem> {
     if text.trim().is_empty() {
         return Err(Problem::invalid("text", "must not be empty"));
     }
+    check_text_chars(text).map_err(|rule| Problem::invalid("text", rule))?;
     let max = s.config.max_text_bytes;
     if text.len() > max {
         return Err(Problem::invalid(
@@ -518,7 +525,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
-        .map(str::trim)
+        // The token exactly as given: nothing around it is ignored.
+        .filter(|t| !t.is_empty() && !t.contains(|c: char| c.is_ascii_whitespace()))
 }
 
 #[derive(Debug, Deserialize)]
