@@ -213,10 +213,18 @@ async fn votes_count_once_per_voter() {
     assert_eq!(c["comment"]["votes"], json!({"up": 1, "down": 0}));
     let (st, e) = status_json(vote("192.0.2.1", -1).await.unwrap()).await;
     assert_eq!(st, 409, "{e}");
-    let (_, c) = status_json(vote("192.0.2.2", -1).await.unwrap()).await;
+    let (_, c) = status_json(vote("198.51.100.2", -1).await.unwrap()).await;
     assert_eq!(c["comment"]["votes"], json!({"up": 1, "down": 1}));
-    let (st, e) = status_json(vote("192.0.2.3", 5).await.unwrap()).await;
+    let (st, e) = status_json(vote("203.0.113.3", 5).await.unwrap()).await;
     assert_eq!((st, e["field"].as_str()), (400, Some("value")));
+    // Another address of a network that voted is the same voter: a client holds a whole /24
+    // (or /64).
+    let (st, e) = status_json(vote("192.0.2.77", 1).await.unwrap()).await;
+    assert_eq!(st, 409, "{e}");
+    let (st, _) = status_json(vote("2001:db8:5:6::1", 1).await.unwrap()).await;
+    assert_eq!(st, 200);
+    let (st, e) = status_json(vote("2001:db8:5:6:ffff::2", 1).await.unwrap()).await;
+    assert_eq!(st, 409, "{e}");
 }
 
 #[tokio::test]
@@ -943,4 +951,44 @@ async fn a_thread_longer_than_one_answer_pages_to_its_newest_comment() {
         .await;
     assert_eq!(tail["comments"][0]["id"], c["comment"]["id"]);
     assert_eq!(tail["head"], n + 1);
+}
+
+#[tokio::test]
+async fn one_network_shares_one_write_budget() {
+    let s = Stack::start(&[
+        "--writes-per-minute",
+        "5",
+        "--writes-burst",
+        "5",
+        "--trusted-proxy-header",
+        "x-forwarded-for",
+    ])
+    .await;
+    let mut created = 0;
+    for i in 1..=100 {
+        let res = s
+            .http
+            .post(s.url("/api/v1/comments?thread=/one-net"))
+            .header("x-forwarded-for", format!("192.0.2.{i}"))
+            .json(&json!({"text": format!("from address {i}")}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 201 {
+            created += 1;
+        } else {
+            assert_eq!(res.status(), 429);
+        }
+    }
+    assert_eq!(created, 5, "a /24 gets one budget, not one per address");
+    // Another network still writes.
+    let res = s
+        .http
+        .post(s.url("/api/v1/comments?thread=/one-net"))
+        .header("x-forwarded-for", "198.51.100.9")
+        .json(&json!({"text": "from elsewhere"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 }

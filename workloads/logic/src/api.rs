@@ -646,7 +646,10 @@ async fn vote(
     }
     refuse_when_suspended(&s)?;
     limit_writes(&s, client.0)?;
-    let voter = s.keys.derive("voter", &client.0.to_string());
+    // One vote per network: a client holds every address of its /24 or /64.
+    let voter = s
+        .keys
+        .derive("voter", &limits::network(client.0).to_string());
     let r = s
         .store
         .write(&WriteOp::Vote {
