@@ -21,6 +21,10 @@ pub const MAX_HEAD: usize = 32 * 1024;
 /// How long an idle keep-alive connection may wait for its next request.
 pub const IDLE: Duration = Duration::from_secs(75);
 
+/// How long a request head may take to arrive once it has begun, so a client sending a byte
+/// now and then cannot hold a connection for ever.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A parsed request head: only what longpoll looks at.
 #[derive(Debug, Default)]
 pub struct Request {
@@ -54,6 +58,7 @@ fn bad(status: http::StatusCode, slug: &str, title: &str) -> ReadError {
 /// Reads one request head from `stream`. The buffer lives only as long as this call.
 pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Request, ReadError> {
     let mut buf = BytesMut::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if buf.len() >= MAX_HEAD {
             return Err(bad(
@@ -63,8 +68,16 @@ pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Requ
             ));
         }
         // Wait for bytes before allocating, so an idle connection holds no buffer.
-        let readable = tokio::time::timeout(idle, stream.readable()).await;
+        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        let readable = tokio::time::timeout_at(until, stream.readable()).await;
         match readable {
+            Err(_) if deadline.is_some() => {
+                return Err(bad(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "head-timeout",
+                    "the request head did not arrive within 10 s",
+                ));
+            }
             Err(_) | Ok(Err(_)) => return Err(ReadError::Closed),
             Ok(Ok(())) => {}
         }
@@ -73,7 +86,9 @@ pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Requ
         }
         match stream.try_read_buf(&mut buf) {
             Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => {}
+            Ok(_) => {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(_) => return Err(ReadError::Closed),
         }
