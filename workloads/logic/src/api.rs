@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/feed", get(crate::atom::feed))
         .route("/api/v1/preview", post(preview))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(io360_console::router())
         .fallback(not_found)
@@ -713,6 +714,13 @@ async fn preview(
     Ok(axum::Json(Preview {
         html: render::render(&body.text),
     }))
+}
+
+/// The OpenAPI document of the public API, as kept in the repository (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn status(State(s): State<AppState>) -> axum::Json<crate::SuspensionState> {
