@@ -337,7 +337,10 @@ pub async fn post(store: &StoreClient, thread: &str, key: &str, deadline: Instan
             remote: None,
             author_key: None,
         },
-        idempotency_key: Some(key.to_owned()),
+        idempotency: Some(Box::new(io360_store::api::Idempotency {
+            key: key.to_owned(),
+            fingerprint: key.to_owned(),
+        })),
     };
     loop {
         match store.write(&op).await {

@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 
 use crate::Problem;
 
+/// The largest request body the public API accepts. Logic enforces it, and the frontend, where
+/// it forwards `/api`, refuses a larger body itself before any of it is sent on.
+pub const MAX_API_BODY: usize = 256 * 1024;
+
 /// A JSON request body. Wrong content type: 415; too large: 413; malformed or wrong types: 400
 /// naming the field.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,8 +105,34 @@ where
     }
 }
 
+/// Checks that every name and value of a query string decodes to UTF-8: a lossy decoding
+/// would turn different bytes into one name (`%FF` and `%FE` both into U+FFFD).
+pub fn check_query_utf8(query: &str) -> Result<(), Problem> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            let plus = s.replace('+', " ");
+            percent_encoding::percent_decode_str(&plus)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+        };
+        let Ok(name) = decode(name) else {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "the query string has a parameter name that is not UTF-8",
+            ));
+        };
+        if decode(value).is_err() {
+            return Err(Problem::invalid(&name, "must be percent-encoded UTF-8"));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a query string into `T`, naming the parameter at fault on failure.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    check_query_utf8(query)?;
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -165,5 +195,9 @@ mod tests {
         assert_eq!(p.field.as_deref(), Some("after"));
         let ok = parse_query::<List>("thread=%2Fposts%2Fa&after=2").unwrap();
         assert_eq!(ok.thread, "/posts/a");
+        let p = parse_query::<List>("thread=%2Fa%FF").unwrap_err();
+        assert_eq!((p.status, p.field.as_deref()), (400, Some("thread")));
+        let ok = parse_query::<List>("thread=%2Fcaf%C3%A9+x").unwrap();
+        assert_eq!(ok.thread, "/caf\u{e9} x");
     }
 }

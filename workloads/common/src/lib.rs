@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod head;
 pub mod model;
 pub mod problem;
 pub mod serve;

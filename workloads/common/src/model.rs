@@ -16,7 +16,9 @@ pub type FeedPos = u64;
 /// Longest thread name accepted, in bytes.
 pub const MAX_THREAD_BYTES: usize = 512;
 
-/// Checks a thread name: 1..=512 bytes, no control characters.
+/// Checks a thread name: 1..=512 bytes, no control characters, no bidirectional overrides,
+/// in Unicode normalization form C (so a name typed on one system and its decomposed twin
+/// from another are not two threads: clients normalize, see [`normalize_thread`]).
 pub fn validate_thread(thread: &str) -> Result<(), &'static str> {
     if thread.is_empty() {
         return Err("must not be empty");
@@ -26,6 +28,52 @@ pub fn validate_thread(thread: &str) -> Result<(), &'static str> {
     }
     if thread.chars().any(char::is_control) {
         return Err("must not contain control characters");
+    }
+    if thread.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional override or isolate characters");
+    }
+    if !icu_normalizer::ComposingNormalizerBorrowed::new_nfc().is_normalized(thread) {
+        return Err("must be in Unicode normalization form C (NFC)");
+    }
+    Ok(())
+}
+
+/// A thread name in the form [`validate_thread`] accepts (NFC), for names read from pages.
+pub fn normalize_thread(thread: &str) -> String {
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfc()
+        .normalize(thread)
+        .into_owned()
+}
+
+/// Characters that reorder the text around them (the "Trojan Source" overrides and isolates):
+/// in a name or a comment they can make what a reader sees differ from what was written.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks free text (a comment): no NUL or other control characters but tab and line breaks,
+/// no bidirectional overrides. Answers the rule broken.
+pub fn check_text_chars(text: &str) -> Result<(), &'static str> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err("must not contain control characters other than tabs and line breaks");
+    }
+    if text.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional override or isolate characters");
+    }
+    Ok(())
+}
+
+/// Checks a one-line value (a name, an address): no control characters at all, no
+/// bidirectional overrides. Answers the rule broken.
+pub fn check_line_chars(value: &str) -> Result<(), &'static str> {
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    if value.chars().any(is_bidi_control) {
+        return Err("must not contain bidirectional override or isolate characters");
     }
     Ok(())
 }
@@ -182,6 +230,24 @@ mod tests {
         assert!(validate_thread("").is_err());
         assert!(validate_thread(&"a".repeat(513)).is_err());
         assert!(validate_thread("a\nb").is_err());
+        // NFC only: the decomposed é is refused, and normalizing makes it the composed one.
+        assert!(validate_thread("/caf\u{e9}").is_ok());
+        assert!(validate_thread("/cafe\u{301}").is_err());
+        assert_eq!(normalize_thread("/cafe\u{301}"), "/caf\u{e9}");
+        assert!(validate_thread("/a\u{202E}b").is_err());
+    }
+
+    #[test]
+    fn text_rules() {
+        assert!(check_text_chars("line one\n\tline two\r\n").is_ok());
+        assert!(check_text_chars("nul \0 here").is_err());
+        assert!(check_text_chars("evil \u{202E}txt.exe").is_err());
+        assert!(check_text_chars("\u{2067}isolate").is_err());
+        // Marks that only set direction are fine (right-to-left writers need them).
+        assert!(check_text_chars("\u{200F}\u{5e9}\u{5dc}\u{5d5}\u{5dd}").is_ok());
+        assert!(check_line_chars("Ann").is_ok());
+        assert!(check_line_chars("A\tnn").is_err());
+        assert!(check_line_chars("Ann\u{202D}").is_err());
     }
 
     #[test]

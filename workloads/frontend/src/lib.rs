@@ -11,6 +11,7 @@
 //! The public surface is [`Config`], [`serve`] and [`Error`].
 
 mod assets;
+mod clients;
 mod fast;
 mod marker;
 mod page;
@@ -105,6 +106,21 @@ pub struct Config {
     #[arg(long, env = "IO360_FRONTEND_THREADS", default_value_t = 0)]
     pub threads: usize,
 
+    /// Most connections one client address may hold open; 0: no limit (set 0 when an Ingress
+    /// or load balancer is the only client the frontend sees).
+    #[arg(long, env = "IO360_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: usize,
+
+    /// Most `/api`, `/admin` and `/v1` requests (held polls included) one client address may
+    /// have open at once; 0: no limit (as above).
+    #[arg(long, env = "IO360_MAX_REQUESTS_PER_CLIENT", default_value_t = 64)]
+    pub max_requests_per_client: usize,
+
+    /// File descriptors kept for page requests: when fewer than this are free, comment
+    /// requests get 503 and idle connections are closed after 2 s. 0: a tenth of the limit.
+    #[arg(long, env = "IO360_PAGE_RESERVE_FDS", default_value_t = 0)]
+    pub page_reserve_fds: usize,
+
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
@@ -125,6 +141,9 @@ impl Default for Config {
             control_namespace: None,
             asset_max_age: 3600,
             threads: 0,
+            max_connections_per_client: 256,
+            max_requests_per_client: 64,
+            page_reserve_fds: 0,
             audit: io360_logger::ShipperConfig::default(),
         }
     }
@@ -169,6 +188,7 @@ pub(crate) struct Frontend {
     not_found: site::Asset,
     api: proxy::Upstream,
     live: proxy::Upstream,
+    clients: Arc<clients::Clients>,
     asset_max_age: u64,
     site_hit: Counter,
     site_miss: Counter,
@@ -261,11 +281,7 @@ async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Respon
             ))
         }
         Lookup::Redirect => {
-            let mut location = format!("{}/", req.uri().path());
-            if let Some(q) = req.uri().query() {
-                location.push('?');
-                location.push_str(q);
-            }
+            let location = directory_location(req.uri().path(), req.uri().query());
             let mut res = StatusCode::PERMANENT_REDIRECT.into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
                 res.headers_mut().insert(header::LOCATION, v);
@@ -277,6 +293,17 @@ async fn static_file(State(front): State<Arc<Frontend>>, req: Request) -> Respon
             not_found(&front, &req, page)
         }
     }
+}
+
+/// Where a directory asked for without its slash lives. The path keeps one leading slash:
+/// `//evil.example/x` would be read by a browser as another host.
+fn directory_location(path: &str, query: Option<&str>) -> String {
+    let mut location = format!("/{}/", path.trim_start_matches('/'));
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    location
 }
 
 fn not_found(front: &Frontend, req: &Request, page: Option<Arc<Entry>>) -> Response {
@@ -293,6 +320,19 @@ fn not_found(front: &Frontend, req: &Request, page: Option<Arc<Entry>>) -> Respo
     })
 }
 
+/// Site files and the widget are only read.
+async fn method_not_allowed() -> Response {
+    let mut res = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this path is only read: use GET or HEAD",
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    res
+}
+
 async fn embed_js(State(front): State<Arc<Frontend>>, req: Request) -> Response {
     front.widget.script(&req)
 }
@@ -302,11 +342,47 @@ async fn embed_css(State(front): State<Arc<Frontend>>, req: Request) -> Response
 }
 
 async fn to_logic(State(front): State<Arc<Frontend>>, req: Request) -> Response {
-    front.api.forward(req).await
+    forward(&front, &front.api, req).await
 }
 
 async fn to_longpoll(State(front): State<Arc<Frontend>>, req: Request) -> Response {
-    front.live.forward(req).await
+    forward(&front, &front.live, req).await
+}
+
+/// Asks hyper to close the connection once `res` is sent.
+fn close_after(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// Forwards a dynamic request if its client may have one more open; it counts against the
+/// client until its answer has been sent whole.
+async fn forward(front: &Frontend, to: &proxy::Upstream, req: Request) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let held = match front.clients.admit_dynamic(ip) {
+        Ok(h) => h,
+        Err(p) => return close_after(p.into_response()),
+    };
+    let res = to.forward(req).await;
+    // While descriptors are scarce no connection is kept for a next comment request.
+    let res = if front.clients.scarce() {
+        close_after(res)
+    } else {
+        res
+    };
+    res.map(|body| {
+        axum::body::Body::from_stream(futures::StreamExt::map(
+            body.into_data_stream(),
+            move |chunk| {
+                let _ = &held;
+                chunk
+            },
+        ))
+    })
 }
 
 fn check_url(name: &str, url: &Option<String>) -> Result<(), Error> {
@@ -366,6 +442,18 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     let site_miss = site_requests
         .get_or_create(&ResultLabel { result: "miss" })
         .clone();
+    let nofile = clients::open_file_limit();
+    let reserve = match config.page_reserve_fds {
+        0 => (nofile / 10).max(64),
+        n => n,
+    };
+    let clients = Arc::new(clients::Clients::new(
+        config.max_connections_per_client,
+        config.max_requests_per_client,
+        nofile,
+        reserve,
+    ));
+    tokio::spawn(clients.clone().count_descriptors(shutdown.clone()));
     let front = Arc::new(Frontend {
         source: source.clone(),
         site: ArcSwap::from_pointee(Site::empty()),
@@ -377,9 +465,12 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             "logic",
             config.logic_url.as_deref(),
             Some(Duration::from_secs(30)),
+            io360_common::extract::MAX_API_BODY,
         ),
-        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None),
+        // Live updates take no bodies; a small one is sent on for longpoll to refuse.
+        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None, 16 * 1024),
         asset_max_age: config.asset_max_age,
+        clients: clients.clone(),
         site_hit,
         site_miss,
         site_files,
@@ -428,6 +519,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         .route("/v1/{*rest}", any(to_longpoll))
         .route("/", get(static_file))
         .route("/{*path}", get(static_file))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(front.clone())
         .layer(middleware::from_fn_with_state(
             admission.clone(),
@@ -441,7 +533,22 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         n => n,
     };
     audit
-        .around(wire::serve(listener, service, shutdown, threads))
+        .around(wire::serve(listener, service, clients, shutdown, threads))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directory_location;
+
+    #[test]
+    fn a_directory_redirect_stays_on_this_host() {
+        assert_eq!(directory_location("/posts/hello", None), "/posts/hello/");
+        assert_eq!(directory_location("//posts/hello", None), "/posts/hello/");
+        assert_eq!(
+            directory_location("///evil.example/x", Some("a=1")),
+            "/evil.example/x/?a=1"
+        );
+    }
 }

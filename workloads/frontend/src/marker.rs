@@ -39,7 +39,8 @@ pub(crate) fn find(html: &[u8]) -> Option<Marker> {
             let thread = attrs
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("data-thread"))
-                .map(|(_, v)| v.clone())
+                // One thread for one name, however the page's editor encoded its accents.
+                .map(|(_, v)| io360_common::model::normalize_thread(v))
                 .filter(|v| !v.is_empty());
             return Some(Marker {
                 insert_at: end,
@@ -179,6 +180,8 @@ mod tests {
         let m = find(html).unwrap();
         assert_eq!(m.thread, None);
         assert_eq!(&html[m.insert_at..], b"x</div>");
+        let m = find("<div id=io360-thread data-thread=/cafe\u{301}>".as_bytes()).unwrap();
+        assert_eq!(m.thread.as_deref(), Some("/caf\u{e9}"));
         let m = find(b"<div id=io360-thread data-thread=/t>").unwrap();
         assert_eq!(m.thread.as_deref(), Some("/t"));
     }

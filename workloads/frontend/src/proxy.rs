@@ -1,9 +1,13 @@
 //! Passing `/api` to logic and `/v1` to longpoll where the frontend is the only public face
 //! (`io360 up`, or a cluster without an Ingress).
 //!
-//! Bodies stream both ways (long polls and Server-Sent Events pass through as they come).
-//! When the other tier is not configured or cannot be reached, the browser gets a 503 problem
-//! with `Retry-After`, never a hang or an HTML error page.
+//! Answers stream back (long polls and Server-Sent Events pass through as they come). A
+//! request body is read here first, up to the API's limit and within a time limit, and sent
+//! on whole: a body the other tier would refuse is refused here with 413 (sending it on
+//! would race the other tier's early refusal and end as a 503), a body trickled in too slowly
+//! gets 408, and a request without a body is sent without one (an empty chunked body is
+//! still a body to longpoll). When the other tier is not configured or cannot be reached,
+//! the browser gets a 503 problem with `Retry-After`, never a hang or an HTML error page.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,8 +15,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use futures::{StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use io360_common::Problem;
 
 /// Headers that describe one hop, never forwarded.
@@ -34,12 +38,20 @@ pub(crate) struct Upstream {
     base: Option<String>,
     /// Longest time for the whole exchange; `None` for streams that may last.
     timeout: Option<Duration>,
+    /// Largest request body sent on.
+    max_body: usize,
     http: reqwest::Client,
 }
 
 impl Upstream {
-    /// Forwards to `tier` at `base`, or answers 503 when `base` is `None`.
-    pub fn new(tier: &'static str, base: Option<&str>, timeout: Option<Duration>) -> Upstream {
+    /// Forwards to `tier` at `base`, or answers 503 when `base` is `None`. Request bodies over
+    /// `max_body` bytes are refused with 413.
+    pub fn new(
+        tier: &'static str,
+        base: Option<&str>,
+        timeout: Option<Duration>,
+        max_body: usize,
+    ) -> Upstream {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
@@ -51,6 +63,7 @@ impl Upstream {
             tier,
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
             timeout,
+            max_body,
             http,
         }
     }
@@ -104,11 +117,16 @@ impl Upstream {
         headers
             .entry("x-forwarded-proto")
             .or_insert(HeaderValue::from_static("http"));
-        let mut out = self
-            .http
-            .request(parts.method, &url)
-            .headers(headers)
-            .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+        let body = match read_body(&parts.headers, body, self.max_body).await {
+            Ok(b) => b,
+            Err(p) => return p.into_response(),
+        };
+        // The length is the one of the bytes read, whatever the request said.
+        headers.remove(header::CONTENT_LENGTH);
+        let mut out = self.http.request(parts.method, &url).headers(headers);
+        if let Some(b) = body {
+            out = out.body(b);
+        }
         if let Some(t) = self.timeout {
             out = out.timeout(t);
         }
@@ -128,6 +146,83 @@ impl Upstream {
         *res.headers_mut() = headers;
         res
     }
+}
+
+/// The most bytes of a too-large body read and dropped before answering 413; a larger one is
+/// answered at once and its connection closed.
+const DRAIN_MAX: usize = 8 << 20;
+
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The request body, read whole: `None` when the request has none.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Option<bytes::Bytes>, Problem> {
+    let declared = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| Problem::invalid("Content-Length", "must be a number of bytes"))?,
+        ),
+    };
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    if !chunked && declared.unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("the request body is larger than the {max} bytes this API accepts"),
+        )
+    };
+    let read = async {
+        let mut stream = body.into_data_stream();
+        if declared.is_some_and(|n| n > DRAIN_MAX as u64) {
+            return Err(too_large());
+        }
+        let mut buf = bytes::BytesMut::new();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable-body",
+                    "the request body could not be read",
+                )
+            })?;
+            seen += chunk.len();
+            if seen > DRAIN_MAX {
+                return Err(too_large());
+            }
+            // Past the limit the rest is read and dropped, so the client, still sending,
+            // reads the 413 instead of a reset.
+            if seen <= max {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        if seen > max {
+            return Err(too_large());
+        }
+        Ok(Some(buf.freeze()))
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ))
+        })
 }
 
 fn strip_hop_by_hop(headers: &HeaderMap) -> HeaderMap {

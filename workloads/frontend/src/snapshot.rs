@@ -22,8 +22,12 @@ use tokio::sync::Semaphore;
 
 use crate::suspension::SuspensionState;
 
-/// Comments asked for per call to logic.
-const PAGE_LIMIT: usize = 200;
+/// Comments asked for per call to logic (the most one answer holds).
+const PAGE_LIMIT: usize = 1000;
+
+/// Comments rendered into a page at most; the rest are behind a link the widget follows on
+/// demand, so a thread of any length keeps its pages small.
+pub(crate) const SHOWN_COMMENTS: usize = 200;
 
 /// Longest wait between refreshes of a thread while logic keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -186,7 +190,7 @@ impl Snapshots {
         match fetched {
             Ok(Ok(update)) => {
                 if let Some((head, closed, comments)) = update {
-                    let html = render_comments(&comments);
+                    let html = render_comments(&slot.thread, &comments);
                     let changed = prev
                         .as_ref()
                         .is_none_or(|p| p.html != html || p.closed != closed || p.head != head);
@@ -295,21 +299,34 @@ async fn fetch(
 }
 
 /// Renders the visible comments of a thread as nested lists. Held comments never appear;
-/// deleted ones appear as tombstones only when a visible reply hangs below them.
-fn render_comments(comments: &BTreeMap<u64, Comment>) -> String {
+/// deleted ones appear as tombstones only when a visible reply hangs below them. A thread
+/// longer than [`SHOWN_COMMENTS`] shows its oldest ones, the count of all, and a link to the
+/// rest.
+fn render_comments(thread: &str, comments: &BTreeMap<u64, Comment>) -> String {
+    let shown: BTreeMap<u64, &Comment> = comments
+        .iter()
+        .filter(|(_, c)| c.status != Status::Pending)
+        .take(SHOWN_COMMENTS)
+        .map(|(id, c)| (*id, c))
+        .collect();
     let mut children: BTreeMap<Option<u64>, Vec<&Comment>> = BTreeMap::new();
-    for c in comments.values() {
-        let parent = c.parent.filter(|p| comments.contains_key(p));
+    for c in shown.values() {
+        let parent = c.parent.filter(|p| shown.contains_key(p));
         children.entry(parent).or_default().push(c);
     }
     let approved = comments
         .values()
         .filter(|c| c.status == Status::Approved)
         .count();
-    let mut out = String::with_capacity(256 + comments.len() * 512);
+    let rest = comments
+        .values()
+        .filter(|c| c.status != Status::Pending)
+        .count()
+        - shown.len();
+    let mut out = String::with_capacity(256 + shown.len() * 512);
     let _ = write!(
         out,
-        "<h2 class=\"io360-count\">{}</h2><ol class=\"io360-list\">",
+        "<h2 class=\"io360-count\" data-count=\"{approved}\">{}</h2><ol class=\"io360-list\">",
         count_label(approved)
     );
     if let Some(top) = children.get(&None) {
@@ -318,6 +335,14 @@ fn render_comments(comments: &BTreeMap<u64, Comment>) -> String {
         }
     }
     out.push_str("</ol>");
+    if rest > 0 {
+        let q = percent_encoding::utf8_percent_encode(thread, percent_encoding::NON_ALPHANUMERIC);
+        let _ = write!(
+            out,
+            "<p class=\"io360-more\"><a href=\"/api/v1/comments?thread={q}\" data-rest=\"{rest}\">Show {rest} more {}</a></p>",
+            if rest == 1 { "comment" } else { "comments" },
+        );
+    }
     out
 }
 
@@ -497,7 +522,7 @@ mod tests {
         m.insert(1, comment(1, None, Status::Approved, "<b>ann</b>"));
         m.insert(2, comment(2, Some(1), Status::Approved, "bob"));
         m.insert(3, comment(3, None, Status::Pending, "held"));
-        let html = render_comments(&m);
+        let html = render_comments("/t", &m);
         assert!(html.contains("2 comments"));
         assert!(html.contains("&lt;b&gt;ann&lt;/b&gt;"));
         assert!(!html.contains("<b>ann"));
@@ -514,7 +539,7 @@ mod tests {
         m.insert(1, comment(1, None, Status::Deleted, "a"));
         m.insert(2, comment(2, None, Status::Deleted, "b"));
         m.insert(3, comment(3, Some(1), Status::Approved, "c"));
-        let html = render_comments(&m);
+        let html = render_comments("/t", &m);
         assert!(html.contains("io360-c-1"));
         assert!(!html.contains("io360-c-2"));
         assert!(html.contains("This comment was deleted"));
@@ -526,7 +551,26 @@ mod tests {
         let mut c = comment(1, None, Status::Approved, "a");
         c.website = Some("javascript:alert(1)".into());
         m.insert(1, c);
-        assert!(!render_comments(&m).contains("javascript:"));
+        assert!(!render_comments("/t", &m).contains("javascript:"));
+    }
+
+    #[test]
+    fn a_long_thread_shows_its_first_comments_its_count_and_a_link_to_the_rest() {
+        let mut m = BTreeMap::new();
+        for id in 1..=50_000 {
+            m.insert(id, comment(id, None, Status::Approved, "a"));
+        }
+        let html = render_comments("/posts/a b", &m);
+        assert!(html.contains("50000 comments"));
+        assert!(html.contains("data-count=\"50000\""));
+        assert_eq!(html.matches("<li ").count(), SHOWN_COMMENTS);
+        assert!(html.contains("io360-c-1\""));
+        assert!(!html.contains(&format!("io360-c-{}\"", SHOWN_COMMENTS + 1)));
+        assert!(html.contains("href=\"/api/v1/comments?thread=%2Fposts%2Fa%20b\""));
+        assert!(html.contains("data-rest=\"49800\""));
+        assert!(html.len() < 200_000, "{} bytes", html.len());
+        let short = render_comments("/t", &m.into_iter().take(3).collect());
+        assert!(!short.contains("io360-more"));
     }
 
     #[test]

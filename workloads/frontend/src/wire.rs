@@ -25,29 +25,46 @@ use std::time::{Duration, SystemTime};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use io360_common::Problem;
 use io360_common::serve::Shutdown;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower::Service;
 
+use crate::clients::{Clients, Held};
 use crate::fast::FastStatic;
 use crate::respond;
 
-/// The largest request head parsed here; a longer one goes to hyper, which refuses it.
-const MAX_HEAD: usize = 16 * 1024;
+/// The largest request head accepted (as longpoll's); a longer one is refused with 431, or
+/// 414 when the request line alone is longer.
+const MAX_HEAD: usize = 32 * 1024;
 
 /// How long a kept-alive connection may sit between two requests (nginx: 65 s).
 const IDLE: Duration = Duration::from_secs(75);
+
+/// How long a kept-alive connection may sit idle while descriptors are scarce.
+const SCARCE_IDLE: Duration = Duration::from_secs(2);
+
+/// How long a request head may take to arrive once it has begun (nginx: 60 s).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection served by hyper (the API, live updates) may wait for the next request
+/// head, or take to send one.
+const HYPER_IDLE: Duration = Duration::from_secs(30);
+
+/// The answer to a connection over its address's share, written without waiting.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: 5\r\nconnection: close\r\ncontent-length: 149\r\n\r\n{\"type\":\"https://io360.dev/problems/too-many-connections\",\"title\":\"your address has too many connections open\",\"status\":429,\"retryAfter\":5}";
 
 /// Serves `service` on `listener` with `threads` threads until `shutdown`, then lets every
 /// connection finish what it is answering. Returns when every thread has stopped.
 pub(crate) async fn serve(
     listener: TcpListener,
     service: FastStatic,
+    clients: Arc<Clients>,
     shutdown: Shutdown,
     threads: usize,
 ) -> io::Result<()> {
@@ -68,6 +85,7 @@ pub(crate) async fn serve(
             me: i,
             share: share.clone(),
             service: service.clone(),
+            clients: clients.clone(),
             shutdown: shutdown.clone(),
         };
         let listener = listener.try_clone()?;
@@ -105,7 +123,7 @@ pub(crate) async fn serve(
 /// once, when it is accepted; its requests never leave that thread.
 struct Share {
     open: Vec<AtomicUsize>,
-    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<Handed>>,
 }
 
 impl Share {
@@ -124,11 +142,15 @@ impl Share {
     }
 }
 
+/// A connection handed from the thread that accepted it to the one that serves it.
+type Handed = (std::net::TcpStream, SocketAddr, Held);
+
 /// One serving thread.
 struct Worker {
     me: usize,
     share: Arc<Share>,
     service: FastStatic,
+    clients: Arc<Clients>,
     shutdown: Shutdown,
 }
 
@@ -137,7 +159,7 @@ impl Worker {
     async fn run(
         self,
         listener: TcpListener,
-        mut inbox: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+        mut inbox: tokio::sync::mpsc::UnboundedReceiver<Handed>,
     ) -> io::Result<()> {
         let mut connections = JoinSet::new();
         let mut stop = pin!(self.shutdown.wait());
@@ -145,18 +167,24 @@ impl Worker {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let Some(held) = self.clients.connect(peer.ip()) else {
+                            // Over its address's share: say so if the socket takes it at once,
+                            // and close.
+                            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                            continue;
+                        };
                         // Answers go out as soon as they are written (no Nagle wait on a head
                         // written apart from its body).
                         let _ = stream.set_nodelay(true);
                         let to = self.share.assign(self.me);
                         if to == self.me {
-                            self.spawn(&mut connections, stream, peer);
+                            self.spawn(&mut connections, stream, peer, held);
                         } else {
                             let handed = stream
                                 .into_std()
                                 .map_err(|e| e.to_string())
                                 .and_then(|s| {
-                                    self.share.inboxes[to].send((s, peer)).map_err(|e| e.to_string())
+                                    self.share.inboxes[to].send((s, peer, held)).map_err(|e| e.to_string())
                                 });
                             if let Err(e) = handed {
                                 self.share.open[to].fetch_sub(1, Ordering::Relaxed);
@@ -171,8 +199,8 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some((stream, peer)) = inbox.recv() => match TcpStream::from_std(stream) {
-                    Ok(stream) => self.spawn(&mut connections, stream, peer),
+                Some((stream, peer, held)) = inbox.recv() => match TcpStream::from_std(stream) {
+                    Ok(stream) => self.spawn(&mut connections, stream, peer, held),
                     Err(e) => {
                         self.share.open[self.me].fetch_sub(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "could not take a connection from another thread");
@@ -189,13 +217,21 @@ impl Worker {
         Ok(())
     }
 
-    /// Serves `stream` on this thread; it counts as open here until it closes.
-    fn spawn(&self, set: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr) {
+    /// Serves `stream` on this thread; it counts as open here, and against its client, until
+    /// it closes.
+    fn spawn(&self, set: &mut JoinSet<()>, stream: TcpStream, peer: SocketAddr, held: Held) {
         let share = self.share.clone();
         let me = self.me;
-        let served = connection(stream, peer, self.service.clone(), self.shutdown.clone());
+        let served = connection(
+            stream,
+            peer,
+            self.service.clone(),
+            self.clients.clone(),
+            self.shutdown.clone(),
+        );
         set.spawn(async move {
             served.await;
+            drop(held);
             share.open[me].fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -209,6 +245,8 @@ enum Step {
     Read,
     /// Hand the connection to hyper.
     Hyper,
+    /// Answer this problem and close: the head is malformed or too large.
+    Refuse(Problem),
 }
 
 /// Serves one connection: site files here, the rest through hyper.
@@ -216,40 +254,58 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     service: FastStatic,
+    clients: Arc<Clients>,
     shutdown: Shutdown,
 ) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut head = Vec::with_capacity(512);
     let mut stop = pin!(shutdown.wait());
-    let idle = tokio::time::sleep(IDLE);
+    let idle_for = || if clients.scarce() { SCARCE_IDLE } else { IDLE };
+    // One timer: the wait for a request between requests, then the time its head may take.
+    let idle = tokio::time::sleep(idle_for());
     let mut idle = pin!(idle);
     loop {
         let step = {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => match site_request(&req) {
-                    Some(site) => match service.serve(&site.method, site.path, &site.headers) {
-                        Some(res) => {
-                            // While draining, every answer closes its connection, so a
-                            // client on a keep-alive connection comes back through the load
-                            // balancer, to another instance.
-                            let close = site.close || shutdown.is_draining();
-                            write_head(&mut head, &res, close);
-                            if write(&mut stream, &head, res.body()).await.is_err() {
-                                return;
+                Ok(httparse::Status::Complete(len)) => match refusal(&req, &buf[..len]) {
+                    Some(p) => Step::Refuse(p),
+                    None => match site_request(&req) {
+                        Some(site) => match service.serve(&site.method, site.path, &site.headers) {
+                            Some(res) => {
+                                // While draining, every answer closes its connection, so a
+                                // client on a keep-alive connection comes back through the
+                                // load balancer, to another instance.
+                                let close = site.close || shutdown.is_draining();
+                                write_head(&mut head, &res, close);
+                                if write(&mut stream, &head, res.body()).await.is_err() {
+                                    return;
+                                }
+                                Step::Answered {
+                                    consumed: len,
+                                    close,
+                                }
                             }
-                            Step::Answered {
-                                consumed: len,
-                                close,
-                            }
-                        }
+                            None => Step::Hyper,
+                        },
                         None => Step::Hyper,
                     },
-                    None => Step::Hyper,
                 },
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Step::Read,
-                Ok(httparse::Status::Partial) | Err(_) => Step::Hyper,
+                Ok(httparse::Status::Partial) => Step::Refuse(too_large(&buf)),
+                // More headers than parsed here: hyper takes up to 100.
+                Err(httparse::Error::TooManyHeaders) => Step::Hyper,
+                // HTTP/2 with prior knowledge.
+                Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0") => Step::Hyper,
+                Err(e) => Step::Refuse(
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed-request",
+                        "the request is not valid HTTP/1.1",
+                    )
+                    .with_detail(e.to_string()),
+                ),
             }
         };
         match step {
@@ -260,7 +316,8 @@ async fn connection(
                     return;
                 }
                 if buf.is_empty() {
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + idle_for());
                 }
                 continue;
             }
@@ -275,12 +332,14 @@ async fn connection(
                 )
                 .await;
             }
+            Step::Refuse(p) => return refuse(stream, &p).await,
             Step::Read => {}
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
         let room = buf.capacity() - buf.len();
+        let waiting = buf.is_empty();
         tokio::select! {
             read = tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf) => match read {
                 Ok(0) | Err(_) => return,
@@ -295,10 +354,79 @@ async fn connection(
                 }
                 Ok(_) => {}
             },
-            () = &mut idle => return,
+            () = &mut idle => {
+                if !waiting {
+                    // A head begun and never finished.
+                    return refuse(stream, &Problem::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "head-timeout",
+                        format!("the request head did not arrive within {} s", HEAD_TIMEOUT.as_secs()),
+                    ))
+                    .await;
+                }
+                return;
+            }
             // Between requests: nothing is lost by closing now.
             () = &mut stop, if buf.is_empty() => return,
         }
+        if waiting && !buf.is_empty() {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + HEAD_TIMEOUT);
+        }
+    }
+}
+
+/// Why a complete head is refused, if it is: a bare LF in it, or a target too long.
+fn refusal(req: &httparse::Request<'_, '_>, head: &[u8]) -> Option<Problem> {
+    if io360_common::head::has_bare_lf(head) {
+        return Some(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "every line of the request head must end with CRLF",
+        ));
+    }
+    if req
+        .path
+        .is_some_and(|p| p.len() > io360_common::head::MAX_TARGET)
+    {
+        return Some(uri_too_long());
+    }
+    None
+}
+
+fn uri_too_long() -> Problem {
+    Problem::new(
+        StatusCode::URI_TOO_LONG,
+        "uri-too-long",
+        "the request target must fit in 8 KiB",
+    )
+}
+
+/// The refusal of a head that outgrew [`MAX_HEAD`]: 414 when the request line is not even
+/// complete, else 431.
+fn too_large(buf: &[u8]) -> Problem {
+    if !buf.windows(2).any(|w| w == b"\r\n") {
+        return uri_too_long();
+    }
+    Problem::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request-too-large",
+        "the request line and headers must fit in 32 KiB",
+    )
+}
+
+/// Answers `p` and closes the connection.
+async fn refuse(mut stream: TcpStream, p: &Problem) {
+    let body = serde_json::to_vec(p).unwrap_or_default();
+    let status = p.status_code();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("Unknown"),
+        body.len()
+    );
+    if write(&mut stream, head.as_bytes(), &body).await.is_ok() {
+        let _ = stream.shutdown().await;
     }
 }
 
@@ -454,7 +582,14 @@ async fn hand_to_hyper(
             Ok::<_, Infallible>(res)
         }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper never times a connection out: one that made a request and went
+    // quiet would be held for ever. The head timeout runs while waiting for the next request
+    // too, so it bounds idle keep-alive as well.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HYPER_IDLE);
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = pin!(conn);
     tokio::select! {

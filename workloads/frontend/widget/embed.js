@@ -23,6 +23,8 @@
     count0: 'No comments yet',
     count1: '1 comment',
     countN: '{n} comments',
+    more: 'Show {n} more comments',
+    loading: 'Loading…',
     name: 'Name (optional)',
     comment: 'Comment',
     hint: 'Markdown works: *italic*, **bold**, [link](https://example.org), `code`.',
@@ -163,15 +165,24 @@
   }
 
   let instances = 0;
+  /* Top-level comments shown at first, and added by each "show more". */
+  const PAGE = 200;
 
   class Thread {
     constructor(root) {
       this.n = ++instances;
       this.root = root;
       const snap = root.querySelector('.io360-snapshot');
-      this.thread = root.dataset.thread || (snap && snap.dataset.thread) || location.pathname;
+      // NFC, as the API requires: one thread for one name, however the page encoded it.
+      this.thread = String(root.dataset.thread || (snap && snap.dataset.thread) || location.pathname).normalize('NFC');
       this.comments = new Map();
       this.seq = 0;
+      /* Long threads: top-level comments shown, how many the snapshot left out, and the
+         position after which every comment arrived live (and is shown whatever the limit). */
+      this.limit = PAGE;
+      this.rest = 0;
+      this.total = 0;
+      this.liveAfter = Infinity;
       this.closed = false;
       this.suspended = false;
       this.pauseNote = '';
@@ -199,6 +210,10 @@
     hydrate(snap) {
       this.seq = Number(snap.dataset.head) || 0;
       this.closed = snap.dataset.closed === 'true';
+      const more = snap.querySelector('.io360-more a');
+      const count = snap.querySelector('.io360-count');
+      this.rest = more ? Number(more.dataset.rest) || 0 : 0;
+      this.total = count ? Number(count.dataset.count) || 0 : 0;
       for (const li of snap.querySelectorAll('li.io360-comment')) {
         const art = li.querySelector(':scope > article');
         if (!art) continue;
@@ -267,7 +282,8 @@
       });
       this.formHome = h('div', { class: 'io360-form-home' }, this.form);
 
-      this.el = h('div', { class: 'io360' }, this.live, this.pausedEl, this.closedEl, this.countEl, this.formHome, this.list);
+      this.moreBtn = h('button', { type: 'button', class: 'io360-secondary io360-more', hidden: true, onclick: () => this.showMore() });
+      this.el = h('div', { class: 'io360' }, this.live, this.pausedEl, this.closedEl, this.countEl, this.formHome, this.list, this.moreBtn);
       this.root.replaceChildren(this.el);
       if (draft && draft.parent != null) this.replyTo = draft.parent;
     }
@@ -295,7 +311,8 @@
       const formFocused = this.form.contains(active) ? active : null;
 
       const { kids, visible } = this.visibleTree();
-      const approved = [...this.comments.values()].filter((c) => c.status === 'approved').length;
+      let approved = [...this.comments.values()].filter((c) => c.status === 'approved').length;
+      if (this.rest) approved = Math.max(approved, this.total);
       this.countEl.textContent = approved === 0 ? t('count0') : approved === 1 ? t('count1') : t('countN', { n: approved });
       this.closedEl.hidden = !this.closed;
       this.pausedEl.hidden = !this.suspended;
@@ -314,7 +331,14 @@
         }
         return out;
       };
+      // The first `limit` top-level comments, and every one that arrived while reading.
+      const top = (kids.get(null) || []).filter(visible);
+      const shown = top.filter((c, i) => i < this.limit || c.seq > this.liveAfter);
+      const hidden = this.rest + top.length - shown.length;
+      kids.set(null, shown);
       this.list.replaceChildren(...renderList(null));
+      this.moreBtn.hidden = hidden <= 0;
+      if (!this.moreBusy) this.moreBtn.textContent = t('more', { n: hidden });
 
       // The one form lives at the top, or under the comment being replied to.
       const target = this.replyTo != null && this.list.querySelector(`#io360-c-${this.replyTo} > article`);
@@ -456,10 +480,28 @@
         await this.catchUp(hydrated ? this.seq : 0, !hydrated);
       } catch (_) { /* the snapshot, if any, stays; polling will retry */ }
       this.started = true;
+      this.liveAfter = this.seq;
       this.render();
       await status;
       if (!this.suspended) this.poll();
       else this.watchSuspension();
+    }
+
+    /* Shows the next top-level comments, loading the whole thread first when the snapshot
+       held only its start. */
+    async showMore() {
+      if (this.moreBusy) return;
+      this.moreBusy = true;
+      this.moreBtn.textContent = t('loading');
+      try {
+        if (this.rest) {
+          await this.catchUp(0, true);
+          this.rest = 0;
+        }
+        this.limit += PAGE;
+      } catch (_) { /* the button stays; a later click retries */ }
+      this.moreBusy = false;
+      this.render();
     }
 
     /* Loads every change after `after` (a whole reload when `reset`). */
@@ -467,7 +509,7 @@
       const thread = encodeURIComponent(this.thread);
       let from = after;
       const fresh = reset ? new Map() : null;
-      for (let guard = 0; guard < 100; guard++) {
+      for (;;) {
         const page = await api('GET', `/api/v1/comments?thread=${thread}&after=${from}&limit=1000`);
         for (const c of page.comments) {
           if (fresh) fresh.set(c.id, c);
@@ -475,7 +517,7 @@
         }
         this.closed = !!page.closed;
         const last = page.comments.length ? page.comments[page.comments.length - 1].seq : page.head;
-        if (last >= page.head || !page.comments.length) {
+        if (last >= page.head || last <= from) {
           if (fresh) {
             for (const o of Object.values(this.own)) if (o.pending && !fresh.has(o.pending.id)) fresh.set(o.pending.id, o.pending);
             this.comments = fresh;
@@ -623,7 +665,12 @@
       if (author) body.author = author;
       if (this.replyTo != null) body.parent = this.replyTo;
       if (this.honeypot.value) body.homepage = this.honeypot.value;
-      this.idempotencyKey = this.idempotencyKey || newKey();
+      // A retry of the same comment reuses its key; a changed comment is a new request.
+      const sent = JSON.stringify(body);
+      if (!this.idempotencyKey || this.idempotencyBody !== sent) {
+        this.idempotencyKey = newKey();
+        this.idempotencyBody = sent;
+      }
       this.busy = true;
       this.submitBtn.textContent = t('posting');
       this.formMsg.textContent = '';

@@ -213,32 +213,67 @@ async fn votes_count_once_per_voter() {
     assert_eq!(c["comment"]["votes"], json!({"up": 1, "down": 0}));
     let (st, e) = status_json(vote("192.0.2.1", -1).await.unwrap()).await;
     assert_eq!(st, 409, "{e}");
-    let (_, c) = status_json(vote("192.0.2.2", -1).await.unwrap()).await;
+    let (_, c) = status_json(vote("198.51.100.2", -1).await.unwrap()).await;
     assert_eq!(c["comment"]["votes"], json!({"up": 1, "down": 1}));
-    let (st, e) = status_json(vote("192.0.2.3", 5).await.unwrap()).await;
+    let (st, e) = status_json(vote("203.0.113.3", 5).await.unwrap()).await;
     assert_eq!((st, e["field"].as_str()), (400, Some("value")));
+    // Another address of a network that voted is the same voter: a client holds a whole /24
+    // (or /64).
+    let (st, e) = status_json(vote("192.0.2.77", 1).await.unwrap()).await;
+    assert_eq!(st, 409, "{e}");
+    let (st, _) = status_json(vote("2001:db8:5:6::1", 1).await.unwrap()).await;
+    assert_eq!(st, 200);
+    let (st, e) = status_json(vote("2001:db8:5:6:ffff::2", 1).await.unwrap()).await;
+    assert_eq!(st, 409, "{e}");
 }
 
 #[tokio::test]
 async fn idempotent_retries_make_one_comment() {
-    let s = Stack::start(&no_limits()).await;
-    let send = || {
+    let s = Stack::start(&[
+        "--no-rate-limits",
+        "--trusted-proxy-header",
+        "x-forwarded-for",
+    ])
+    .await;
+    let send = |ip: &'static str, text: &'static str| {
         s.http
             .post(s.url("/api/v1/comments?thread=/idem"))
             .header("idempotency-key", "retry-1")
-            .json(&json!({"text": "only once"}))
+            .header("x-forwarded-for", ip)
+            .json(&json!({"text": text}))
             .send()
     };
-    let (st1, a) = status_json(send().await.unwrap()).await;
-    let res = send().await.unwrap();
+    let (st1, a) = status_json(send("192.0.2.1", "only once").await.unwrap()).await;
+    let res = send("192.0.2.1", "only once").await.unwrap();
     assert_eq!(res.headers()["idempotent-replayed"], "true");
     let (st2, b) = status_json(res).await;
     assert_eq!((st1, st2), (201, 201));
     assert_eq!(a["comment"]["id"], b["comment"]["id"]);
     assert_eq!(a["editToken"], b["editToken"]);
+
+    // The same key with another body is a mistake, not a retry.
+    let (st, e) = status_json(send("192.0.2.1", "something else").await.unwrap()).await;
+    assert_eq!(
+        (st, e["type"].as_str()),
+        (
+            422,
+            Some("https://io360.dev/problems/idempotency-key-reused")
+        ),
+        "{e}"
+    );
+    assert_eq!(e["field"], "Idempotency-Key");
+
+    // Another client that knows the key, even with the same body, gets its own comment and
+    // never the first client's edit token.
+    let res = send("198.51.100.7", "only once").await.unwrap();
+    assert!(res.headers().get("idempotent-replayed").is_none());
+    let (st, c) = status_json(res).await;
+    assert_eq!(st, 201, "{c}");
+    assert_ne!(c["comment"]["id"], a["comment"]["id"]);
+    assert_ne!(c["editToken"], a["editToken"]);
     assert_eq!(
         s.list("/idem").await["comments"].as_array().unwrap().len(),
-        1
+        2
     );
 }
 
@@ -858,4 +893,102 @@ async fn bad_input_gets_a_problem_naming_the_field() {
     }
     // The tiers are still alive and well.
     assert_eq!(s.post("/b", json!({"text": "still here"})).await.0, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_longer_than_one_answer_pages_to_its_newest_comment() {
+    use futures::StreamExt;
+    let s = Stack::start(&no_limits()).await;
+    let n = 5_500u64;
+    let posted: Vec<u16> = futures::stream::iter(0..n)
+        .map(|i| {
+            let s = &s;
+            async move {
+                s.post("/big", json!({"text": format!("comment {i}")}))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(posted.iter().all(|&st| st == 201));
+
+    // The newest comments, by sequence number.
+    let (st, tail) = s
+        .get(&format!("/api/v1/comments?thread=/big&after={}", n - 10))
+        .await;
+    assert_eq!(st, 200, "{tail}");
+    assert_eq!(tail["head"], n);
+    let seqs: Vec<u64> = tail["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (n - 9..=n).collect::<Vec<_>>());
+
+    // Paging from the start finds every comment once.
+    let mut after = 0;
+    let mut seen = 0;
+    loop {
+        let (_, p) = s
+            .get(&format!("/api/v1/comments?thread=/big&after={after}"))
+            .await;
+        let page = p["comments"].as_array().unwrap();
+        if page.is_empty() {
+            break;
+        }
+        seen += page.len();
+        after = page.last().unwrap()["seq"].as_u64().unwrap();
+    }
+    assert_eq!(seen as u64, n);
+
+    // A new comment shows up at the end, read from the cache brought up to date.
+    let (_, c) = s.post("/big", json!({"text": "one more"})).await;
+    let (_, tail) = s
+        .get(&format!("/api/v1/comments?thread=/big&after={n}"))
+        .await;
+    assert_eq!(tail["comments"][0]["id"], c["comment"]["id"]);
+    assert_eq!(tail["head"], n + 1);
+}
+
+#[tokio::test]
+async fn one_network_shares_one_write_budget() {
+    let s = Stack::start(&[
+        "--writes-per-minute",
+        "5",
+        "--writes-burst",
+        "5",
+        "--trusted-proxy-header",
+        "x-forwarded-for",
+    ])
+    .await;
+    let mut created = 0;
+    for i in 1..=100 {
+        let res = s
+            .http
+            .post(s.url("/api/v1/comments?thread=/one-net"))
+            .header("x-forwarded-for", format!("192.0.2.{i}"))
+            .json(&json!({"text": format!("from address {i}")}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 201 {
+            created += 1;
+        } else {
+            assert_eq!(res.status(), 429);
+        }
+    }
+    assert_eq!(created, 5, "a /24 gets one budget, not one per address");
+    // Another network still writes.
+    let res = s
+        .http
+        .post(s.url("/api/v1/comments?thread=/one-net"))
+        .header("x-forwarded-for", "198.51.100.9")
+        .json(&json!({"text": "from elsewhere"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 }

@@ -10,20 +10,23 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use io360_common::Problem;
 use io360_common::extract::{Json, Query};
-use io360_common::model::{Comment, Status, ThreadPage, validate_thread};
-use io360_store::api::{NewComment, WriteOp};
+use io360_common::model::{
+    Comment, Status, ThreadPage, check_line_chars, check_text_chars, validate_thread,
+};
+use io360_store::api::{Idempotency, NewComment, WriteOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::audit::{self, Banned};
+use crate::cache::LIST_LIMIT;
 use crate::state::AppState;
 use crate::token::TokenError;
 use crate::{Moderation, SUSPENDED_RETRY, limits, render};
 use io360_logger::Kind;
 
 /// Largest request body accepted.
-const MAX_BODY: usize = 256 * 1024;
+const MAX_BODY: usize = io360_common::extract::MAX_API_BODY;
 /// Longest author name, website, email and title, in bytes.
 const MAX_AUTHOR: usize = 100;
 const MAX_EMAIL: usize = 254;
@@ -45,9 +48,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/feed", get(crate::atom::feed))
         .route("/api/v1/preview", post(preview))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(io360_console::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
         .with_state(state)
@@ -68,6 +73,14 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+async fn method_not_allowed(method: Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("this API route does not take {method}"),
+    )
 }
 
 async fn not_found() -> Problem {
@@ -115,10 +128,11 @@ pub fn check_thread(thread: &str) -> Result<(), Problem> {
 
 /// Comments others may see: held ones are left out.
 fn visible(page: &ThreadPage, after: u64, limit: usize) -> ThreadPage {
-    let comments: Vec<Comment> = page
-        .comments
+    // Comments are in sequence order: start at the first one after `after`.
+    let from = page.comments.partition_point(|c| c.seq <= after);
+    let comments: Vec<Comment> = page.comments[from..]
         .iter()
-        .filter(|c| c.seq > after && c.status != Status::Pending)
+        .filter(|c| c.status != Status::Pending)
         .take(limit)
         .cloned()
         .collect();
@@ -138,23 +152,23 @@ async fn list(
     limit_reads(&s, client.0)?;
     check_thread(&q.thread)?;
     let limit = match q.limit {
-        None => 1000,
-        Some(n) if (1..=1000).contains(&n) => n,
+        None => LIST_LIMIT,
+        Some(n) if (1..=LIST_LIMIT).contains(&n) => n,
         Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
     };
     let cached = s.cache.thread(&s.store, &q.thread).await?;
-    if q.after == 0 && limit >= cached.page.comments.len() {
+    if q.after == 0 && (limit == LIST_LIMIT || limit >= cached.page.comments.len()) {
         // The common case, a reader opening the page: bytes prepared once per change.
         return Ok((
             [(header::CONTENT_TYPE, "application/json")],
-            cached.public_json.clone(),
+            cached.first_json.clone(),
         )
             .into_response());
     }
     Ok(axum::Json(visible(&cached.page, q.after, limit)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PostBody {
     text: String,
@@ -223,12 +237,7 @@ fn optional(field: &str, value: Option<String>, max: usize) -> Result<Option<Str
             format!("must be at most {max} bytes"),
         ));
     }
-    if v.chars().any(char::is_control) {
-        return Err(Problem::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
+    check_line_chars(&v).map_err(|rule| Problem::invalid(field, rule))?;
     Ok(Some(v))
 }
 
@@ -236,6 +245,7 @@ fn check_text(s: &AppState, text: &str) -> Result<(), Problem> {
     if text.trim().is_empty() {
         return Err(Problem::invalid("text", "must not be empty"));
     }
+    check_text_chars(text).map_err(|rule| Problem::invalid("text", rule))?;
     let max = s.config.max_text_bytes;
     if text.len() > max {
         return Err(Problem::invalid(
@@ -344,6 +354,17 @@ async fn create(
             Some(v.to_owned())
         }
     };
+    // A retry is the same client sending the same request: the key is scoped to the client's
+    // address, and the request's hash must match, so a key seen by someone else never hands
+    // over another reader's comment and edit token.
+    let idempotency = idempotency_key.map(|key| {
+        Box::new(Idempotency {
+            key: s
+                .keys
+                .derive("idempotency", &format!("{}\n{key}", client.0)),
+            fingerprint: request_fingerprint(&body),
+        })
+    });
     if body.homepage.as_deref().is_some_and(|h| !h.is_empty()) {
         s.audit.reject(Kind::SpamRejected, client.0, "honeypot");
         return Err(Problem::new(
@@ -366,7 +387,7 @@ async fn create(
     check_email(&email)?;
     let digest: [u8; 32] = Sha256::digest(body.text.trim().as_bytes()).into();
     let dup_key = (client.0, q.thread.clone(), digest);
-    if idempotency_key.is_none() && s.recent.contains_key(&dup_key) {
+    if idempotency.is_none() && s.recent.contains_key(&dup_key) {
         s.audit.reject(Kind::SpamRejected, client.0, "duplicate");
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -419,7 +440,7 @@ async fn create(
             remote: Some(limits::truncate(client.0)),
             author_key,
         },
-        idempotency_key,
+        idempotency,
     };
     let result = s.store.write(&op).await?;
     s.cache.changed(&q.thread, result.change.seq);
@@ -461,6 +482,16 @@ async fn create(
     Ok(res)
 }
 
+/// A hash of everything a post says, so a retry can be told from another post under the same
+/// key.
+fn request_fingerprint(body: &PostBody) -> String {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn comment_id(raw: &str) -> Result<u64, Problem> {
     raw.parse()
         .map_err(|_| Problem::invalid("id", "must be a comment id (a positive integer)"))
@@ -495,7 +526,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
-        .map(str::trim)
+        // The token exactly as given: nothing around it is ignored.
+        .filter(|t| !t.is_empty() && !t.contains(|c: char| c.is_ascii_whitespace()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -615,7 +647,10 @@ async fn vote(
     }
     refuse_when_suspended(&s)?;
     limit_writes(&s, client.0)?;
-    let voter = s.keys.derive("voter", &client.0.to_string());
+    // One vote per network: a client holds every address of its /24 or /64.
+    let voter = s
+        .keys
+        .derive("voter", &limits::network(client.0).to_string());
     let r = s
         .store
         .write(&WriteOp::Vote {
@@ -679,6 +714,13 @@ async fn preview(
     Ok(axum::Json(Preview {
         html: render::render(&body.text),
     }))
+}
+
+/// The OpenAPI document of the public API, as kept in the repository (`docs/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn status(State(s): State<AppState>) -> axum::Json<crate::SuspensionState> {

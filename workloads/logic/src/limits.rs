@@ -3,6 +3,11 @@
 //! The client address comes from the connection, or, behind a trusted proxy, from the header
 //! that proxy sets (its last entry: the address the proxy itself saw). Addresses are kept only
 //! truncated (/24 for IPv4, /48 for IPv6), as Isso does.
+//!
+//! Limits and votes count per network, not per address: one client can use every address of
+//! an IPv4 /24 it controls, and an IPv6 client is given a /64 or more, so counting per address
+//! would give it hundreds of posts and votes. The cost: readers who share a /24 share a budget
+//! and one vote per comment.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -40,7 +45,24 @@ pub fn truncate(ip: IpAddr) -> String {
     }
 }
 
-/// A per-client rate limit.
+/// The network an address counts for: its IPv4 /24 or its IPv6 /64.
+pub fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], 0))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// A per-network rate limit (see [`network`]).
 #[derive(Clone)]
 pub struct Limit {
     what: &'static str,
@@ -57,19 +79,19 @@ impl Limit {
         Limit { what, limiter }
     }
 
-    /// Counts one action by `ip`, or says how long to wait.
+    /// Counts one action by `ip`'s network, or says how long to wait.
     pub fn check(&self, ip: IpAddr) -> Result<(), Problem> {
         let Some(l) = &self.limiter else {
             return Ok(());
         };
-        l.check_key(&ip).map_err(|not_until| {
+        l.check_key(&network(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let secs = wait.as_secs() + 1;
             let mut p = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 format!(
-                    "too many {} from your address; try again in {secs} s",
+                    "too many {} from your network; try again in {secs} s",
                     self.what
                 ),
             );
@@ -101,6 +123,26 @@ mod tests {
             truncate("2001:db8:1:2:3::4".parse().unwrap()),
             "2001:db8:1::"
         );
+    }
+
+    #[test]
+    fn networks() {
+        let n = |a: &str| network(a.parse().unwrap()).to_string();
+        assert_eq!(n("203.0.113.77"), "203.0.113.0");
+        assert_eq!(n("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(n("::ffff:203.0.113.77"), "203.0.113.0");
+    }
+
+    #[test]
+    fn one_network_shares_one_limit() {
+        let l = Limit::new("posts", 2, 2);
+        assert!(l.check("192.0.2.1".parse().unwrap()).is_ok());
+        assert!(l.check("192.0.2.2".parse().unwrap()).is_ok());
+        assert!(l.check("192.0.2.3".parse().unwrap()).is_err());
+        assert!(l.check("192.0.3.1".parse().unwrap()).is_ok());
+        assert!(l.check("2001:db8::1".parse().unwrap()).is_ok());
+        assert!(l.check("2001:db8::ffff:2".parse().unwrap()).is_ok());
+        assert!(l.check("2001:db8::3".parse().unwrap()).is_err());
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub const MAX_HEAD: usize = 32 * 1024;
 /// How long an idle keep-alive connection may wait for its next request.
 pub const IDLE: Duration = Duration::from_secs(75);
 
+/// How long a request head may take to arrive once it has begun, so a client sending a byte
+/// now and then cannot hold a connection for ever.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A parsed request head: only what longpoll looks at.
 #[derive(Debug, Default)]
 pub struct Request {
@@ -54,6 +58,7 @@ fn bad(status: http::StatusCode, slug: &str, title: &str) -> ReadError {
 /// Reads one request head from `stream`. The buffer lives only as long as this call.
 pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Request, ReadError> {
     let mut buf = BytesMut::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if buf.len() >= MAX_HEAD {
             return Err(bad(
@@ -63,8 +68,16 @@ pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Requ
             ));
         }
         // Wait for bytes before allocating, so an idle connection holds no buffer.
-        let readable = tokio::time::timeout(idle, stream.readable()).await;
+        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        let readable = tokio::time::timeout_at(until, stream.readable()).await;
         match readable {
+            Err(_) if deadline.is_some() => {
+                return Err(bad(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "head-timeout",
+                    "the request head did not arrive within 10 s",
+                ));
+            }
             Err(_) | Ok(Err(_)) => return Err(ReadError::Closed),
             Ok(Ok(())) => {}
         }
@@ -73,7 +86,9 @@ pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Requ
         }
         match stream.try_read_buf(&mut buf) {
             Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => {}
+            Ok(_) => {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_TIMEOUT);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(_) => return Err(ReadError::Closed),
         }
@@ -82,6 +97,23 @@ pub async fn read_request(stream: &mut TcpStream, idle: Duration) -> Result<Requ
         match req.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(len)) => {
+                if io360_common::head::has_bare_lf(&buf[..len]) {
+                    return Err(bad(
+                        http::StatusCode::BAD_REQUEST,
+                        "malformed-request",
+                        "every line of the request head must end with CRLF",
+                    ));
+                }
+                if req
+                    .path
+                    .is_some_and(|p| p.len() > io360_common::head::MAX_TARGET)
+                {
+                    return Err(bad(
+                        http::StatusCode::URI_TOO_LONG,
+                        "uri-too-long",
+                        "the request target must fit in 8 KiB",
+                    ));
+                }
                 let pipelined = buf.len() > len;
                 return interpret(&req, pipelined);
             }
@@ -336,6 +368,38 @@ mod tests {
         assert_eq!(o.cors(o.index(None)), Cors::None);
         let any = Origins::parse("*");
         assert_eq!(any.cors(any.index(Some("https://x.example"))), Cors::Any);
+    }
+
+    /// Reads one request from `bytes` sent on a real socket.
+    async fn read_from(bytes: &'static [u8]) -> Result<Request, ReadError> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(bytes).await.unwrap();
+            c
+        });
+        let (mut s, _) = l.accept().await.unwrap();
+        let _c = client.await.unwrap();
+        read_request(&mut s, Duration::from_secs(2)).await
+    }
+
+    #[tokio::test]
+    async fn heads_with_bare_line_feeds_or_long_targets_are_refused() {
+        let ok = read_from(b"GET /v1/poll?thread=a HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.is_ok());
+        let status = |r: Result<Request, ReadError>| match r {
+            Err(ReadError::Bad(p)) => p.status,
+            _ => 0,
+        };
+        let lf = read_from(b"GET /v1/poll?thread=a HTTP/1.1\r\nX: a\nHost: x\r\n\r\n").await;
+        assert_eq!(status(lf), 400);
+        let long: &'static [u8] = Box::leak(
+            format!("GET /v1/poll?thread={} HTTP/1.1\r\n\r\n", "a".repeat(9000))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        assert_eq!(status(read_from(long).await), 414);
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn parse_seq(field: &str, v: &str) -> Result<Seq, Problem> {
 /// Parses `thread=T&since=S&thread=U&since=V...`: each `since` belongs to the `thread` just
 /// before it; a thread without one starts at 0.
 pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
+    io360_common::extract::check_query_utf8(query)?;
     let mut threads: Vec<(Arc<str>, Option<Seq>)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {

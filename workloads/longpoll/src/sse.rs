@@ -23,6 +23,7 @@ use crate::server::{Ctx, Next};
 const PING: Duration = Duration::from_secs(15);
 
 fn parse(req: &Request) -> Result<(Arc<str>, Seq), Problem> {
+    io360_common::extract::check_query_utf8(&req.query)?;
     let mut thread: Option<Arc<str>> = None;
     let mut since: Option<Seq> = None;
     for (k, v) in form_urlencoded::parse(req.query.as_bytes()) {

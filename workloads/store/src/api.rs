@@ -68,16 +68,16 @@ pub struct NewComment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum WriteOp {
-    /// Appends a comment. A repeated `idempotencyKey` on the same thread returns the first
-    /// result instead of a second comment.
+    /// Appends a comment. A repeated idempotency key on the same thread with the same
+    /// fingerprint returns the first result instead of a second comment.
     Append {
         /// The thread.
         thread: String,
         /// The comment.
         comment: NewComment,
-        /// Retries with the same key return the first result.
-        #[serde(rename = "idempotencyKey")]
-        idempotency_key: Option<String>,
+        /// Makes retries return the first result (boxed: most appends have none).
+        #[serde(default)]
+        idempotency: Option<Box<Idempotency>>,
     },
     /// Replaces a comment's text.
     Edit {
@@ -118,6 +118,24 @@ pub enum WriteOp {
         thread: String,
     },
 }
+
+/// What makes an append safe to retry.
+///
+/// The key is scoped by the caller to one client (logic hashes the client's address with the
+/// key the client chose), so two clients that pick the same key never meet. The fingerprint
+/// is a hash of the request: a retry must carry the same one, and the same key with another
+/// fingerprint is refused (422 `idempotency-key-reused`) rather than answered with the first
+/// result. A key is remembered for [`IDEMPOTENCY_WINDOW`]; after that it makes a new comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// The scoped key.
+    pub key: String,
+    /// A hash of the request the key was first used with.
+    pub fingerprint: String,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// The answer to a write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

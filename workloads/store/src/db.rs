@@ -10,7 +10,7 @@
 //! | `feed` | feed position | the [`Change`] |
 //! | `latest` | (thread id, seq of a comment's last change) | comment id |
 //! | `comments` | comment id | [`StoredComment`] |
-//! | `idem` | (thread id, idempotency key) | feed position of the first result |
+//! | `idem` | (thread id, scoped idempotency key) | [`IdemRecord`]: the first result's feed position, the request's fingerprint, when |
 //! | `votes` | (comment id, voter) | the vote |
 //! | `pending` | comment id | empty: the moderation queue |
 //! | `authors` | author key | approved comment count |
@@ -41,7 +41,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
-    Bans, Counts, Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
+    Bans, Counts, Idempotency, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
+    WriteResult,
 };
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
 
@@ -782,8 +783,8 @@ impl Writer {
             WriteOp::Append {
                 thread,
                 comment,
-                idempotency_key,
-            } => self.append(thread, comment, idempotency_key),
+                idempotency,
+            } => self.append(thread, comment, idempotency),
             WriteOp::Close { thread } => self.set_closed(thread, true),
             WriteOp::Reopen { thread } => self.set_closed(thread, false),
             WriteOp::Edit { id, text, html } => self.update(id, ChangeKind::Edited, |c| {
@@ -902,26 +903,37 @@ impl Writer {
         &mut self,
         thread: String,
         new: crate::api::NewComment,
-        idempotency_key: Option<String>,
+        idempotency: Option<Box<Idempotency>>,
     ) -> Result<WriteResult, Problem> {
         io360_common::model::validate_thread(&thread)
             .map_err(|rule| Problem::invalid("thread", rule))?;
         let (mut rec, created_thread) = self.thread_or_new(&thread)?;
-        let idem_key = idempotency_key.map(|k| id_bytes(rec.id, k.as_bytes()));
-        if let Some(k) = &idem_key
+        let at = now_unix();
+        let idem_key = idempotency
+            .as_ref()
+            .map(|i| id_bytes(rec.id, i.key.as_bytes()));
+        if let (Some(k), Some(i)) = (&idem_key, &idempotency)
             && !created_thread
-            && let Some(pos) = self.t.idem.get(k).map_err(fjall_err)?
+            && let Some(v) = self.t.idem.get(k).map_err(fjall_err)?
         {
-            let change = self
-                .t
-                .feed
-                .get(pos)
-                .map_err(fjall_err)?
-                .ok_or_else(|| Problem::internal("idempotency record without its change"))?;
-            return Ok(WriteResult {
-                change: decode(&change)?,
-                replayed: true,
-            });
+            match IdemRecord::parse(&v).replay(&i.fingerprint, at) {
+                Replay::Fresh => {}
+                Replay::Conflict => return Err(key_reused()),
+                Replay::Of(pos) => {
+                    let change = self
+                        .t
+                        .feed
+                        .get(u64_key(pos))
+                        .map_err(fjall_err)?
+                        .ok_or_else(|| {
+                            Problem::internal("idempotency record without its change")
+                        })?;
+                    return Ok(WriteResult {
+                        change: decode(&change)?,
+                        replayed: true,
+                    });
+                }
+            }
         }
         if rec.closed {
             return Err(Problem::new(
@@ -977,8 +989,13 @@ impl Writer {
         let t = self.t.clone();
         batch.insert(&t.comments, u64_key(id), encode(&stored));
         batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
-        if let Some(k) = idem_key {
-            batch.insert(&t.idem, k, u64_key(change.pos));
+        if let (Some(k), Some(i)) = (idem_key, idempotency) {
+            let record = IdemRecord {
+                pos: change.pos,
+                fingerprint: i.fingerprint,
+                at,
+            };
+            batch.insert(&t.idem, k, encode(&record));
         }
         if status == Status::Pending {
             batch.insert(&t.pending, u64_key(id), []);
@@ -1094,10 +1111,94 @@ fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, Problem> {
     Ok(delta)
 }
 
+fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "this Idempotency-Key was already used for a different request; pick a new key for a new comment",
+    )
+    .with_field("Idempotency-Key")
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// What the store remembers of an idempotent append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct IdemRecord {
+    /// Feed position of the first result.
+    pos: FeedPos,
+    /// Hash of the first request.
+    fingerprint: String,
+    /// When it was first used (Unix seconds).
+    at: i64,
+}
+
+/// What an idempotency record says about a new request with the same key.
+#[derive(Debug, PartialEq, Eq)]
+enum Replay {
+    /// Nothing usable is remembered: append.
+    Fresh,
+    /// The same request again: answer the first result (at this feed position).
+    Of(FeedPos),
+    /// Another request under a used key.
+    Conflict,
+}
+
+impl IdemRecord {
+    /// Reads a record; one written before records had fingerprints (a bare feed position)
+    /// reads as expired, since nothing proves who sent it.
+    fn parse(bytes: &[u8]) -> IdemRecord {
+        serde_json::from_slice(bytes).unwrap_or(IdemRecord {
+            pos: 0,
+            fingerprint: String::new(),
+            at: i64::MIN,
+        })
+    }
+
+    fn replay(&self, fingerprint: &str, now: i64) -> Replay {
+        let window = crate::api::IDEMPOTENCY_WINDOW.as_secs() as i64;
+        if self.at == i64::MIN || now.saturating_sub(self.at) > window {
+            Replay::Fresh
+        } else if self.fingerprint == fingerprint {
+            Replay::Of(self.pos)
+        } else {
+            Replay::Conflict
+        }
+    }
+}
+
 fn gone(id: u64) -> Problem {
     Problem::new(
         StatusCode::GONE,
         "comment-deleted",
         format!("comment {id} has been deleted"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_records_replay_only_the_same_request_while_fresh() {
+        let r = IdemRecord {
+            pos: 7,
+            fingerprint: "abc".into(),
+            at: 1_000,
+        };
+        assert_eq!(r.replay("abc", 1_000 + 60), Replay::Of(7));
+        assert_eq!(r.replay("abd", 1_000 + 60), Replay::Conflict);
+        let day = crate::api::IDEMPOTENCY_WINDOW.as_secs() as i64;
+        assert_eq!(r.replay("abc", 1_000 + day + 1), Replay::Fresh);
+        assert_eq!(r.replay("abd", 1_000 + day + 1), Replay::Fresh);
+        // A record from before fingerprints never replays.
+        assert_eq!(
+            IdemRecord::parse(&7u64.to_be_bytes()).replay("", 0),
+            Replay::Fresh
+        );
+        let bytes = encode(&r);
+        assert_eq!(IdemRecord::parse(&bytes), r);
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use io360_common::model::{ChangeKind, Status};
 use io360_store::Db;
-use io360_store::api::{NewComment, WriteOp};
+use io360_store::api::{Idempotency, NewComment, WriteOp};
 
 fn new_comment(text: &str) -> NewComment {
     NewComment {
@@ -21,11 +21,17 @@ fn new_comment(text: &str) -> NewComment {
     }
 }
 
+/// An append; with a key, its fingerprint is the text, as if logic hashed the request.
 fn append(thread: &str, text: &str, key: Option<&str>) -> WriteOp {
     WriteOp::Append {
         thread: thread.into(),
         comment: new_comment(text),
-        idempotency_key: key.map(str::to_owned),
+        idempotency: key.map(|k| {
+            Box::new(Idempotency {
+                key: k.to_owned(),
+                fingerprint: text.to_owned(),
+            })
+        }),
     }
 }
 
@@ -91,13 +97,16 @@ async fn idempotent_retry_returns_the_first_result() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), 64).unwrap();
     let a = db.write(append("/p", "hello", Some("k1"))).await.unwrap();
-    let b = db
-        .write(append("/p", "hello again", Some("k1")))
-        .await
-        .unwrap();
+    let b = db.write(append("/p", "hello", Some("k1"))).await.unwrap();
     assert!(!a.replayed);
     assert!(b.replayed);
     assert_eq!(a.change, b.change);
+    // The same key with another request is refused, not answered with the first result.
+    let e = db
+        .write(append("/p", "hello again", Some("k1")))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.slug()), (422, "idempotency-key-reused"));
     let page = db.page("/p".into(), 0, 100).await.unwrap();
     assert_eq!(page.comments.len(), 1);
     // The same key on another thread is another request.
@@ -164,7 +173,7 @@ async fn updates_are_changes_with_new_sequence_numbers() {
         .write(WriteOp::Append {
             thread: "/p".into(),
             comment: reply,
-            idempotency_key: None,
+            idempotency: None,
         })
         .await
         .unwrap_err();
@@ -194,7 +203,7 @@ async fn closed_threads_refuse_comments_and_pending_ones_queue() {
         .write(WriteOp::Append {
             thread: "/c".into(),
             comment: held,
-            idempotency_key: None,
+            idempotency: None,
         })
         .await
         .unwrap();
@@ -239,7 +248,7 @@ async fn erasing_an_author_deletes_their_comments_and_scrubs_the_feed() {
     db.write(WriteOp::Append {
         thread: "/erase".into(),
         comment: other,
-        idempotency_key: None,
+        idempotency: None,
     })
     .await
     .unwrap();

@@ -412,7 +412,7 @@ async fn publish(
                         remote: None,
                         author_key: None,
                     },
-                    idempotency_key: None,
+                    idempotency: None,
                 })
                 .await?;
             Ok(r.change.seq)
