@@ -454,6 +454,11 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
             // logic and `/v1` to longpoll, so the widget's live updates work through it too.
             vars.push(env("IO360_LOGIC_URL", ctx.url(Tier::Logic)));
             vars.push(env("IO360_LONGPOLL_URL", ctx.url(Tier::Longpoll)));
+            // Behind a Service, and an Ingress or load balancer, one peer address carries
+            // many readers: a cap per address would throttle the whole site at its busiest.
+            // Per-client limits belong to the edge in front; logic still rate-limits writes.
+            vars.push(env("IO360_MAX_CONNECTIONS_PER_CLIENT", "0"));
+            vars.push(env("IO360_MAX_REQUESTS_PER_CLIENT", "0"));
             if spec.site.is_some() {
                 vars.push(env("IO360_SITE_DIR", "/site"));
             }
