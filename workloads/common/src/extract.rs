@@ -117,11 +117,13 @@ pub fn check_query_utf8(query: &str) -> Result<(), Problem> {
                 .map(|d| d.into_owned())
         };
         let Ok(name) = decode(name) else {
+            // Named as sent, since it cannot be named as text.
             return Err(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-query",
-                "the query string has a parameter name that is not UTF-8",
-            ));
+                format!("the query parameter name `{name}` is not percent-encoded UTF-8"),
+            )
+            .with_field(name));
         };
         if decode(value).is_err() {
             return Err(Problem::invalid(&name, "must be percent-encoded UTF-8"));

@@ -265,48 +265,29 @@ async fn connection(
     let idle = tokio::time::sleep(idle_for());
     let mut idle = pin!(idle);
     loop {
-        let step = {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&buf) {
-                Ok(httparse::Status::Complete(len)) => match refusal(&req, &buf[..len]) {
-                    Some(p) => Step::Refuse(p),
-                    None => match site_request(&req) {
-                        Some(site) => match service.serve(&site.method, site.path, &site.headers) {
-                            Some(res) => {
-                                // While draining, every answer closes its connection, so a
-                                // client on a keep-alive connection comes back through the
-                                // load balancer, to another instance.
-                                let close = site.close || shutdown.is_draining();
-                                write_head(&mut head, &res, close);
-                                if write(&mut stream, &head, res.body()).await.is_err() {
-                                    return;
-                                }
-                                Step::Answered {
-                                    consumed: len,
-                                    close,
-                                }
-                            }
-                            None => Step::Hyper,
-                        },
-                        None => Step::Hyper,
-                    },
-                },
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Step::Read,
-                Ok(httparse::Status::Partial) => Step::Refuse(too_large(&buf)),
-                // More headers than parsed here: hyper takes up to 100.
-                Err(httparse::Error::TooManyHeaders) => Step::Hyper,
-                // HTTP/2 with prior knowledge.
-                Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0") => Step::Hyper,
-                Err(e) => Step::Refuse(
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "malformed-request",
-                        "the request is not valid HTTP/1.1",
-                    )
-                    .with_detail(e.to_string()),
-                ),
+        let step = match parse(&buf) {
+            Parsed::Site(site, len) => {
+                match service.serve(&site.method, site.path, &site.headers) {
+                    Some(res) => {
+                        // While draining, every answer closes its connection, so a client on
+                        // a keep-alive connection comes back through the load balancer, to
+                        // another instance.
+                        let close = site.close || shutdown.is_draining();
+                        write_head(&mut head, &res, close);
+                        if write(&mut stream, &head, res.body()).await.is_err() {
+                            return;
+                        }
+                        Step::Answered {
+                            consumed: len,
+                            close,
+                        }
+                    }
+                    None => Step::Hyper,
+                }
             }
+            Parsed::Read => Step::Read,
+            Parsed::Hyper => Step::Hyper,
+            Parsed::Refuse(p) => Step::Refuse(p),
         };
         match step {
             Step::Answered { consumed, close } => {
@@ -373,6 +354,48 @@ async fn connection(
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + HEAD_TIMEOUT);
         }
+    }
+}
+
+/// What the bytes read so far on a connection are.
+enum Parsed<'a> {
+    /// A request for this loop, with the length of its head.
+    Site(SiteRequest<'a>, usize),
+    /// Not a whole head yet.
+    Read,
+    /// A request for hyper and the router.
+    Hyper,
+    /// A head to refuse.
+    Refuse(Problem),
+}
+
+/// Looks at the bytes read so far: the one place a request head is judged.
+fn parse(buf: &[u8]) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => Parsed::Refuse(too_large(buf)),
+        Ok(httparse::Status::Complete(len)) => match refusal(&req, &buf[..len]) {
+            Some(p) => Parsed::Refuse(p),
+            None => match site_request(&req) {
+                Some(site) => Parsed::Site(site, len),
+                None => Parsed::Hyper,
+            },
+        },
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Read,
+        Ok(httparse::Status::Partial) => Parsed::Refuse(too_large(buf)),
+        // More headers than parsed here: hyper takes up to 100.
+        Err(httparse::Error::TooManyHeaders) => Parsed::Hyper,
+        // HTTP/2 with prior knowledge.
+        Err(httparse::Error::Version) if buf.starts_with(b"PRI * HTTP/2.0") => Parsed::Hyper,
+        Err(e) => Parsed::Refuse(
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "the request is not valid HTTP/1.1",
+            )
+            .with_detail(e.to_string()),
+        ),
     }
 }
 
@@ -650,5 +673,116 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What [`parse`] decided, without borrows.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Site(String, usize, bool),
+        Read,
+        Hyper,
+        Refuse(u16),
+    }
+
+    fn seen(buf: &[u8]) -> Seen {
+        match parse(buf) {
+            Parsed::Site(s, len) => Seen::Site(s.path.to_owned(), len, s.close),
+            Parsed::Read => Seen::Read,
+            Parsed::Hyper => Seen::Hyper,
+            Parsed::Refuse(p) => Seen::Refuse(p.status),
+        }
+    }
+
+    /// A plain page request: a path, maybe a query, some ordinary headers.
+    fn page_request() -> impl Strategy<Value = (String, String, Vec<(String, String)>)> {
+        (
+            "/[a-zA-Z0-9._~/%-]{0,60}",
+            proptest::option::of("[a-z0-9=&]{0,20}"),
+            proptest::collection::vec(("x-[a-z]{1,10}", "[ -~]{0,40}"), 0..8),
+        )
+            .prop_map(|(path, query, headers)| {
+                let target = match query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.clone(),
+                };
+                let headers = headers
+                    .into_iter()
+                    .map(|(n, v)| (n, v.trim().to_owned()))
+                    .collect();
+                (path, target, headers)
+            })
+    }
+
+    fn head(target: &str, headers: &[(String, String)], extra: &str) -> String {
+        let mut h = format!("GET {target} HTTP/1.1\r\nHost: x\r\n");
+        for (n, v) in headers {
+            h.push_str(&format!("{n}: {v}\r\n"));
+        }
+        h.push_str(extra);
+        h.push_str("\r\n");
+        h
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_bytes_are_judged_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = seen(&bytes);
+        }
+
+        #[test]
+        fn page_requests_are_answered_here((path, target, headers) in page_request()) {
+            let h = head(&target, &headers, "");
+            prop_assert_eq!(seen(h.as_bytes()), Seen::Site(path, h.len(), false));
+            // Cut anywhere before its end, it is not complete yet.
+            let cut = h.len() / 2;
+            prop_assert_eq!(seen(&h.as_bytes()[..cut]), Seen::Read);
+        }
+
+        #[test]
+        fn a_bare_line_feed_anywhere_in_the_head_is_refused(
+            (_, target, headers) in page_request(),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let h = head(&target, &headers, "");
+            // Replace one CRLF of a header line (not the last blank line) by a bare LF.
+            let crlfs: Vec<usize> = h.match_indices("\r\n").map(|(i, _)| i).collect();
+            let i = crlfs[at.index(crlfs.len() - 1)];
+            let mut bytes = h.into_bytes();
+            bytes.remove(i);
+            prop_assert_eq!(seen(&bytes), Seen::Refuse(400));
+        }
+
+        #[test]
+        fn bodies_and_upgrades_go_to_hyper(
+            (_, target, headers) in page_request(),
+            len in 1u32..100_000,
+            which in 0..3usize,
+        ) {
+            let extra = match which {
+                0 => format!("Content-Length: {len}\r\n"),
+                1 => "Transfer-Encoding: chunked\r\n".to_owned(),
+                _ => "Connection: upgrade\r\nUpgrade: websocket\r\n".to_owned(),
+            };
+            let h = head(&target, &headers, &extra);
+            prop_assert_eq!(seen(h.as_bytes()), Seen::Hyper);
+        }
+
+        #[test]
+        fn long_targets_and_heads_are_refused(extra in 0usize..4096) {
+            let target = format!("/{}", "a".repeat(io360_common::head::MAX_TARGET + extra));
+            let h = head(&target, &[], "");
+            prop_assert_eq!(seen(h.as_bytes()), Seen::Refuse(414));
+            let big = vec![("x-big".to_owned(), "b".repeat(MAX_HEAD + extra))];
+            let h = head("/", &big, "");
+            prop_assert_eq!(seen(h.as_bytes()), Seen::Refuse(431));
+        }
     }
 }

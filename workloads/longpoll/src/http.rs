@@ -420,4 +420,62 @@ mod tests {
         assert!(text.contains("Access-Control-Allow-Origin: *\r\n"));
         assert!(text.ends_with("\r\n\r\n{}"));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn parsed(bytes: &[u8]) -> Option<Result<Request, ReadError>> {
+            let mut headers = [httparse::EMPTY_HEADER; 48];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(bytes) {
+                Ok(httparse::Status::Complete(_)) => Some(interpret(&req, false)),
+                _ => None,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_head_is_a_request_or_a_problem(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+                if let Some(Err(ReadError::Bad(p))) = parsed(&bytes) {
+                    prop_assert!(p.status >= 400 && p.status < 500);
+                }
+            }
+
+            #[test]
+            fn requests_with_bodies_are_refused(len in 1u64..u64::MAX, chunked in any::<bool>()) {
+                let head = if chunked {
+                    "GET /v1/poll?thread=a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned()
+                } else {
+                    format!("GET /v1/poll?thread=a HTTP/1.1\r\nContent-Length: {len}\r\n\r\n")
+                };
+                let status = match parsed(head.as_bytes()) {
+                    Some(Err(ReadError::Bad(p))) => p.status,
+                    _ => 0,
+                };
+                prop_assert_eq!(status, 400);
+            }
+
+            #[test]
+            fn origin_and_resume_point_are_read_as_sent(
+                origin in "https://[a-z]{1,20}\\.example",
+                id in 0u64..1_000_000,
+                close in any::<bool>(),
+            ) {
+                let head = format!(
+                    "GET /v1/events?thread=a HTTP/1.1\r\nOrigin: {origin}\r\nLast-Event-ID: {id}\r\n{}\r\n",
+                    if close { "Connection: close\r\n" } else { "" }
+                );
+                let Some(Ok(req)) = parsed(head.as_bytes()) else {
+                    return Err(TestCaseError::fail("not parsed"));
+                };
+                prop_assert_eq!(req.origin.as_deref(), Some(origin.as_str()));
+                prop_assert_eq!(req.last_event_id, Some(id.to_string()));
+                prop_assert_eq!(req.keep_alive, !close);
+                prop_assert_eq!(req.path, "/v1/events");
+            }
+        }
+    }
 }

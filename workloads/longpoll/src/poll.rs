@@ -317,4 +317,54 @@ mod tests {
         );
         assert_eq!(parse_seq("since", "9007199254740991").unwrap(), MAX_SEQ);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_query_is_an_answer_or_a_problem_naming_a_parameter(q in "[ -~]{0,300}") {
+                match parse_query(&q) {
+                    Ok(threads) => {
+                        prop_assert!(threads.len() <= MAX_THREADS);
+                        for (i, (t, _)) in threads.iter().enumerate() {
+                            prop_assert!(validate_thread(t).is_ok());
+                            prop_assert!(threads[..i].iter().all(|(u, _)| u != t));
+                        }
+                    }
+                    Err(p) => {
+                        prop_assert_eq!(p.status, 400);
+                        prop_assert!(p.field.is_some(), "{:?}", p);
+                    }
+                }
+            }
+
+            #[test]
+            fn threads_and_positions_survive_encoding(
+                threads in proptest::collection::btree_map("[a-zA-Z0-9/ _.\u{e9}\u{4e16}-]{1,40}", 0u64..=MAX_SEQ, 1..20)
+            ) {
+                let query: Vec<String> = threads
+                    .iter()
+                    .map(|(t, s)| {
+                        let t: String = form_urlencoded::byte_serialize(t.as_bytes()).collect();
+                        format!("thread={t}&since={s}")
+                    })
+                    .collect();
+                let parsed = parse_query(&query.join("&")).unwrap();
+                let back: Vec<(String, Seq)> =
+                    parsed.iter().map(|(t, s)| (t.to_string(), *s)).collect();
+                let want: Vec<(String, Seq)> = threads.into_iter().collect();
+                prop_assert_eq!(back, want);
+            }
+
+            #[test]
+            fn positions_past_the_range_are_refused(s in (MAX_SEQ + 1)..u64::MAX) {
+                let p = parse_query(&format!("thread=a&since={s}")).unwrap_err();
+                prop_assert_eq!(p.field.as_deref(), Some("since"));
+            }
+        }
+    }
 }
