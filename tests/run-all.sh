@@ -9,7 +9,8 @@
 #      images from the repository's Dockerfile, daemonless (all cached),
 #   3. checks formatting and lints,
 #   4. runs every Rust test in the workspace (unit, cross-tier, crash, cluster),
-#   5. runs the browser suites (tests/*/package.json) in headless Chromium.
+#   5. fuzzes the public API from its OpenAPI document (schemathesis, two minutes),
+#   6. runs the browser suites (tests/*/package.json) in headless Chromium.
 # Slow builds are cached under ${XDG_CACHE_HOME:-~/.cache}/io360, so a second run is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,9 @@ for tool in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetwork
     bin=${tool%%:*}
     if [[ $bin == /* ]]; then [ -e "$bin" ] || need_apt+=("${tool#*:}"); else command -v "$bin" >/dev/null || need_apt+=("${tool#*:}"); fi
 done
+# The API fuzzer (schemathesis) lives in a virtualenv.
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -90,6 +94,9 @@ cargo test --workspace --locked --no-fail-fast
 # package.json runs `npm test` against an `io360` binary built above.
 export IO360_BIN="${IO360_BIN:-$CARGO_TARGET_DIR/debug/io360}"
 cargo build --locked -p io360
+step "API fuzzing from the OpenAPI document (schemathesis, bounded: IO360_FUZZ_SECONDS, here 120)"
+IO360_FUZZ_SECONDS="${IO360_FUZZ_SECONDS:-120}" bash tests/hardening/fuzz-api.sh
+
 for pkg in tests/*/package.json; do
   [ -e "$pkg" ] || continue
   suite=$(dirname "$pkg")
