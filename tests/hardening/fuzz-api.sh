@@ -42,4 +42,6 @@ SCHEMATHESIS_HOOKS=fuzz_checks PYTHONPATH=tests/hardening \
   --request-timeout 10 \
   --workers 2 \
   --seed "${IO360_FUZZ_SEED:-360}" \
+  --generation-database none \
+  --report-dir "$data/report" \
   --no-color
