@@ -31,7 +31,10 @@ token=$(cat "$data/data/admin-token")
 # The admin token opens the admin API to the fuzzer too, except the suspension switch (a
 # suspended site answers writes with 503 on purpose). The event stream never ends, so it is
 # left to the cross-tier tests.
-SCHEMATHESIS_HOOKS=fuzz_checks PYTHONPATH=tests/hardening \
+# Run from the scratch directory: schemathesis keeps state in the current directory.
+hooks="$PWD/tests/hardening"
+cd "$data"
+SCHEMATHESIS_HOOKS=fuzz_checks PYTHONPATH="$hooks" \
   "$venv/bin/schemathesis" run "$base/api/v1/openapi.json" \
   --checks not_a_server_error,problem_bodies \
   --exclude-path /v1/events \
@@ -42,4 +45,5 @@ SCHEMATHESIS_HOOKS=fuzz_checks PYTHONPATH=tests/hardening \
   --request-timeout 10 \
   --workers 2 \
   --seed "${IO360_FUZZ_SEED:-360}" \
+  --generation-database none \
   --no-color
