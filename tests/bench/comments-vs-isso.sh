@@ -10,6 +10,8 @@
 #
 # Usage: bash tests/bench/comments-vs-isso.sh    (DURATION=10 by default)
 set -euo pipefail
+# One load generator on one address stands for many readers: no per-address caps.
+export IO360_MAX_CONNECTIONS_PER_CLIENT=0 IO360_MAX_REQUESTS_PER_CLIENT=0
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10}
 CONC=${CONC:-64}

@@ -18,6 +18,8 @@
 #
 # Usage: bash tests/bench/logger.sh    (DURATION=8 CONC=64 BATCH=100 PAIRS=6 by default)
 set -euo pipefail
+# One load generator on one address stands for many readers: no per-address caps.
+export IO360_MAX_CONNECTIONS_PER_CLIENT=0 IO360_MAX_REQUESTS_PER_CLIENT=0
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-8}
 CONC=${CONC:-64}

@@ -17,6 +17,8 @@
 # build of io360 (built here with cargo unless IO360_BIN is set), taskset (util-linux). Only
 # 127.0.0.1 is dialled.
 set -euo pipefail
+# One load generator on one address stands for many readers: no per-address caps.
+export IO360_MAX_CONNECTIONS_PER_CLIENT=0 IO360_MAX_REQUESTS_PER_CLIENT=0
 cd "$(dirname "$0")/../.."
 
 DURATION="${DURATION:-5}"

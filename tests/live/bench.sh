@@ -19,6 +19,8 @@
 # layout, cgroup v1 memory controller writable for the kernel-memory figures (skipped
 # otherwise). Only 127.0.0.0/8 is used.
 set -euo pipefail
+# One load generator on one address stands for many readers: no per-address caps.
+export IO360_MAX_CONNECTIONS_PER_CLIENT=0 IO360_MAX_REQUESTS_PER_CLIENT=0
 
 N_LIST=${N_LIST:-"10000 19000"}
 ROUNDS=${ROUNDS:-8}
