@@ -429,7 +429,10 @@ async fn bad_input_gets_a_clear_4xx_and_breaks_nothing() -> Result<()> {
     let url = cluster.longpoll_urls()[0].clone();
     let http = reqwest::Client::new();
     let long_thread = "a".repeat(600);
-    let thousands: String = (0..2000).map(|i| format!("thread=t{i}&")).collect();
+    // One thread more than a poll may name, in a target well under the 8 KiB limit.
+    let too_many: String = (0..101).map(|i| format!("thread=t{i}&")).collect();
+    // A target over 8 KiB, whatever it names.
+    let too_long: String = (0..1000).map(|i| format!("thread=t{i}&")).collect();
     let cases: Vec<BadCase> = vec![
         ("/v1/poll".into(), vec![], 400, Some("thread")),
         ("/v1/poll?thread=".into(), vec![], 400, Some("thread")),
@@ -482,7 +485,8 @@ async fn bad_input_gets_a_clear_4xx_and_breaks_nothing() -> Result<()> {
             400,
             Some("after"),
         ),
-        (format!("/v1/poll?{thousands}"), vec![], 400, Some("thread")),
+        (format!("/v1/poll?{too_many}"), vec![], 400, Some("thread")),
+        (format!("/v1/poll?{too_long}"), vec![], 414, None),
         ("/v1/events".into(), vec![], 400, Some("thread")),
         (
             "/v1/events?thread=a&thread=b".into(),
