@@ -20,7 +20,6 @@
 use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
@@ -164,20 +163,7 @@ pub fn enter() -> Result<RunNamespace> {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| Error::io("running ip (iproute2)", e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            command: format!("ip {}", args.join(" ")),
-            status: out.status.to_string(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
+    crate::process::run_blocking("ip", args).map(|_| ())
 }
 
 fn cpath(path: &Path) -> CString {

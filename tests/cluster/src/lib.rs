@@ -37,6 +37,28 @@ pub use pki::REAL_NODE_NAME;
 pub use process::{Process, log_tail};
 pub use tools::{K8S_VERSION, Tools};
 
+/// JSON merge patch (RFC 7386) of `patch` into `target`: how the suites write a
+/// CommentCluster as a base with a test's own fields over it.
+pub fn merge_json(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match patch {
+        serde_json::Value::Object(fields) => {
+            if !target.is_object() {
+                *target = serde_json::json!({});
+            }
+            for (key, value) in fields {
+                if value.is_null() {
+                    if let Some(object) = target.as_object_mut() {
+                        object.remove(&key);
+                    }
+                } else {
+                    merge_json(&mut target[&key], value);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
 /// What can go wrong while starting or driving the test cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

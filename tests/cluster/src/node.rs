@@ -58,24 +58,7 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Runs a command to completion; an error carries its output.
-fn command(program: &str, args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Error::io(format!("running {program}"), e))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(Error::Command {
-            command: format!("{program} {}", args.join(" ")),
-            status: out.status.to_string(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
-}
+use crate::process::run_blocking as command;
 
 impl RealNode {
     /// Starts the registry, containerd, the kubelet, kube-proxy and CoreDNS in `run`'s
@@ -133,17 +116,9 @@ impl RealNode {
             vec!["serve".into(), p(&registry_config)],
             log("registry"),
         )?);
-        let http = Probe::new(&format!("http://{}/v2/", node.registry));
-        wait::until(
-            "the image registry",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || {
-                let http = http.clone();
-                async move { http.check().await }
-            },
-        )
-        .await?;
+        Probe::new(&format!("http://{}/v2/", node.registry))
+            .wait("the image registry", Duration::from_secs(30))
+            .await?;
         let pause_ref = node.push_pause(&pause)?;
 
         // --- containerd with the CRI plugin, runc and the CNI bridge
@@ -364,18 +339,10 @@ oom_score = 0
         )?);
 
         node.wait_ready(plane).await?;
-        let ready = Probe::new(&format!("http://127.0.0.1:{dns_ready}/ready"));
-        wait::until(
-            "CoreDNS ready",
-            Duration::from_secs(60),
-            Duration::from_millis(300),
-            || {
-                let ready = ready.clone();
-                async move { ready.check().await }
-            },
-        )
-        .await
-        .map_err(|e| node.enrich(e))?;
+        Probe::new(&format!("http://127.0.0.1:{dns_ready}/ready"))
+            .wait("CoreDNS ready", Duration::from_secs(60))
+            .await
+            .map_err(|e| node.enrich(e))?;
         node.create_volumes(plane).await?;
         Ok(node)
     }
@@ -418,17 +385,7 @@ oom_score = 0
     /// `<registry>/<name>:<tag>`, and returns that reference.
     pub fn push_archive(&self, archive: &Path, name: &str, tag: &str) -> Result<String> {
         let reference = format!("{}/{name}:{tag}", self.registry);
-        command(
-            "skopeo",
-            &[
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                &format!("oci-archive:{}", p(archive)),
-                &format!("docker://{reference}"),
-            ],
-        )?;
+        skopeo_copy(&format!("oci-archive:{}", p(archive)), &reference)?;
         Ok(reference)
     }
 
@@ -444,17 +401,7 @@ oom_score = 0
             &["config", "--image", &image, "--config.entrypoint", "/pause"],
         )?;
         let reference = format!("{}/pause:{}", self.registry, crate::tools::K8S_VERSION);
-        command(
-            "skopeo",
-            &[
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                &format!("oci:{image}"),
-                &format!("docker://{reference}"),
-            ],
-        )?;
+        skopeo_copy(&format!("oci:{image}"), &reference)?;
         Ok(reference)
     }
 
@@ -550,6 +497,23 @@ oom_score = 0
     }
 }
 
+/// Copies an image (`oci:` layout or `oci-archive:`) to `reference` in the node's registry,
+/// which speaks plain HTTP on loopback.
+fn skopeo_copy(source: &str, reference: &str) -> Result<()> {
+    command(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            source,
+            &format!("docker://{reference}"),
+        ],
+    )
+    .map(|_| ())
+}
+
 impl Drop for RealNode {
     /// The kubelet goes first so it restarts nothing; the run's teardown then kills what the
     /// containers and shims left.
@@ -563,7 +527,6 @@ impl Drop for RealNode {
 
 /// A plain HTTP GET on loopback that succeeds on a 2xx, for readiness waits (the harness has
 /// no HTTP client of its own besides kube's).
-#[derive(Clone)]
 struct Probe {
     url: String,
 }
@@ -573,6 +536,11 @@ impl Probe {
         Probe {
             url: url.to_string(),
         }
+    }
+
+    /// Waits until the URL answers 2xx, polling every 200 ms.
+    async fn wait(&self, what: &str, timeout: Duration) -> Result<()> {
+        wait::until(what, timeout, Duration::from_millis(200), || self.check()).await
     }
 
     async fn check(&self) -> std::result::Result<(), String> {

@@ -203,6 +203,26 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// Runs `program args` to completion, before any runtime exists or from setup code, and
+/// returns its stdout; a failure carries its output.
+pub(crate) fn run_blocking(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::io(format!("running {program}"), e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            status: out.status.to_string(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
 /// Creates a temporary directory `<prefix>*` holding this process's pid, after removing
 /// directories of the same prefix whose process is gone (a test run killed by Ctrl-C or a
 /// timeout never reaches its destructors; the kernel kills its children, but files remain).

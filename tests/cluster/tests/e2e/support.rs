@@ -508,24 +508,7 @@ pub fn comment_cluster(name: &str, spec: Value) -> Value {
     base
 }
 
-/// JSON merge patch (RFC 7386) of `patch` into `target`.
-pub fn merge(target: &mut Value, patch: Value) {
-    match patch {
-        Value::Object(fields) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            for (key, value) in fields {
-                if value.is_null() {
-                    target.as_object_mut().expect("object").remove(&key);
-                } else {
-                    merge(&mut target[&key], value);
-                }
-            }
-        }
-        other => *target = other,
-    }
-}
+pub use io360_cluster_tests::merge_json as merge;
 
 /// A condition's status and reason from a resource's `status.conditions`.
 pub fn condition(object: &Value, type_: &str) -> Option<(String, String)> {
