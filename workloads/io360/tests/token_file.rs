@@ -4,22 +4,14 @@
 
 mod common;
 
-use common::{ADMIN, logic_config, wait_ready};
+use common::{ADMIN, logic_config, start_store, wait_ready};
 use io360_common::serve::Shutdown;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_is_read_from_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let (trigger, shutdown) = Shutdown::new();
-    let store_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store = format!("http://{}", store_l.local_addr().unwrap());
-    let cfg = io360_store::Config {
-        data_dir: dir.path().join("store"),
-        group_commit_max: 256,
-        audit: Default::default(),
-    };
-    let s = shutdown.clone();
-    tokio::spawn(async move { io360_store::serve(cfg, store_l, s).await.unwrap() });
+    let store = start_store(dir.path(), shutdown.clone()).await;
 
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{ADMIN}\n")).unwrap();

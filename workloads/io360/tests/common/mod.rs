@@ -34,19 +34,24 @@ pub struct Stack {
     _dir: tempfile::TempDir,
 }
 
+/// Starts a store with its data in `dir/store` on a free loopback port; its base URL.
+pub async fn start_store(dir: &std::path::Path, shutdown: Shutdown) -> String {
+    let store_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = format!("http://{}", store_l.local_addr().unwrap());
+    let cfg = io360_store::Config {
+        data_dir: dir.join("store"),
+        group_commit_max: 256,
+        audit: Default::default(),
+    };
+    tokio::spawn(async move { io360_store::serve(cfg, store_l, shutdown).await.unwrap() });
+    store
+}
+
 impl Stack {
     pub async fn start(flags: &[&str]) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let (trigger, shutdown) = Shutdown::new();
-        let store_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let store = format!("http://{}", store_l.local_addr().unwrap());
-        let cfg = io360_store::Config {
-            data_dir: dir.path().join("store"),
-            group_commit_max: 256,
-            audit: Default::default(),
-        };
-        let s = shutdown.clone();
-        tokio::spawn(async move { io360_store::serve(cfg, store_l, s).await.unwrap() });
+        let store = start_store(dir.path(), shutdown.clone()).await;
         let mut all = vec!["--admin-token", ADMIN, "--store-url", &store];
         all.extend_from_slice(flags);
         let logic = logic_config(&all);
