@@ -28,8 +28,9 @@ LAYOUTS=${LAYOUTS:-"separate shared"}
 E2E_N=${E2E_N:-1000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-NCHAN_CONF=${NCHAN_CONF:-/work/shared/peers/nchan.nginx.conf}
-[ -f "$NCHAN_CONF" ] || NCHAN_CONF="$ROOT/tests/live/nchan.nginx.conf"
+# The peers' configurations sit beside the repository, as for the Isso benchmark.
+NCHAN_CONF=${NCHAN_CONF:-$ROOT/../shared/peers/nchan.nginx.conf}
+[ -f "$NCHAN_CONF" ] || { echo "bench.sh: no Nchan configuration at $NCHAN_CONF (set NCHAN_CONF)" >&2; exit 1; }
 
 cd "$ROOT"
 cargo build -q --release -p io360-live-tests --bins
