@@ -19,6 +19,8 @@ use io360_store::StoreClient;
 use io360_store::api::{NewComment, WriteOp};
 use serde_json::Value;
 
+pub mod stream;
+
 /// The `io360` binary under test: `$IO360_BIN`, else `target/debug/io360` of this workspace
 /// (built on first use).
 pub fn io360_bin() -> Result<PathBuf> {
