@@ -1,4 +1,4 @@
-//! Suite item 6: a logic tier process, run locally with the credentials of the tiers'
+//! A logic tier process, run locally with the credentials of the tiers'
 //! ServiceAccount, watches its control ConfigMap and refuses writes within 5 s of the operator
 //! suspending comments; reads keep working, and writes come back on resume. Both changes reach
 //! the audit trail in the logger, done by `operator`, at the time the operator made them.
