@@ -30,7 +30,10 @@ impl Logger {
         let (trigger, shutdown) = Shutdown::new();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        let cfg = io360_logger::Config::in_dir(dir.path().join("logger"));
+        let cfg = io360_logger::Config {
+            tier_auth: common::auth(),
+            ..io360_logger::Config::in_dir(dir.path().join("logger"))
+        };
         tokio::spawn(async move { io360_logger::serve(cfg, l, shutdown).await.unwrap() });
         wait_ready(&reqwest::Client::new(), &format!("{url}/readyz")).await;
         Logger {

@@ -43,6 +43,10 @@ struct Args {
     /// The store's base URL (io360: where comments are published).
     #[arg(long, default_value = "")]
     store: String,
+    /// A file holding logic's credential, which the store asks of writers (`io360 tier-keys`
+    /// writes one as `logic.token`).
+    #[arg(long, env = "IO360_TIER_TOKEN_FILE")]
+    tier_token_file: Option<std::path::PathBuf>,
     /// Held polls.
     #[arg(long)]
     n: usize,
@@ -443,7 +447,17 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let http = reqwest::Client::new();
-    let store = (!args.store.is_empty()).then(|| StoreClient::new(&args.store));
+    let store = if args.store.is_empty() {
+        None
+    } else {
+        let path = args
+            .tier_token_file
+            .as_deref()
+            .context("--tier-token-file is required with --store")?;
+        let credential = io360_common::auth::Credential::from_file("--tier-token-file", path)
+            .map_err(anyhow::Error::msg)?;
+        Some(StoreClient::new(&args.store, credential))
+    };
     let addr: std::net::SocketAddr = args.addr.parse()?;
     let sources: Vec<std::net::IpAddr> = args
         .sources
