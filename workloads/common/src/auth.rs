@@ -384,7 +384,53 @@ impl fmt::Debug for Verifier {
     }
 }
 
-/// The tier that made a request, once [`Verifier::allow`] let it in.
+/// Why a call to an internal route was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential: 401.
+    Missing,
+    /// A credential no key of the keyring made, or malformed: 401.
+    Invalid,
+    /// A valid credential of a tier not allowed on the route: 403.
+    NotAllowed {
+        /// The calling tier.
+        tier: &'static str,
+        /// The tiers the route allows.
+        allowed: &'static [&'static str],
+    },
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let unauthorized = |title: &str| {
+            let mut res = Problem::new(StatusCode::UNAUTHORIZED, "tier-credential-required", title)
+                .with_field(HEADER.as_str())
+                .into_response();
+            res.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(SCHEME),
+            );
+            res
+        };
+        match self {
+            Refusal::Missing => {
+                unauthorized("this route is internal to io360: a tier credential is required")
+            }
+            Refusal::Invalid => unauthorized("the tier credential is not valid"),
+            Refusal::NotAllowed { tier, allowed } => Problem::new(
+                StatusCode::FORBIDDEN,
+                "tier-not-allowed",
+                format!(
+                    "the {tier} tier may not call this route (allowed: {})",
+                    allowed.join(", ")
+                ),
+            )
+            .into_response(),
+        }
+    }
+}
+
+/// The tier that made a request, once [`Verifier::guard`] let it in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller(pub &'static str);
 
@@ -412,38 +458,20 @@ impl Verifier {
         })
     }
 
-    /// Which tier `headers` authenticate, or the problem to answer.
-    pub fn check(&self, headers: &http::HeaderMap, allowed: &[&str]) -> Result<Caller, Response> {
-        let unauthorized = |title: &str| {
-            let mut res = Problem::new(StatusCode::UNAUTHORIZED, "tier-credential-required", title)
-                .with_field(HEADER.as_str())
-                .into_response();
-            res.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(SCHEME),
-            );
-            res
-        };
-        let Some(value) = headers.get(&HEADER) else {
-            return Err(unauthorized(
-                "this route is internal to io360: a tier credential is required",
-            ));
-        };
+    /// Which tier `headers` authenticate, or why the call is refused.
+    pub fn check(
+        &self,
+        headers: &http::HeaderMap,
+        allowed: &'static [&'static str],
+    ) -> Result<Caller, Refusal> {
+        let value = headers.get(&HEADER).ok_or(Refusal::Missing)?;
         let tier = value
             .to_str()
             .ok()
             .and_then(|v| self.keyring.get().verify(v.trim()).ok())
-            .ok_or_else(|| unauthorized("the tier credential is not valid"))?;
+            .ok_or(Refusal::Invalid)?;
         if !allowed.contains(&tier) {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "tier-not-allowed",
-                format!(
-                    "the {tier} tier may not call this route (allowed: {})",
-                    allowed.join(", ")
-                ),
-            )
-            .into_response());
+            return Err(Refusal::NotAllowed { tier, allowed });
         }
         Ok(Caller(tier))
     }
@@ -486,7 +514,7 @@ async fn gate(
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(res) => res,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -636,19 +664,22 @@ mod tests {
         let k = ring(&["k1"]);
         let v = Verifier::fixed(k.clone());
         let mut h = http::HeaderMap::new();
-        let res = v.check(&h, &["logic"]).unwrap_err();
+        assert_eq!(v.check(&h, &["logic"]), Err(Refusal::Missing));
+        let res = v.check(&h, &["logic"]).unwrap_err().into_response();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(res.headers()[http::header::WWW_AUTHENTICATE], SCHEME);
         h.insert(HEADER, HeaderValue::from_static("io360.logic.k1.AAAA"));
-        assert_eq!(
-            v.check(&h, &["logic"]).unwrap_err().status(),
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(v.check(&h, &["logic"]), Err(Refusal::Invalid));
         h.insert(HEADER, Credential::of("sync", &k).header());
+        let refusal = v.check(&h, &["logic"]).unwrap_err();
         assert_eq!(
-            v.check(&h, &["logic"]).unwrap_err().status(),
-            StatusCode::FORBIDDEN
+            refusal,
+            Refusal::NotAllowed {
+                tier: "sync",
+                allowed: &["logic"]
+            }
         );
+        assert_eq!(refusal.into_response().status(), StatusCode::FORBIDDEN);
         assert_eq!(v.check(&h, &["logic", "sync"]).unwrap(), Caller("sync"));
     }
 
