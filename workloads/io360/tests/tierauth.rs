@@ -208,3 +208,61 @@ async fn html_written_to_the_store_is_sanitized_whoever_sent_it() {
         "{html}"
     );
 }
+
+/// A frontend in this process in front of `logic`, believing `X-Forwarded-For` from
+/// `trusted`; its base URL.
+async fn frontend(
+    logic: &str,
+    trusted: &[&str],
+    shutdown: io360_common::serve::Shutdown,
+) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let config = io360_frontend::Config {
+        logic_url: Some(logic.to_owned()),
+        trusted_proxies: trusted.iter().map(|c| c.parse().unwrap()).collect(),
+        tier_auth: common::auth(),
+        ..io360_frontend::Config::default()
+    };
+    tokio::spawn(async move { io360_frontend::serve(config, l, shutdown).await.unwrap() });
+    common::wait_ready(&reqwest::Client::new(), &format!("{url}/readyz")).await;
+    url
+}
+
+/// Posts 8 comments through `front`, each claiming an address in another /24; the statuses.
+async fn post_claiming_addresses(front: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let res = reqwest::Client::new()
+            .post(format!("{front}/api/v1/comments?thread=/xff"))
+            .header("x-forwarded-for", format!("198.51.{i}.7"))
+            .json(&json!({"text": format!("comment number {i}")}))
+            .send()
+            .await
+            .unwrap();
+        out.push(res.status().as_u16());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_address_counts_only_when_it_comes_through_a_trusted_proxy() {
+    let (trigger, shutdown) = io360_common::serve::Shutdown::new();
+    // Rate limits on: 5 writes at once per client network.
+    let flags = ["--trusted-proxy-header", "x-forwarded-for"];
+
+    // No proxy configured: every claim is replaced by the connection's address, so the eight
+    // posts are one client's, and the limit stops them.
+    let s = Stack::start(&flags).await;
+    let front = frontend(&s.api, &[], shutdown.clone()).await;
+    let statuses = post_claiming_addresses(&front).await;
+    assert_eq!(&statuses[..5], [201; 5], "{statuses:?}");
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+
+    // The test's own address is a trusted proxy: each claimed address is its own client.
+    let s = Stack::start(&flags).await;
+    let front = frontend(&s.api, &["127.0.0.0/8"], shutdown.clone()).await;
+    let statuses = post_claiming_addresses(&front).await;
+    assert_eq!(statuses, [201; 8], "{statuses:?}");
+    trigger.trigger();
+}
