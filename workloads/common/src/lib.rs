@@ -4,11 +4,13 @@
 //! extractors that turn bad input into such bodies, telemetry (JSON logs, Prometheus metrics,
 //! health endpoints), the serving loop with graceful shutdown, and the inter-tier HTTP client.
 
+pub mod auth;
 pub mod client;
 pub mod extract;
 pub mod head;
 pub mod model;
 pub mod problem;
+pub mod sanitize;
 pub mod serve;
 pub mod telemetry;
 

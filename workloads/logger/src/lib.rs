@@ -51,6 +51,11 @@ pub struct Config {
     /// Keep client addresses whole instead of truncating them to /24 (IPv4) or /48 (IPv6).
     #[arg(long, env = "IO360_LOGGER_KEEP_ADDRESSES")]
     pub keep_addresses: bool,
+
+    /// The keyring the tiers' credentials are checked against (the logger calls no other
+    /// tier, so it needs no credential of its own).
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 impl Config {
@@ -62,6 +67,7 @@ impl Config {
             retention_bytes: 1 << 30,
             sweep_ms: 60_000,
             keep_addresses: false,
+            tier_auth: Default::default(),
         }
     }
 
@@ -94,6 +100,7 @@ pub enum Error {
 /// Opens the event log and serves the logger API on `listener` until `shutdown`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    let verifier = config.tier_auth.verifier("logger").map_err(Error::Config)?;
     let telemetry = Telemetry::new("logger");
     shutdown.attach(&telemetry);
     let log = EventLog::open(
@@ -126,6 +133,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         log.clone(),
         config.keep_addresses,
         shutdown.clone(),
+        &verifier,
     ));
     io360_common::serve::serve("logger", listener, router, shutdown).await?;
     record_self(&log, Kind::TierStopped).await;

@@ -131,6 +131,11 @@ pub struct Config {
     /// Where audit events go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// This tier's credential (for the store and the logger) and the keyring the frontend's
+    /// credential is checked against: logic answers only the frontend.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 impl Config {
@@ -210,7 +215,17 @@ pub async fn serve(
         ),
         _ => None,
     };
-    let state = state::AppState::new(config, &telemetry);
+    let credential = config
+        .tier_auth
+        .credential("logic")
+        .map_err(ServeError::Config)?;
+    let verifier = config
+        .tier_auth
+        .verifier("logic")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("logic", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
+    let state = state::AppState::new(config, &telemetry, credential, audit);
     if let Some(control) = control {
         // The first state was read before serving: a pod started while suspended starts
         // suspended.
@@ -222,7 +237,7 @@ pub async fn serve(
     audit
         .around(async move {
             state.start_background(shutdown.clone(), telemetry.ready.clone());
-            let router = telemetry.instrument(api::router(state));
+            let router = telemetry.instrument(api::router(state, &verifier));
             io360_common::serve::serve("logic", listener, router, shutdown).await
         })
         .await?;

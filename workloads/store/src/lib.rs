@@ -38,6 +38,11 @@ pub struct Config {
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// This tier's credential (for the logger) and the keyring its callers are checked
+    /// against.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 /// Why the store tier stopped.
@@ -63,7 +68,12 @@ pub async fn serve(
     config.audit.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("store");
     shutdown.attach(&telemetry);
-    let audit = io360_logger::Shipper::new("store", &config.audit, &telemetry);
+    let verifier = config
+        .tier_auth
+        .verifier("store")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("store", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
     // Opening replays the journal: disk work, kept off the async workers.
     let db =
         tokio::task::spawn_blocking(move || Db::open(&config.data_dir, config.group_commit_max))
@@ -72,7 +82,7 @@ pub async fn serve(
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
-    let router = telemetry.instrument(api::router(db.clone(), shutdown.clone()));
+    let router = telemetry.instrument(api::router(db.clone(), shutdown.clone(), &verifier));
     let served = audit
         .around(io360_common::serve::serve(
             "store", listener, router, shutdown,

@@ -44,6 +44,11 @@ pub struct Config {
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// This tier's credential (for the store and the logger) and the keyring longpoll's
+    /// credential is checked against.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 /// Why the sync tier stopped or could not start.
@@ -89,9 +94,18 @@ pub async fn serve(
     config.audit.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("sync");
     shutdown.attach(&telemetry);
-    let audit = io360_logger::Shipper::new("sync", &config.audit, &telemetry);
+    let credential = config
+        .tier_auth
+        .credential("sync")
+        .map_err(ServeError::Config)?;
+    let verifier = config
+        .tier_auth
+        .verifier("sync")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("sync", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
     let history = Arc::new(History::new(limits));
-    let store = StoreClient::new(&config.store_url);
+    let store = StoreClient::new(&config.store_url, credential);
     tracing::info!(epoch = history.epoch(), store = %config.store_url, "sync starting");
 
     let tail_metrics = tail::TailMetrics::default();
@@ -144,7 +158,13 @@ pub async fn serve(
         tail_metrics,
         shutdown.clone(),
     ));
-    let router = telemetry.instrument(api::router(history, store, shutdown.clone(), api_metrics));
+    let router = telemetry.instrument(api::router(
+        history,
+        store,
+        shutdown.clone(),
+        api_metrics,
+        &verifier,
+    ));
     let served = audit
         .around(io360_common::serve::serve(
             "sync", listener, router, shutdown,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use io360_store::StoreClient;
 
@@ -60,6 +60,10 @@ struct Args {
     /// io360's store base URL: messages are appends to the store (without --api).
     #[arg(long, default_value = "")]
     store: String,
+    /// A file holding logic's credential, which the store asks of writers (`io360 tier-keys`
+    /// writes one as `logic.token`).
+    #[arg(long, env = "IO360_TIER_TOKEN_FILE")]
+    tier_token_file: Option<std::path::PathBuf>,
     /// Centrifugo's HTTP API key.
     #[arg(long, default_value = "")]
     api_key: String,
@@ -194,12 +198,23 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let http = reqwest::Client::new();
+    let store = if args.store.is_empty() {
+        None
+    } else {
+        let path = args
+            .tier_token_file
+            .as_deref()
+            .context("--tier-token-file is required with --store")?;
+        let credential = io360_common::auth::Credential::from_file("--tier-token-file", path)
+            .map_err(anyhow::Error::msg)?;
+        Some(StoreClient::new(&args.store, credential))
+    };
     let publisher = Publisher {
         target: args.target,
         http: http.clone(),
         addr: args.addr.clone(),
         api: args.api.clone(),
-        store: (!args.store.is_empty()).then(|| StoreClient::new(&args.store)),
+        store,
         api_key: args.api_key.clone(),
         channel: args.channel.clone(),
     };

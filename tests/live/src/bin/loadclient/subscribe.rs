@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -26,14 +26,16 @@ pub struct Conn {
     pub at: AtomicU64,
     /// When that message arrived in its socket (ns since the Unix epoch, the kernel's clock).
     pub arrived: AtomicU64,
-    /// Storm events: how many times each arrived (saturating).
-    pub got: Box<[AtomicU8]>,
+    /// Storm events: when each first arrived (ns since [`Shared::start`], plus one; 0: not yet).
+    pub got: Box<[AtomicU64]>,
     /// Storm events not yet seen.
     pub missing: AtomicU32,
     /// When the last missing storm event arrived (ns since [`Shared::start`]; 0: not yet).
     pub complete_at: AtomicU64,
     /// Times the server told it to reload (io360's reset, Centrifugo's `recovered: false`).
     pub reloads: AtomicU32,
+    /// When it was last told to reload (ns since [`Shared::start`]).
+    pub reloaded_at: AtomicU64,
     /// Storm events that arrived more than once.
     pub dups: AtomicU32,
     /// Times it connected again after its connection was cut.
@@ -60,16 +62,23 @@ impl Shared {
                     round: AtomicU64::new(0),
                     at: AtomicU64::new(0),
                     arrived: AtomicU64::new(0),
-                    got: (0..storm_events).map(|_| AtomicU8::new(0)).collect(),
+                    got: (0..storm_events).map(|_| AtomicU64::new(0)).collect(),
                     missing: AtomicU32::new(storm_events as u32),
                     complete_at: AtomicU64::new(0),
                     reloads: AtomicU32::new(0),
+                    reloaded_at: AtomicU64::new(0),
                     dups: AtomicU32::new(0),
                     reconnects: AtomicU32::new(0),
                 })
                 .collect(),
             reconnect: AtomicBool::new(false),
         }
+    }
+
+    /// Records that subscriber `i` was told to reload at `now`.
+    fn reload(&self, i: usize, now: u64) {
+        self.conns[i].reloads.fetch_add(1, Ordering::SeqCst);
+        self.conns[i].reloaded_at.store(now, Ordering::SeqCst);
     }
 
     fn now(&self) -> u64 {
@@ -89,11 +98,10 @@ impl Shared {
         if let Some(k) = number_after(body, b"storm-")
             && let Some(slot) = c.got.get(k as usize)
         {
-            let before = slot.fetch_add(1, Ordering::SeqCst);
-            if before == 254 {
-                slot.store(255, Ordering::SeqCst);
-            }
-            if before == 0 {
+            let first = slot
+                .compare_exchange(0, now + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            if first {
                 if c.missing.fetch_sub(1, Ordering::SeqCst) == 1 {
                     c.complete_at.store(now, Ordering::SeqCst);
                 }
@@ -248,7 +256,7 @@ async fn hold_polls(shared: &Shared, i: usize, dial: &Dial, pos: &mut Position) 
             match dial.target {
                 Target::Io360 => {
                     if find(&a.body, b"\"kind\":\"reset\"").is_some() {
-                        shared.conns[i].reloads.fetch_add(1, Ordering::SeqCst);
+                        shared.reload(i, shared.now());
                     }
                     pos.seq = last_seq(&a.body).unwrap_or(pos.seq);
                 }
@@ -316,7 +324,7 @@ fn on_message(
                 pos.seq = seq;
             }
             if find(data, b"\"kind\":\"reset\"").is_some() {
-                shared.conns[i].reloads.fetch_add(1, Ordering::SeqCst);
+                shared.reload(i, now);
             } else {
                 shared.saw(i, data, now, arrived);
             }
@@ -329,7 +337,7 @@ fn on_message(
             };
             let sub = &v["connect"]["subs"][dial.centrifugo_channel()];
             if sub["was_recovering"].as_bool() == Some(true) && sub["recovered"] != true {
-                shared.conns[i].reloads.fetch_add(1, Ordering::SeqCst);
+                shared.reload(i, now);
             }
             if let Some(e) = sub["epoch"].as_str() {
                 pos.epoch = Some(e.to_owned());
