@@ -130,8 +130,8 @@ pub async fn run(
         .collect();
     let mut caught_up = None;
     let mut running = 0u64;
-    for k in 0..storm.events {
-        running = running.max(last[k]);
+    for (k, &t) in last.iter().enumerate() {
+        running = running.max(t);
         let next = published.get(k + 1).copied().unwrap_or(u64::MAX);
         if k + 1 >= storm.cut_after && running >= cut_at && running <= next {
             caught_up = Some(running);
