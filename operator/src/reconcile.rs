@@ -236,6 +236,9 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
             .expect("cluster memory lock poisoned")
             .remove(uid);
         ctx.update_suspended_gauge();
+        if let Some(ns) = cc.namespace() {
+            ctx.metrics.forget_cluster(&ns, &cc.name_any());
+        }
         return Ok(Action::await_change());
     }
     let ns = cc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -408,6 +411,16 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
     let is_suspended = suspension.is_some();
     ctx.with_memory(uid, |m| m.suspended = is_suspended);
     ctx.update_suspended_gauge();
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ctx.metrics.set_cluster(
+        &ns,
+        &name,
+        ready,
+        suspension.as_ref().map(|s| s.reason.as_str()),
+    );
     match (&was, &suspension) {
         (None, Some(s)) => {
             info!(cluster = %name, reason = s.reason.as_str(), "comments suspended");

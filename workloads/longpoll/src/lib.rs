@@ -153,6 +153,7 @@ pub async fn serve(
             .map_err(ServeError::Config)?;
     let metrics = metrics::Metrics::default();
     metrics.register(&telemetry);
+    metrics.held_limit.set(max_held as i64);
     let hub = Arc::new(hub::Hub::new(
         hub::Limits {
             per_thread: config.history_per_thread,
