@@ -31,9 +31,9 @@
 set -euo pipefail
 # One load generator on one address stands for many readers: no per-address caps.
 export IO360_MAX_CONNECTIONS_PER_CLIENT=0 IO360_MAX_REQUESTS_PER_CLIENT=0
-N_LIST=${N_LIST:-"10000 19000"}
+N_LIST=${N_LIST-"10000 19000"}
 ROUNDS=${ROUNDS:-8}
-LAYOUTS=${LAYOUTS:-"separate shared"}
+LAYOUTS=${LAYOUTS-"separate shared"}
 STORM_N=${STORM_N:-10000}
 STORM_EVENTS=${STORM_EVENTS:-200}
 STORM_RATE=${STORM_RATE:-20}
@@ -82,13 +82,36 @@ cgroup_for() {
   fi
 }
 
+# Waits until $1 answers 200; with a pid as $2, gives up as soon as that process has exited.
 wait_ready() {
   for _ in $(seq 200); do
     curl -fs "$1" >/dev/null 2>&1 && return 0
+    if [ -n "${2:-}" ] && { [ ! -e "/proc/$2" ] || grep -q '^State:[[:space:]]*Z' "/proc/$2/status" 2>/dev/null; }; then
+      return 1
+    fi
     sleep 0.05
   done
   echo "not ready: $1" >&2
   return 1
+}
+
+# Runs `$@` (a start function) again until it succeeds, as a supervisor restarts a process
+# that exited: after a kill, the old process's half-closed connections (FIN-WAIT-2, waiting on
+# clients still busy with the storm) can hold its port for a moment, and a listen then fails.
+restart() {
+  for _ in $(seq 300); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  echo "could not restart: $*" >&2
+  return 1
+}
+
+# Waits until process $1 has exited (a zombie counts as gone: its sockets are closed).
+wait_gone() {
+  while [ -e "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; do
+    sleep 0.02
+  done
 }
 
 SERVER_PIN=""
@@ -114,9 +137,10 @@ start_tier() {
   env IO360_ADDR="$addr" IO360_LOG=warn IO360_TIER_KEYS_FILE="$d/keys/keys" \
     IO360_TIER_TOKEN_FILE="$d/keys/$name.token" "$@" setsid $SERVER_PIN "$BIN" serve "$name" \
     >>"$d/$name.log" 2>&1 </dev/null &
-  echo $! >"$d/$name.pid"
+  local pid=$!
+  echo "$pid" >"$d/$name.pid"
   disown
-  wait_ready "http://$addr/readyz"
+  wait_ready "http://$addr/readyz" "$pid"
 }
 store_env() { echo "IO360_DATA_DIR=$1/store"; }
 sync_env() { echo "IO360_STORE_URL=http://127.0.0.1:18084"; }
@@ -149,9 +173,10 @@ start_centrifugo() {
   local d=$1
   mkdir -p "$d"
   setsid $SERVER_PIN "$CF_BIN" -c "$CF_CONF" >>"$d/centrifugo.log" 2>&1 </dev/null &
-  echo $! >"$d/centrifugo.pid"
+  local pid=$!
+  echo "$pid" >"$d/centrifugo.pid"
   disown
-  wait_ready "http://127.0.0.1:18100/health"
+  wait_ready "http://127.0.0.1:18100/health" "$pid"
 }
 
 # A connection token for the `bench:bench` channel, signed with the configuration's secret.
@@ -202,14 +227,17 @@ io360_cut_script() {
   shift
   {
     echo "set -e"
-    declare -f start_tier wait_ready
+    declare -f start_tier wait_ready wait_gone restart
     echo "SERVER_PIN='$SERVER_PIN' BIN='$BIN'"
+    # Killed at once; each is started again only once it is gone (closing thousands of
+    # connections takes the kernel a moment, and the old listener holds the port till then).
     for t in "$@"; do echo "kill -9 \$(cat '$d/$t.pid') 2>/dev/null || true"; done
+    for t in "$@"; do echo "wait_gone \$(cat '$d/$t.pid')"; done
     for t in sync longpoll; do
       case " $* " in *" $t "*) ;; *) continue ;; esac
       case $t in
-        sync) echo "start_tier '$d' sync 127.0.0.1:18085 $(sync_env)" ;;
-        longpoll) echo "start_tier '$d' longpoll 127.0.0.1:18086 $(longpoll_env)" ;;
+        sync) echo "restart start_tier '$d' sync 127.0.0.1:18085 $(sync_env)" ;;
+        longpoll) echo "restart start_tier '$d' longpoll 127.0.0.1:18086 $(longpoll_env)" ;;
       esac
     done
   } >"$d/cut.sh"
@@ -233,13 +261,11 @@ storm_centrifugo() {
   start_centrifugo "$d"
   {
     echo "set -e"
-    declare -f wait_ready
+    declare -f start_centrifugo wait_ready wait_gone restart
+    echo "SERVER_PIN='$SERVER_PIN' CF_BIN='$CF_BIN' CF_CONF='$CF_CONF'"
     echo "kill -9 \$(cat '$d/centrifugo.pid') 2>/dev/null || true"
-    echo "sleep 0.1"
-    echo "setsid $SERVER_PIN '$CF_BIN' -c '$CF_CONF' >>'$d/centrifugo.log' 2>&1 </dev/null &"
-    echo "echo \$! >'$d/centrifugo.pid'"
-    echo "disown"
-    echo "wait_ready http://127.0.0.1:18100/health"
+    echo "wait_gone \$(cat '$d/centrifugo.pid')"
+    echo "restart start_centrifugo '$d'"
   } >"$d/cut.sh"
   $CLIENT_PIN "$LOAD" --target centrifugo --addr 127.0.0.1:18100 --api-key "$CF_KEY" \
     --token "$CF_TOKEN" --n "$STORM_N" --sources "$(sources)" --storm-events "$STORM_EVENTS" \

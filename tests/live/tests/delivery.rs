@@ -811,3 +811,77 @@ async fn history_never_replays_a_deleted_comments_content() -> Result<()> {
     );
     Ok(())
 }
+
+/// After a longpoll restart every client comes back at once from the same few positions, all
+/// older than the fresh instance's history: each distinct gap is asked of sync once and shared,
+/// not once per client (which ran the instance out of descriptors in the reconnect storm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crowd_of_clients_behind_a_fresh_longpoll_shares_its_gap_fills() -> Result<()> {
+    let n = 1000;
+    let mut cluster = Cluster::start(Options {
+        longpolls: 1,
+        longpoll_args: ["--hold-secs", "120"].map(String::from).to_vec(),
+        ..Options::default()
+    })
+    .await?;
+    let url = cluster.longpoll_urls()[0].clone();
+    let addr = url.trim_start_matches("http://").to_string();
+    let store = cluster.store_client();
+    let deadline = || Instant::now() + Duration::from_secs(10);
+    let first = post(&store, "/herd", "herd-0", deadline()).await?;
+    let mut last = first;
+    for i in 1..20 {
+        last = post(&store, "/herd", &format!("herd-{i}"), deadline()).await?;
+    }
+    // A fresh instance: its history starts after these comments.
+    cluster.longpolls[0].restart().await?;
+    let http = reqwest::Client::new();
+    let fills_before = counter(
+        &metrics(&http, &url).await?,
+        "io360_longpoll_gap_fills_total",
+    );
+    // Every client connects first, then all ask at once, as a reconnect storm does.
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        conns.push(tokio::net::TcpStream::connect(&addr).await?);
+    }
+    let polls: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| tokio::spawn(async move { poll_on(&mut s, "/herd", first.seq).await }))
+        .collect();
+    for p in polls {
+        let (status, body) = p.await??;
+        assert_eq!(status, 200);
+        let seqs: Vec<u64> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, ((first.seq + 1)..=last.seq).collect::<Vec<_>>());
+    }
+    let fills = counter(
+        &metrics(&http, &url).await?,
+        "io360_longpoll_gap_fills_total",
+    ) - fills_before;
+    assert!(fills >= 1, "the history was filled from sync");
+    assert!(
+        fills <= (n / 20) as u64,
+        "{n} clients caused {fills} gap fills"
+    );
+    Ok(())
+}
+
+/// A counter's value in a `/metrics` text (0 when absent).
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}

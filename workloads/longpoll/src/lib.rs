@@ -166,11 +166,10 @@ pub async fn serve(
     let sync = SyncClient::new(&[config.sync_url.as_str()], credential);
     let ctx = Arc::new(server::Ctx {
         hub: hub.clone(),
-        sync: sync.clone(),
+        fills: poll::GapFills::new(hub.clone(), sync.clone(), config.max_catch_up),
         shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),
         max_held,
-        max_catch_up: config.max_catch_up,
         hold: Duration::from_secs_f64(config.hold_secs),
         drain: Duration::from_secs_f64(config.drain_secs),
         write_timeout: Duration::from_secs(10),

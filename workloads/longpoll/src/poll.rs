@@ -5,17 +5,21 @@
 //! after each `since` (a batch at most), or 204 when the hold time passes. A thread whose
 //! position no history can cover gets a `reset` event instead of its events.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared, join_all};
 use io360_common::Problem;
 use io360_common::model::{Seq, validate_thread};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use crate::event::{Event, poll_body};
 use crate::http::{self, Request};
-use crate::hub::{Look, Slot};
+use crate::hub::{Hub, Look, Slot};
 use crate::server::{Ctx, Next};
+use io360_sync::SyncClient;
 
 /// Most threads one poll may wait on.
 pub const MAX_THREADS: usize = 100;
@@ -89,6 +93,7 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
 }
 
 /// What a gap fill found.
+#[derive(Clone)]
 pub enum Filled {
     /// Events after the position.
     Events(Vec<Event>),
@@ -98,68 +103,140 @@ pub enum Filled {
     Hold,
 }
 
+/// Most gap fills asked of sync at once. Past it, fills wait their turn: after a restart, every
+/// client reconnecting at once would otherwise open a request (and a descriptor) each.
+const MAX_FILLS_IN_FLIGHT: usize = 32;
+
+type SharedFill = Shared<BoxFuture<'static, Result<Filled, Problem>>>;
+
+/// Gap fills from sync, one request per (thread, position, feed position) however many clients
+/// need it at once: after a longpoll restart, thousands of clients reconnect from the same few
+/// positions, and each distinct one is asked of sync once.
+pub struct GapFills {
+    hub: Arc<Hub>,
+    sync: SyncClient,
+    max_catch_up: u64,
+    permits: Semaphore,
+    in_flight: Mutex<HashMap<(Arc<str>, Seq, u64), SharedFill>>,
+}
+
+impl GapFills {
+    /// Fills for `hub` from `sync`; a gap of more than `max_catch_up` events is a reset.
+    pub fn new(hub: Arc<Hub>, sync: SyncClient, max_catch_up: u64) -> Arc<Self> {
+        Arc::new(GapFills {
+            hub,
+            sync,
+            max_catch_up,
+            permits: Semaphore::new(MAX_FILLS_IN_FLIGHT),
+            in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The thread's events after `since`, as fresh as feed position `at`, shared with every
+    /// other caller asking the same now.
+    pub async fn fill(
+        self: &Arc<Self>,
+        thread: &str,
+        since: Seq,
+        at: u64,
+    ) -> Result<Filled, Problem> {
+        let key = (Arc::<str>::from(thread), since, at);
+        let shared = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match in_flight.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let me = self.clone();
+                    let k = key.clone();
+                    let f = async move {
+                        let r = match me.permits.acquire().await {
+                            Ok(_permit) => me.from_sync(&k.0, k.1, k.2).await,
+                            Err(_) => Err(Problem::internal("gap fills stopped")),
+                        };
+                        me.in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&k);
+                        r
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(key, f.clone());
+                    f
+                }
+            }
+        };
+        shared.await
+    }
+
+    /// Fills a gap from sync: the thread's events after `since`, as fresh as feed position `at`.
+    async fn from_sync(&self, thread: &str, since: Seq, at: u64) -> Result<Filled, Problem> {
+        let m = &self.hub.metrics;
+        m.gap_fills.inc();
+        let batch = self.hub.limits().batch;
+        // A client can be a moment ahead of the sync replica this instance asks (it saw the
+        // change through another replica): give that replica a few short chances to catch up
+        // before concluding the client is ahead of every record.
+        let mut tries = 0;
+        let ans = loop {
+            let ans = self
+                .sync
+                .changes(thread, since, batch, at)
+                .await
+                .map_err(|e| {
+                    m.gap_fill_failures.inc();
+                    let mut p = e.into_problem();
+                    if p.status >= 500 {
+                        p = Problem::unavailable(
+                            "sync-unavailable",
+                            "live updates cannot catch up right now; poll again shortly with the same `since`",
+                            std::time::Duration::from_secs(1),
+                        );
+                    }
+                    p
+                })?;
+            tries += 1;
+            if ans.head >= since || tries >= 5 {
+                break ans;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        let reset = |head| {
+            m.resets.inc();
+            Ok(Filled::Reset(Event::reset(thread, head)))
+        };
+        if ans.head < since {
+            // The client is ahead of every record: reload.
+            self.hub.seed_head(thread, ans.head);
+            return reset(ans.head);
+        }
+        if ans.head - since > self.max_catch_up {
+            return reset(ans.head);
+        }
+        if ans.changes.is_empty() {
+            if ans.head == since {
+                self.hub.seed_head(thread, ans.head);
+            }
+            return Ok(Filled::Hold);
+        }
+        let contiguous = ans
+            .changes
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.seq == since + 1 + i as Seq && &*c.thread == thread);
+        if !contiguous {
+            tracing::error!(thread, since, "a gap fill came back with holes");
+            return reset(ans.head);
+        }
+        Ok(Filled::Events(
+            ans.changes.into_iter().map(Event::from_change).collect(),
+        ))
+    }
+}
+
 /// Fills a gap from sync: the thread's events after `since`, as fresh as feed position `at`.
 pub async fn fill(ctx: &Ctx, thread: &str, since: Seq, at: u64) -> Result<Filled, Problem> {
-    let m = &ctx.hub.metrics;
-    m.gap_fills.inc();
-    let batch = ctx.hub.limits().batch;
-    // A client can be a moment ahead of the sync replica this instance asks (it saw the
-    // change through another replica): give that replica a few short chances to catch up
-    // before concluding the client is ahead of every record.
-    let mut tries = 0;
-    let ans = loop {
-        let ans = ctx
-            .sync
-            .changes(thread, since, batch, at)
-            .await
-            .map_err(|e| {
-                m.gap_fill_failures.inc();
-                let mut p = e.into_problem();
-                if p.status >= 500 {
-                    p = Problem::unavailable(
-                        "sync-unavailable",
-                        "live updates cannot catch up right now; poll again shortly with the same `since`",
-                        std::time::Duration::from_secs(1),
-                    );
-                }
-                p
-            })?;
-        tries += 1;
-        if ans.head >= since || tries >= 5 {
-            break ans;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    let reset = |head| {
-        m.resets.inc();
-        Ok(Filled::Reset(Event::reset(thread, head)))
-    };
-    if ans.head < since {
-        // The client is ahead of every record: reload.
-        ctx.hub.seed_head(thread, ans.head);
-        return reset(ans.head);
-    }
-    if ans.head - since > ctx.max_catch_up {
-        return reset(ans.head);
-    }
-    if ans.changes.is_empty() {
-        if ans.head == since {
-            ctx.hub.seed_head(thread, ans.head);
-        }
-        return Ok(Filled::Hold);
-    }
-    let contiguous = ans
-        .changes
-        .iter()
-        .enumerate()
-        .all(|(i, c)| c.seq == since + 1 + i as Seq && &*c.thread == thread);
-    if !contiguous {
-        tracing::error!(thread, since, "a gap fill came back with holes");
-        return reset(ans.head);
-    }
-    Ok(Filled::Events(
-        ans.changes.into_iter().map(Event::from_change).collect(),
-    ))
+    ctx.fills.fill(thread, since, at).await
 }
 
 /// Serves one poll request on `stream`.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use io360_common::Problem;
 use io360_common::serve::Shutdown;
 use io360_common::telemetry::Telemetry;
-use io360_sync::SyncClient;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::http::{self, ReadError, Request};
@@ -30,16 +29,14 @@ pub enum Next {
 pub struct Ctx {
     /// Threads, history and waiters.
     pub hub: Arc<Hub>,
-    /// Where gaps are filled from.
-    pub sync: SyncClient,
+    /// Gap fills in flight, shared by the clients that need the same one.
+    pub fills: Arc<crate::poll::GapFills>,
     /// Shutdown signal.
     pub shutdown: Shutdown,
     /// Telemetry (metrics and readiness).
     pub telemetry: Telemetry,
     /// Most polls and streams held at once.
     pub max_held: usize,
-    /// Largest gap (in events) filled for a client; beyond it, a reset.
-    pub max_catch_up: u64,
     /// Base hold time of a poll.
     pub hold: Duration,
     /// How long answers to held polls are spread over at shutdown.
