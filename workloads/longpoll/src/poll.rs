@@ -108,6 +108,8 @@ pub enum Filled {
 const MAX_FILLS_IN_FLIGHT: usize = 32;
 
 type SharedFill = Shared<BoxFuture<'static, Result<Filled, Problem>>>;
+/// A gap: the thread, the client's position, the feed position the answer must be as fresh as.
+type Gap = (Arc<str>, Seq, u64);
 
 /// Gap fills from sync, one request per (thread, position, feed position) however many clients
 /// need it at once: after a longpoll restart, thousands of clients reconnect from the same few
@@ -117,7 +119,7 @@ pub struct GapFills {
     sync: SyncClient,
     max_catch_up: u64,
     permits: Semaphore,
-    in_flight: Mutex<HashMap<(Arc<str>, Seq, u64), SharedFill>>,
+    in_flight: Mutex<HashMap<Gap, SharedFill>>,
 }
 
 impl GapFills {
@@ -150,7 +152,7 @@ impl GapFills {
                     let k = key.clone();
                     let f = async move {
                         let r = match me.permits.acquire().await {
-                            Ok(_permit) => me.from_sync(&k.0, k.1, k.2).await,
+                            Ok(_permit) => me.ask_sync(&k.0, k.1, k.2).await,
                             Err(_) => Err(Problem::internal("gap fills stopped")),
                         };
                         me.in_flight
@@ -170,7 +172,7 @@ impl GapFills {
     }
 
     /// Fills a gap from sync: the thread's events after `since`, as fresh as feed position `at`.
-    async fn from_sync(&self, thread: &str, since: Seq, at: u64) -> Result<Filled, Problem> {
+    async fn ask_sync(&self, thread: &str, since: Seq, at: u64) -> Result<Filled, Problem> {
         let m = &self.hub.metrics;
         m.gap_fills.inc();
         let batch = self.hub.limits().batch;
