@@ -114,14 +114,15 @@ fn probe_pod(name: &str, image: &str, cluster: &str, tier: Option<&str>) -> Valu
 
 /// A shell script for busybox that tries every target at once: a TCP connect (3 s) and, when
 /// it opens, an HTTP/1.0 GET (8 s: the node's two cores are busy) whose status line it
-/// prints; one line per target,
+/// prints; one line per target. The request's sender stays open 2 s: a client that shuts
+/// its side at once may see the tiers' HTTP server close without answering.
 /// `<key> tcp=open|closed http=<status line>|none`.
 fn probe_script(targets: &[Target]) -> String {
     let mut script = String::from(
         "probe() {\n\
          h=\n\
          if /busybox nc -w 3 \"$2\" \"$3\" -e /busybox true 2>/dev/null; then t=open\n\
-         h=$(printf 'GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' \"$4\" \"$2\" | \
+         h=$( (printf 'GET %s HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n' \"$4\" \"$2\"; /busybox sleep 2) | \
          /busybox timeout 8 /busybox nc -w 5 \"$2\" \"$3\" 2>/dev/null | /busybox head -n 1 | /busybox tr -d '\\r')\n\
          else t=closed; fi\n\
          echo \"$1 tcp=$t http=${h:-none}\"\n\
