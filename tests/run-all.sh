@@ -32,12 +32,15 @@ if ls tests/*/package.json >/dev/null 2>&1; then
 fi
 # The cluster suite's real node and the image build: containerd, runc and the CNI plugins run
 # pods; buildah, mmdebstrap, skopeo and umoci build, move and unpack images without a daemon;
-# iptables is kube-proxy's.
+# iptables is kube-proxy's, iptables and ipset kube-router's (the NetworkPolicy firewall).
 for tool in containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-    buildah:buildah mmdebstrap:mmdebstrap skopeo:skopeo umoci:umoci iptables:iptables ip:iproute2; do
+    buildah:buildah mmdebstrap:mmdebstrap skopeo:skopeo umoci:umoci iptables:iptables ip:iproute2 \
+    ipset:ipset; do
     bin=${tool%%:*}
     if [[ $bin == /* ]]; then [ -e "$bin" ] || need_apt+=("${tool#*:}"); else command -v "$bin" >/dev/null || need_apt+=("${tool#*:}"); fi
 done
+# The NetworkPolicy probe pods run a static busybox (wget, nc).
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need_apt+=(busybox-static)
 # The API fuzzer (schemathesis) lives in a virtualenv.
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)

@@ -13,6 +13,9 @@ set -euo pipefail
 # The real node next to the fake ones also needs kubelet and kube-proxy (same module and
 # release), CoreDNS, an OCI registry (CNCF distribution) and the pause binary (from the
 # Kubernetes module's source); containerd, runc and the CNI plugins come from Debian.
+# NetworkPolicies on the real node are enforced by kube-router's firewall alone (iptables and
+# ipset, both from Debian). kube-network-policies would need nftables' `queue` expression,
+# which kernels built without CONFIG_NFT_QUEUE (this machine's among them) refuse.
 #
 # Pins. The harness reads K8S_VERSION from this line; keep the format `K8S_VERSION=vX.Y.Z`.
 K8S_VERSION=v1.35.4
@@ -21,6 +24,7 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 COREDNS_VERSION=v1.14.7
 REGISTRY_VERSION=v3.1.2
+KUBE_ROUTER_VERSION=v2.1.0
 
 k8s_minor=${K8S_VERSION#v1.}
 k8s_minor=${k8s_minor%%.*}
@@ -217,6 +221,13 @@ build_registry() {
         "github.com/distribution/distribution/v3/cmd/registry@${REGISTRY_VERSION}"
 }
 
+# --- kube-router, for its NetworkPolicy firewall only (the node runs it with routing, service
+# proxying and CNI turned off).
+build_kube_router() {
+    GOBIN="$bin" go install -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${KUBE_ROUTER_VERSION}" \
+        "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@${KUBE_ROUTER_VERSION}"
+}
+
 # --- pause: the sandbox process of every pod, from the Kubernetes module's own source,
 # linked statically so it runs in an image with nothing else in it.
 build_pause() {
@@ -262,6 +273,11 @@ if ! stamp_ok pause "pause ${K8S_VERSION}"; then
     stamp_write pause "pause ${K8S_VERSION}"
     built=1
 fi
+if ! stamp_ok kube-router "kube-router ${KUBE_ROUTER_VERSION}"; then
+    run_logged kube-router build_kube_router
+    stamp_write kube-router "kube-router ${KUBE_ROUTER_VERSION}"
+    built=1
+fi
 if ! stamp_ok helm "helm ${HELM_VERSION}"; then
     run_logged helm build_helm
     stamp_write helm "helm ${HELM_VERSION}"
@@ -271,7 +287,7 @@ fi
 # Prove each binary runs before declaring success.
 for check in "kube-apiserver --version" "kube-controller-manager --version" "kube-scheduler --version" \
     "kubectl version --client" "kubelet --version" "kube-proxy --version" "etcd --version" \
-    "coredns -version" "registry --version" "pause -v" "kwok --version" "helm version --short"; do
+    "coredns -version" "registry --version" "pause -v" "kube-router --version" "kwok --version" "helm version --short"; do
     read -r b args <<<"$check"
     # shellcheck disable=SC2086 # args is a word list on purpose
     if ! "$bin/$b" $args >/dev/null 2>&1; then

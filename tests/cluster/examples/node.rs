@@ -1,5 +1,5 @@
 //! Starts the test control plane with its real node (containerd, the kubelet, kube-proxy,
-//! CoreDNS and a registry), all inside a network namespace of its own, and keeps it up until
+//! CoreDNS, a registry and kube-router's NetworkPolicy firewall), all inside a network namespace of its own, and keeps it up until
 //! Ctrl-C. The pods' and Services' addresses exist only inside that namespace: to look around,
 //! enter it with the printed `nsenter` command, which runs a shell there.
 //!

@@ -107,7 +107,14 @@ impl ControlPlane {
 
         let etcd_client = free_port()?;
         let etcd_peer = free_port()?;
-        let api_port = free_port()?;
+        // With a real node the API server has the run's network namespace to itself and takes
+        // its usual port: NetworkPolicies that let tiers reach it name TCP 443 and 6443, and
+        // the node's pods reach it past Service NAT on the port it listens on.
+        let api_port = if options.real_node {
+            6443
+        } else {
+            free_port()?
+        };
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = root.join("admin.kubeconfig");
         write_kubeconfig(

@@ -1,7 +1,8 @@
 //! One real node next to KWOK's fake ones: containerd and runc with the CNI bridge, the
 //! kubelet and kube-proxy at the control plane's release, CoreDNS for Service names, an OCI
-//! registry on loopback that pods pull io360's images from, and local PersistentVolumes that
-//! claims bind and mount for real.
+//! registry on loopback that pods pull io360's images from, local PersistentVolumes that
+//! claims bind and mount for real, and kube-router's firewall, which enforces NetworkPolicies
+//! on the node's pods with iptables and ipsets.
 //!
 //! Everything runs inside the run's namespaces (see [`crate::isolate`]); the node's address, the
 //! pods' and the Services' addresses exist only there. The node is tainted
@@ -16,7 +17,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::control_plane::{ControlPlane, node_ready};
-use crate::isolate::{NODE_IP, POD_CIDR, RunNamespace};
+use crate::isolate::{NODE_IP, POD_CIDR, RunNamespace, SERVICE_CIDR};
 use crate::pki::REAL_NODE_NAME;
 use crate::process::Process;
 use crate::tools::Tools;
@@ -74,12 +75,14 @@ impl RealNode {
         let coredns = tools.bin("coredns")?;
         let registry_bin = tools.bin("registry")?;
         let pause = tools.bin("pause")?;
+        let kube_router = tools.bin("kube-router")?;
         for (tool, path) in [
             ("containerd", "/usr/bin/containerd"),
             ("runc", "/usr/sbin/runc"),
             ("CNI bridge plugin", "/usr/lib/cni/bridge"),
             ("skopeo", "/usr/bin/skopeo"),
             ("umoci", "/usr/bin/umoci"),
+            ("ipset", "/usr/sbin/ipset"),
         ] {
             if !Path::new(path).exists() {
                 return Err(Error::MissingTool {
@@ -343,6 +346,33 @@ oom_score = 0
             .wait("CoreDNS ready", Duration::from_secs(60))
             .await
             .map_err(|e| node.enrich(e))?;
+
+        // --- kube-router's firewall alone (no routing, service proxy or CNI): NetworkPolicies
+        // become iptables chains and ipsets for the pods on this node. It reads the node's
+        // address from its Node object, so it starts once the node is registered.
+        let router_health = free_port()?;
+        node.push(Process::start(
+            "kube-router",
+            &kube_router,
+            vec![
+                "--run-firewall=true".into(),
+                "--run-router=false".into(),
+                "--run-service-proxy=false".into(),
+                "--run-loadbalancer=false".into(),
+                "--enable-cni=false".into(),
+                format!("--kubeconfig={}", p(plane.kubeconfig())),
+                format!("--hostname-override={REAL_NODE_NAME}"),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                format!("--health-port={router_health}"),
+                "--metrics-port=0".into(),
+                "--v=1".into(),
+            ],
+            log("kube-router"),
+        )?);
+        Probe::new(&format!("http://127.0.0.1:{router_health}/healthz"))
+            .wait("kube-router's firewall healthy", Duration::from_secs(60))
+            .await
+            .map_err(|e| node.enrich(e))?;
         node.create_volumes(plane).await?;
         Ok(node)
     }
@@ -401,6 +431,41 @@ oom_score = 0
             &["config", "--image", &image, "--config.entrypoint", "/pause"],
         )?;
         let reference = format!("{}/pause:{}", self.registry, crate::tools::K8S_VERSION);
+        skopeo_copy(&format!("oci:{image}"), &reference)?;
+        Ok(reference)
+    }
+
+    /// Makes the probe image (a static busybox from Debian's `busybox-static`, at `/busybox`,
+    /// for `wget` and `nc` in pods) with umoci, pushes it, and returns its reference.
+    pub fn push_probe(&self) -> Result<String> {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            return Err(Error::MissingTool {
+                tool: "busybox-static (Debian package; tests/run-all.sh installs it)".into(),
+                path: busybox.into(),
+            });
+        }
+        let layout = self.dir.join("probe-oci");
+        let image = format!("{}:probe", p(&layout));
+        if !layout.exists() {
+            command("umoci", &["init", "--layout", &p(&layout)])?;
+            command("umoci", &["new", "--image", &image])?;
+            command(
+                "umoci",
+                &["insert", "--image", &image, &p(busybox), "/busybox"],
+            )?;
+            command(
+                "umoci",
+                &[
+                    "config",
+                    "--image",
+                    &image,
+                    "--config.entrypoint",
+                    "/busybox",
+                ],
+            )?;
+        }
+        let reference = format!("{}/probe:busybox", self.registry);
         skopeo_copy(&format!("oci:{image}"), &reference)?;
         Ok(reference)
     }

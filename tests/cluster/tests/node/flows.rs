@@ -96,7 +96,7 @@ pub fn operator_runs_in_real_pods(s: &Suite) -> BoxFuture<'_, Result<()>> {
 
 /// Applies a CommentCluster on the real node and waits until it and all its pods are Ready;
 /// notes how long that took, and each tier's time from container start to Ready.
-async fn start_cluster(s: &Suite, ns: &str, name: &str, spec: Value) -> Result<()> {
+pub async fn start_cluster(s: &Suite, ns: &str, name: &str, spec: Value) -> Result<()> {
     let applied = Instant::now();
     s.apply(ns, &comment_cluster(s, name, TAGS[0], spec))
         .await?;
@@ -373,55 +373,68 @@ pub fn pages_and_live_comments_through_services(s: &Suite) -> BoxFuture<'_, Resu
             "`kubectl get cc` does not show Ready:\n{printed}"
         );
 
-        let frontend = s.service_url(&ns, "blog", "frontend").await?;
-        let longpoll = s.service_url(&ns, "blog", "longpoll").await?;
-        let page = s.http.get(format!("{frontend}/")).send().await?;
-        ensure!(page.status() == 200, "page answered {}", page.status());
-        let html = page.text().await?;
-        ensure!(
-            html.contains("io360 on a real node"),
-            "not the site's page: {html:.300}"
-        );
-        ensure!(
-            html.contains("io360-thread"),
-            "no comment section in the page"
-        );
-
-        let live = LiveClient::start(s, longpoll.clone(), frontend.clone(), 0);
-        // Give the poll time to be held before the comment is posted.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let text = "Posted through the frontend Service on a real node";
-        let (status, body, _) = post(s, &frontend, text).await?;
-        ensure!(status == 201, "POST answered {status}: {body}");
-        let id = body["comment"]["id"].as_i64().context("no comment id")?;
-        let seq = body["comment"]["seq"].as_u64().context("no seq")?;
-        live.wait_for(s, seq, 30).await?;
-        let (seen, problems) = live.finish().await;
-        ensure!(
-            seen.contains(&id),
-            "the live client saw {seen:?}, not comment {id}"
-        );
-        ensure!(problems.is_empty(), "live delivery: {problems:?}");
-
-        s.wait("the comment in the next page's snapshot", 30, || async {
-            let html = s
-                .http
-                .get(format!("{frontend}/"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .text()
-                .await
-                .map_err(|e| e.to_string())?;
-            if html.contains(text) {
-                Ok(())
-            } else {
-                Err("not in the snapshot yet".to_string())
-            }
-        })
+        pages_and_a_live_comment(
+            s,
+            &ns,
+            "blog",
+            "Posted through the frontend Service on a real node",
+        )
         .await?;
         s.delete_namespace(&ns).await
     })
+}
+
+/// Through the Services of CommentCluster `name`: the page is served with its comment
+/// section; `text`, posted through the public API path, is stored, reaches a poll held
+/// through the longpoll Service, and appears in the next page's snapshot.
+pub async fn pages_and_a_live_comment(s: &Suite, ns: &str, name: &str, text: &str) -> Result<()> {
+    let frontend = s.service_url(ns, name, "frontend").await?;
+    let longpoll = s.service_url(ns, name, "longpoll").await?;
+    let page = s.http.get(format!("{frontend}/")).send().await?;
+    ensure!(page.status() == 200, "page answered {}", page.status());
+    let html = page.text().await?;
+    ensure!(
+        html.contains("io360 on a real node"),
+        "not the site's page: {html:.300}"
+    );
+    ensure!(
+        html.contains("io360-thread"),
+        "no comment section in the page"
+    );
+
+    let live = LiveClient::start(s, longpoll.clone(), frontend.clone(), 0);
+    // Give the poll time to be held before the comment is posted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body, _) = post(s, &frontend, text).await?;
+    ensure!(status == 201, "POST answered {status}: {body}");
+    let id = body["comment"]["id"].as_i64().context("no comment id")?;
+    let seq = body["comment"]["seq"].as_u64().context("no seq")?;
+    live.wait_for(s, seq, 30).await?;
+    let (seen, problems) = live.finish().await;
+    ensure!(
+        seen.contains(&id),
+        "the live client saw {seen:?}, not comment {id}"
+    );
+    ensure!(problems.is_empty(), "live delivery: {problems:?}");
+
+    s.wait("the comment in the next page's snapshot", 30, || async {
+        let html = s
+            .http
+            .get(format!("{frontend}/"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        if html.contains(text) {
+            Ok(())
+        } else {
+            Err("not in the snapshot yet".to_string())
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 /// The store's pod is deleted by force, and later its process is killed: it comes back on

@@ -1,7 +1,8 @@
 //! io360's real images on a real node: the operator installed with Helm runs as two pods, a
 //! CommentCluster's tiers run as `restricted` pods that pull from a registry, talk over
 //! Services and keep the store's data on a real claim; pods are killed, comments suspended,
-//! images rolled, and a broken image reported.
+//! images rolled, and a broken image reported; NetworkPolicies are enforced and tried from
+//! inside pods.
 //!
 //! The process first moves into a network and mount namespace of its own
 //! ([`io360_cluster_tests::isolate`]): the control plane, containerd, the kubelet and this
@@ -10,6 +11,7 @@
 //! two-core machine.
 
 mod flows;
+mod netpol;
 mod support;
 
 use std::process::ExitCode;
@@ -28,6 +30,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "cluster_serves_pages_and_live_comments_through_services",
         flows::pages_and_live_comments_through_services,
+    ),
+    (
+        "network_policies_let_only_calling_tiers_reach_store_sync_and_logger",
+        netpol::network_policies_hold_on_the_node,
     ),
     (
         "store_comes_back_on_its_claim_with_every_acknowledged_comment",

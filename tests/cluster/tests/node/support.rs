@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use futures::future::BoxFuture;
-use io360_cluster_tests::isolate::RunNamespace;
+use io360_cluster_tests::isolate::{NODE_IP, RunNamespace};
 use io360_cluster_tests::{
     Cluster, LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT, run, wait,
 };
@@ -430,6 +430,9 @@ pub fn comment_cluster(suite: &Suite, name: &str, tag: &str, spec: Value) -> Val
             "longpoll": scaled,
             "store": data_tier,
             "logger": data_tier,
+            // The node enforces NetworkPolicies: frontend and logic may reach the API server
+            // at the node's address (port 6443), not every address on 443 and 6443.
+            "network": {"apiServerCidrs": [format!("{NODE_IP}/32")]},
         },
     });
     merge(&mut base["spec"], spec);
