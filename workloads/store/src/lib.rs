@@ -6,13 +6,22 @@
 //! run on tokio's blocking pool, never on the async workers. Committed changes stream to
 //! consumers (sync, logic's cache) through the change feed.
 //!
+//! Three layers, each knowing only the one below: the HTTP API (`routes`), which alone picks
+//! status codes; the storage layer ([`Db`]: open, reads, the single writer), which answers
+//! [`StoreError`]s; and the records on disk (`record`), private and versioned (`format`),
+//! apart from the wire types in [`api`] that logic and sync use through [`StoreClient`].
+//!
 //! The public surface is [`Config`], [`serve`], the [`Db`] itself (for tests and tools) and
-//! the wire types in [`api`], which logic and sync use through [`StoreClient`].
+//! the wire types.
 
 pub mod api;
 mod client;
 mod db;
+mod error;
+mod format;
 mod keys;
+mod record;
+mod routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +32,7 @@ use tokio::net::TcpListener;
 
 pub use client::StoreClient;
 pub use db::{Db, OpenError};
+pub use error::StoreError;
 
 /// Configuration of the store tier.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,7 +82,7 @@ pub async fn serve(
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
-    let router = telemetry.instrument(api::router(db.clone(), shutdown.clone()));
+    let router = telemetry.instrument(routes::router(db.clone(), shutdown.clone()));
     let served = audit
         .around(io360_common::serve::serve(
             "store", listener, router, shutdown,
