@@ -7,6 +7,7 @@
 pub mod client;
 pub mod extract;
 pub mod head;
+pub mod limits;
 pub mod model;
 pub mod problem;
 pub mod serve;

@@ -79,6 +79,8 @@ async fn start_logic(data: &Path) -> Result<(Running, Running)> {
         data_dir: data.to_owned(),
         group_commit_max: 64,
         audit: Default::default(),
+        write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
+        limits: Default::default(),
     };
     let stask = tokio::spawn(async move {
         let _ = io360_store::serve(store, sl, sshut).await;

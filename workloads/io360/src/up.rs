@@ -132,6 +132,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("store"),
         group_commit_max: 512,
         audit,
+        ..default_config::<io360_store::Config>()
     };
 
     let (trigger, shutdown) = Shutdown::new();

@@ -51,6 +51,10 @@ pub struct Config {
     /// Keep client addresses whole instead of truncating them to /24 (IPv4) or /48 (IPv6).
     #[arg(long, env = "IO360_LOGGER_KEEP_ADDRESSES")]
     pub keep_addresses: bool,
+
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
 }
 
 impl Config {
@@ -62,6 +66,7 @@ impl Config {
             retention_bytes: 1 << 30,
             sweep_ms: 60_000,
             keep_addresses: false,
+            limits: Default::default(),
         }
     }
 
@@ -73,7 +78,7 @@ impl Config {
         if self.retention_bytes < 4096 {
             return Err("IO360_LOGGER_RETENTION_BYTES must be at least 4096".into());
         }
-        Ok(())
+        self.limits.validate()
     }
 }
 
@@ -122,10 +127,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         }
     });
     telemetry.ready.set(true);
-    let router = telemetry.instrument(api::router(
-        log.clone(),
-        config.keep_addresses,
-        shutdown.clone(),
+    let router = telemetry.instrument(config.limits.apply(
+        "logger",
+        api::router(log.clone(), config.keep_addresses, shutdown.clone()),
     ));
     io360_common::serve::serve("logger", listener, router, shutdown).await?;
     record_self(&log, Kind::TierStopped).await;

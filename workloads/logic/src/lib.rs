@@ -131,6 +131,10 @@ pub struct Config {
     /// Where audit events go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
 }
 
 impl Config {
@@ -165,6 +169,7 @@ impl Config {
             return Err("IO360_MAX_TEXT_BYTES must be at least 1".into());
         }
         self.audit.validate()?;
+        self.limits.validate()?;
         for o in &self.allowed_origins {
             if http::HeaderValue::from_str(o).is_err() || !o.contains("://") {
                 return Err(format!(
@@ -210,6 +215,7 @@ pub async fn serve(
         ),
         _ => None,
     };
+    let limits = config.limits.clone();
     let state = state::AppState::new(config, &telemetry);
     if let Some(control) = control {
         // The first state was read before serving: a pod started while suspended starts
@@ -222,7 +228,7 @@ pub async fn serve(
     audit
         .around(async move {
             state.start_background(shutdown.clone(), telemetry.ready.clone());
-            let router = telemetry.instrument(api::router(state));
+            let router = telemetry.instrument(limits.apply("logic", api::router(state)));
             io360_common::serve::serve("logic", listener, router, shutdown).await
         })
         .await?;

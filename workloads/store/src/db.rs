@@ -127,15 +127,20 @@ enum Job {
 #[derive(Clone)]
 struct Metrics {
     writes: Counter,
+    refused: Counter,
     group_size: Histogram,
     fsync_seconds: Histogram,
     durable_pos: Gauge,
 }
 
+/// How many writes may wait for the writer unless configured otherwise: several full groups,
+/// so bursts are absorbed, while memory stays bounded.
+pub const DEFAULT_WRITE_QUEUE: usize = 8192;
+
 /// The comment database. Cheap to share behind an `Arc`.
 pub struct Db {
     tables: Arc<Tables>,
-    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: std::sync::Mutex<Option<mpsc::SyncSender<Job>>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     durable: watch::Receiver<FeedPos>,
     metrics: Metrics,
@@ -149,8 +154,19 @@ fn now() -> String {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database in `dir` and starts its writer thread.
+    /// Opens (creating if needed) the database in `dir` and starts its writer thread, with
+    /// room for [`DEFAULT_WRITE_QUEUE`] waiting writes.
     pub fn open(dir: &Path, group_commit_max: usize) -> Result<Db, OpenError> {
+        Db::open_bounded(dir, group_commit_max, DEFAULT_WRITE_QUEUE)
+    }
+
+    /// Opens the database with room for at most `write_queue_max` writes waiting for the
+    /// writer; a write beyond that is refused with [`StoreError::Busy`].
+    pub fn open_bounded(
+        dir: &Path,
+        group_commit_max: usize,
+        write_queue_max: usize,
+    ) -> Result<Db, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
             dir: dir.to_owned(),
             source,
@@ -234,9 +250,10 @@ impl Db {
         };
         let tables = Arc::new(tables);
         let (durable_tx, durable) = watch::channel(last_pos);
-        let (jobs, rx) = mpsc::channel();
+        let (jobs, rx) = mpsc::sync_channel(write_queue_max.max(1));
         let metrics = Metrics {
             writes: Counter::default(),
+            refused: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             durable_pos: Gauge::default(),
@@ -275,6 +292,11 @@ impl Db {
         let m = &self.metrics;
         t.register("store_writes", "Writes made durable", m.writes.clone());
         t.register(
+            "store_writes_refused_busy",
+            "Writes refused because the write queue was full",
+            m.refused.clone(),
+        );
+        t.register(
             "store_group_commit_size",
             "Writes made durable by one fsync",
             m.group_size.clone(),
@@ -311,10 +333,15 @@ impl Db {
             .jobs
             .lock()
             .map_err(|_| StoreError::Internal("the writer's queue lock is poisoned".into()))?;
-        jobs.as_ref()
-            .ok_or(StoreError::Stopping)?
-            .send(job)
-            .map_err(|_| StoreError::Stopping)
+        let jobs = jobs.as_ref().ok_or(StoreError::Stopping)?;
+        match jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.metrics.refused.inc();
+                Err(StoreError::Busy)
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(StoreError::Stopping),
+        }
     }
 
     /// Applies one write; answers once it is durable.

@@ -31,7 +31,7 @@ use io360_common::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
 pub use client::StoreClient;
-pub use db::{Db, OpenError};
+pub use db::{DEFAULT_WRITE_QUEUE, Db, OpenError};
 pub use error::StoreError;
 
 /// Configuration of the store tier.
@@ -44,6 +44,15 @@ pub struct Config {
     /// Most writes made durable by one fsync.
     #[arg(long, env = "IO360_STORE_GROUP_COMMIT_MAX", default_value_t = 512)]
     pub group_commit_max: usize,
+
+    /// Most writes waiting for the writer; when that many wait, a write is answered 503 with
+    /// `Retry-After` instead of queueing.
+    #[arg(long, env = "IO360_STORE_WRITE_QUEUE_MAX", default_value_t = db::DEFAULT_WRITE_QUEUE)]
+    pub write_queue_max: usize,
+
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
 
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
@@ -71,18 +80,32 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     config.audit.validate().map_err(ServeError::Config)?;
+    config.limits.validate().map_err(ServeError::Config)?;
+    if config.write_queue_max == 0 {
+        return Err(ServeError::Config(
+            "--write-queue-max (IO360_STORE_WRITE_QUEUE_MAX) must be at least 1".into(),
+        ));
+    }
     let telemetry = Telemetry::new("store");
     shutdown.attach(&telemetry);
     let audit = io360_logger::Shipper::new("store", &config.audit, &telemetry);
     // Opening replays the journal: disk work, kept off the async workers.
-    let db =
-        tokio::task::spawn_blocking(move || Db::open(&config.data_dir, config.group_commit_max))
-            .await
-            .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
+    let (dir, group, queue) = (
+        config.data_dir.clone(),
+        config.group_commit_max,
+        config.write_queue_max,
+    );
+    let db = tokio::task::spawn_blocking(move || Db::open_bounded(&dir, group, queue))
+        .await
+        .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
-    let router = telemetry.instrument(routes::router(db.clone(), shutdown.clone()));
+    let router = telemetry.instrument(
+        config
+            .limits
+            .apply("store", routes::router(db.clone(), shutdown.clone())),
+    );
     let served = audit
         .around(io360_common::serve::serve(
             "store", listener, router, shutdown,

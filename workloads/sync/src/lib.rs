@@ -44,6 +44,10 @@ pub struct Config {
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
 }
 
 /// Why the sync tier stopped or could not start.
@@ -87,6 +91,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let limits = config.validate()?;
     config.audit.validate().map_err(ServeError::Config)?;
+    config.limits.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("sync");
     shutdown.attach(&telemetry);
     let audit = io360_logger::Shipper::new("sync", &config.audit, &telemetry);
@@ -144,7 +149,10 @@ pub async fn serve(
         tail_metrics,
         shutdown.clone(),
     ));
-    let router = telemetry.instrument(api::router(history, store, shutdown.clone(), api_metrics));
+    let router = telemetry.instrument(config.limits.apply(
+        "sync",
+        api::router(history, store, shutdown.clone(), api_metrics),
+    ));
     let served = audit
         .around(io360_common::serve::serve(
             "sync", listener, router, shutdown,
