@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod format;
 pub mod head;
 pub mod limits;
 pub mod model;

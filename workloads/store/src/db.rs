@@ -46,12 +46,12 @@ use crate::api::{
     WriteResult,
 };
 use crate::error::StoreError;
-use crate::format::FormatError;
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
 use crate::record::{
     BansRecord, ChangeRecord, CommentRecord, IdemRecord, SuspensionRecord, ThreadRecord, decode,
     encode,
 };
+use io360_common::format::FormatError;
 
 /// Why the data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -209,10 +209,17 @@ impl Db {
             meta: ks("meta").map_err(fj)?,
             db,
         };
-        let format = crate::format::upgrade(
-            &tables.db,
-            &tables.meta,
-            &[&tables.threads, &tables.feed, &tables.comments],
+        let format = io360_common::format::upgrade(
+            &crate::format::Dir {
+                db: tables.db.clone(),
+                meta: tables.meta.clone(),
+                holds_data: vec![
+                    tables.threads.clone(),
+                    tables.feed.clone(),
+                    tables.comments.clone(),
+                ],
+            },
+            crate::format::MIGRATIONS,
         )
         .map_err(|e| match e {
             FormatError::Newer(found) => OpenError::NewerFormat {
@@ -224,7 +231,7 @@ impl Db {
                 dir: dir.to_owned(),
                 marker,
             },
-            FormatError::Fjall(source) => OpenError::Fjall {
+            FormatError::Storage(source) => OpenError::Fjall {
                 dir: dir.to_owned(),
                 source,
             },
