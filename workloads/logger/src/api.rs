@@ -27,7 +27,23 @@ use time::format_description::well_known::Rfc3339;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::db::{EventLog, Filter, Page, parse_id};
+use crate::error::LogError;
 use crate::event::{Event, Kind};
+
+impl From<LogError> for Problem {
+    fn from(e: LogError) -> Problem {
+        match e {
+            LogError::Stopping => Problem::unavailable(
+                "logger-stopping",
+                "the logger is shutting down",
+                Duration::from_secs(2),
+            ),
+            LogError::Storage(_) | LogError::Corrupt(_) | LogError::Internal(_) => {
+                Problem::internal(e)
+            }
+        }
+    }
+}
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;

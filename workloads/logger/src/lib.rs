@@ -14,7 +14,10 @@
 
 pub mod api;
 mod db;
+mod error;
 pub mod event;
+mod format;
+mod record;
 mod shipper;
 
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ use io360_common::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
 pub use db::{EventLog, Filter, OpenError, Page, Retention};
+pub use error::LogError;
 pub use event::{Event, Kind};
 pub use shipper::{LoggerClient, Shipper, ShipperConfig};
 
