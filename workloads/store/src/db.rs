@@ -27,6 +27,7 @@
 //! fsync loses only unacknowledged writes, and always a suffix of them, so sequence numbers
 //! stay gap-free.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,7 +121,7 @@ type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 enum Job {
     Write(WriteOp, Reply),
     Suspend(Suspension, oneshot::Sender<Result<Suspension, StoreError>>),
-    Erase(String, oneshot::Sender<Result<Vec<Change>, StoreError>>),
+    Erase(EraseStep, oneshot::Sender<Result<Vec<Change>, StoreError>>),
     Bans(Bans, oneshot::Sender<Result<Bans, StoreError>>),
 }
 
@@ -371,9 +372,45 @@ impl Db {
     /// Erases the personal data of every comment whose author has this key: each comment not
     /// yet deleted is deleted (a change of its thread, so live readers see it go), and copies
     /// of it kept in the change feed are scrubbed. Answers the changes made.
+    ///
+    /// The search is a scan of the comments and the feed, so it runs on the blocking pool,
+    /// not on the writer; the writer then applies what was found in small steps, each queued
+    /// behind the writes already waiting, so writes keep flowing during a long erase. A last
+    /// step covers what was written while the scan ran.
     pub async fn erase_author(&self, key: String) -> Result<Vec<Change>, StoreError> {
+        let found = {
+            let key = key.clone();
+            self.read(move |t| t.erase_plan(&key)).await?
+        };
+        let ids: Arc<BTreeSet<u64>> = Arc::new(found.ids.iter().copied().collect());
+        let mut changes = Vec::new();
+        for chunk in found.ids.chunks(ERASE_STEP) {
+            let step = EraseStep::Comments {
+                key: key.clone(),
+                ids: chunk.to_vec(),
+            };
+            changes.extend(self.erase_step(step).await?);
+        }
+        for chunk in found.copies.chunks(ERASE_STEP * 4) {
+            let step = EraseStep::Copies {
+                ids: ids.clone(),
+                positions: chunk.to_vec(),
+            };
+            self.erase_step(step).await?;
+        }
+        let step = EraseStep::Since {
+            key,
+            ids,
+            id: found.last_id,
+            pos: found.last_pos,
+        };
+        changes.extend(self.erase_step(step).await?);
+        Ok(changes)
+    }
+
+    async fn erase_step(&self, step: EraseStep) -> Result<Vec<Change>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(Job::Erase(key, tx))?;
+        self.submit(Job::Erase(step, tx))?;
         rx.await.map_err(|_| writer_stopped())?
     }
 
@@ -627,7 +664,80 @@ impl Drop for Db {
     }
 }
 
+/// What an erase found, off the writer: the author's comments and the feed positions that
+/// hold copies of them with content, up to the last comment and feed position that existed
+/// when the scan began.
+struct ErasePlan {
+    ids: Vec<u64>,
+    copies: Vec<FeedPos>,
+    last_id: u64,
+    last_pos: FeedPos,
+}
+
+/// One step of an erase, applied by the writer.
+enum EraseStep {
+    /// Deletes (or, if deleted already, forgets the author of) these comments, if they are
+    /// still the author's.
+    Comments { key: String, ids: Vec<u64> },
+    /// Scrubs these feed positions' copies of these comments.
+    Copies {
+        ids: Arc<BTreeSet<u64>>,
+        positions: Vec<FeedPos>,
+    },
+    /// Erases what the scan could not see: the author's comments after comment `id`, copies
+    /// after feed position `pos`; then forgets the author's approved count.
+    Since {
+        key: String,
+        ids: Arc<BTreeSet<u64>>,
+        id: u64,
+        pos: FeedPos,
+    },
+}
+
+/// Comments deleted by one step of an erase (feed copies scrubbed: four times as many).
+const ERASE_STEP: usize = 16;
+
 impl Tables {
+    /// Finds an author's comments and the feed's copies of them (a scan of both tables).
+    fn erase_plan(&self, key: &str) -> Result<ErasePlan, StoreError> {
+        let last = |k: &Keyspace| -> Result<u64, StoreError> {
+            Ok(match k.last_key_value() {
+                Some(g) => read_u64(&g.key()?),
+                None => 0,
+            })
+        };
+        let (last_id, last_pos) = (last(&self.comments)?, last(&self.feed)?);
+        let mut ids = Vec::new();
+        for kv in self.comments.range(..=u64_key(last_id)) {
+            let (_, v) = kv.into_inner()?;
+            let c = read_comment(&v)?;
+            if c.author_key.as_deref() == Some(key) {
+                ids.push(c.comment.id);
+            }
+        }
+        let mut copies = Vec::new();
+        if !ids.is_empty() {
+            let theirs: BTreeSet<u64> = ids.iter().copied().collect();
+            for kv in self.feed.range(..=u64_key(last_pos)) {
+                let (k, v) = kv.into_inner()?;
+                let ch = read_change(&v)?;
+                if ch
+                    .comment
+                    .as_ref()
+                    .is_some_and(|c| theirs.contains(&c.id) && c.has_content())
+                {
+                    copies.push(read_u64(&k));
+                }
+            }
+        }
+        Ok(ErasePlan {
+            ids,
+            copies,
+            last_id,
+            last_pos,
+        })
+    }
+
     fn thread(&self, name: &str) -> Result<Option<ThreadRecord>, StoreError> {
         match self.threads.get(name.as_bytes())? {
             Some(v) => Ok(Some(decode("thread", &v)?)),
@@ -681,79 +791,92 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut done = Vec::with_capacity(group.len());
-            let mut wrote = false;
-            for job in group {
-                match job {
-                    Job::Write(op, reply) => {
-                        let r = self.apply(op);
-                        wrote |= matches!(&r, Ok(w) if !w.replayed);
-                        done.push(Done::Write(reply, Box::new(r)));
-                    }
-                    Job::Suspend(s, reply) => {
-                        let r = self.suspend(s);
-                        wrote |= r.is_ok();
-                        done.push(Done::Suspend(reply, r));
-                    }
-                    Job::Erase(key, reply) => {
-                        let r = self.erase(&key);
-                        wrote |= r.is_ok();
-                        done.push(Done::Erase(reply, r));
-                    }
-                    Job::Bans(b, reply) => {
-                        let r = self.set_bans(b);
-                        wrote |= r.is_ok();
-                        done.push(Done::Bans(reply, r));
-                    }
-                }
-            }
-            if wrote {
-                let start = Instant::now();
-                if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
-                    // The journal can no longer be trusted: refuse everything from now on.
-                    self.poisoned = true;
-                    tracing::error!(error = %e, "fsync failed; the store refuses further writes");
-                    for d in &mut done {
-                        match d {
-                            Done::Write(_, r) => **r = Err(StoreError::Poisoned),
-                            Done::Suspend(_, r) => *r = Err(StoreError::Poisoned),
-                            Done::Erase(_, r) => *r = Err(StoreError::Poisoned),
-                            Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
-                        }
-                    }
-                }
-                self.metrics
-                    .fsync_seconds
-                    .observe(start.elapsed().as_secs_f64());
-                self.metrics.group_size.observe(done.len() as f64);
-            }
-            if !self.poisoned {
-                let durable = self.next_pos - 1;
-                self.metrics.durable_pos.set(durable as i64);
-                self.durable.send_replace(durable);
-            }
-            for d in done {
-                match d {
-                    Done::Write(reply, r) => {
-                        if r.is_ok() {
-                            self.metrics.writes.inc();
-                        }
-                        let _ = reply.send(*r);
-                    }
-                    Done::Suspend(reply, r) => {
-                        let _ = reply.send(r);
-                    }
-                    Done::Erase(reply, r) => {
-                        let _ = reply.send(r);
-                    }
-                    Done::Bans(reply, r) => {
-                        let _ = reply.send(r);
-                    }
-                }
-            }
+            // Steps of an erase go after the group's other jobs, in a commit of their own, so
+            // a write never waits for an erase step queued beside it.
+            let (erase, group): (Vec<Job>, Vec<Job>) =
+                group.into_iter().partition(|j| matches!(j, Job::Erase(..)));
+            self.commit_group(group);
+            self.commit_group(erase);
         }
         if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
             tracing::error!(error = %e, "final fsync failed");
+        }
+    }
+
+    /// Applies `group`, makes it durable with one fsync, then answers each job.
+    fn commit_group(&mut self, group: Vec<Job>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut done = Vec::with_capacity(group.len());
+        let mut wrote = false;
+        for job in group {
+            match job {
+                Job::Write(op, reply) => {
+                    let r = self.apply(op);
+                    wrote |= matches!(&r, Ok(w) if !w.replayed);
+                    done.push(Done::Write(reply, Box::new(r)));
+                }
+                Job::Suspend(s, reply) => {
+                    let r = self.suspend(s);
+                    wrote |= r.is_ok();
+                    done.push(Done::Suspend(reply, r));
+                }
+                Job::Erase(step, reply) => {
+                    let r = self.erase(step);
+                    wrote |= r.is_ok();
+                    done.push(Done::Erase(reply, r));
+                }
+                Job::Bans(b, reply) => {
+                    let r = self.set_bans(b);
+                    wrote |= r.is_ok();
+                    done.push(Done::Bans(reply, r));
+                }
+            }
+        }
+        if wrote {
+            let start = Instant::now();
+            if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
+                // The journal can no longer be trusted: refuse everything from now on.
+                self.poisoned = true;
+                tracing::error!(error = %e, "fsync failed; the store refuses further writes");
+                for d in &mut done {
+                    match d {
+                        Done::Write(_, r) => **r = Err(StoreError::Poisoned),
+                        Done::Suspend(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Erase(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
+                    }
+                }
+            }
+            self.metrics
+                .fsync_seconds
+                .observe(start.elapsed().as_secs_f64());
+            self.metrics.group_size.observe(done.len() as f64);
+        }
+        if !self.poisoned {
+            let durable = self.next_pos - 1;
+            self.metrics.durable_pos.set(durable as i64);
+            self.durable.send_replace(durable);
+        }
+        for d in done {
+            match d {
+                Done::Write(reply, r) => {
+                    if r.is_ok() {
+                        self.metrics.writes.inc();
+                    }
+                    let _ = reply.send(*r);
+                }
+                Done::Suspend(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Erase(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Bans(reply, r) => {
+                    let _ = reply.send(r);
+                }
+            }
         }
     }
 
@@ -765,22 +888,59 @@ impl Writer {
         Ok(b)
     }
 
-    fn erase(&mut self, key: &str) -> Result<Vec<Change>, StoreError> {
+    fn erase(&mut self, step: EraseStep) -> Result<Vec<Change>, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let mut theirs = Vec::new();
-        for kv in self.t.comments.iter() {
-            let (_, v) = kv.into_inner()?;
-            let c = read_comment(&v)?;
-            if c.author_key.as_deref() == Some(key) {
-                theirs.push(c);
+        match step {
+            EraseStep::Comments { key, ids } => self.erase_comments(&key, ids),
+            EraseStep::Copies { ids, positions } => {
+                self.scrub_copies(&ids, positions)?;
+                Ok(Vec::new())
+            }
+            EraseStep::Since { key, ids, id, pos } => {
+                let mut later = Vec::new();
+                for kv in self.t.comments.range(u64_key(id.saturating_add(1))..) {
+                    let (_, v) = kv.into_inner()?;
+                    let c = read_comment(&v)?;
+                    if c.author_key.as_deref() == Some(key.as_str()) {
+                        later.push(c.comment.id);
+                    }
+                }
+                let mut ids = (*ids).clone();
+                ids.extend(&later);
+                let changes = self.erase_comments(&key, later)?;
+                let mut copies = Vec::new();
+                for kv in self.t.feed.range(u64_key(pos.saturating_add(1))..) {
+                    let (k, v) = kv.into_inner()?;
+                    copies.push((read_u64(&k), v));
+                }
+                let positions = copies
+                    .into_iter()
+                    .filter_map(|(p, v)| {
+                        let ch = read_change(&v).ok()?;
+                        let c = ch.comment?;
+                        (ids.contains(&c.id) && c.has_content()).then_some(p)
+                    })
+                    .collect();
+                self.scrub_copies(&ids, positions)?;
+                self.t.authors.remove(key.as_bytes())?;
+                Ok(changes)
             }
         }
+    }
+
+    /// Deletes those of `ids` that are still the author's, or forgets their author if they
+    /// are deleted already.
+    fn erase_comments(&mut self, key: &str, ids: Vec<u64>) -> Result<Vec<Change>, StoreError> {
         let mut changes = Vec::new();
-        let ids: std::collections::BTreeSet<u64> = theirs.iter().map(|c| c.comment.id).collect();
-        for c in theirs {
-            let id = c.comment.id;
+        for id in ids {
+            let Some(mut c) = self.t.comment(id)? else {
+                continue;
+            };
+            if c.author_key.as_deref() != Some(key) {
+                continue;
+            }
             if c.comment.status != Status::Deleted {
                 let r = self.update(id, ChangeKind::Deleted, |c| {
                     c.author_key = None;
@@ -788,34 +948,40 @@ impl Writer {
                 })?;
                 changes.push(r.change);
             } else {
-                let mut c = c;
                 c.author_key = None;
                 self.t.comments.insert(u64_key(id), comment_bytes(&c))?;
             }
         }
-        // Earlier changes in the feed still carry copies of the comments: scrub them too.
-        if !ids.is_empty() {
-            let mut batch = self.t.db.batch();
-            for kv in self.t.feed.iter() {
-                let (k, v) = kv.into_inner()?;
-                let mut ch = read_change(&v)?;
-                if let Some(c) = &mut ch.comment
-                    && ids.contains(&c.id)
-                    && c.has_content()
-                {
-                    c.scrub();
-                    batch.insert(&self.t.feed, k.to_vec(), change_bytes(&ch));
-                }
-            }
-            batch.remove(&self.t.authors, key.as_bytes());
-            batch.durability(None).commit().map_err(|e| {
-                self.poisoned = true;
-                StoreError::Storage(e)
-            })?;
-        } else {
-            self.t.authors.remove(key.as_bytes())?;
-        }
         Ok(changes)
+    }
+
+    /// Scrubs the copies of `ids` that the changes at `positions` still carry.
+    fn scrub_copies(
+        &mut self,
+        ids: &BTreeSet<u64>,
+        positions: Vec<FeedPos>,
+    ) -> Result<(), StoreError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.t.db.batch();
+        for pos in positions {
+            let Some(v) = self.t.feed.get(u64_key(pos))? else {
+                continue;
+            };
+            let mut ch = read_change(&v)?;
+            if let Some(c) = &mut ch.comment
+                && ids.contains(&c.id)
+                && c.has_content()
+            {
+                c.scrub();
+                batch.insert(&self.t.feed, u64_key(pos), change_bytes(&ch));
+            }
+        }
+        batch.durability(None).commit().map_err(|e| {
+            self.poisoned = true;
+            StoreError::Storage(e)
+        })
     }
 
     fn suspend(&mut self, s: Suspension) -> Result<Suspension, StoreError> {
