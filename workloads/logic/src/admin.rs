@@ -383,7 +383,7 @@ async fn ban(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "no-author",
                     format!(
-                        "comment {id} was posted without a name or email, so there is no author                          to ban; ban its address range instead"
+                        "comment {id} was posted without a name or email, so there is no author to ban; ban its address range instead"
                     ),
                 )
                 .with_field("comment")
@@ -578,7 +578,7 @@ async fn author_key(s: &AppState, req: AuthorRequest) -> Result<String, Problem>
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "no-author",
                     format!(
-                        "comment {id} has no author data left (it was posted anonymously or has                          been erased)"
+                        "comment {id} has no author data left (it was posted anonymously or has been erased)"
                     ),
                 )
                 .with_field("editToken")
