@@ -8,6 +8,7 @@ pub mod client;
 pub mod extract;
 pub mod format;
 pub mod head;
+pub mod html;
 pub mod limits;
 pub mod model;
 pub mod problem;

@@ -282,6 +282,8 @@ async fn atom_feed_lists_comments() {
     let s = Stack::start(&no_limits()).await;
     s.post("/f", json!({"text": "feed <me>", "author": "A & B"}))
         .await;
+    s.post("/f", json!({"text": "second", "author": "O'Brien"}))
+        .await;
     let res = s
         .http
         .get(s.url("/api/v1/feed?thread=/f"))
@@ -301,7 +303,9 @@ async fn atom_feed_lists_comments() {
         xml.contains("feed &amp;lt;me&amp;gt;") || xml.contains("&lt;p&gt;feed"),
         "{xml}"
     );
-    assert_eq!(xml.matches("<entry>").count(), 1);
+    // The apostrophe is escaped as the page snapshot escapes it.
+    assert!(xml.contains("<name>O&#39;Brien</name>"), "{xml}");
+    assert_eq!(xml.matches("<entry>").count(), 2);
 }
 
 #[tokio::test]
