@@ -11,7 +11,7 @@ use io360_common::model::{Change, Comment, FeedPos, Seq};
 use serde::{Deserialize, Serialize};
 
 /// Most items one read returns.
-pub const MAX_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = io360_common::rules::MAX_PAGE;
 
 /// A comment to append.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1024,9 +1024,7 @@ impl Writer {
                 Ok(1)
             }),
             WriteOp::Vote { id, voter, value } => {
-                if value != 1 && value != -1 {
-                    return Err(StoreError::invalid("value", "must be 1 or -1"));
-                }
+                io360_common::rules::vote(value)?;
                 let key = id_bytes(id, voter.as_bytes());
                 if self.t.votes.contains_key(&key)? {
                     return Err(StoreError::AlreadyVoted(id));
@@ -1112,8 +1110,7 @@ impl Writer {
         new: crate::api::NewComment,
         idempotency: Option<Box<Idempotency>>,
     ) -> Result<WriteResult, StoreError> {
-        io360_common::model::validate_thread(&thread)
-            .map_err(|rule| StoreError::invalid("thread", rule))?;
+        io360_common::rules::thread("thread", &thread)?;
         let (mut rec, created_thread) = self.thread_or_new(&thread)?;
         let at = now_unix();
         let idem_key = idempotency
@@ -1225,8 +1222,7 @@ impl Writer {
     }
 
     fn set_closed(&mut self, thread: String, closed: bool) -> Result<WriteResult, StoreError> {
-        io360_common::model::validate_thread(&thread)
-            .map_err(|rule| StoreError::invalid("thread", rule))?;
+        io360_common::rules::thread("thread", &thread)?;
         let (mut rec, created_thread) = self.thread_or_new(&thread)?;
         rec.closed = closed;
         let kind = if closed {

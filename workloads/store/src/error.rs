@@ -8,13 +8,8 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A field of the request breaks a rule.
-    #[error("`{field}` {rule}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// The rule it breaks, as a sentence fragment ("must not be empty").
-        rule: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] io360_common::rules::Invalid),
     /// The thread is closed to new comments.
     #[error("this thread is closed to new comments")]
     ThreadClosed,
@@ -66,10 +61,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// A field breaking a rule.
-    pub fn invalid(field: &'static str, rule: impl Into<String>) -> StoreError {
-        StoreError::Invalid {
-            field,
-            rule: rule.into(),
-        }
+    pub fn invalid(field: &str, rule: impl Into<String>) -> StoreError {
+        StoreError::Invalid(io360_common::rules::Invalid::new(field, rule))
     }
 }

@@ -35,6 +35,7 @@ use http::{StatusCode, header};
 use io360_common::Problem;
 use io360_common::extract::{Json, Query};
 use io360_common::model::{FeedPos, Seq, ThreadMeta, ThreadPage};
+use io360_common::rules;
 use io360_common::serve::Shutdown;
 use serde::Deserialize;
 
@@ -49,7 +50,7 @@ impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Problem {
         let title = e.to_string();
         match e {
-            StoreError::Invalid { field, rule } => Problem::invalid(field, rule),
+            StoreError::Invalid(invalid) => invalid.into(),
             StoreError::ThreadClosed => Problem::new(StatusCode::FORBIDDEN, "thread-closed", title),
             StoreError::NoComment(_) => Problem::not_found("comment-not-found", title),
             StoreError::Deleted(_) => Problem::new(StatusCode::GONE, "comment-deleted", title),
@@ -138,16 +139,11 @@ pub fn router(db: Arc<Db>, shutdown: Shutdown) -> Router {
 }
 
 fn check_thread(thread: &str) -> Result<(), Problem> {
-    io360_common::model::validate_thread(thread).map_err(|rule| Problem::invalid("thread", rule))
+    Ok(rules::thread("thread", thread)?)
 }
 
 fn limit(limit: Option<usize>) -> Result<usize, Problem> {
-    match limit {
-        None => Ok(MAX_LIMIT),
-        Some(0) => Err(Problem::invalid("limit", "must be at least 1")),
-        Some(n) if n > MAX_LIMIT => Err(Problem::invalid("limit", "must be at most 1000")),
-        Some(n) => Ok(n),
-    }
+    Ok(rules::limit(limit, MAX_LIMIT)?)
 }
 
 async fn write(State(s): State<AppState>, Json(op): Json<WriteOp>) -> Result<Response, Problem> {
@@ -176,16 +172,7 @@ async fn counts(
     State(s): State<AppState>,
     Json(req): Json<CountsRequest>,
 ) -> Result<axum::Json<Counts>, Problem> {
-    if req.threads.len() > MAX_LIMIT {
-        return Err(Problem::invalid(
-            "threads",
-            "must list at most 1000 threads",
-        ));
-    }
-    for (i, t) in req.threads.iter().enumerate() {
-        io360_common::model::validate_thread(t)
-            .map_err(|rule| Problem::invalid(&format!("threads[{i}]"), rule))?;
-    }
+    rules::threads("threads", &req.threads)?;
     Ok(axum::Json(s.db.counts(req.threads).await?))
 }
 
@@ -193,9 +180,7 @@ async fn comment(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<StoredComment>, Problem> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| Problem::invalid("id", "must be a comment id (a positive integer)"))?;
+    let id = rules::comment_id(&id)?;
     match s.db.comment(id).await? {
         Some(c) => Ok(axum::Json(c)),
         None => Err(Problem::not_found(
@@ -265,9 +250,7 @@ async fn search(
     if let Some(t) = &q.thread {
         check_thread(t)?;
     }
-    if q.limit == 0 || q.limit > MAX_LIMIT {
-        return Err(Problem::invalid("limit", "must be between 1 and 1000"));
-    }
+    rules::limit(Some(q.limit), MAX_LIMIT)?;
     Ok(axum::Json(Found {
         comments: s.db.search(q).await?,
     }))

@@ -178,13 +178,7 @@ async fn updates_are_changes_with_new_sequence_numbers() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            StoreError::Invalid {
-                field: "parent",
-                ..
-            }
-        ),
+        matches!(&err, StoreError::Invalid(i) if i.field == "parent"),
         "{err:?}"
     );
     let _ = b;
