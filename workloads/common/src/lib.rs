@@ -12,6 +12,7 @@ pub mod html;
 pub mod limits;
 pub mod model;
 pub mod problem;
+pub mod retry;
 pub mod rules;
 pub mod serve;
 pub mod telemetry;
