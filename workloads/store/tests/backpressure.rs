@@ -86,3 +86,68 @@ async fn a_full_write_queue_answers_503_with_retry_after() {
     trigger.trigger();
     served.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_get_503_and_slow_ones_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let config = io360_store::Config {
+        data_dir: dir.path().join("store"),
+        group_commit_max: 64,
+        write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
+        limits: io360_common::limits::Limits {
+            max_in_flight: 1,
+            request_timeout_secs: 1.0,
+        },
+        audit: Default::default(),
+    };
+    let served = tokio::spawn(io360_store::serve(config, listener, shutdown));
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A write whose body never finishes arriving holds the one place in flight.
+    let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    held.write_all(
+        b"POST /store/v1/write HTTP/1.1\r\nhost: store\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let res = http
+        .get(format!("http://{addr}/store/v1/position"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let p: io360_common::Problem = res.json().await.unwrap();
+    assert_eq!(p.slug(), "overloaded");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), held.read(&mut answer))
+        .await
+        .expect("the held write was never answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    let res = http
+        .get(format!("http://{addr}/store/v1/position"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    trigger.trigger();
+    served.await.unwrap().unwrap();
+}
