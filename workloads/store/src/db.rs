@@ -1320,16 +1320,6 @@ enum Replay {
 }
 
 impl IdemRecord {
-    /// Reads a record; one written before records had fingerprints (a bare feed position)
-    /// reads as expired, since nothing proves who sent it.
-    fn parse(bytes: &[u8]) -> IdemRecord {
-        serde_json::from_slice(bytes).unwrap_or(IdemRecord {
-            pos: 0,
-            fingerprint: String::new(),
-            at: i64::MIN,
-        })
-    }
-
     fn replay(&self, fingerprint: &str, now: i64) -> Replay {
         let window = crate::api::IDEMPOTENCY_WINDOW.as_secs() as i64;
         if self.at == i64::MIN || now.saturating_sub(self.at) > window {

@@ -128,6 +128,18 @@ pub(crate) struct IdemRecord {
     pub at: i64,
 }
 
+impl IdemRecord {
+    /// Reads a record; one written before records had fingerprints (a bare feed position)
+    /// reads as expired, since nothing proves who sent it.
+    pub fn parse(bytes: &[u8]) -> IdemRecord {
+        decode("idempotency", bytes).unwrap_or(IdemRecord {
+            pos: 0,
+            fingerprint: String::new(),
+            at: i64::MIN,
+        })
+    }
+}
+
 /// `meta["suspension"]`: the durable manual suspension.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SuspensionRecord {

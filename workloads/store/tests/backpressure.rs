@@ -1,36 +1,22 @@
 //! A full write queue is answered 503 with `Retry-After`, over HTTP, instead of growing.
 
+mod support;
+
 use io360_common::model::Status;
-use io360_common::serve::Shutdown;
 use io360_store::api::{NewComment, WriteOp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_write_queue_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (trigger, shutdown) = Shutdown::new();
-    let config = io360_store::Config {
-        data_dir: dir.path().join("store"),
+    let store = support::start(io360_store::Config {
         // One write per fsync and room for one more: a burst must overflow.
         group_commit_max: 1,
         write_queue_max: 1,
-        limits: Default::default(),
-        audit: Default::default(),
-    };
-    let served = tokio::spawn(io360_store::serve(config, listener, shutdown));
+        ..support::config(dir.path())
+    })
+    .await;
+    let base = store.base.clone();
     let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     let op = |i: usize| WriteOp::Append {
         thread: "/busy".into(),
         comment: NewComment {
@@ -83,42 +69,25 @@ async fn a_full_write_queue_answers_503_with_retry_after() {
         .unwrap();
     assert_eq!(page.head, ok);
     assert_eq!(page.comments.len() as u64, ok);
-    trigger.trigger();
-    served.await.unwrap().unwrap();
+    store.stop().await;
 }
 
 #[tokio::test]
 async fn requests_over_the_in_flight_limit_get_503_and_slow_ones_time_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (trigger, shutdown) = Shutdown::new();
-    let config = io360_store::Config {
-        data_dir: dir.path().join("store"),
-        group_commit_max: 64,
-        write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
+    let store = support::start(io360_store::Config {
         limits: io360_common::limits::Limits {
             max_in_flight: 1,
             request_timeout_secs: 1.0,
         },
-        audit: Default::default(),
-    };
-    let served = tokio::spawn(io360_store::serve(config, listener, shutdown));
+        ..support::config(dir.path())
+    })
+    .await;
+    let addr = store.base.trim_start_matches("http://").to_owned();
     let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     // A write whose body never finishes arriving holds the one place in flight.
-    let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
     held.write_all(
         b"POST /store/v1/write HTTP/1.1\r\nhost: store\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
     )
@@ -148,6 +117,5 @@ async fn requests_over_the_in_flight_limit_get_503_and_slow_ones_time_out() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    trigger.trigger();
-    served.await.unwrap().unwrap();
+    store.stop().await;
 }

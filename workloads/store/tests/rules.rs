@@ -1,35 +1,16 @@
 //! The store answers a broken request rule with the same problem logic does: the rule is
 //! written once, in `io360_common::rules`.
 
+mod support;
+
 use io360_common::Problem;
-use io360_common::serve::Shutdown;
 
 #[tokio::test]
 async fn broken_rules_get_the_problems_every_tier_gives() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (trigger, shutdown) = Shutdown::new();
-    let config = io360_store::Config {
-        data_dir: dir.path().join("store"),
-        group_commit_max: 64,
-        write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
-        limits: Default::default(),
-        audit: Default::default(),
-    };
-    let served = tokio::spawn(io360_store::serve(config, listener, shutdown));
+    let store = support::start(support::config(dir.path())).await;
+    let base = store.base.clone();
     let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     let expected = [
         (
             "/store/v1/comments?thread=/a&limit=0",
@@ -82,6 +63,5 @@ async fn broken_rules_get_the_problems_every_tier_gives() {
         got,
         Problem::from(io360_common::rules::vote(3).unwrap_err())
     );
-    trigger.trigger();
-    served.await.unwrap().unwrap();
+    store.stop().await;
 }
