@@ -94,7 +94,8 @@ pub struct CommentClusterSpec {
     /// The Secret holding the admin bearer token for the moderation API and /admin.
     pub admin_token_secret: SecretKeyRef,
 
-    /// An optional Ingress routing `/` to frontend, `/api` to logic and `/v1` to longpoll.
+    /// An optional Ingress routing `/` and `/api` to frontend (which passes `/api` on to
+    /// logic) and `/v1` to longpoll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
 
@@ -117,6 +118,38 @@ pub struct CommentClusterSpec {
     /// The tiers' NetworkPolicies: who may scrape metrics, and where the API server is.
     #[serde(default)]
     pub network: NetworkSpec,
+
+    /// The keys the tiers prove who they are to each other with. The operator keeps them in
+    /// the Secret `<name>-tier-keys` (never edit it by hand) and rotates them without
+    /// downtime. To rotate at once (a key may have leaked), change the annotation
+    /// `io360.dev/rotate-tier-keys` on this CommentCluster to any new value.
+    #[serde(default)]
+    pub tier_keys: TierKeysSpec,
+}
+
+/// Rotation of the keys behind the tiers' credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.rotationDays >= 1 && self.rotationDays <= 365").message("rotationDays must be from 1 to 365"))]
+pub struct TierKeysSpec {
+    /// Days between automatic rotations of the tiers' key, from 1 to 365. A rotation adds a
+    /// new key, switches every tier's credential to it, then retires the old key, a few
+    /// minutes apart, with no restart and no refused request. Default 30.
+    #[serde(default = "default_rotation_days")]
+    #[schemars(range(min = 1, max = 365))]
+    pub rotation_days: i64,
+}
+
+impl Default for TierKeysSpec {
+    fn default() -> Self {
+        Self {
+            rotation_days: default_rotation_days(),
+        }
+    }
+}
+
+fn default_rotation_days() -> i64 {
+    30
 }
 
 /// How pods of every tier stop.

@@ -48,6 +48,20 @@ pub const METRICS_PORT: i32 = 9090;
 pub const SHUTDOWN_DELAY_SECS: i64 = 2;
 /// Where the admin token Secret is mounted in logic pods.
 pub const ADMIN_TOKEN_DIR: &str = "/var/run/secrets/io360/admin";
+
+/// Where a tier's credential (`token`) and the keyring (`keys`) are mounted.
+pub const TIER_KEYS_DIR: &str = "/var/run/secrets/io360/tier";
+
+/// Which items of the tier keys Secret a tier gets: (its credential, the keyring). A tier
+/// holds its credential when it calls another tier (every tier but the logger ships audit
+/// events), and the keyring when other tiers call it.
+pub fn tier_key_items(tier: Tier) -> (bool, bool) {
+    match tier {
+        Tier::Frontend | Tier::Longpoll => (true, false),
+        Tier::Logic | Tier::Store | Tier::Sync => (true, true),
+        Tier::Logger => (false, true),
+    }
+}
 /// Replicas of a stateless tier with neither `replicas` nor `autoscaling` set.
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// Label that marks every object the operator manages.
@@ -450,8 +464,8 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
         Tier::Longpoll => vars.push(env("IO360_SYNC_URL", ctx.url(Tier::Sync))),
         Tier::Frontend => {
-            // Without an Ingress the frontend is the only public face: it passes `/api` to
-            // logic and `/v1` to longpoll, so the widget's live updates work through it too.
+            // The frontend passes `/api` to logic (always: logic answers only the frontend)
+            // and, without an Ingress, `/v1` to longpoll, so live updates work through it too.
             vars.push(env("IO360_LOGIC_URL", ctx.url(Tier::Logic)));
             vars.push(env("IO360_LONGPOLL_URL", ctx.url(Tier::Longpoll)));
             // Behind a Service, and an Ingress or load balancer, one peer address carries
@@ -469,6 +483,19 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
             "IO360_ADMIN_TOKEN_FILE",
             format!("{ADMIN_TOKEN_DIR}/token"),
         ));
+        // Logic answers only the frontend, which replaces a client's `X-Forwarded-For` with
+        // the address it saw (or the one its trusted proxies report).
+        vars.push(env("IO360_TRUSTED_PROXY_HEADER", "x-forwarded-for"));
+    }
+    let (token, keys) = tier_key_items(tier);
+    if token {
+        vars.push(env(
+            "IO360_TIER_TOKEN_FILE",
+            format!("{TIER_KEYS_DIR}/token"),
+        ));
+    }
+    if keys {
+        vars.push(env("IO360_TIER_KEYS_FILE", format!("{TIER_KEYS_DIR}/keys")));
     }
     if matches!(tier, Tier::Logic | Tier::Frontend) {
         vars.push(env("IO360_CONTROL_CONFIGMAP", names::control(&ctx.name)));
@@ -709,6 +736,7 @@ fn pod_template(
             },
         ));
     }
+    volumes.push(tier_keys_volume(ctx, tier));
     let (vols, mut mounts): (Vec<Volume>, Vec<VolumeMount>) = volumes.into_iter().unzip();
     if tier == Tier::Store {
         mounts.push(VolumeMount {
@@ -814,6 +842,47 @@ fn pod_template(
             ..Default::default()
         }),
     }
+}
+
+/// The tier's own items of the tier keys Secret, and nothing else: another tier's
+/// credential never reaches this pod. Mounted as a directory (not `subPath`), so kubelet's
+/// updates during a rotation reach the running tier, which re-reads the files.
+fn tier_keys_volume(ctx: &Ctx, tier: Tier) -> (Volume, VolumeMount) {
+    let (token, keys) = tier_key_items(tier);
+    let mut items = Vec::new();
+    if token {
+        items.push(KeyToPath {
+            key: crate::tierkeys::token_item(tier.as_str()),
+            path: "token".into(),
+            ..Default::default()
+        });
+    }
+    if keys {
+        items.push(KeyToPath {
+            key: crate::tierkeys::KEYS_ITEM.into(),
+            path: "keys".into(),
+            ..Default::default()
+        });
+    }
+    (
+        Volume {
+            name: "tier-keys".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(crate::tierkeys::secret_name(&ctx.name)),
+                items: Some(items),
+                // Readable by the pod's group (fsGroup 65532), as the admin token is.
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tier-keys".into(),
+            mount_path: TIER_KEYS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
 }
 
 fn site_volume(ctx: &Ctx) -> Vec<(Volume, VolumeMount)> {
@@ -1108,7 +1177,8 @@ fn ingress(ctx: &Ctx) -> Option<Ingress> {
                 host: Some(spec.host.clone()),
                 http: Some(HTTPIngressRuleValue {
                     paths: vec![
-                        path("/api", Tier::Logic),
+                        // `/api` goes through the frontend: logic answers only it.
+                        path("/api", Tier::Frontend),
                         path("/v1", Tier::Longpoll),
                         path("/", Tier::Frontend),
                     ],

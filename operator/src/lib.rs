@@ -15,6 +15,7 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod tierkeys;
 pub mod validate;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

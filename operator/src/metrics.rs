@@ -10,11 +10,36 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// One CommentCluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// One CommentCluster and one reason comments can be suspended for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuspendedLabels {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `Manual` or `Overload`.
+    pub reason: String,
+}
+
+/// The reasons comments can be suspended for, each a series of its own.
+pub const SUSPENSION_REASONS: [&str; 2] = ["Manual", "Overload"];
 
 /// Counters and gauges of the controller.
 pub struct Metrics {
@@ -29,6 +54,10 @@ pub struct Metrics {
     pub suspended_clusters: Gauge,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Per CommentCluster: 1 while its Ready condition is true.
+    pub cluster_ready: Family<ClusterLabels, Gauge>,
+    /// Per CommentCluster and reason: 1 while comments are suspended for that reason.
+    pub cluster_suspended: Family<SuspendedLabels, Gauge>,
     /// False once the controller has stopped; `/healthz` then fails.
     pub alive: AtomicBool,
 }
@@ -69,6 +98,18 @@ impl Metrics {
             "1 while this replica is the leader",
             leader.clone(),
         );
+        let cluster_ready = Family::<ClusterLabels, Gauge>::default();
+        let cluster_suspended = Family::<SuspendedLabels, Gauge>::default();
+        registry.register(
+            "cluster_ready",
+            "1 while the CommentCluster's Ready condition is true",
+            cluster_ready.clone(),
+        );
+        registry.register(
+            "cluster_suspended",
+            "1 while the CommentCluster's comments are suspended for this reason (Manual or Overload)",
+            cluster_suspended.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -76,6 +117,8 @@ impl Metrics {
             duration,
             suspended_clusters,
             leader,
+            cluster_ready,
+            cluster_suspended,
             alive: AtomicBool::new(true),
         }
     }
@@ -87,6 +130,41 @@ impl Metrics {
             self.errors.inc();
         }
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Records what one CommentCluster's status says: ready or not, suspended for which reason.
+    pub fn set_cluster(&self, namespace: &str, name: &str, ready: bool, suspended: Option<&str>) {
+        let cluster = ClusterLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.cluster_ready
+            .get_or_create(&cluster)
+            .set(i64::from(ready));
+        for reason in SUSPENSION_REASONS {
+            self.cluster_suspended
+                .get_or_create(&SuspendedLabels {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .set(i64::from(suspended == Some(reason)));
+        }
+    }
+
+    /// Drops a deleted CommentCluster's series.
+    pub fn forget_cluster(&self, namespace: &str, name: &str) {
+        self.cluster_ready.remove(&ClusterLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+        for reason in SUSPENSION_REASONS {
+            self.cluster_suspended.remove(&SuspendedLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
     }
 
     /// The metrics in Prometheus text format.
@@ -130,4 +208,31 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn each_cluster_says_whether_it_is_ready_and_why_it_is_suspended() {
+        let m = Metrics::new();
+        m.set_cluster("blog", "comments", false, Some("Overload"));
+        let text = m.render();
+        assert!(
+            text.contains(r#"io360_operator_cluster_ready{namespace="blog",name="comments"} 0"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"io360_operator_cluster_suspended{namespace="blog",name="comments",reason="Overload"} 1"#), "{text}");
+        assert!(text.contains(r#"io360_operator_cluster_suspended{namespace="blog",name="comments",reason="Manual"} 0"#), "{text}");
+        m.set_cluster("blog", "comments", true, None);
+        let text = m.render();
+        assert!(
+            text.contains(r#"io360_operator_cluster_ready{namespace="blog",name="comments"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"reason="Overload"} 0"#), "{text}");
+        m.forget_cluster("blog", "comments");
+        assert!(!m.render().contains(r#"name="comments""#));
+    }
 }

@@ -18,7 +18,7 @@ use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -37,6 +37,7 @@ use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
 use crate::events::{EventType, Recorder};
 use crate::health::{self, TierProblem};
 use crate::metrics::Metrics;
+use crate::tierkeys;
 use crate::validate::{InvalidSpec, validate};
 
 /// The longest one reconcile pass may take before it is abandoned and retried.
@@ -80,6 +81,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The cached children of every cluster.
     pub children: Children,
+    /// How long each step of a tier key rotation waits for kubelet to update the mounted
+    /// Secret and the tiers to re-read it.
+    pub tier_keys_grace: Duration,
     state: Mutex<HashMap<String, ClusterMemory>>,
 }
 
@@ -123,12 +127,14 @@ impl Context {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         children: Children,
+        tier_keys_grace: Duration,
     ) -> Self {
         Self {
             client,
             recorder,
             metrics,
             children,
+            tier_keys_grace,
             state: Mutex::new(HashMap::new()),
         }
     }
@@ -230,6 +236,9 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
             .expect("cluster memory lock poisoned")
             .remove(uid);
         ctx.update_suspended_gauge();
+        if let Some(ns) = cc.namespace() {
+            ctx.metrics.forget_cluster(&ns, &cc.name_any());
+        }
         return Ok(Action::await_change());
     }
     let ns = cc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -262,6 +271,9 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
         suspension: suspension.clone(),
         live_since: live_since.clone(),
     };
+
+    // The tiers' keys first: their pods mount the Secret.
+    let keys_recheck = tier_keys(ctx, cc, &ns, &name).await?;
 
     // Build and apply.
     let wanted = desired::build(cc, &inputs);
@@ -399,6 +411,16 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
     let is_suspended = suspension.is_some();
     ctx.with_memory(uid, |m| m.suspended = is_suspended);
     ctx.update_suspended_gauge();
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ctx.metrics.set_cluster(
+        &ns,
+        &name,
+        ready,
+        suspension.as_ref().map(|s| s.reason.as_str()),
+    );
     match (&was, &suspension) {
         (None, Some(s)) => {
             info!(cluster = %name, reason = s.reason.as_str(), "comments suspended");
@@ -459,11 +481,68 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
         .tiers
         .values()
         .all(|t| t.ready_replicas >= t.desired_replicas);
-    Ok(Action::requeue(Duration::from_secs(if settled {
-        300
-    } else {
-        15
-    })))
+    let next = Duration::from_secs(if settled { 300 } else { 15 });
+    Ok(Action::requeue(
+        next.min(keys_recheck.max(Duration::from_secs(1))),
+    ))
+}
+
+/// Creates the tier keys Secret, or takes the next step of a rotation when one is due (see
+/// [`crate::tierkeys`]). Returns when to look again. The Secret is read by name, never
+/// listed or watched, and its contents are never logged.
+async fn tier_keys(
+    ctx: &Context,
+    cc: &CommentCluster,
+    ns: &str,
+    name: &str,
+) -> Result<Duration, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret_name = tierkeys::secret_name(name);
+    let existing = api
+        .get_opt(&secret_name)
+        .await
+        .map_err(kube_err(format!("read Secret/{secret_name}")))?;
+    let current = existing.as_ref().and_then(tierkeys::read);
+    let trigger = cc
+        .annotations()
+        .get(tierkeys::ROTATE_ANNOTATION)
+        .map(String::as_str);
+    let days = cc.spec.tier_keys.rotation_days.clamp(1, 365) as u64;
+    let plan = tierkeys::plan(
+        current,
+        Timestamp::now(),
+        Duration::from_secs(days * 86_400),
+        trigger,
+        ctx.tier_keys_grace,
+    );
+    let owned = existing.as_ref().is_some_and(|s| {
+        s.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == cc.metadata.uid.as_ref())
+    });
+    if plan.step.is_some() || !owned {
+        let owner = cc.controller_owner_ref(&()).into_iter().collect();
+        let obj = tierkeys::secret(
+            secret_name.clone(),
+            Some(ns.to_owned()),
+            desired::instance_labels(name),
+            owner,
+            &plan.state,
+        );
+        api.patch(
+            &secret_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(kube_err(format!("apply Secret/{secret_name}")))?;
+    }
+    if let Some(step) = &plan.step {
+        let (reason, note) = step.event();
+        info!(cluster = %name, reason, "tier keys: {note}");
+        ctx.event(cc, EventType::Normal, reason, note).await;
+    }
+    Ok(plan.recheck)
 }
 
 fn tier_of<'a>(key: &str, cc: &str) -> Option<&'a str> {

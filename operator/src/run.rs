@@ -70,6 +70,15 @@ pub struct RunArgs {
     #[arg(long, env = "IO360_OPERATOR_DEGRADE_INTERVAL", default_value_t = 5)]
     degrade_interval: u64,
 
+    /// Seconds each step of a tier key rotation waits: longer than kubelet takes to update a
+    /// mounted Secret (its sync period, about a minute by default) plus the tiers' 5 s reload.
+    #[arg(
+        long,
+        env = "IO360_OPERATOR_TIER_KEYS_GRACE_SECS",
+        default_value_t = 300
+    )]
+    tier_keys_grace_secs: u64,
+
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "IO360_LOG", default_value = "info")]
     log: String,
@@ -296,6 +305,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Recorder::new(client.clone(), "io360-operator", &identity),
         metrics.clone(),
         children,
+        Duration::from_secs(args.tier_keys_grace_secs.max(1)),
     ));
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     controller = controller.reconcile_on(wake_rx);

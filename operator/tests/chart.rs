@@ -98,6 +98,12 @@ fn lints_strictly_with_every_option() {
         "watchNamespace=sites",
         "--set",
         "example.enabled=true",
+        "--set",
+        "monitoring.podMonitors.enabled=true",
+        "--set",
+        "monitoring.rules.enabled=true",
+        "--set",
+        "monitoring.dashboard.enabled=true",
     ]));
 }
 
@@ -246,7 +252,13 @@ fn rbac_covers_every_managed_kind_and_nothing_wider() {
         }
         for (_, res, verbs, _) in &g {
             assert!(res != "*" && !verbs.contains("*"), "wildcard in {kind}");
-            assert!(res != "secrets", "the operator never needs Secrets");
+            if res == "secrets" {
+                // Only the tier keys Secret, read by name: never listed or watched, so no
+                // other Secret's contents reach the operator.
+                let mut v: Vec<&str> = verbs.iter().map(String::as_str).collect();
+                v.sort_unstable();
+                assert_eq!(v, ["create", "get", "patch"], "Secrets in {kind}");
+            }
             assert!(!res.starts_with("cluster"), "{res} in {kind}");
             assert!(!verbs.contains("escalate") && !verbs.contains("bind"));
         }
@@ -341,4 +353,144 @@ fn the_example_lands_where_the_operator_watches_with_a_kept_token() {
         of_kind(&docs, "CommentCluster")[0]["metadata"]["namespace"],
         "io360-system"
     );
+}
+
+/// promtool, unpacked by `tests/lint/install-linters.sh`.
+fn promtool() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("XDG_CACHE_HOME or HOME is set");
+    let path = cache.join("io360/lint/bin/promtool");
+    assert!(
+        path.is_file(),
+        "promtool not found at {}: run `bash tests/lint/install-linters.sh`",
+        path.display()
+    );
+    path
+}
+
+const MONITORING_APIS: [&str; 4] = [
+    "--api-versions",
+    "monitoring.coreos.com/v1/PodMonitor",
+    "--api-versions",
+    "monitoring.coreos.com/v1/PrometheusRule",
+];
+
+#[test]
+fn monitoring_renders_only_when_asked_and_only_where_its_api_exists() {
+    let all_on = [
+        "--set",
+        "monitoring.podMonitors.enabled=true",
+        "--set",
+        "monitoring.rules.enabled=true",
+        "--set",
+        "monitoring.dashboard.enabled=true",
+    ];
+    // Off by default, even where the Prometheus Operator runs.
+    let docs = render(&MONITORING_APIS);
+    assert!(of_kind(&docs, "PodMonitor").is_empty() && of_kind(&docs, "PrometheusRule").is_empty());
+    // Asked for, in a cluster without the Prometheus Operator: only the dashboard ConfigMap.
+    let docs = render(&all_on);
+    assert!(of_kind(&docs, "PodMonitor").is_empty() && of_kind(&docs, "PrometheusRule").is_empty());
+    let mut args = all_on.to_vec();
+    args.extend_from_slice(&MONITORING_APIS);
+    let docs = render(&args);
+    let monitors = of_kind(&docs, "PodMonitor");
+    assert_eq!(monitors.len(), 2, "the operator's and the tiers'");
+    let tiers = monitors
+        .iter()
+        .find(|m| m["metadata"]["name"].as_str().unwrap().ends_with("-tiers"))
+        .unwrap();
+    assert_eq!(
+        tiers["spec"]["selector"]["matchLabels"]["app.kubernetes.io/managed-by"],
+        desired::MANAGER
+    );
+    assert_eq!(tiers["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    assert_eq!(of_kind(&docs, "PrometheusRule").len(), 1);
+    let dashboards: Vec<_> = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .filter(|c| c["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .collect();
+    assert_eq!(dashboards.len(), 1);
+    let json: serde_json::Value =
+        serde_json::from_str(dashboards[0]["data"]["io360.json"].as_str().unwrap()).unwrap();
+    let ids: BTreeSet<u64> = json["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        json["panels"].as_array().unwrap().len(),
+        "panel ids are unique"
+    );
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let mut args = vec!["--set", "monitoring.rules.enabled=true"];
+    args.extend_from_slice(&MONITORING_APIS);
+    let docs = render(&args);
+    let rule = of_kind(&docs, "PrometheusRule")[0];
+    let dir = tempfile::tempdir().unwrap();
+    // The groups as Prometheus reads a rule file (JSON is YAML).
+    let groups = serde_json::to_string(&rule["spec"]).unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), groups).unwrap();
+    std::fs::copy(
+        repo().join("tests/monitoring/alerts.test.yaml"),
+        dir.path().join("alerts.test.yaml"),
+    )
+    .unwrap();
+    for args in [
+        ["check", "rules", "rules.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new(promtool())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_operator_series_the_dashboard_and_the_alerts_name_exist() {
+    let metrics = io360_operator::metrics::Metrics::new();
+    metrics.set_cluster("blog", "comments", true, None);
+    let families: BTreeSet<String> = metrics
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    for file in ["alerts.yaml", "dashboard.json"] {
+        let text = std::fs::read_to_string(chart().join("files").join(file)).unwrap();
+        for (i, _) in text.match_indices("io360_operator_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "io360_operator_" {
+                continue; // `io360_operator_*` in prose
+            }
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(&name) || families.contains(base),
+                "{file} names {name}, which the operator does not export: {families:?}"
+            );
+        }
+    }
 }

@@ -190,7 +190,8 @@ fn ingress_and_hpa_follow_the_spec() {
         })
         .collect();
     assert!(routes.contains(&("/".into(), "news-frontend".into())));
-    assert!(routes.contains(&("/api".into(), "news-logic".into())));
+    // Logic answers only the frontend, so `/api` goes through it.
+    assert!(routes.contains(&("/api".into(), "news-frontend".into())));
     assert!(routes.contains(&("/v1".into(), "news-longpoll".into())));
     assert!(find(&objs, "HorizontalPodAutoscaler/news-sync").is_none());
     assert!(find(&objs, "PodDisruptionBudget/news-sync").is_none());
@@ -514,6 +515,71 @@ fn the_admin_token_is_a_file_in_logic_only_and_its_revision_rolls_logic() {
         hash(&cc, "Deployment/docs-frontend"),
         hash(&rotated, "Deployment/docs-frontend")
     );
+}
+
+#[test]
+fn each_tier_mounts_only_its_own_items_of_the_tier_keys_secret() {
+    let cc = load(&dir("tests/fixtures/minimal.yaml"));
+    let name = cc.metadata.name.clone().unwrap();
+    let objs = desired::build(&cc, &Inputs::default());
+    let specs = pod_specs(&objs);
+    assert_eq!(specs.len(), 6);
+    for (key, spec) in specs {
+        let tier = key.rsplit('-').next().unwrap();
+        let vol = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tier-keys")
+            .unwrap_or_else(|| panic!("{key}: no tier-keys volume"));
+        assert_eq!(vol["secret"]["secretName"], format!("{name}-tier-keys"));
+        assert_eq!(vol["secret"]["defaultMode"], 0o440, "{key}");
+        let items: Vec<(String, String)> = vol["secret"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["key"].as_str().unwrap().to_owned(),
+                    i["path"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let token = (format!("{tier}.token"), "token".to_owned());
+        let keys = ("keys".to_owned(), "keys".to_owned());
+        let want = match tier {
+            "frontend" | "longpoll" => vec![token],
+            "logic" | "store" | "sync" => vec![token, keys],
+            "logger" => vec![keys],
+            other => panic!("unknown tier {other}"),
+        };
+        assert_eq!(items, want, "{key}");
+        let mount = spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "tier-keys")
+            .unwrap();
+        assert_eq!(mount["mountPath"], "/var/run/secrets/io360/tier");
+        assert_eq!(mount["readOnly"], true);
+        assert!(mount.get("subPath").is_none(), "a subPath is never updated");
+        let env = spec["containers"][0]["env"].as_array().unwrap();
+        let var = |n: &str| {
+            env.iter()
+                .find(|e| e["name"] == n)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            var("IO360_TIER_TOKEN_FILE").is_some(),
+            tier != "logger",
+            "{key}"
+        );
+        assert_eq!(
+            var("IO360_TIER_KEYS_FILE").is_some(),
+            matches!(tier, "logic" | "store" | "sync" | "logger"),
+            "{key}"
+        );
+    }
 }
 
 #[test]

@@ -44,12 +44,19 @@ load() { "$bin/io360-load" --concurrency "$CONC" --duration "$DURATION" "$@"; }
 results="$work/results.jsonl"
 run() { echo "   $1" >&2; shift; load "$@" | tee -a "$results" >&2; }
 
+# The tiers know each other by credentials: a keyring, and one credential file per tier.
+"$bin/io360" tier-keys --out "$work/keys" >/dev/null
+export IO360_TIER_KEYS_FILE="$work/keys/keys"
+AS_LOGIC="io360-tier: $(cat "$work/keys/logic.token")"
+AS_FRONTEND="io360-tier: $(cat "$work/keys/frontend.token")"
+
 LOGGER=127.0.0.1:18187
 STORE=127.0.0.1:18184
 LOGIC=127.0.0.1:18181
 
 start_logger() {
-  "$bin/io360" serve logger --addr $LOGGER --data-dir "$work/$1" >"$work/$1.log" 2>&1 &
+  IO360_TIER_TOKEN_FILE="$work/keys/logger.token" \
+    "$bin/io360" serve logger --addr $LOGGER --data-dir "$work/$1" >"$work/$1.log" 2>&1 &
   logger_pid=$!
   pids+=($logger_pid)
   wait_up "http://$LOGGER/readyz"
@@ -64,9 +71,9 @@ batch=$(python3 -c "import sys; e=sys.argv[1]; print('{\"events\": [' + ','.join
 
 echo "==> logger ingest: $CONC clients, ${DURATION}s each"
 run "batches of $BATCH" --label "ingest-batch-$BATCH" --method POST --expect 202 \
-  --header 'content-type: application/json' --url "http://$LOGGER/logger/v1/events" --body "$batch"
+  --header 'content-type: application/json' --header "$AS_LOGIC" --url "http://$LOGGER/logger/v1/events" --body "$batch"
 run "batches of 1" --label ingest-batch-1 --method POST --expect 202 \
-  --header 'content-type: application/json' --url "http://$LOGGER/logger/v1/events" \
+  --header 'content-type: application/json' --header "$AS_LOGIC" --url "http://$LOGGER/logger/v1/events" \
   --body "{\"events\": [$event]}"
 
 # The shipping runs get a logger of their own: the million events just ingested would
@@ -94,18 +101,19 @@ settle() {
 # gets a fresh store; the logger lives on, since what it accumulates is part of shipping's cost.
 logic() {
   local label=$1; shift
-  "$bin/io360" serve store --addr $STORE --data-dir "$work/store-$label" >"$work/store-$label.log" 2>&1 &
+  IO360_TIER_TOKEN_FILE="$work/keys/store.token" \
+    "$bin/io360" serve store --addr $STORE --data-dir "$work/store-$label" >"$work/store-$label.log" 2>&1 &
   store_pid=$!
   pids+=($store_pid)
   wait_up "http://$STORE/readyz"
   env "$@" IO360_STORE_URL="http://$STORE" IO360_ADMIN_TOKEN=bench-admin-token-0123456789 \
-    IO360_NO_RATE_LIMITS=true "$bin/io360" serve logic --addr $LOGIC >"$work/logic-$label.log" 2>&1 &
+    IO360_NO_RATE_LIMITS=true IO360_TIER_TOKEN_FILE="$work/keys/logic.token" "$bin/io360" serve logic --addr $LOGIC >"$work/logic-$label.log" 2>&1 &
   local pid=$!
   wait_up "http://$LOGIC/readyz"
   settle
   local before="$(cpu "$pid") $(cpu "$store_pid") $(cpu "$logger_pid")"
   run "logic, logger $label" --label "post-$label" --method POST --expect 201 \
-    --header 'content-type: application/json' \
+    --header 'content-type: application/json' --header "$AS_FRONTEND" \
     --url "http://$LOGIC/api/v1/comments?thread=/bench/post-{n}" \
     --body '{"text": "Benchmark comment {n} with *markdown*.", "author": "Bench"}'
   echo "$label $before $(cpu "$pid") $(cpu "$store_pid") $(cpu "$logger_pid")" >>"$work/cpu.txt"

@@ -101,11 +101,28 @@ export async function startUp({ env = {}, args = [] } = {}) {
   };
 }
 
-/** Starts one tier as its own process (`io360 serve <tier>`). */
+let tierKeys = null;
+
+/** The tiers' keyring and credentials (`io360 tier-keys`), made once per test process. */
+function tierKeysDir() {
+  if (tierKeys) return tierKeys;
+  tierKeys = mkdtempSync(join(tmpdir(), 'io360-tier-keys-'));
+  execFileSync(io360Binary(), ['tier-keys', '--out', tierKeys], { stdio: 'ignore' });
+  process.on('exit', () => rmSync(tierKeys, { recursive: true, force: true }));
+  return tierKeys;
+}
+
+/** Starts one tier as its own process (`io360 serve <tier>`), with its credential and the
+    keyring, as the tiers of one cluster share them. */
 export async function startTier(tier, { env = {}, args = [] } = {}) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const proc = run(['serve', tier, '--addr', `127.0.0.1:${port}`, ...args], env);
+  const keys = tierKeysDir();
+  const proc = run(['serve', tier, '--addr', `127.0.0.1:${port}`, ...args], {
+    IO360_TIER_KEYS_FILE: join(keys, 'keys'),
+    IO360_TIER_TOKEN_FILE: join(keys, `${tier}.token`),
+    ...env,
+  });
   try {
     await waitReady(`${url}/healthz`, 120000, proc);
   } catch (e) {

@@ -187,10 +187,14 @@ prepare "$bundle" "" io360 --version
 got=$(run_once "$bundle" "io360-version-$$") || die "io360 --version failed: $got"
 [ "$got" = "io360 $VERSION" ] || die "io360 --version says '$got', want 'io360 $VERSION'"
 
-# `io360 serve store`, as the store's pod runs it.
+# `io360 serve store`, as the store's pod runs it, with the tiers' keyring and its credential
+# (made by the image's own `io360 tier-keys`, as files the way a mounted Secret hands them over).
 data=$(new_volume store-data)
 port=$(free_port)
-prepare "$bundle" "$data" io360 serve store --addr "127.0.0.1:$port"
+prepare "$bundle" "$data" io360 tier-keys --out /data/tier-keys
+got=$(run_once "$bundle" "io360-keys-$$") || die "io360 tier-keys failed: $got"
+prepare "$bundle" "$data" io360 serve store --addr "127.0.0.1:$port" \
+  --tier-keys-file /data/tier-keys/keys --tier-token-file /data/tier-keys/store.token
 id="io360-store-$$"
 begin=$(date +%s%N)
 start "$bundle" "$id"

@@ -28,8 +28,9 @@ LAYOUTS=${LAYOUTS:-"separate shared"}
 E2E_N=${E2E_N:-1000}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-NCHAN_CONF=${NCHAN_CONF:-/work/shared/peers/nchan.nginx.conf}
-[ -f "$NCHAN_CONF" ] || NCHAN_CONF="$ROOT/tests/live/nchan.nginx.conf"
+# The peers' configurations sit beside the repository, as for the Isso benchmark.
+NCHAN_CONF=${NCHAN_CONF:-$ROOT/../shared/peers/nchan.nginx.conf}
+[ -f "$NCHAN_CONF" ] || { echo "bench.sh: no Nchan configuration at $NCHAN_CONF (set NCHAN_CONF)" >&2; exit 1; }
 
 cd "$ROOT"
 cargo build -q --release -p io360-live-tests --bins
@@ -89,19 +90,26 @@ run_io360() {
   local n=$1 rounds=$2 label=$3
   local d="$WORK/io360-$label"
   mkdir -p "$d"
+  # The tiers know each other by credentials: a keyring and one credential file per tier.
+  "$BIN" tier-keys --out "$d/keys" >/dev/null
+  export IO360_TIER_KEYS_FILE="$d/keys/keys"
+  IO360_TIER_TOKEN_FILE="$d/keys/store.token" \
   IO360_ADDR=127.0.0.1:18084 IO360_DATA_DIR="$d/store" IO360_LOG=warn $SERVER_PIN "$BIN" serve store >"$d/store.log" 2>&1 &
   local store=$!; PIDS+=("$store")
   wait_ready http://127.0.0.1:18084/readyz
+  IO360_TIER_TOKEN_FILE="$d/keys/sync.token" \
   IO360_ADDR=127.0.0.1:18085 IO360_STORE_URL=http://127.0.0.1:18084 IO360_LOG=warn $SERVER_PIN "$BIN" serve sync >"$d/sync.log" 2>&1 &
   local sync=$!; PIDS+=("$sync")
   wait_ready http://127.0.0.1:18085/readyz
   # Started in the cgroup's place: moved into a fresh cgroup before any poll arrives.
+  IO360_TIER_TOKEN_FILE="$d/keys/longpoll.token" \
   IO360_ADDR=127.0.0.1:18086 IO360_SYNC_URL=http://127.0.0.1:18085 IO360_LOG=warn \
     $SERVER_PIN "$BIN" serve longpoll --hold-secs 30 >"$d/longpoll.log" 2>&1 &
   local lp=$!; PIDS+=("$lp")
   wait_ready http://127.0.0.1:18086/readyz
   local cg; cg=$(cgroup_for "$lp" "lp-$label")
   $CLIENT_PIN "$LOAD" --target io360 --addr 127.0.0.1:18086 --store http://127.0.0.1:18084 --n "$n" \
+    --tier-token-file "$d/keys/logic.token" \
     --rounds "$rounds" --sources "127.0.0.$SRC,127.0.0.$((SRC + 1))" --pids "$lp" \
     ${cg:+--cgroup "$cg"} --label "io360-$label" >>"$RESULTS"
   SRC=$((SRC + 2))

@@ -34,6 +34,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: ["configmaps", "services", "serviceaccounts", "persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The tier keys Secret: read by name, created and updated by server-side apply. No list or
+# watch, so no other Secret's contents ever reach the operator.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 # Pods are only read, to say in status why a tier is not ready (image pull, crash loop).
 - apiGroups: [""]
   resources: ["pods"]

@@ -19,6 +19,8 @@ use io360_store::StoreClient;
 use io360_store::api::{NewComment, WriteOp};
 use serde_json::Value;
 
+pub mod stream;
+
 /// The `io360` binary under test: `$IO360_BIN`, else `target/debug/io360` of this workspace
 /// (built on first use).
 pub fn io360_bin() -> Result<PathBuf> {
@@ -75,14 +77,16 @@ impl Tier {
         env: &[(&str, &str)],
         log_dir: &Path,
     ) -> Result<Tier> {
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(tier_auth_env(log_dir, name)?);
         let mut t = Tier {
             name,
             addr,
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
             log: log_dir.join(format!("{name}.log")),
             child: None,
         };
@@ -211,6 +215,35 @@ impl Drop for Tier {
     }
 }
 
+/// The keyring the tiers started with `log_dir` share, made on first use and kept there as a
+/// Kubernetes Secret would hand it over: a keyring file and one credential file per tier.
+pub fn keyring(log_dir: &Path) -> Result<io360_common::auth::Keyring> {
+    let path = log_dir.join("tier-keys");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(io360_common::auth::Keyring::parse(&text)?);
+    }
+    let k = io360_common::auth::Keyring::generate();
+    std::fs::write(&path, k.to_text())?;
+    Ok(k)
+}
+
+/// The variables that hand `tier` its credential and the keyring.
+fn tier_auth_env(log_dir: &Path, tier: &str) -> Result<Vec<(String, String)>> {
+    let k = keyring(log_dir)?;
+    let token = log_dir.join(format!("{tier}.token"));
+    std::fs::write(&token, k.credential(tier))?;
+    Ok(vec![
+        (
+            "IO360_TIER_KEYS_FILE".into(),
+            log_dir.join("tier-keys").to_string_lossy().into_owned(),
+        ),
+        (
+            "IO360_TIER_TOKEN_FILE".into(),
+            token.to_string_lossy().into_owned(),
+        ),
+    ])
+}
+
 /// Store, sync and longpoll instances on loopback.
 pub struct Cluster {
     /// Temporary data and logs.
@@ -306,9 +339,14 @@ impl Cluster {
         self.longpolls.iter().map(Tier::url).collect()
     }
 
-    /// A client for the store.
+    /// A client for the store, presenting logic's credential (the store takes writes from
+    /// logic only).
     pub fn store_client(&self) -> StoreClient {
-        StoreClient::new(&self.store.url())
+        let k = keyring(self.dir.path()).expect("the cluster's keyring");
+        StoreClient::new(
+            &self.store.url(),
+            io360_common::auth::Credential::of("logic", &k),
+        )
     }
 }
 

@@ -3,7 +3,8 @@
 //! A tier talks to another through a [`TierClient`] bound to its base URL. A problem body from
 //! the other tier comes back as [`ClientError::Problem`], so a 4xx raised deep in store reaches
 //! the browser unchanged; anything else (refused connection, timeout, garbage) is
-//! [`ClientError::Unavailable`], which callers turn into a 503.
+//! [`ClientError::Unavailable`], which callers turn into a 503. Every call carries the
+//! calling tier's [`Credential`].
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Problem;
+use crate::auth::{Credential, HEADER};
 
 /// Why a call to another tier failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +62,13 @@ pub struct TierClient {
     tier: &'static str,
     base: String,
     http: reqwest::Client,
+    credential: Credential,
 }
 
 impl TierClient {
-    /// A client for `tier` at `base` (e.g. `http://127.0.0.1:8084`).
-    pub fn new(tier: &'static str, base: &str) -> Self {
+    /// A client for `tier` at `base` (e.g. `http://127.0.0.1:8084`) that presents
+    /// `credential` on every call.
+    pub fn new(tier: &'static str, base: &str, credential: Credential) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(256)
@@ -75,6 +79,7 @@ impl TierClient {
             tier,
             base: base.trim_end_matches('/').to_owned(),
             http,
+            credential,
         }
     }
 
@@ -83,9 +88,11 @@ impl TierClient {
         &self.base
     }
 
-    /// The underlying HTTP client, for streaming calls.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// A request to `url` that carries this tier's credential, for streaming calls.
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, url)
+            .header(HEADER, self.credential.header())
     }
 
     /// The full URL of `path`.
@@ -104,7 +111,9 @@ impl TierClient {
     /// GET `path` (with its query) and decode the JSON answer.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
-        let req = self.http.get(&url).timeout(Duration::from_secs(10));
+        let req = self
+            .request(reqwest::Method::GET, &url)
+            .timeout(Duration::from_secs(10));
         self.send(&url, req).await
     }
 
@@ -117,7 +126,6 @@ impl TierClient {
     ) -> Result<T, ClientError> {
         let url = self.url(path);
         let req = self
-            .http
             .request(method, &url)
             .timeout(Duration::from_secs(10))
             .json(body);
@@ -142,8 +150,7 @@ impl TierClient {
     ) -> Result<T, ClientError> {
         let url = self.url(path);
         let req = self
-            .http
-            .post(&url)
+            .request(reqwest::Method::POST, &url)
             .timeout(Duration::from_secs(10))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body);

@@ -4,6 +4,7 @@
 //! extractors that turn bad input into such bodies, telemetry (JSON logs, Prometheus metrics,
 //! health endpoints), the serving loop with graceful shutdown, and the inter-tier HTTP client.
 
+pub mod auth;
 pub mod client;
 pub mod extract;
 pub mod format;
@@ -14,6 +15,7 @@ pub mod model;
 pub mod problem;
 pub mod retry;
 pub mod rules;
+pub mod sanitize;
 pub mod serve;
 pub mod telemetry;
 

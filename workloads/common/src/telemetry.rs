@@ -27,17 +27,57 @@ use prometheus_client::registry::Registry;
 /// its warnings and errors are.
 pub const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
 
-/// Starts JSON-line logging to stdout, filtered by `IO360_LOG` (default [`DEFAULT_LOG`]).
-/// Calling it twice (as `io360 up` does for every tier) is harmless.
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Readable lines, for a person at a terminal.
+    Text,
+}
+
+impl LogFormat {
+    /// The format `IO360_LOG_FORMAT` asks for (`json` or `text`); unset or empty, readable lines
+    /// on a terminal and JSON otherwise. An unknown value is an error naming the choices.
+    pub fn choose(setting: Option<&str>, terminal: bool) -> Result<LogFormat, String> {
+        match setting.map(str::trim) {
+            None | Some("") => Ok(if terminal {
+                LogFormat::Text
+            } else {
+                LogFormat::Json
+            }),
+            Some(v) if v.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+            Some(v) if v.eq_ignore_ascii_case("text") => Ok(LogFormat::Text),
+            Some(v) => Err(format!(
+                "IO360_LOG_FORMAT is {v:?}; it takes json or text (unset: text on a terminal, json otherwise)"
+            )),
+        }
+    }
+}
+
+/// Starts logging to stdout, filtered by `IO360_LOG` (default [`DEFAULT_LOG`]), in the format
+/// `IO360_LOG_FORMAT` asks for ([`LogFormat::choose`]). An unknown format is reported in the
+/// log, which is then JSON. Calling it twice (as `io360 up` does for every tier) is harmless.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("IO360_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let _ = tracing_subscriber::fmt()
-        .json()
+    let terminal = std::io::stdout().is_terminal();
+    let setting = std::env::var("IO360_LOG_FORMAT").ok();
+    let (format, error) = match LogFormat::choose(setting.as_deref(), terminal) {
+        Ok(f) => (f, None),
+        Err(e) => (LogFormat::Json, Some(e)),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_current_span(false)
-        .with_target(true)
-        .try_init();
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+    };
+    if let Some(e) = error {
+        tracing::warn!("{e}");
+    }
 }
 
 /// Whether a tier is ready to take traffic (`/readyz`).
@@ -290,4 +330,20 @@ async fn record(State(m): State<HttpMetrics>, req: Request, next: Next) -> Respo
         })
         .inc();
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFormat;
+
+    #[test]
+    fn readable_lines_on_a_terminal_and_json_elsewhere_unless_asked() {
+        assert_eq!(LogFormat::choose(None, true), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::choose(None, false), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::choose(Some(""), true), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::choose(Some("json"), true), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::choose(Some("TEXT"), false), Ok(LogFormat::Text));
+        let e = LogFormat::choose(Some("yaml"), true).unwrap_err();
+        assert!(e.contains("\"yaml\"") && e.contains("json or text"), "{e}");
+    }
 }

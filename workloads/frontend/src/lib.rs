@@ -121,9 +121,21 @@ pub struct Config {
     #[arg(long, env = "IO360_PAGE_RESERVE_FDS", default_value_t = 0)]
     pub page_reserve_fds: usize,
 
+    /// Proxies in front of the frontend (a load balancer, an Ingress controller) whose
+    /// `X-Forwarded-For` is believed, as comma-separated CIDRs (`10.0.0.0/8,192.168.1.7/32`).
+    /// The client is then the rightmost address of the header not in this list. Empty: the
+    /// header a client sends is replaced by the connection's address, so no client can claim
+    /// another's address to slip past rate limits.
+    #[arg(long, env = "IO360_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// This tier's credential, presented to logic and the logger.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 impl Default for Config {
@@ -144,7 +156,9 @@ impl Default for Config {
             max_connections_per_client: 256,
             max_requests_per_client: 64,
             page_reserve_fds: 0,
+            trusted_proxies: Vec::new(),
             audit: io360_logger::ShipperConfig::default(),
+            tier_auth: Default::default(),
         }
     }
 }
@@ -401,11 +415,23 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     config.audit.validate().map_err(Error::Config)?;
     let telemetry = Telemetry::new("frontend");
     shutdown.attach(&telemetry);
-    let audit = io360_logger::Shipper::new("frontend", &config.audit, &telemetry);
+    let audit =
+        io360_logger::Shipper::new("frontend", &config.audit, &config.tier_auth, &telemetry)
+            .map_err(Error::Config)?;
+    let credential = match config.logic_url {
+        Some(_) => Some(
+            config
+                .tier_auth
+                .credential("frontend")
+                .map_err(Error::Config)?,
+        ),
+        None => None,
+    };
     let logic = config
         .logic_url
         .as_deref()
-        .map(|u| TierClient::new("logic", u));
+        .zip(credential.clone())
+        .map(|(u, c)| TierClient::new("logic", u, c));
     let snapshots = Arc::new(Snapshots::new(
         logic.clone(),
         Duration::from_millis(config.snapshot_refresh_ms.max(50)),
@@ -466,9 +492,12 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             config.logic_url.as_deref(),
             Some(Duration::from_secs(30)),
             io360_common::extract::MAX_API_BODY,
-        ),
+        )
+        .presenting(credential)
+        .trusting(config.trusted_proxies.clone()),
         // Live updates take no bodies; a small one is sent on for longpoll to refuse.
-        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None, 16 * 1024),
+        live: proxy::Upstream::new("longpoll", config.longpoll_url.as_deref(), None, 16 * 1024)
+            .trusting(config.trusted_proxies.clone()),
         asset_max_age: config.asset_max_age,
         clients: clients.clone(),
         site_hit,

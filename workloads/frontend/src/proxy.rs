@@ -9,7 +9,7 @@
 //! still a body to longpoll). When the other tier is not configured or cannot be reached,
 //! the browser gets a 503 problem with `Retry-After`, never a hang or an HTML error page.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use io360_common::Problem;
+use io360_common::auth::{self, Credential};
+use ipnet::IpNet;
 
 /// Headers that describe one hop, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -41,6 +43,11 @@ pub(crate) struct Upstream {
     /// Largest request body sent on.
     max_body: usize,
     http: reqwest::Client,
+    /// The frontend's credential, presented to the tier (logic); `None` for longpoll, whose
+    /// routes are public.
+    credential: Option<Credential>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted: Vec<IpNet>,
 }
 
 impl Upstream {
@@ -65,7 +72,21 @@ impl Upstream {
             timeout,
             max_body,
             http,
+            credential: None,
+            trusted: Vec::new(),
         }
+    }
+
+    /// Presents `credential` on every forwarded request.
+    pub fn presenting(mut self, credential: Option<Credential>) -> Upstream {
+        self.credential = credential;
+        self
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies only.
+    pub fn trusting(mut self, trusted: Vec<IpNet>) -> Upstream {
+        self.trusted = trusted;
+        self
     }
 
     fn unavailable(&self, why: &str) -> Response {
@@ -97,19 +118,18 @@ impl Upstream {
         let url = format!("{base}{path}");
         let mut headers = strip_hop_by_hop(&parts.headers);
         headers.remove(header::HOST);
+        // A client's own claims are never passed on: its address is the one found here, and
+        // a tier credential it sends is dropped (the frontend's own goes in its place).
+        headers.remove(FORWARDED_FOR);
+        headers.remove(auth::HEADER);
         if let Some(ConnectInfo(addr)) = peer {
-            let ip = addr.ip().to_string();
-            let xff = match parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
-            };
-            if let Ok(v) = HeaderValue::from_str(&xff) {
-                headers.insert("x-forwarded-for", v);
+            let ip = client_address(&parts.headers, addr.ip(), &self.trusted);
+            if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+                headers.insert(FORWARDED_FOR, v);
             }
+        }
+        if let Some(c) = &self.credential {
+            headers.insert(auth::HEADER, c.header());
         }
         if let Some(host) = parts.headers.get(header::HOST) {
             headers.insert("x-forwarded-host", host.clone());
@@ -146,6 +166,35 @@ impl Upstream {
         *res.headers_mut() = headers;
         res
     }
+}
+
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client's address: the connection's, unless it comes from a trusted proxy; then the
+/// rightmost address of `X-Forwarded-For` that is not itself a trusted proxy (each proxy
+/// appends the address it saw, so only the part written by trusted proxies can be believed).
+pub(crate) fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all(FORWARDED_FOR).iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for part in text.rsplit(',') {
+            let Ok(ip) = part.trim().parse::<IpAddr>() else {
+                // Past a malformed entry nothing is believed.
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 /// The most bytes of a too-large body read and dropped before answering 413; a larger one is
@@ -242,4 +291,41 @@ fn strip_hop_by_hop(headers: &HeaderMap) -> HeaderMap {
         out.remove(h);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_client_claim_is_ignored_unless_it_comes_through_a_trusted_proxy() {
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let lb: IpAddr = "10.0.0.2".parse().unwrap();
+        let spoofed = xff(&["198.51.100.1"]);
+        // No proxy configured: the connection's address, whatever the header says.
+        assert_eq!(client_address(&spoofed, client, &[]), client);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // A client not in the list cannot claim another address either.
+        assert_eq!(client_address(&spoofed, client, &trusted), client);
+        // Through the load balancer: the rightmost address it did not write itself.
+        let through = xff(&["198.51.100.1, 203.0.113.9"]);
+        assert_eq!(client_address(&through, lb, &trusted), client);
+        let two_hops = xff(&["198.51.100.1", "203.0.113.9, 10.0.0.7"]);
+        assert_eq!(client_address(&two_hops, lb, &trusted), client);
+        // Garbage stops the walk at the last address believed.
+        let junk = xff(&["junk, 10.0.0.7"]);
+        assert_eq!(
+            client_address(&junk, lb, &trusted),
+            "10.0.0.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(&HeaderMap::new(), lb, &trusted), lb);
+    }
 }

@@ -33,7 +33,16 @@ async fn listener() -> Result<(TcpListener, SocketAddr)> {
     Ok((l, a))
 }
 
-async fn start_frontend(config: io360_frontend::Config) -> Result<Running> {
+/// The keyring the tiers of this test process share.
+static KEYS: std::sync::LazyLock<io360_common::auth::Keyring> =
+    std::sync::LazyLock::new(io360_common::auth::Keyring::generate);
+
+fn auth() -> io360_common::auth::TierAuthConfig {
+    io360_common::auth::TierAuthConfig::in_memory(&KEYS)
+}
+
+async fn start_frontend(mut config: io360_frontend::Config) -> Result<Running> {
+    config.tier_auth = auth();
     let (l, addr) = listener().await?;
     let (trigger, shutdown) = Shutdown::new();
     let task = tokio::spawn(async move {
@@ -81,6 +90,7 @@ async fn start_logic(data: &Path) -> Result<(Running, Running)> {
         audit: Default::default(),
         write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
         limits: Default::default(),
+        tier_auth: auth(),
     };
     let stask = tokio::spawn(async move {
         let _ = io360_store::serve(store, sl, sshut).await;
@@ -95,10 +105,12 @@ async fn start_logic(data: &Path) -> Result<(Running, Running)> {
         ADMIN,
         "--no-rate-limits",
     ])?;
+    let mut config = args.config;
+    config.tier_auth = auth();
     let (ll, laddr) = listener().await?;
     let (ltrig, lshut) = Shutdown::new();
     let ltask = tokio::spawn(async move {
-        let _ = io360_logic::serve(args.config, ll, lshut).await;
+        let _ = io360_logic::serve(config, ll, lshut).await;
     });
     let logic_url = format!("http://{laddr}");
     wait_ready(&logic_url).await?;
@@ -502,6 +514,10 @@ async fn snapshots_from_logic_stale_while_down_and_suspension_note() -> Result<(
 
     // Suspension shows in the page.
     c.put(format!("{}/api/v1/admin/suspension", logic.url))
+        .header(
+            io360_common::auth::HEADER,
+            io360_common::auth::Credential::of("frontend", &KEYS).header(),
+        )
         .bearer_auth(ADMIN)
         .json(&serde_json::json!({"suspended": true, "reason": "maintenance tonight"}))
         .send()
@@ -522,6 +538,10 @@ async fn snapshots_from_logic_stale_while_down_and_suspension_note() -> Result<(
         .await?;
     assert_eq!(r.status(), 200, "a changed page is not 304");
     c.put(format!("{}/api/v1/admin/suspension", logic.url))
+        .header(
+            io360_common::auth::HEADER,
+            io360_common::auth::Credential::of("frontend", &KEYS).header(),
+        )
         .bearer_auth(ADMIN)
         .json(&serde_json::json!({"suspended": false}))
         .send()

@@ -5,11 +5,16 @@
  *   <section id="io360-thread" data-thread="/posts/hello"></section>
  *   <script src="https://comments.example.org/embed.js" defer></script>
  *
+ * On a page that lists posts, mark where each post's comment count goes, and the same script
+ * keeps every count live over one connection (see `Counts`):
+ *   <a href="/posts/hello/">Hello</a> <span data-io360-count="/posts/hello/"></span>
+ *
  * The widget takes over the comments the server already rendered into the element (so the
  * page does not flash), catches up with what changed since, then long-polls for new events.
  * Options go in `window.io360Config` before the script: `api` (base URL of the comment
  * server; default: where this script came from), `strings` (replacement texts for another
- * language), `css: false` (bring your own stylesheet).
+ * language), `css: false` (bring your own stylesheet),
+ * `liveCounts: false` (fill counts once, without a live connection).
  */
 (() => {
   'use strict';
@@ -776,6 +781,93 @@
     }
   }
 
+  /*
+   * Count mode: every element marked `data-io360-count="/thread"` shows that thread's number
+   * of comments, kept live. However many threads a page lists, it holds one long poll per 100
+   * threads (the most one poll may name), never one per thread. A poll first names each thread
+   * at the highest position, so the answer is a reset carrying every thread's head; from then
+   * on, a thread with events has its count read again (in one request for all such threads).
+   * `io360Config.liveCounts = false` fills the counts once and keeps no connection.
+   */
+  const POLL_THREADS = 100;
+  const FAR = 9007199254740991; // 2^53-1, beyond any thread's head: answered with a reset
+
+  class Counts {
+    constructor(elements) {
+      this.byThread = new Map();
+      for (const el of elements) {
+        const thread = String(el.dataset.io360Count || '').normalize('NFC');
+        if (!thread) continue;
+        if (!this.byThread.has(thread)) this.byThread.set(thread, []);
+        this.byThread.get(thread).push(el);
+      }
+      this.threads = [...this.byThread.keys()];
+      this.stopped = false;
+      this.start();
+    }
+
+    show(counts) {
+      for (const [thread, n] of Object.entries(counts || {})) {
+        for (const el of this.byThread.get(thread) || []) {
+          el.textContent = n === 0 ? t('count0') : n === 1 ? t('count1') : t('countN', { n });
+          el.dataset.count = String(n);
+        }
+      }
+    }
+
+    async refresh(threads) {
+      for (let i = 0; i < threads.length; i += 1000) {
+        const r = await api('POST', '/api/v1/counts', { threads: threads.slice(i, i + 1000) });
+        this.show(r && r.counts);
+      }
+    }
+
+    async start() {
+      try {
+        await this.refresh(this.threads);
+      } catch (_) { /* the page's own text stays; the polls below read the counts again */ }
+      if (config.liveCounts === false) return;
+      for (let i = 0; i < this.threads.length; i += POLL_THREADS) this.follow(this.threads.slice(i, i + POLL_THREADS));
+    }
+
+    /* One long poll following up to 100 threads. */
+    async follow(threads) {
+      const since = new Map(threads.map((th) => [th, FAR]));
+      let failures = 0;
+      while (!this.stopped) {
+        const query = threads.map((th) => `thread=${encodeURIComponent(th)}&since=${since.get(th)}`).join('&');
+        const ctrl = new AbortController();
+        const timer = setTimeout(() => ctrl.abort(), 70000);
+        try {
+          const res = await fetch(`${base}/v1/poll?${query}`, { signal: ctrl.signal, credentials: 'omit', mode: 'cors' });
+          clearTimeout(timer);
+          if (res.status === 204) { failures = 0; continue; }
+          let body = null;
+          try { body = await res.json(); } catch (_) { /* not JSON */ }
+          if (!res.ok) throw new ApiError(res.status, body);
+          failures = 0;
+          const changed = new Set();
+          for (const ev of (body && body.events) || []) {
+            if (!since.has(ev.thread)) continue;
+            const before = since.get(ev.thread);
+            if (ev.kind === 'reset' || before === FAR || ev.seq > before) {
+              since.set(ev.thread, ev.seq);
+              changed.add(ev.thread);
+            }
+          }
+          if (changed.size) await this.refresh([...changed]).catch(() => {});
+        } catch (err) {
+          clearTimeout(timer);
+          if (this.stopped) break;
+          // Comments suspended or the live tier away: the counts stay as they are, and the
+          // poll comes back after a growing, jittered wait.
+          failures++;
+          await sleep(1000 + backoff(failures, 1000, 60000));
+        }
+      }
+    }
+  }
+
   function addStylesheet() {
     if (config.css === false) return;
     const href = `${base}/embed.css`;
@@ -784,6 +876,11 @@
   }
 
   function boot() {
+    const marked = [...document.querySelectorAll('[data-io360-count]')].filter((el) => !el.io360);
+    if (marked.length) {
+      const counts = new Counts(marked);
+      for (const el of marked) el.io360 = counts;
+    }
     const root = document.getElementById('io360-thread');
     if (!root || root.io360) return;
     addStylesheet();

@@ -47,6 +47,35 @@ enum Command {
         #[command(subcommand)]
         tier: tiers::Tier,
     },
+    /// Writes a new keyring (`keys`) and one credential per tier (`<tier>.token`) into a
+    /// directory, for tiers run with `io360 serve` outside Kubernetes (IO360_TIER_KEYS_FILE,
+    /// IO360_TIER_TOKEN_FILE). Files are readable by their owner only.
+    TierKeys {
+        /// The directory to write into (created when missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Writes a keyring and every tier's credential into `dir`.
+fn write_tier_keys(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let keyring = io360_common::auth::Keyring::generate();
+    let mut files = vec![("keys".to_owned(), keyring.to_text())];
+    for tier in io360_common::auth::TIERS {
+        files.push((format!("{tier}.token"), keyring.credential(tier) + "\n"));
+    }
+    for (name, text) in files {
+        let path = dir.join(name);
+        up::write_private(&path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "wrote a keyring and the tiers' credentials into {}",
+        dir.display()
+    );
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +93,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Serve { tier } => tiers::serve_one(tier).await,
+            Command::TierKeys { out } => write_tier_keys(&out),
         }
     });
     match result {

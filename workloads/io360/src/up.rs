@@ -50,7 +50,7 @@ fn admin_token(given: Option<String>, data_dir: &Path) -> anyhow::Result<(String
     Ok((token, true))
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -94,8 +94,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let public = bind("public face", &args.addr).await?;
     let public_addr = public.local_addr()?;
 
+    // The tiers know each other by credentials made from a key that lives in this process's
+    // memory only: nothing on disk, a new one at every start.
+    let keyring = io360_common::auth::Keyring::generate();
+    let tier_auth = io360_common::auth::TierAuthConfig::in_memory(&keyring);
+
     let mut logic = args.logic;
     logic.store_url = store_url.clone();
+    logic.tier_auth = tier_auth.clone();
     // Every tier ships its audit events (and its start and stop) to the logger.
     let audit = io360_logger::ShipperConfig {
         logger_url: Some(logger_url),
@@ -114,17 +120,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         logic_url: Some(logic_url),
         longpoll_url: Some(longpoll_url),
         audit: audit.clone(),
+        tier_auth: tier_auth.clone(),
         ..io360_frontend::Config::default()
     };
 
     let sync = io360_sync::Config {
         store_url: store_url.clone(),
         audit: audit.clone(),
+        tier_auth: tier_auth.clone(),
         ..default_config::<io360_sync::Config>()
     };
     let longpoll = io360_longpoll::Config {
         sync_url,
         audit: audit.clone(),
+        tier_auth: tier_auth.clone(),
         ..default_config::<io360_longpoll::Config>()
     };
 
@@ -132,6 +141,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("store"),
         group_commit_max: 512,
         audit,
+        tier_auth: tier_auth.clone(),
         ..default_config::<io360_store::Config>()
     };
 
@@ -139,6 +149,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut tiers: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let logger = io360_logger::Config {
         data_dir: args.data_dir.join("logger"),
+        tier_auth,
         ..default_config::<io360_logger::Config>()
     };
     // The logger stops last, so the other tiers' `tier.stopped` events still reach it.

@@ -30,7 +30,10 @@ impl Logger {
         let (trigger, shutdown) = Shutdown::new();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        let cfg = io360_logger::Config::in_dir(dir.path().join("logger"));
+        let cfg = io360_logger::Config {
+            tier_auth: common::auth(),
+            ..io360_logger::Config::in_dir(dir.path().join("logger"))
+        };
         tokio::spawn(async move { io360_logger::serve(cfg, l, shutdown).await.unwrap() });
         wait_ready(&reqwest::Client::new(), &format!("{url}/readyz")).await;
         Logger {
@@ -661,4 +664,33 @@ async fn erase_removes_an_author_from_store_and_logger_and_export_finds_them_fir
         )
         .await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_audit_event_sent_straight_to_the_logger_is_refused_and_never_shown() {
+    let t = Tiers::start(Some(None), &[]).await;
+    let logger = t._logger.as_ref().unwrap().url.clone();
+    let forged = json!({"events": [{
+        "time": io360_logger::event::now_rfc3339(),
+        "kind": "comment.deleted",
+        "tier": "logic",
+        "actor": "the-site-owner",
+        "thread": "/forged",
+    }]});
+    let res = reqwest::Client::new()
+        .post(format!("{logger}/logger/v1/events"))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // A real action goes through, so the trail is being written while the forged one is not.
+    let (status, body) = t.post("/forged", json!({"text": "a real comment"})).await;
+    assert_eq!(status, 201, "{body}");
+    let events = t.wait_events("thread=%2Fforged", 1).await;
+    assert!(
+        events.iter().all(|e| e["actor"] != "the-site-owner"),
+        "the forged event is in the trail: {events:?}"
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
 }

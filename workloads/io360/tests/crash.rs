@@ -25,7 +25,9 @@ async fn acknowledged_comments_survive_kill_9_of_the_store() {
         )
     };
     let mut store = start_store();
-    let http = reqwest::Client::new();
+    // The test posts as the frontend does, and reads the store's changes as sync does.
+    let http = common::as_tier("frontend");
+    let as_sync = common::as_tier("sync");
     wait_ready(&http, &format!("{store_url}/readyz")).await;
 
     let (trigger, shutdown) = Shutdown::new();
@@ -104,7 +106,7 @@ async fn acknowledged_comments_survive_kill_9_of_the_store() {
         by_thread.entry(thread.clone()).or_default().insert(*id);
     }
     for (thread, ids) in by_thread {
-        let page: Value = http
+        let page: Value = as_sync
             .get(format!("{store_url}/store/v1/changes"))
             .query(&[
                 ("thread", thread.as_str()),
@@ -120,7 +122,7 @@ async fn acknowledged_comments_survive_kill_9_of_the_store() {
         let mut all = page["changes"].as_array().unwrap().clone();
         let mut after = all.last().map(|c| c["seq"].as_u64().unwrap()).unwrap_or(0);
         while after < page["head"].as_u64().unwrap() {
-            let more: Value = http
+            let more: Value = as_sync
                 .get(format!("{store_url}/store/v1/changes"))
                 .query(&[
                     ("thread", thread.as_str()),

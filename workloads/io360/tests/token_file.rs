@@ -25,7 +25,7 @@ async fn the_admin_token_is_read_from_its_file() {
     let api = format!("http://{}", l.local_addr().unwrap());
     let s = shutdown.clone();
     tokio::spawn(async move { io360_logic::serve(logic, l, s).await.unwrap() });
-    let http = reqwest::Client::new();
+    let http = common::as_tier("frontend");
     wait_ready(&http, &format!("{api}/readyz")).await;
 
     let queue = format!("{api}/api/v1/admin/queue");
@@ -51,4 +51,30 @@ async fn the_admin_token_is_read_from_its_file() {
         "{err}"
     );
     trigger.trigger();
+}
+
+/// `io360 serve <tier>` without the credential or keyring it needs stops at once, naming the
+/// variable to set, instead of serving routes anyone could call.
+#[test]
+fn a_tier_without_its_credential_files_refuses_to_start_and_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (tier, var) in [
+        ("store", "IO360_TIER_KEYS_FILE"),
+        ("logger", "IO360_TIER_KEYS_FILE"),
+        ("sync", "IO360_TIER_TOKEN_FILE"),
+        ("longpoll", "IO360_TIER_TOKEN_FILE"),
+        ("logic", "IO360_TIER_TOKEN_FILE"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_io360"))
+            .args(["serve", tier, "--addr", "127.0.0.1:0"])
+            .env("IO360_DATA_DIR", &data)
+            .env_remove("IO360_TIER_KEYS_FILE")
+            .env_remove("IO360_TIER_TOKEN_FILE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{tier} started without credentials");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{tier}: {err}");
+    }
 }

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
 use http::StatusCode;
 use io360_common::Problem;
+use io360_common::auth::{TIERS, Verifier};
 use io360_common::extract::{Json, Query};
 use io360_common::rules;
 use io360_common::serve::Shutdown;
@@ -97,13 +98,26 @@ struct AppState {
     shutdown: Shutdown,
 }
 
-/// The logger's routes.
-pub fn router(log: Arc<EventLog>, keep_addresses: bool, shutdown: Shutdown) -> Router {
-    Router::new()
-        .route("/logger/v1/events", post(ingest).get(events))
+/// The logger's routes: every tier may send events; only logic (the admin API) may read,
+/// erase or export them.
+pub fn router(
+    log: Arc<EventLog>,
+    keep_addresses: bool,
+    shutdown: Shutdown,
+    verifier: &Verifier,
+) -> Router {
+    let reads = Router::new()
         .route("/logger/v1/tail", get(tail))
         .route("/logger/v1/erase", post(erase))
-        .route("/logger/v1/export", get(export))
+        .route("/logger/v1/export", get(export));
+    Router::new()
+        .route(
+            "/logger/v1/events",
+            verifier
+                .guard_method(&TIERS, post(ingest))
+                .merge(verifier.guard_method(&["logic"], get(events))),
+        )
+        .merge(verifier.guard(&["logic"], reads))
         .fallback(|| async { Problem::not_found("no-such-route", "there is no such logger route") })
         .layer(DefaultBodyLimit::max(MAX_BATCH_BYTES))
         .with_state(AppState {

@@ -59,6 +59,11 @@ pub struct Config {
     /// Requests handled at once, and how long each may take.
     #[command(flatten)]
     pub limits: io360_common::limits::Limits,
+
+    /// The keyring the tiers' credentials are checked against (the logger calls no other
+    /// tier, so it needs no credential of its own).
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 impl Config {
@@ -71,6 +76,7 @@ impl Config {
             sweep_ms: 60_000,
             keep_addresses: false,
             limits: Default::default(),
+            tier_auth: Default::default(),
         }
     }
 
@@ -103,6 +109,7 @@ pub enum Error {
 /// Opens the event log and serves the logger API on `listener` until `shutdown`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    let verifier = config.tier_auth.verifier("logger").map_err(Error::Config)?;
     let telemetry = Telemetry::new("logger");
     shutdown.attach(&telemetry);
     let log = EventLog::open(
@@ -133,7 +140,12 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     telemetry.ready.set(true);
     let router = telemetry.instrument(config.limits.apply(
         "logger",
-        api::router(log.clone(), config.keep_addresses, shutdown.clone()),
+        api::router(
+            log.clone(),
+            config.keep_addresses,
+            shutdown.clone(),
+            &verifier,
+        ),
     ));
     io360_common::serve::serve("logger", listener, router, shutdown).await?;
     record_self(&log, Kind::TierStopped).await;

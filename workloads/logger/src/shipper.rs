@@ -124,8 +124,19 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    /// A shipper for `tier`, with its metrics registered in `telemetry`.
-    pub fn new(tier: &'static str, config: &ShipperConfig, telemetry: &Telemetry) -> Shipper {
+    /// A shipper for `tier`, with its metrics registered in `telemetry`. With a logger
+    /// configured, the tier's credential is taken from `auth`; without one, the error names the
+    /// setting that is missing.
+    pub fn new(
+        tier: &'static str,
+        config: &ShipperConfig,
+        auth: &io360_common::auth::TierAuthConfig,
+        telemetry: &Telemetry,
+    ) -> Result<Shipper, String> {
+        let credential = match config.logger_url {
+            Some(_) => Some(auth.credential(tier)?),
+            None => None,
+        };
         let metrics = Metrics::default();
         telemetry.register(
             "logger_events_shipped",
@@ -147,22 +158,26 @@ impl Shipper {
             "Audit events waiting to be shipped",
             metrics.buffered.clone(),
         );
-        let inner = config.logger_url.as_deref().map(|url| {
-            let (tx, rx) = mpsc::channel(config.logger_buffer.max(1));
-            Arc::new(Inner {
-                tier,
-                tx,
-                rx: Mutex::new(Some(rx)),
-                rejections: Mutex::default(),
-                client: TierClient::new("logger", url),
-                batch: config.logger_batch.max(1),
-                flush: Duration::from_millis(config.logger_flush_ms.max(10)),
-                linger: Duration::from_millis(config.logger_linger_ms),
-                stop: Notify::new(),
-                task: Mutex::new(None),
-            })
-        });
-        Shipper { inner, metrics }
+        let inner = config
+            .logger_url
+            .as_deref()
+            .zip(credential)
+            .map(|(url, credential)| {
+                let (tx, rx) = mpsc::channel(config.logger_buffer.max(1));
+                Arc::new(Inner {
+                    tier,
+                    tx,
+                    rx: Mutex::new(Some(rx)),
+                    rejections: Mutex::default(),
+                    client: TierClient::new("logger", url, credential),
+                    batch: config.logger_batch.max(1),
+                    flush: Duration::from_millis(config.logger_flush_ms.max(10)),
+                    linger: Duration::from_millis(config.logger_linger_ms),
+                    stop: Notify::new(),
+                    task: Mutex::new(None),
+                })
+            });
+        Ok(Shipper { inner, metrics })
     }
 
     /// A shipper that ships nothing.
@@ -413,10 +428,10 @@ pub struct LoggerClient {
 }
 
 impl LoggerClient {
-    /// A client for the logger at `base`.
-    pub fn new(base: &str) -> Self {
+    /// A client for the logger at `base`, presenting the calling tier's `credential`.
+    pub fn new(base: &str, credential: io360_common::auth::Credential) -> Self {
         LoggerClient {
-            inner: TierClient::new("logger", base),
+            inner: TierClient::new("logger", base, credential),
         }
     }
 

@@ -25,7 +25,7 @@ impl Logger {
                 .await
                 .unwrap()
         });
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder().build().unwrap();
         for _ in 0..200 {
             if let Ok(r) = http.get(format!("{url}/readyz")).send().await
                 && r.status().is_success()
@@ -43,8 +43,37 @@ impl Logger {
     }
 }
 
+/// The keyring the tiers of this test process share.
+static KEYS: std::sync::LazyLock<io360_common::auth::Keyring> =
+    std::sync::LazyLock::new(io360_common::auth::Keyring::generate);
+
+fn auth() -> io360_common::auth::TierAuthConfig {
+    io360_common::auth::TierAuthConfig::in_memory(&KEYS)
+}
+
 fn config(dir: &std::path::Path) -> Config {
-    Config::in_dir(dir.to_owned())
+    Config {
+        tier_auth: auth(),
+        ..Config::in_dir(dir.to_owned())
+    }
+}
+
+/// A client that presents `tier`'s credential.
+fn as_tier(tier: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        io360_common::auth::HEADER,
+        io360_common::auth::Credential::of(tier, &KEYS).header(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// A client that calls the logger as logic does: it may send events and read them.
+fn client() -> reqwest::Client {
+    as_tier("logic")
 }
 
 fn ev(kind: &str, actor: &str, thread: &str, time: &str) -> Value {
@@ -56,7 +85,7 @@ fn now() -> String {
 }
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
-    let res = reqwest::Client::new()
+    let res = client()
         .post(format!("{url}/logger/v1/events"))
         .json(&body)
         .send()
@@ -67,7 +96,9 @@ async fn post(url: &str, body: Value) -> (u16, Value) {
 }
 
 async fn query(url: &str, q: &str) -> Value {
-    let res = reqwest::get(format!("{url}/logger/v1/events?{q}"))
+    let res = client()
+        .get(format!("{url}/logger/v1/events?{q}"))
+        .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
@@ -159,7 +190,7 @@ async fn events_are_durable_and_queried_newest_first_by_kind_thread_actor_and_ti
 async fn bad_batches_get_4xx_naming_the_field_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let logger = Logger::start(config(dir.path()), None).await;
-    let http = reqwest::Client::new();
+    let http = client();
     let url = format!("{}/logger/v1/events", logger.url);
 
     let res = http
@@ -235,7 +266,9 @@ async fn bad_batches_get_4xx_naming_the_field_and_nothing_is_stored() {
 
     // Bad queries are 400s too.
     for q in ["kind=nope", "limit=0", "since=yesterday", "before=zz"] {
-        let res = reqwest::get(format!("{}/logger/v1/events?{q}", logger.url))
+        let res = client()
+            .get(format!("{}/logger/v1/events?{q}", logger.url))
+            .send()
             .await
             .unwrap();
         assert_eq!(res.status(), 400, "{q}");
@@ -277,7 +310,9 @@ async fn retention_by_age_deletes_old_events_and_keeps_new_ones() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(actors, ["new"]);
-    let metrics = reqwest::get(format!("{}/metrics", logger.url))
+    let metrics = client()
+        .get(format!("{}/metrics", logger.url))
+        .send()
         .await
         .unwrap()
         .text()
@@ -352,7 +387,9 @@ async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
         .collect();
     assert_eq!(addrs, ["2001:db8:1::", "203.0.113.0"]);
 
-    let export: Value = reqwest::get(format!("{}/logger/v1/export?author=key-ann", logger.url))
+    let export: Value = client()
+        .get(format!("{}/logger/v1/export?author=key-ann", logger.url))
+        .send()
         .await
         .unwrap()
         .json()
@@ -360,7 +397,7 @@ async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
         .unwrap();
     assert_eq!(kinds(&export), ["comment.posted", "comment.approved"]);
 
-    let res = reqwest::Client::new()
+    let res = client()
         .post(format!("{}/logger/v1/erase", logger.url))
         .json(&json!({"authorKey": "key-ann"}))
         .send()
@@ -398,7 +435,9 @@ async fn addresses_are_truncated_and_an_author_can_be_exported_and_erased() {
             .any(|e| e["actor"] == "Anna" && e["authorKey"] == "key-anna")
     );
     assert!(events.iter().any(|e| e["actor"] == "key-ann"));
-    let export: Value = reqwest::get(format!("{}/logger/v1/export?author=key-ann", logger.url))
+    let export: Value = client()
+        .get(format!("{}/logger/v1/export?author=key-ann", logger.url))
+        .send()
         .await
         .unwrap()
         .json()
@@ -413,12 +452,14 @@ async fn the_tail_streams_new_events_as_they_become_durable() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let logger = Logger::start(config(dir.path()), None).await;
-    let res = reqwest::get(format!(
-        "{}/logger/v1/tail?kind=comment.deleted",
-        logger.url
-    ))
-    .await
-    .unwrap();
+    let res = client()
+        .get(format!(
+            "{}/logger/v1/tail?kind=comment.deleted",
+            logger.url
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let mut body = res.bytes_stream();
     let (status, _) = post(
@@ -455,7 +496,7 @@ async fn the_shipper_never_blocks_drops_and_counts_when_full_and_resumes_when_th
         .unwrap();
     let telemetry = Telemetry::new("test");
     let shipper = Shipper::new(
-        "test",
+        "logic",
         &ShipperConfig {
             logger_url: Some(format!("http://{addr}")),
             logger_buffer: 10,
@@ -463,8 +504,10 @@ async fn the_shipper_never_blocks_drops_and_counts_when_full_and_resumes_when_th
             logger_flush_ms: 50,
             logger_linger_ms: 10,
         },
+        &auth(),
         &telemetry,
-    );
+    )
+    .unwrap();
     shipper.start();
     // `emit` is a try_send: it returns at once whether or not anything is listening.
     for i in 0..40 {
@@ -554,7 +597,7 @@ async fn a_batch_over_the_loggers_byte_limit_is_shipped_in_halves_not_dropped() 
     let logger = Logger::start(config(dir.path()), None).await;
     let telemetry = Telemetry::new("test");
     let shipper = Shipper::new(
-        "test",
+        "logic",
         &ShipperConfig {
             logger_url: Some(logger.url.clone()),
             logger_buffer: 2000,
@@ -562,8 +605,10 @@ async fn a_batch_over_the_loggers_byte_limit_is_shipped_in_halves_not_dropped() 
             logger_flush_ms: 1000,
             logger_linger_ms: 200,
         },
+        &auth(),
         &telemetry,
-    );
+    )
+    .unwrap();
     shipper.start();
     // Quotes are escaped in JSON, so each event takes over 2.5 KB on the wire and a full
     // batch of 1,000 is over the logger's 2 MiB.
@@ -606,11 +651,12 @@ async fn hold_a_request(url: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let addr = url.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(
-        b"POST /logger/v1/events HTTP/1.1\r\nhost: logger\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
-    )
-    .await
-    .unwrap();
+    let head = format!(
+        "POST /logger/v1/events HTTP/1.1\r\nhost: logger\r\n{}: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{",
+        io360_common::auth::HEADER,
+        KEYS.credential("logic"),
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
     conn
 }
 
@@ -624,7 +670,9 @@ async fn requests_over_the_in_flight_limit_or_the_time_limit_get_503() {
     let logger = Logger::start(cfg, None).await;
     let mut held = hold_a_request(&logger.url).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = reqwest::get(format!("{}/logger/v1/events", logger.url))
+    let res = as_tier("logic")
+        .get(format!("{}/logger/v1/events", logger.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 503);
@@ -640,9 +688,82 @@ async fn requests_over_the_in_flight_limit_or_the_time_limit_get_503() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("request-timeout"), "{answer}");
-    let res = reqwest::get(format!("{}/logger/v1/events", logger.url))
+    let res = as_tier("logic")
+        .get(format!("{}/logger/v1/events", logger.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_io360_tiers_may_send_events_and_only_logic_may_read_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = Logger::start(config(dir.path()), None).await;
+    let url = format!("{}/logger/v1/events", logger.url);
+    let forged = json!({"events": [ev("comment.deleted", "admin", "/forged", &now())]});
+
+    // A process that can reach the port but holds no credential.
+    let res = reqwest::Client::new()
+        .post(&url)
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Io360-Tier");
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(
+        p["type"],
+        "https://io360.dev/problems/tier-credential-required"
+    );
+    // A credential made with another keyring, and one cut short.
+    let other = io360_common::auth::Keyring::generate().credential("logic");
+    let mine = KEYS.credential("logic");
+    for bad in [other.as_str(), &mine[..mine.len() - 2]] {
+        let res = reqwest::Client::new()
+            .post(&url)
+            .header(io360_common::auth::HEADER, bad)
+            .json(&forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    // Reads, erase and export are logic's only.
+    for path in ["events", "export?author=a", "tail"] {
+        let res = as_tier("store")
+            .get(format!("{}/logger/v1/{path}", logger.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+        let res = reqwest::get(format!("{}/logger/v1/{path}", logger.url))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    // Nothing forged was kept; a tier's own event is.
+    assert_eq!(
+        query(&logger.url, "thread=%2Fforged").await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let res = as_tier("store")
+        .post(&url)
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert_eq!(
+        query(&logger.url, "thread=%2Fforged").await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     logger.stop().await;
 }

@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use io360_common::Problem;
+use io360_common::auth::{Caller, Verifier};
 use io360_common::extract::{Json, Query};
 use io360_common::model::{Comment, Status, ThreadPage, check_line_chars, check_text_chars};
 use io360_common::rules;
@@ -34,9 +35,12 @@ const MAX_TITLE: usize = 300;
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
-pub fn router(state: AppState) -> Router {
+/// Logic's routes. Browsers reach them only through the frontend, so every route asks for
+/// the frontend's credential: a process that reaches logic's port directly gets 401, and the
+/// client address the frontend forwards can be believed.
+pub fn router(state: AppState, verifier: &Verifier) -> Router {
     let cors = cors(&state.config.allowed_origins);
-    Router::new()
+    let routes = Router::new()
         .route("/api/v1/comments", get(list).post(create))
         .route(
             "/api/v1/comments/{id}",
@@ -49,7 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
-        .merge(io360_console::router())
+        .merge(io360_console::router());
+    verifier
+        .guard(&["frontend"], routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -98,11 +104,15 @@ impl FromRequestParts<AppState> for Client {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        Ok(Client(limits::client_ip(
-            &parts.headers,
-            peer,
-            state.config.trusted_proxy_header.as_deref(),
-        )))
+        // Only the frontend's word on the client's address is taken: it replaced whatever
+        // the client claimed.
+        let from_frontend = parts.extensions.get::<Caller>() == Some(&Caller("frontend"));
+        let header = state
+            .config
+            .trusted_proxy_header
+            .as_deref()
+            .filter(|_| from_frontend);
+        Ok(Client(limits::client_ip(&parts.headers, peer, header)))
     }
 }
 

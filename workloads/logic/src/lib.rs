@@ -135,6 +135,11 @@ pub struct Config {
     /// Requests handled at once, and how long each may take.
     #[command(flatten)]
     pub limits: io360_common::limits::Limits,
+
+    /// This tier's credential (for the store and the logger) and the keyring the frontend's
+    /// credential is checked against: logic answers only the frontend.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 impl Config {
@@ -216,7 +221,17 @@ pub async fn serve(
         _ => None,
     };
     let limits = config.limits.clone();
-    let state = state::AppState::new(config, &telemetry);
+    let credential = config
+        .tier_auth
+        .credential("logic")
+        .map_err(ServeError::Config)?;
+    let verifier = config
+        .tier_auth
+        .verifier("logic")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("logic", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
+    let state = state::AppState::new(config, &telemetry, credential, audit);
     if let Some(control) = control {
         // The first state was read before serving: a pod started while suspended starts
         // suspended.
@@ -228,7 +243,7 @@ pub async fn serve(
     audit
         .around(async move {
             state.start_background(shutdown.clone(), telemetry.ready.clone());
-            let router = telemetry.instrument(limits.apply("logic", api::router(state)));
+            let router = telemetry.instrument(limits.apply("logic", api::router(state, &verifier)));
             io360_common::serve::serve("logic", listener, router, shutdown).await
         })
         .await?;

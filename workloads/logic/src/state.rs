@@ -46,7 +46,12 @@ pub struct Shared {
 }
 
 impl AppState {
-    pub fn new(config: Config, telemetry: &Telemetry) -> Self {
+    pub fn new(
+        config: Config,
+        telemetry: &Telemetry,
+        credential: io360_common::auth::Credential,
+        audit: io360_logger::Shipper,
+    ) -> Self {
         let secret = config
             .signing_key
             .clone()
@@ -82,9 +87,9 @@ impl AppState {
             .filter(|w| !w.is_empty())
             .collect();
         AppState(Arc::new(Shared {
-            audit: io360_logger::Shipper::new("logic", &config.audit, telemetry),
+            audit,
             bans: crate::audit::BanList::default(),
-            store: StoreClient::new(&config.store_url),
+            store: StoreClient::new(&config.store_url, credential),
             keys: Keys::new(secret.as_bytes()),
             cache,
             suspension: Suspension::default(),

@@ -29,7 +29,8 @@ async fn silent_store() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_limit_or_past_their_time_get_503_from_logic() {
     let store = silent_store().await;
-    let config = Args::parse_from([
+    let keys = io360_common::auth::Keyring::generate();
+    let mut config = Args::parse_from([
         "logic",
         "--no-rate-limits",
         "--store-url",
@@ -40,11 +41,21 @@ async fn requests_over_the_limit_or_past_their_time_get_503_from_logic() {
         "1",
     ])
     .config;
+    config.tier_auth = io360_common::auth::TierAuthConfig::in_memory(&keys);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, shutdown) = Shutdown::new();
     let served = tokio::spawn(io360_logic::serve(config, listener, shutdown));
-    let http = reqwest::Client::new();
+    // The tier that calls this one, with its credential.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        io360_common::auth::HEADER,
+        io360_common::auth::Credential::of("frontend", &keys).header(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     for _ in 0..100 {
         if http.get(format!("{base}/healthz")).send().await.is_ok() {
             break;

@@ -64,6 +64,10 @@ pub struct Config {
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// This tier's credential, for sync and the logger (longpoll's own routes are public).
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 /// Why the longpoll tier stopped or could not start.
@@ -140,9 +144,16 @@ pub async fn serve(
     };
     let telemetry = Telemetry::new("longpoll");
     shutdown.attach(&telemetry);
-    let audit = io360_logger::Shipper::new("longpoll", &config.audit, &telemetry);
+    let credential = config
+        .tier_auth
+        .credential("longpoll")
+        .map_err(ServeError::Config)?;
+    let audit =
+        io360_logger::Shipper::new("longpoll", &config.audit, &config.tier_auth, &telemetry)
+            .map_err(ServeError::Config)?;
     let metrics = metrics::Metrics::default();
     metrics.register(&telemetry);
+    metrics.held_limit.set(max_held as i64);
     let hub = Arc::new(hub::Hub::new(
         hub::Limits {
             per_thread: config.history_per_thread,
@@ -152,7 +163,7 @@ pub async fn serve(
         http::Origins::parse(&config.allowed_origins),
         metrics,
     ));
-    let sync = SyncClient::new(&[config.sync_url.as_str()]);
+    let sync = SyncClient::new(&[config.sync_url.as_str()], credential);
     let ctx = Arc::new(server::Ctx {
         hub: hub.clone(),
         sync: sync.clone(),

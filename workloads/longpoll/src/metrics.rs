@@ -26,6 +26,8 @@ pub struct Metrics {
     pub feed_position: Gauge,
     /// Times the stream from sync was reopened.
     pub stream_reconnects: Counter,
+    /// Polls and event streams this instance holds at most (more are refused with 503).
+    pub held_limit: Gauge,
 }
 
 impl Default for Metrics {
@@ -40,6 +42,7 @@ impl Default for Metrics {
             rejected: Counter::default(),
             feed_position: Gauge::default(),
             stream_reconnects: Counter::default(),
+            held_limit: Gauge::default(),
         }
     }
 }
@@ -51,6 +54,11 @@ impl Metrics {
             "longpoll_held_connections",
             "Polls and event streams held open now",
             self.held.clone(),
+        );
+        t.register(
+            "longpoll_held_limit",
+            "Polls and event streams this instance holds at most; past it, 503",
+            self.held_limit.clone(),
         );
         t.register(
             "longpoll_events_delivered",

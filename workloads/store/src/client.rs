@@ -20,10 +20,11 @@ fn q(s: &str) -> String {
 }
 
 impl StoreClient {
-    /// A client for the store at `base` (e.g. `http://127.0.0.1:8084`).
-    pub fn new(base: &str) -> Self {
+    /// A client for the store at `base` (e.g. `http://127.0.0.1:8084`), presenting the calling
+    /// tier's `credential`.
+    pub fn new(base: &str, credential: io360_common::auth::Credential) -> Self {
         StoreClient {
-            inner: TierClient::new("store", base),
+            inner: TierClient::new("store", base, credential),
         }
     }
 
@@ -196,8 +197,7 @@ impl StoreClient {
         let url = self.inner.url(&format!("/store/v1/feed?after={after}"));
         let res = self
             .inner
-            .http()
-            .get(&url)
+            .request(reqwest::Method::GET, &url)
             .send()
             .await
             .map_err(|e| unavailable(&url, e))?;

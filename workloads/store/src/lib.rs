@@ -57,6 +57,11 @@ pub struct Config {
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
+
+    /// This tier's credential (for the logger) and the keyring its callers are checked
+    /// against.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 /// Why the store tier stopped.
@@ -88,7 +93,12 @@ pub async fn serve(
     }
     let telemetry = Telemetry::new("store");
     shutdown.attach(&telemetry);
-    let audit = io360_logger::Shipper::new("store", &config.audit, &telemetry);
+    let verifier = config
+        .tier_auth
+        .verifier("store")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("store", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
     // Opening replays the journal: disk work, kept off the async workers.
     let (dir, group, queue) = (
         config.data_dir.clone(),
@@ -101,11 +111,10 @@ pub async fn serve(
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
-    let router = telemetry.instrument(
-        config
-            .limits
-            .apply("store", routes::router(db.clone(), shutdown.clone())),
-    );
+    let router = telemetry.instrument(config.limits.apply(
+        "store",
+        routes::router(db.clone(), shutdown.clone(), &verifier),
+    ));
     let served = audit
         .around(io360_common::serve::serve(
             "store", listener, router, shutdown,

@@ -33,9 +33,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{StatusCode, header};
 use io360_common::Problem;
+use io360_common::auth::Verifier;
 use io360_common::extract::{Json, Query};
 use io360_common::model::{FeedPos, Seq, ThreadMeta, ThreadPage};
 use io360_common::rules;
+use io360_common::sanitize::sanitize;
 use io360_common::serve::Shutdown;
 use serde::Deserialize;
 
@@ -118,23 +120,28 @@ struct AppState {
 }
 
 /// The store's routes.
-pub fn router(db: Arc<Db>, shutdown: Shutdown) -> Router {
-    Router::new()
+pub fn router(db: Arc<Db>, shutdown: Shutdown, verifier: &Verifier) -> Router {
+    let logic = Router::new()
         .route("/store/v1/write", post(write))
         .route("/store/v1/comments", get(comments))
         .route("/store/v1/thread", get(thread))
         .route("/store/v1/counts", post(counts))
         .route("/store/v1/comment/{id}", get(comment))
-        .route("/store/v1/changes", get(changes))
-        .route("/store/v1/feed", get(feed))
-        .route("/store/v1/position", get(position))
         .route("/store/v1/pending", get(pending))
         .route("/store/v1/author", get(author))
         .route("/store/v1/suspension", get(suspension).put(set_suspension))
         .route("/store/v1/bans", get(bans).put(set_bans))
         .route("/store/v1/search", get(search))
         .route("/store/v1/author/comments", get(author_comments))
-        .route("/store/v1/author/erase", post(erase_author))
+        .route("/store/v1/author/erase", post(erase_author));
+    let feed = Router::new()
+        .route("/store/v1/feed", get(feed))
+        .route("/store/v1/position", get(position));
+    let sync = Router::new().route("/store/v1/changes", get(changes));
+    verifier
+        .guard(&["logic"], logic)
+        .merge(verifier.guard(&["sync", "logic"], feed))
+        .merge(verifier.guard(&["sync"], sync))
         .with_state(AppState { db, shutdown })
 }
 
@@ -146,7 +153,16 @@ fn limit(limit: Option<usize>) -> Result<usize, Problem> {
     Ok(rules::limit(limit, MAX_LIMIT)?)
 }
 
-async fn write(State(s): State<AppState>, Json(op): Json<WriteOp>) -> Result<Response, Problem> {
+async fn write(
+    State(s): State<AppState>,
+    Json(mut op): Json<WriteOp>,
+) -> Result<Response, Problem> {
+    // Whoever sent it, no HTML is kept that the sanitizer would not have let through.
+    match &mut op {
+        WriteOp::Append { comment, .. } => comment.html = sanitize(&comment.html),
+        WriteOp::Edit { html, .. } => *html = sanitize(html),
+        _ => {}
+    }
     let result = s.db.write(op).await?;
     Ok(axum::Json(result).into_response())
 }

@@ -16,7 +16,7 @@ async fn a_full_write_queue_answers_503_with_retry_after() {
     })
     .await;
     let base = store.base.clone();
-    let http = reqwest::Client::new();
+    let http = support::as_logic();
     let op = |i: usize| WriteOp::Append {
         thread: "/busy".into(),
         comment: NewComment {
@@ -85,14 +85,15 @@ async fn requests_over_the_in_flight_limit_get_503_and_slow_ones_time_out() {
     })
     .await;
     let addr = store.base.trim_start_matches("http://").to_owned();
-    let http = reqwest::Client::new();
+    let http = support::as_logic();
     // A write whose body never finishes arriving holds the one place in flight.
     let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    held.write_all(
-        b"POST /store/v1/write HTTP/1.1\r\nhost: store\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
-    )
-    .await
-    .unwrap();
+    let head = format!(
+        "POST /store/v1/write HTTP/1.1\r\nhost: store\r\n{}: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{",
+        io360_common::auth::HEADER,
+        support::KEYS.credential("logic"),
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let res = http
         .get(format!("http://{addr}/store/v1/position"))

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::header;
 use io360_common::Problem;
+use io360_common::auth::Verifier;
 use io360_common::extract::Query;
 use io360_common::model::{Change, FeedPos, Seq};
 use io360_common::rules;
@@ -139,22 +140,23 @@ struct AppState {
     metrics: Metrics,
 }
 
-/// Sync's routes.
+/// Sync's routes, open only to longpoll.
 pub(crate) fn router(
     history: Arc<History>,
     store: StoreClient,
     shutdown: Shutdown,
     metrics: Metrics,
+    verifier: &Verifier,
 ) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/sync/v1/stream", get(stream))
-        .route("/sync/v1/changes", get(changes))
-        .with_state(AppState {
-            history,
-            store,
-            shutdown,
-            metrics,
-        })
+        .route("/sync/v1/changes", get(changes));
+    verifier.guard(&["longpoll"], routes).with_state(AppState {
+        history,
+        store,
+        shutdown,
+        metrics,
+    })
 }
 
 async fn changes(

@@ -23,13 +23,14 @@ fn q(s: &str) -> String {
 
 impl SyncClient {
     /// A client for the sync replicas at `bases` (comma-separated base URLs are split).
-    pub fn new<S: AsRef<str>>(bases: &[S]) -> Self {
+    /// Each call presents the calling tier's `credential`.
+    pub fn new<S: AsRef<str>>(bases: &[S], credential: io360_common::auth::Credential) -> Self {
         let replicas: Vec<TierClient> = bases
             .iter()
             .flat_map(|b| b.as_ref().split(','))
             .map(str::trim)
             .filter(|b| !b.is_empty())
-            .map(|b| TierClient::new("sync", b))
+            .map(|b| TierClient::new("sync", b, credential.clone()))
             .collect();
         SyncClient {
             replicas: Arc::new(replicas),
@@ -103,7 +104,7 @@ impl SyncClient {
             url: url.to_owned(),
             reason,
         };
-        let res = match r.http().get(&url).send().await {
+        let res = match r.request(reqwest::Method::GET, &url).send().await {
             Ok(res) if res.status().is_success() => res,
             Ok(res) => {
                 self.advance();

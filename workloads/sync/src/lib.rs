@@ -48,6 +48,11 @@ pub struct Config {
     /// Requests handled at once, and how long each may take.
     #[command(flatten)]
     pub limits: io360_common::limits::Limits,
+
+    /// This tier's credential (for the store and the logger) and the keyring longpoll's
+    /// credential is checked against.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
 /// Why the sync tier stopped or could not start.
@@ -94,9 +99,18 @@ pub async fn serve(
     config.limits.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("sync");
     shutdown.attach(&telemetry);
-    let audit = io360_logger::Shipper::new("sync", &config.audit, &telemetry);
+    let credential = config
+        .tier_auth
+        .credential("sync")
+        .map_err(ServeError::Config)?;
+    let verifier = config
+        .tier_auth
+        .verifier("sync")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("sync", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
     let history = Arc::new(History::new(limits));
-    let store = StoreClient::new(&config.store_url);
+    let store = StoreClient::new(&config.store_url, credential);
     tracing::info!(epoch = history.epoch(), store = %config.store_url, "sync starting");
 
     let tail_metrics = tail::TailMetrics::default();
@@ -151,7 +165,7 @@ pub async fn serve(
     ));
     let router = telemetry.instrument(config.limits.apply(
         "sync",
-        api::router(history, store, shutdown.clone(), api_metrics),
+        api::router(history, store, shutdown.clone(), api_metrics, &verifier),
     ));
     let served = audit
         .around(io360_common::serve::serve(

@@ -1,4 +1,4 @@
-//! Suite items 1 and 2: the chart installs a CRD the server accepts, with field docs and
+//! The chart installs a CRD the server accepts, with field docs and
 //! printer columns; the operator runs with exactly the chart's RBAC.
 
 use anyhow::{Context, Result, bail, ensure};

@@ -1,4 +1,4 @@
-//! Suite item 7: children deleted by hand come back; deleting the CommentCluster lets garbage
+//! Children deleted by hand come back; deleting the CommentCluster lets garbage
 //! collection remove every child; invalid specs are refused by the API server itself with a
 //! message naming the field.
 

@@ -1,4 +1,4 @@
-//! Suite item 5: automatic degrade. The test plays the HPA controller, writing the frontend
+//! Automatic degrade. The test plays the HPA controller, writing the frontend
 //! HPA's status as it would; the operator must suspend only after overload at maxReplicas has
 //! held, and resume only after load stayed low for the cooldown, without flapping in between.
 

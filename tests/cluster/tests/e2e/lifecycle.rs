@@ -1,4 +1,4 @@
-//! Suite item 3: `kubectl apply` of an example CommentCluster converges: every child exists
+//! `kubectl apply` of an example CommentCluster converges: every child exists
 //! and is owned by the CommentCluster, Deployments get Ready pods on the fake nodes, and the
 //! status turns Ready with the right replica counts.
 

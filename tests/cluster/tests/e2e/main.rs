@@ -17,6 +17,7 @@ mod restart;
 mod support;
 mod suspension;
 mod tier;
+mod tierkeys;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,11 @@ const TESTS: &[(&str, TestFn, bool)] = &[
     (
         "logic_refuses_writes_within_5s_of_suspension",
         tier::logic_refuses_writes_when_suspended,
+        false,
+    ),
+    (
+        "tier_keys_are_owned_mounted_per_tier_and_rotate_on_request",
+        tierkeys::tier_keys_are_owned_mounted_per_tier_and_rotate,
         false,
     ),
     (

@@ -1,4 +1,4 @@
-//! Suite item 8: the API server restarts under a running operator; the operator stays up,
+//! The API server restarts under a running operator; the operator stays up,
 //! re-establishes its watches and converges on changes made after the restart.
 
 use std::time::{Duration, Instant};

@@ -154,6 +154,8 @@ impl Suite {
                 ("POD_NAMESPACE".into(), RELEASE_NAMESPACE.into()),
                 ("POD_NAME".into(), OPERATOR_IDENTITY.into()),
                 ("IO360_OPERATOR_DEGRADE_INTERVAL".into(), "1".into()),
+                // A tier key rotation steps every 3 s here, not every few minutes.
+                ("IO360_OPERATOR_TIER_KEYS_GRACE_SECS".into(), "3".into()),
                 ("IO360_LOG".into(), "info".into()),
             ],
             log,
@@ -380,6 +382,27 @@ impl Suite {
             }
         })
         .await
+    }
+
+    /// The tier keys Secret of CommentCluster `cc`: its object, and its items as text.
+    pub async fn tier_keys(
+        &self,
+        ns: &str,
+        cc: &str,
+    ) -> std::result::Result<(Secret, std::collections::BTreeMap<String, String>), String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = api
+            .get(&format!("{cc}-tier-keys"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let items = secret
+            .data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect();
+        Ok((secret, items))
     }
 
     /// The control ConfigMap's data.

@@ -1,4 +1,4 @@
-//! Suite item 4: `commentsSuspended: true` scales longpoll to zero without its HPA bringing it
+//! `commentsSuspended: true` scales longpoll to zero without its HPA bringing it
 //! back, writes the control ConfigMap, sets the condition and records an Event; flipping it
 //! back brings longpoll back.
 

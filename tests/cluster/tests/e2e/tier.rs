@@ -1,4 +1,4 @@
-//! Suite item 6: a logic tier process, run locally with the credentials of the tiers'
+//! A logic tier process, run locally with the credentials of the tiers'
 //! ServiceAccount, watches its control ConfigMap and refuses writes within 5 s of the operator
 //! suspending comments; reads keep working, and writes come back on resume. Both changes reach
 //! the audit trail in the logger, done by `operator`, at the time the operator made them.
@@ -43,20 +43,48 @@ fn start_data_tier(
     addr: &str,
     dir: &std::path::Path,
 ) -> Result<Process> {
+    let mut env = vec![
+        ("IO360_ADDR".into(), addr.into()),
+        (
+            "IO360_DATA_DIR".into(),
+            dir.join(tier).display().to_string(),
+        ),
+        ("IO360_LOG".into(), "info".into()),
+    ];
+    env.extend(tier_key_env(dir, tier));
     Ok(Process::start_with_env(
         &format!("io360 serve {tier}"),
         io360,
         vec!["serve".into(), tier.into()],
-        vec![
-            ("IO360_ADDR".into(), addr.into()),
-            (
-                "IO360_DATA_DIR".into(),
-                dir.join(tier).display().to_string(),
-            ),
-            ("IO360_LOG".into(), "info".into()),
-        ],
+        env,
         dir.join(format!("{tier}.log")),
     )?)
+}
+
+/// Writes the operator's tier keys Secret into `dir` as kubelet mounts it: the keyring and
+/// each tier's credential, one file each.
+fn write_tier_keys(
+    dir: &std::path::Path,
+    items: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    for (k, v) in items {
+        std::fs::write(dir.join(k), v)?;
+    }
+    Ok(())
+}
+
+/// The variables that point `tier` at its credential and the keyring in `dir`.
+fn tier_key_env(dir: &std::path::Path, tier: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "IO360_TIER_KEYS_FILE".into(),
+            dir.join("keys").display().to_string(),
+        ),
+        (
+            "IO360_TIER_TOKEN_FILE".into(),
+            dir.join(format!("{tier}.token")).display().to_string(),
+        ),
+    ]
 }
 
 pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()>> {
@@ -77,6 +105,9 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             .scratch()
             .join(format!("tier-{}", crate::support::unique()));
         std::fs::create_dir_all(&dir)?;
+        // The tiers authenticate each other with the keys the operator made for this cluster.
+        let (_, items) = s.tier_keys(&ns, name).await.map_err(anyhow::Error::msg)?;
+        write_tier_keys(&dir, &items)?;
         let store_addr = format!("127.0.0.1:{}", free_port()?);
         let logic_addr = format!("127.0.0.1:{}", free_port()?);
         let logger_addr = format!("127.0.0.1:{}", free_port()?);
@@ -87,7 +118,7 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             "io360 serve logic",
             &io360,
             vec!["serve".into(), "logic".into()],
-            vec![
+            [
                 ("IO360_ADDR".into(), logic_addr.clone()),
                 ("IO360_STORE_URL".into(), format!("http://{store_addr}")),
                 ("IO360_CONTROL_CONFIGMAP".into(), format!("{name}-control")),
@@ -97,12 +128,22 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
                 ("IO360_LOGGER_URL".into(), logger.clone()),
                 ("KUBECONFIG".into(), kubeconfig.display().to_string()),
                 ("IO360_LOG".into(), "info".into()),
-            ],
+            ]
+            .into_iter()
+            .chain(tier_key_env(&dir, "logic"))
+            .collect(),
             dir.join("logic.log"),
         )?;
         let logic = format!("http://{logic_addr}");
+        // The test stands where the frontend stands: logic answers only it.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "io360-tier",
+            reqwest::header::HeaderValue::from_str(items["frontend.token"].trim())?,
+        );
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .default_headers(headers)
             .build()?;
 
         let ready = s
@@ -214,15 +255,19 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             .await
             .map_err(anyhow::Error::msg)?["since"]
             .clone();
+        // The trail is logic's to read.
+        let as_logic = items["logic.token"].trim().to_owned();
         let trail: Value = s
             .wait("the suspension in the audit trail", 30, || {
                 let http = http.clone();
                 let logger = logger.clone();
+                let token = as_logic.clone();
                 async move {
                     let page: Value = http
                         .get(format!(
                             "{logger}/logger/v1/events?kind=comments.suspended,comments.resumed"
                         ))
+                        .header("io360-tier", token)
                         .send()
                         .await
                         .map_err(|e| e.to_string())?

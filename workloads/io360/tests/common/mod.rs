@@ -12,6 +12,28 @@ use serde_json::Value;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
+/// The keyring every tier of a test process shares.
+pub static KEYS: std::sync::LazyLock<io360_common::auth::Keyring> =
+    std::sync::LazyLock::new(io360_common::auth::Keyring::generate);
+
+/// The tiers' credentials and keyring, in memory.
+pub fn auth() -> io360_common::auth::TierAuthConfig {
+    io360_common::auth::TierAuthConfig::in_memory(&KEYS)
+}
+
+/// An HTTP client that presents `tier`'s credential on every request, as that tier would.
+pub fn as_tier(tier: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        io360_common::auth::HEADER,
+        io360_common::auth::Credential::of(tier, &KEYS).header(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 #[derive(Parser)]
 struct LogicArgs {
     #[command(flatten)]
@@ -22,7 +44,9 @@ struct LogicArgs {
 pub fn logic_config(flags: &[&str]) -> io360_logic::Config {
     let mut argv = vec!["logic"];
     argv.extend_from_slice(flags);
-    LogicArgs::try_parse_from(argv).expect("logic flags").config
+    let mut config = LogicArgs::try_parse_from(argv).expect("logic flags").config;
+    config.tier_auth = auth();
+    config
 }
 
 /// Store and logic in this process, on loopback ports; stops when dropped.
@@ -44,6 +68,7 @@ pub async fn start_store(dir: &std::path::Path, shutdown: Shutdown) -> String {
         audit: Default::default(),
         write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
         limits: Default::default(),
+        tier_auth: auth(),
     };
     tokio::spawn(async move { io360_store::serve(cfg, store_l, shutdown).await.unwrap() });
     store
@@ -60,7 +85,8 @@ impl Stack {
         let logic_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", logic_l.local_addr().unwrap());
         tokio::spawn(async move { io360_logic::serve(logic, logic_l, shutdown).await.unwrap() });
-        let http = reqwest::Client::new();
+        // Tests stand where the frontend stands: logic answers only it.
+        let http = as_tier("frontend");
         wait_ready(&http, &format!("{api}/readyz")).await;
         Stack {
             api,
@@ -139,19 +165,29 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// A real `io360 serve <tier>` process; killed when dropped.
-pub struct Proc(pub Child);
+/// A real `io360 serve <tier>` process; killed when dropped. It is handed its credential and
+/// the keyring as files, as a Kubernetes Secret would be.
+pub struct Proc(pub Child, tempfile::TempDir);
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let keys = tempfile::tempdir().unwrap();
+        let tier = match args {
+            ["serve", tier, ..] => tier,
+            _ => "none",
+        };
+        std::fs::write(keys.path().join("keys"), KEYS.to_text()).unwrap();
+        std::fs::write(keys.path().join("token"), KEYS.credential(tier)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_io360"));
         cmd.args(args)
+            .env("IO360_TIER_KEYS_FILE", keys.path().join("keys"))
+            .env("IO360_TIER_TOKEN_FILE", keys.path().join("token"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Proc(cmd.spawn().expect("starting io360"))
+        Proc(cmd.spawn().expect("starting io360"), keys)
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -35,6 +35,28 @@ pub async fn start(config: io360_store::Config) -> Served {
     panic!("the store at {base} never became ready");
 }
 
+/// The keyring of the tests' tiers.
+pub static KEYS: std::sync::LazyLock<io360_common::auth::Keyring> =
+    std::sync::LazyLock::new(io360_common::auth::Keyring::generate);
+
+/// An HTTP client that presents logic's credential, as the store's only writer does.
+pub fn as_logic() -> reqwest::Client {
+    as_tier("logic")
+}
+
+/// An HTTP client that presents `tier`'s credential.
+pub fn as_tier(tier: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        io360_common::auth::HEADER,
+        io360_common::auth::Credential::of(tier, &KEYS).header(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// A store's configuration with its data in `dir`.
 pub fn config(dir: &std::path::Path) -> io360_store::Config {
     io360_store::Config {
@@ -43,6 +65,7 @@ pub fn config(dir: &std::path::Path) -> io360_store::Config {
         write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
         limits: Default::default(),
         audit: Default::default(),
+        tier_auth: io360_common::auth::TierAuthConfig::in_memory(&KEYS),
     }
 }
 
