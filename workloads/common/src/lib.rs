@@ -7,9 +7,14 @@
 pub mod auth;
 pub mod client;
 pub mod extract;
+pub mod format;
 pub mod head;
+pub mod html;
+pub mod limits;
 pub mod model;
 pub mod problem;
+pub mod retry;
+pub mod rules;
 pub mod sanitize;
 pub mod serve;
 pub mod telemetry;

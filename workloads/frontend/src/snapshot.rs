@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use io360_common::client::{ClientError, TierClient};
+use io360_common::html::escape;
 use io360_common::model::{Comment, Seq, Status, ThreadPage};
+use io360_common::retry::Backoff;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::Semaphore;
@@ -219,7 +221,13 @@ impl Snapshots {
                     _ => format!("no answer within {:?}", self.timeout),
                 };
                 let n = slot.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                let backoff = self.ttl.saturating_mul(1u32 << n.min(5)).min(MAX_BACKOFF);
+                // Twice the refresh interval, doubling with each failure in a row, up to 32
+                // intervals or MAX_BACKOFF.
+                let backoff = Backoff::after(
+                    self.ttl.saturating_mul(2),
+                    self.ttl.saturating_mul(32).min(MAX_BACKOFF),
+                    n,
+                );
                 slot.next_due_ms.store(
                     self.now_ms() + backoff.as_millis() as u64,
                     Ordering::Relaxed,
@@ -476,22 +484,6 @@ pub(crate) fn fragment(
 fn safe_url(u: &str) -> bool {
     let l = u.trim_start().to_ascii_lowercase();
     l.starts_with("https://") || l.starts_with("http://")
-}
-
-/// Escapes text for HTML content and quoted attributes.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ async fn start_logic(data: &Path) -> Result<(Running, Running)> {
         data_dir: data.to_owned(),
         group_commit_max: 64,
         audit: Default::default(),
+        write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
+        limits: Default::default(),
         tier_auth: auth(),
     };
     let stask = tokio::spawn(async move {

@@ -142,6 +142,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         group_commit_max: 512,
         audit,
         tier_auth: tier_auth.clone(),
+        ..default_config::<io360_store::Config>()
     };
 
     let (trigger, shutdown) = Shutdown::new();

@@ -282,6 +282,8 @@ async fn atom_feed_lists_comments() {
     let s = Stack::start(&no_limits()).await;
     s.post("/f", json!({"text": "feed <me>", "author": "A & B"}))
         .await;
+    s.post("/f", json!({"text": "second", "author": "O'Brien"}))
+        .await;
     let res = s
         .http
         .get(s.url("/api/v1/feed?thread=/f"))
@@ -301,7 +303,9 @@ async fn atom_feed_lists_comments() {
         xml.contains("feed &amp;lt;me&amp;gt;") || xml.contains("&lt;p&gt;feed"),
         "{xml}"
     );
-    assert_eq!(xml.matches("<entry>").count(), 1);
+    // The apostrophe is escaped as the page snapshot escapes it.
+    assert!(xml.contains("<name>O&#39;Brien</name>"), "{xml}");
+    assert_eq!(xml.matches("<entry>").count(), 2);
 }
 
 #[tokio::test]
@@ -629,6 +633,7 @@ async fn bad_input_gets_a_problem_naming_the_field() {
         content_type: &'static str,
         status: u16,
         field: Option<&'static str>,
+        admin: bool,
     }
     let c = |method, path: &str, body: Option<&[u8]>, status, field| Case {
         method,
@@ -637,7 +642,12 @@ async fn bad_input_gets_a_problem_naming_the_field() {
         content_type: "application/json",
         status,
         field,
+        admin: false,
     };
+    // A comment without a name or email has no author to ban or erase.
+    let (_, anon) = s.post("/b", json!({"text": "anonymous"})).await;
+    let anon_token = anon["editToken"].as_str().unwrap().to_owned();
+    let anon = anon["comment"]["id"].as_u64().unwrap();
     let huge = format!("{{\"text\": \"{}\"}}", "a".repeat(300 * 1024));
     let mut cases = vec![
         c(
@@ -857,11 +867,24 @@ async fn bad_input_gets_a_problem_naming_the_field() {
     );
     wrong_type.content_type = "text/plain";
     cases.push(wrong_type);
+    let ban_anon = format!(r#"{{"comment": {anon}}}"#);
+    let erase_anon = format!(r#"{{"editToken": "{anon_token}"}}"#);
+    for (path, body, field) in [
+        ("/api/v1/admin/bans", ban_anon, "comment"),
+        ("/api/v1/admin/authors/erase", erase_anon, "editToken"),
+    ] {
+        let mut case = c("POST", path, Some(body.as_bytes()), 422, Some(field));
+        case.admin = true;
+        cases.push(case);
+    }
     for case in cases {
         let method = reqwest::Method::from_bytes(case.method.as_bytes()).unwrap();
         let mut req = s.http.request(method, s.url(&case.path));
         if let Some(b) = case.body {
             req = req.header("content-type", case.content_type).body(b);
+        }
+        if case.admin {
+            req = req.bearer_auth(ADMIN);
         }
         let res = req.send().await.unwrap();
         let ct = res
@@ -881,6 +904,16 @@ async fn bad_input_gets_a_problem_naming_the_field() {
             body["title"].as_str().is_some_and(|t| !t.is_empty()),
             "{body}"
         );
+        // Titles and details are one sentence each, as a person would write it.
+        for text in [&body["title"], &body["detail"]] {
+            let text = text.as_str().unwrap_or_default();
+            assert!(
+                !text.contains("  ") && !text.contains('\n'),
+                "{} {}: a run of spaces or a line break in {text:?}",
+                case.method,
+                case.path
+            );
+        }
         assert!(
             body["type"]
                 .as_str()

@@ -21,6 +21,7 @@ use http::StatusCode;
 use io360_common::Problem;
 use io360_common::auth::{TIERS, Verifier};
 use io360_common::extract::{Json, Query};
+use io360_common::rules;
 use io360_common::serve::Shutdown;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -28,14 +29,30 @@ use time::format_description::well_known::Rfc3339;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::db::{EventLog, Filter, Page, parse_id};
+use crate::error::LogError;
 use crate::event::{Event, Kind};
+
+impl From<LogError> for Problem {
+    fn from(e: LogError) -> Problem {
+        match e {
+            LogError::Stopping => Problem::unavailable(
+                "logger-stopping",
+                "the logger is shutting down",
+                Duration::from_secs(2),
+            ),
+            LogError::Storage(_) | LogError::Corrupt(_) | LogError::Internal(_) => {
+                Problem::internal(e)
+            }
+        }
+    }
+}
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// Largest batch body, in bytes.
 pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Most events one query answers.
-pub const MAX_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = rules::MAX_PAGE;
 
 /// A batch of events, as tiers ship them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,11 +203,7 @@ fn kinds(v: &Option<String>) -> Result<Vec<Kind>, Problem> {
 impl EventsQuery {
     /// Checks the parameters and turns them into a [`Filter`].
     pub fn filter(&self) -> Result<Filter, Problem> {
-        let limit = match self.limit {
-            None => 100,
-            Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
-        };
+        let limit = rules::limit(self.limit, 100)?;
         let before = match &self.before {
             None => None,
             Some(b) => Some(parse_id(b).ok_or_else(|| {
@@ -201,8 +214,7 @@ impl EventsQuery {
             })?),
         };
         if let Some(t) = &self.thread {
-            io360_common::model::validate_thread(t)
-                .map_err(|rule| Problem::invalid("thread", rule))?;
+            rules::thread("thread", t)?;
         }
         Ok(Filter {
             since: time_param("since", &self.since)?,

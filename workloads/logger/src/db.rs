@@ -3,13 +3,17 @@
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
-//! | `events` | (time in Unix nanoseconds, xxh3 hash of the JSON) | the [`Event`] as JSON |
+//! | `events` | (time in Unix nanoseconds, xxh3 hash of the JSON) | the event, an [`EventRecord`] |
+//! | `meta` | name | the [format version](crate::format) |
 //!
 //! Keys are big-endian so fjall's order is time order; "newest first" is a reverse range
 //! scan. There is no index by author: erase and export requests, which are rare, scan the log
 //! (bounded by retention) for the author's key, and every event stored does not pay for
-//! keeping an index sorted and compacted. (Logs written by earlier versions had one, in an
-//! `authors` keyspace; it is deleted when such a log is opened.)
+//! keeping an index sorted and compacted. (Logs of format 1 had one, in an `authors`
+//! keyspace; the migration to format 2 deletes it.)
+//!
+//! What is stored are the records of [`crate::record`], never the wire [`Event`]; this layer
+//! knows nothing of HTTP and answers [`LogError`]s, which the HTTP layer maps to problems.
 //!
 //! The writer thread takes every queued batch, commits them, and calls
 //! `persist(SyncAll)` once before answering any of them, like the store's group commit. The
@@ -23,14 +27,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use io360_common::Problem;
+use io360_common::format::FormatError;
 use io360_common::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::error::LogError;
 use crate::event::{Event, Kind};
+use crate::record::{EventRecord, decode as decode_record, encode};
 
 /// Why the data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +61,28 @@ pub enum OpenError {
         dir: PathBuf,
         /// fjall's error.
         source: fjall::Error,
+    },
+    /// A newer logger wrote the directory; this one cannot know what its records mean.
+    #[error(
+        "the data directory {dir} holds events in format {found}, written by a newer io360 logger; this version reads formats up to {supported}, so it left the directory untouched: run the newer version on it"
+    )]
+    NewerFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// The format found.
+        found: u64,
+        /// The newest format this version reads.
+        supported: u64,
+    },
+    /// The directory's format version stamp is not one.
+    #[error(
+        "the data directory {dir} has an unreadable format version stamp ({stamp:?}); it was not written by an io360 logger, or was damaged"
+    )]
+    UnreadableFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// The stamp's bytes.
+        stamp: Vec<u8>,
     },
 }
 
@@ -124,7 +152,7 @@ struct Tables {
     events: Keyspace,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, Problem>>;
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
 
 enum Job {
     Append(Vec<(u64, Event)>, Reply<usize>),
@@ -150,10 +178,6 @@ pub struct EventLog {
     tail: broadcast::Sender<Arc<Event>>,
     metrics: Metrics,
     _lock: File,
-}
-
-fn fjall_err(e: fjall::Error) -> Problem {
-    Problem::internal(format!("event log storage error: {e}"))
 }
 
 /// The 16-byte key of an event: its time, then a hash of its content (`0` and `u64::MAX`
@@ -197,13 +221,12 @@ pub fn parse_id(id: &str) -> Option<[u8; 16]> {
 /// Every stored event concerning the author with this key, oldest first, with its key. The
 /// scan only decodes records that hold the key as a JSON string somewhere, then checks the
 /// field itself.
-fn author_scan(events: &Keyspace, author_key: &str) -> Result<Vec<(Vec<u8>, Event)>, Problem> {
-    let quoted = serde_json::to_vec(author_key)
-        .map_err(|e| Problem::internal(format!("encoding an author key: {e}")))?;
+fn author_scan(events: &Keyspace, author_key: &str) -> Result<Vec<(Vec<u8>, Event)>, LogError> {
+    let quoted = encode(&author_key);
     let finder = memchr::memmem::Finder::new(&quoted);
     let mut out = Vec::new();
     for kv in events.iter() {
-        let (k, v) = kv.into_inner().map_err(fjall_err)?;
+        let (k, v) = kv.into_inner()?;
         if finder.find(&v).is_none() {
             continue;
         }
@@ -215,16 +238,9 @@ fn author_scan(events: &Keyspace, author_key: &str) -> Result<Vec<(Vec<u8>, Even
     Ok(out)
 }
 
-/// A stored record as it was written: without its id.
-fn parse_record(v: &[u8]) -> Result<Event, Problem> {
-    serde_json::from_slice(v).map_err(|e| Problem::internal(format!("corrupt event record: {e}")))
-}
-
 /// A stored record with its id, as queries answer it.
-fn decode(key: &[u8], v: &[u8]) -> Result<Event, Problem> {
-    let mut e = parse_record(v)?;
-    e.id = Some(key_id(key));
-    Ok(e)
+fn decode(key: &[u8], v: &[u8]) -> Result<Event, LogError> {
+    Ok(decode_record::<EventRecord>(v)?.into_event(Some(key_id(key))))
 }
 
 impl EventLog {
@@ -255,13 +271,31 @@ impl EventLog {
         // touch at every write).
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let events = db.keyspace("events", options).map_err(fj)?;
-        // Earlier versions kept an index by author here; it holds author keys, so it goes.
-        if db.keyspace_exists("authors") {
-            let old = db
-                .keyspace("authors", KeyspaceCreateOptions::default)
-                .map_err(fj)?;
-            db.delete_keyspace(old).map_err(fj)?;
-            tracing::info!("deleted the author index an earlier version kept");
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(fj)?;
+        let format = io360_common::format::upgrade(
+            &crate::format::Dir {
+                db: db.clone(),
+                meta,
+                events: events.clone(),
+            },
+            crate::format::MIGRATIONS,
+        )
+        .map_err(|e| match e {
+            FormatError::Newer(found) => OpenError::NewerFormat {
+                dir: dir.to_owned(),
+                found,
+                supported: crate::format::CURRENT,
+            },
+            FormatError::Unreadable(stamp) => OpenError::UnreadableFormat {
+                dir: dir.to_owned(),
+                stamp,
+            },
+            FormatError::Storage(source) => fj(source),
+        })?;
+        if let Some(from) = format.filter(|v| *v != crate::format::CURRENT) {
+            tracing::info!(from, to = crate::format::CURRENT, "event log upgraded");
         }
         // The size and the newest key come from one pass over the log at start.
         let (mut count, mut bytes, mut newest) = (0u64, 0u64, [0u8; 16]);
@@ -348,64 +382,56 @@ impl EventLog {
         }
     }
 
-    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, Problem> {
+    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, LogError> {
         let (tx, rx) = oneshot::channel();
         {
-            let jobs = self
-                .jobs
-                .lock()
-                .map_err(|_| Problem::internal("event log writer lock"))?;
-            let stopping = || {
-                Problem::unavailable(
-                    "logger-stopping",
-                    "the logger is shutting down",
-                    Duration::from_secs(2),
-                )
-            };
+            let jobs = self.jobs.lock().map_err(|_| {
+                LogError::Internal("the event log writer's lock is poisoned".into())
+            })?;
             jobs.as_ref()
-                .ok_or_else(stopping)?
+                .ok_or(LogError::Stopping)?
                 .send(make(tx))
-                .map_err(|_| stopping())?;
+                .map_err(|_| LogError::Stopping)?;
         }
         rx.await
-            .map_err(|_| Problem::internal("the event log writer stopped"))?
+            .map_err(|_| LogError::Internal("the event log writer stopped".into()))?
     }
 
     /// Stores already-validated events (with their times in Unix nanoseconds); answers once
     /// they are on disk.
-    pub async fn append(&self, events: Vec<(u64, Event)>) -> Result<usize, Problem> {
+    pub async fn append(&self, events: Vec<(u64, Event)>) -> Result<usize, LogError> {
         self.submit(|r| Job::Append(events, r)).await
     }
 
     /// Removes the personal data of the author with this key from every event that concerns
     /// them; answers how many events were changed.
-    pub async fn erase_author(&self, author_key: String) -> Result<u64, Problem> {
+    pub async fn erase_author(&self, author_key: String) -> Result<u64, LogError> {
         // Found off the writer, so ingest does not wait for the scan; the writer then reads
         // each event again and changes it only if it still concerns the author.
         let t = self.tables.clone();
         let key = author_key.clone();
         let found = tokio::task::spawn_blocking(move || author_scan(&t.events, &key))
             .await
-            .map_err(|e| Problem::internal(format!("erase task failed: {e}")))??;
+            .map_err(|e| LogError::Internal(format!("erase task failed: {e}")))??;
         let keys = found.into_iter().map(|(k, _)| k).collect();
         self.submit(|r| Job::Erase(author_key, keys, r)).await
     }
 
     /// Applies retention now; answers how many events were deleted.
-    pub async fn sweep(&self) -> Result<u64, Problem> {
+    pub async fn sweep(&self) -> Result<u64, LogError> {
         self.submit(Job::Sweep).await
     }
 
     /// Events matching `f`, newest first.
-    pub async fn query(&self, f: Filter) -> Result<Page, Problem> {
+    pub async fn query(&self, f: Filter) -> Result<Page, LogError> {
         let t = self.tables.clone();
         tokio::task::spawn_blocking(move || query(&t, &f))
             .await
-            .map_err(|e| Problem::internal(format!("query task failed: {e}")))?
+            .map_err(|e| LogError::Internal(format!("query task failed: {e}")))?
     }
 
     /// Every event concerning an author, oldest first (for export requests).
-    pub async fn author_events(&self, author_key: String) -> Result<Vec<Event>, Problem> {
+    pub async fn author_events(&self, author_key: String) -> Result<Vec<Event>, LogError> {
         let t = self.tables.clone();
         tokio::task::spawn_blocking(move || {
             Ok(author_scan(&t.events, &author_key)?
@@ -414,11 +440,11 @@ impl EventLog {
                 .collect())
         })
         .await
-        .map_err(|e| Problem::internal(format!("export task failed: {e}")))?
+        .map_err(|e| LogError::Internal(format!("export task failed: {e}")))?
     }
 }
 
-fn query(t: &Tables, f: &Filter) -> Result<Page, Problem> {
+fn query(t: &Tables, f: &Filter) -> Result<Page, LogError> {
     let mut upper = [0xffu8; 16];
     if let Some(u) = f.until {
         upper = event_key(u, 0);
@@ -434,7 +460,7 @@ fn query(t: &Tables, f: &Filter) -> Result<Page, Problem> {
     let mut scanned = 0usize;
     let mut more = false;
     for kv in t.events.range(lower..upper).rev() {
-        let (k, v) = kv.into_inner().map_err(fjall_err)?;
+        let (k, v) = kv.into_inner()?;
         scanned += 1;
         let e = decode(&k, &v)?;
         if f.matches(&e) {
@@ -468,7 +494,7 @@ impl Drop for EventLog {
 
 /// What one append produced: how many events were stored, and the stored events with their
 /// ids for the live tail (empty when nobody follows it).
-type Appended = Result<(usize, Vec<Event>), Problem>;
+type Appended = Result<(usize, Vec<Event>), LogError>;
 
 /// The single writer: owns the sequence counter and the size accounting.
 struct Writer {
@@ -494,7 +520,7 @@ impl Writer {
                 }
             }
             let mut appended: Vec<(Reply<usize>, Appended)> = Vec::new();
-            let mut others: Vec<(Reply<u64>, Result<u64, Problem>)> = Vec::new();
+            let mut others: Vec<(Reply<u64>, Result<u64, LogError>)> = Vec::new();
             for job in group {
                 match job {
                     Job::Append(events, reply) => appended.push((reply, self.append(events))),
@@ -512,12 +538,12 @@ impl Writer {
             let start = Instant::now();
             if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
                 tracing::error!(error = %e, "fsync of the event log failed");
-                let p = fjall_err(e);
+                let failed = || LogError::Internal(format!("fsync of the event log failed: {e}"));
                 for (_, r) in &mut appended {
-                    *r = Err(p.clone());
+                    *r = Err(failed());
                 }
                 for (_, r) in &mut others {
-                    *r = Err(p.clone());
+                    *r = Err(failed());
                 }
             }
             self.metrics
@@ -560,13 +586,9 @@ impl Writer {
         let mut newest = self.newest;
         for (nanos, mut e) in events {
             e.id = None;
-            let mut value = Vec::with_capacity(256);
-            serde_json::to_writer(&mut value, &e)
-                .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
+            let value = encode(&EventRecord::from(&e));
             let key = event_key(nanos, xxhash_rust::xxh3::xxh3_64(&value));
-            if !in_batch.insert(key)
-                || (key <= self.newest && self.t.events.contains_key(key).map_err(fjall_err)?)
-            {
+            if !in_batch.insert(key) || (key <= self.newest && self.t.events.contains_key(key)?) {
                 continue;
             }
             newest = newest.max(key);
@@ -578,43 +600,37 @@ impl Writer {
                 out.push(e);
             }
         }
-        batch.durability(None).commit().map_err(fjall_err)?;
+        batch.durability(None).commit()?;
         self.newest = newest;
         self.count += stored as u64;
         self.bytes += added;
         Ok((stored, out))
     }
 
-    fn erase(&mut self, author: &str, keys: Vec<Vec<u8>>) -> Result<u64, Problem> {
+    fn erase(&mut self, author: &str, keys: Vec<Vec<u8>>) -> Result<u64, LogError> {
         let mut batch = self.t.db.batch();
         let mut n = 0;
         for ek in keys {
             // Deleted by retention since the scan, or already erased: nothing to do.
-            let Some(v) = self.t.events.get(&ek).map_err(fjall_err)? else {
+            let Some(v) = self.t.events.get(&ek)? else {
                 continue;
             };
-            let mut e = parse_record(&v)?;
-            if e.author_key.as_deref() != Some(author) {
+            let mut e: EventRecord = decode_record(&v)?;
+            if !e.concerns(author) {
                 continue;
             }
-            // The record of what happened stays; what says who the person was goes.
-            if !e.actor.starts_with("admin") && e.actor != "system" {
-                e.actor = "erased".to_owned();
-            }
-            e.address = None;
-            e.author_key = None;
-            let nv = serde_json::to_vec(&e)
-                .map_err(|err| Problem::internal(format!("encoding an event: {err}")))?;
+            e.erase_author();
+            let nv = encode(&e);
             self.bytes = (self.bytes + nv.len() as u64).saturating_sub(v.len() as u64);
             batch.insert(&self.t.events, ek, nv);
             n += 1;
         }
-        batch.durability(None).commit().map_err(fjall_err)?;
+        batch.durability(None).commit()?;
         Ok(n)
     }
 
     /// Deletes events older than the age limit, then the oldest until under the size limit.
-    fn sweep(&mut self) -> Result<u64, Problem> {
+    fn sweep(&mut self) -> Result<u64, LogError> {
         let cutoff = time::OffsetDateTime::now_utc().unix_timestamp_nanos()
             - self.retention.max_age.as_nanos() as i128;
         let cutoff = cutoff.max(0) as u64;
@@ -624,7 +640,7 @@ impl Writer {
             let mut in_batch = 0;
             let mut done = true;
             for kv in self.t.events.iter() {
-                let (k, v) = kv.into_inner().map_err(fjall_err)?;
+                let (k, v) = kv.into_inner()?;
                 let old = key_nanos(&k) < cutoff;
                 if !old && self.bytes <= self.retention.max_bytes {
                     break;
@@ -638,7 +654,7 @@ impl Writer {
                     break;
                 }
             }
-            batch.durability(None).commit().map_err(fjall_err)?;
+            batch.durability(None).commit()?;
             deleted += in_batch;
             if done {
                 break;

@@ -243,8 +243,7 @@ impl Event {
         short(|| field("tier"), &self.tier, 1, 32)?;
         short(|| field("actor"), &self.actor, 1, 200)?;
         if let Some(t) = &self.thread {
-            io360_common::model::validate_thread(t)
-                .map_err(|rule| Problem::invalid(&field("thread"), rule))?;
+            io360_common::rules::thread(&field("thread"), t)?;
         }
         if let Some(a) = &self.address {
             let ip: IpAddr = a.parse().map_err(|_| {

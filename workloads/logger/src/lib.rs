@@ -14,7 +14,10 @@
 
 pub mod api;
 mod db;
+mod error;
 pub mod event;
+mod format;
+mod record;
 mod shipper;
 
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ use io360_common::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
 pub use db::{EventLog, Filter, OpenError, Page, Retention};
+pub use error::LogError;
 pub use event::{Event, Kind};
 pub use shipper::{LoggerClient, Shipper, ShipperConfig};
 
@@ -52,6 +56,10 @@ pub struct Config {
     #[arg(long, env = "IO360_LOGGER_KEEP_ADDRESSES")]
     pub keep_addresses: bool,
 
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
+
     /// The keyring the tiers' credentials are checked against (the logger calls no other
     /// tier, so it needs no credential of its own).
     #[command(flatten)]
@@ -67,6 +75,7 @@ impl Config {
             retention_bytes: 1 << 30,
             sweep_ms: 60_000,
             keep_addresses: false,
+            limits: Default::default(),
             tier_auth: Default::default(),
         }
     }
@@ -79,7 +88,7 @@ impl Config {
         if self.retention_bytes < 4096 {
             return Err("IO360_LOGGER_RETENTION_BYTES must be at least 4096".into());
         }
-        Ok(())
+        self.limits.validate()
     }
 }
 
@@ -129,11 +138,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
         }
     });
     telemetry.ready.set(true);
-    let router = telemetry.instrument(api::router(
-        log.clone(),
-        config.keep_addresses,
-        shutdown.clone(),
-        &verifier,
+    let router = telemetry.instrument(config.limits.apply(
+        "logger",
+        api::router(
+            log.clone(),
+            config.keep_addresses,
+            shutdown.clone(),
+            &verifier,
+        ),
     ));
     io360_common::serve::serve("logger", listener, router, shutdown).await?;
     record_self(&log, Kind::TierStopped).await;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use io360_common::client::{ClientError, TierClient};
+use io360_common::retry::Backoff;
 use io360_common::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -356,7 +357,7 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Box<RawValue>>, m: Metric
     let mut buf = BytesMut::new();
     let mut tick = tokio::time::interval(inner.flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     // The batch size for the next send: halved while the logger finds batches too large.
     let mut limit = inner.batch;
     let mut stopping = false;
@@ -397,7 +398,7 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Box<RawValue>>, m: Metric
             Sent::Ok => {
                 m.shipped.inc_by(n as u64);
                 pending.drain(..n);
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 limit = inner.batch;
             }
             Sent::TooLarge => limit = n / 2,
@@ -412,11 +413,9 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::Receiver<Box<RawValue>>, m: Metric
                     m.dropped.inc_by((pending.len() + rx.len()) as u64);
                     return;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = inner.stop.notified() => stopping = true,
+                if !backoff.wait(inner.stop.notified()).await {
+                    stopping = true;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -645,6 +645,57 @@ fn a_batch_size_over_the_loggers_limit_is_refused_at_start() {
     assert!(ShipperConfig::default().validate().is_ok());
 }
 
+/// Opens a request whose body never finishes arriving: it holds its place in flight until
+/// the logger gives up on it. Answers the raw connection, to read that answer from.
+async fn hold_a_request(url: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /logger/v1/events HTTP/1.1\r\nhost: logger\r\n{}: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{",
+        io360_common::auth::HEADER,
+        KEYS.credential("logic"),
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_or_the_time_limit_get_503() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.limits.max_in_flight = 1;
+    cfg.limits.request_timeout_secs = 1.0;
+    let logger = Logger::start(cfg, None).await;
+    let mut held = hold_a_request(&logger.url).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = as_tier("logic")
+        .get(format!("{}/logger/v1/events", logger.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let p: io360_common::Problem = res.json().await.unwrap();
+    assert_eq!(p.slug(), "overloaded");
+    // The held request is answered when its time is up, and its place is free again.
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut answer))
+        .await
+        .expect("the held request was never answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    let res = as_tier("logic")
+        .get(format!("{}/logger/v1/events", logger.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_io360_tiers_may_send_events_and_only_logic_may_read_them() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use io360_common::Problem;
 use io360_common::client::ClientError;
 use io360_common::extract::{Json, Query};
 use io360_common::model::{Comment, Status};
+use io360_common::rules;
 use io360_logger::{Kind, Page};
 use io360_store::api::{
     BannedAuthor, BannedRange, Bans, Found, Pending, Search, Suspension, WriteOp,
@@ -114,17 +115,12 @@ async fn queue(
     State(s): State<AppState>,
     Query(q): Query<QueueQuery>,
 ) -> Result<axum::Json<Pending>, Problem> {
-    let limit = match q.limit {
-        None => 100,
-        Some(n) if (1..=1000).contains(&n) => n,
-        Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
-    };
+    let limit = rules::limit(q.limit, 100)?;
     Ok(axum::Json(s.store.pending(limit).await?))
 }
 
 fn id(raw: &str) -> Result<u64, Problem> {
-    raw.parse()
-        .map_err(|_| Problem::invalid("id", "must be a comment id (a positive integer)"))
+    Ok(rules::comment_id(raw)?)
 }
 
 async fn write(s: &AppState, op: WriteOp) -> Result<io360_store::api::WriteResult, Problem> {
@@ -320,11 +316,7 @@ async fn search(
     if let Some(t) = &thread {
         check_thread(t)?;
     }
-    let limit = match q.limit {
-        None => 50,
-        Some(n) if (1..=1000).contains(&n) => n,
-        Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
-    };
+    let limit = rules::limit(q.limit, 50)?;
     for (field, v) in [("author", &q.author), ("text", &q.text)] {
         if v.as_ref().is_some_and(|v| v.len() > 500) {
             return Err(Problem::invalid(field, "must be at most 500 bytes"));
@@ -383,7 +375,7 @@ async fn ban(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "no-author",
                     format!(
-                        "comment {id} was posted without a name or email, so there is no author                          to ban; ban its address range instead"
+                        "comment {id} was posted without a name or email, so there is no author to ban; ban its address range instead"
                     ),
                 )
                 .with_field("comment")
@@ -407,12 +399,7 @@ async fn ban(
         }
         (None, Some(email), None) => {
             let email = email.trim().to_lowercase();
-            if !email.contains('@') || email.len() > 254 {
-                return Err(Problem::invalid(
-                    "email",
-                    "must be an address like name@example.org",
-                ));
-            }
+            rules::email(&email)?;
             let key = s.keys.derive("author-email", &email);
             if !bans.authors.iter().any(|a| a.key == key) {
                 bans.authors.push(BannedAuthor {
@@ -553,12 +540,7 @@ async fn author_key(s: &AppState, req: AuthorRequest) -> Result<String, Problem>
     match (req.email, req.edit_token) {
         (Some(email), None) => {
             let email = email.trim().to_lowercase();
-            if !email.contains('@') || email.len() > 254 {
-                return Err(Problem::invalid(
-                    "email",
-                    "must be an address like name@example.org",
-                ));
-            }
+            rules::email(&email)?;
             Ok(s.keys.derive("author-email", &email))
         }
         (None, Some(token)) => {
@@ -578,7 +560,7 @@ async fn author_key(s: &AppState, req: AuthorRequest) -> Result<String, Problem>
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "no-author",
                     format!(
-                        "comment {id} has no author data left (it was posted anonymously or has                          been erased)"
+                        "comment {id} has no author data left (it was posted anonymously or has been erased)"
                     ),
                 )
                 .with_field("editToken")

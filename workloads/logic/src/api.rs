@@ -11,9 +11,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use io360_common::Problem;
 use io360_common::auth::{Caller, Verifier};
 use io360_common::extract::{Json, Query};
-use io360_common::model::{
-    Comment, Status, ThreadPage, check_line_chars, check_text_chars, validate_thread,
-};
+use io360_common::model::{Comment, Status, ThreadPage, check_line_chars, check_text_chars};
+use io360_common::rules;
 use io360_store::api::{Idempotency, NewComment, WriteOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -30,7 +29,7 @@ use io360_logger::Kind;
 const MAX_BODY: usize = io360_common::extract::MAX_API_BODY;
 /// Longest author name, website, email and title, in bytes.
 const MAX_AUTHOR: usize = 100;
-const MAX_EMAIL: usize = 254;
+const MAX_EMAIL: usize = rules::MAX_EMAIL_BYTES;
 const MAX_WEBSITE: usize = 500;
 const MAX_TITLE: usize = 300;
 /// Longest idempotency key.
@@ -133,7 +132,7 @@ pub struct ThreadQuery {
 }
 
 pub fn check_thread(thread: &str) -> Result<(), Problem> {
-    validate_thread(thread).map_err(|rule| Problem::invalid("thread", rule))
+    Ok(rules::thread("thread", thread)?)
 }
 
 /// Comments others may see: held ones are left out.
@@ -161,11 +160,7 @@ async fn list(
 ) -> Result<Response, Problem> {
     limit_reads(&s, client.0)?;
     check_thread(&q.thread)?;
-    let limit = match q.limit {
-        None => LIST_LIMIT,
-        Some(n) if (1..=LIST_LIMIT).contains(&n) => n,
-        Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
-    };
+    let limit = rules::limit(q.limit, LIST_LIMIT)?;
     let cached = s.cache.thread(&s.store, &q.thread).await?;
     if q.after == 0 && (limit == LIST_LIMIT || limit >= cached.page.comments.len()) {
         // The common case, a reader opening the page: bytes prepared once per change.
@@ -301,19 +296,7 @@ fn check_website(website: &Option<String>) -> Result<(), Problem> {
 
 fn check_email(email: &Option<String>) -> Result<(), Problem> {
     if let Some(e) = email {
-        let mut parts = e.split('@');
-        let (Some(user), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(Problem::invalid(
-                "email",
-                "must be an address like name@example.org",
-            ));
-        };
-        if user.is_empty() || !domain.contains('.') || e.contains(char::is_whitespace) {
-            return Err(Problem::invalid(
-                "email",
-                "must be an address like name@example.org",
-            ));
-        }
+        rules::email(e)?;
     }
     Ok(())
 }
@@ -503,8 +486,7 @@ fn request_fingerprint(body: &PostBody) -> String {
 }
 
 fn comment_id(raw: &str) -> Result<u64, Problem> {
-    raw.parse()
-        .map_err(|_| Problem::invalid("id", "must be a comment id (a positive integer)"))
+    Ok(rules::comment_id(raw)?)
 }
 
 /// Checks the edit token in `Authorization` for comment `id`.
@@ -652,9 +634,7 @@ async fn vote(
     Json(body): Json<VoteBody>,
 ) -> Result<axum::Json<One>, Problem> {
     let id = comment_id(&id)?;
-    if body.value != 1 && body.value != -1 {
-        return Err(Problem::invalid("value", "must be 1 or -1"));
-    }
+    rules::vote(body.value)?;
     refuse_when_suspended(&s)?;
     limit_writes(&s, client.0)?;
     // One vote per network: a client holds every address of its /24 or /64.
@@ -691,15 +671,7 @@ async fn counts(
     Json(body): Json<CountsBody>,
 ) -> Result<Response, Problem> {
     limit_reads(&s, client.0)?;
-    if body.threads.len() > 1000 {
-        return Err(Problem::invalid(
-            "threads",
-            "must list at most 1000 threads",
-        ));
-    }
-    for (i, t) in body.threads.iter().enumerate() {
-        validate_thread(t).map_err(|rule| Problem::invalid(&format!("threads[{i}]"), rule))?;
-    }
+    rules::threads("threads", &body.threads)?;
     Ok(axum::Json(s.store.counts(body.threads).await?).into_response())
 }
 

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::header;
 use io360_common::Problem;
 use io360_common::extract::Query;
+use io360_common::html::escape;
 use io360_common::model::Status;
 
 use crate::api::{Client, ThreadQuery, check_thread};
@@ -12,21 +13,6 @@ use crate::state::AppState;
 
 /// Entries in one feed.
 const ENTRIES: usize = 50;
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 pub async fn feed(
     State(s): State<AppState>,

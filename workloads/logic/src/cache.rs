@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use io360_common::model::{Seq, Status, ThreadPage};
+use io360_common::retry::Backoff;
 use io360_common::serve::Shutdown;
 use io360_store::StoreClient;
 use io360_store::api::MAX_LIMIT;
@@ -144,7 +145,7 @@ impl ThreadCache {
 
     /// Follows the store's change feed until `shutdown`, dropping changed threads.
     pub async fn follow(self, store: StoreClient, shutdown: Shutdown) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             if shutdown.is_triggered() {
                 return;
@@ -155,7 +156,7 @@ impl ThreadCache {
                 self.clear();
                 let feed = store.feed(pos).await?;
                 futures::pin_mut!(feed);
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 loop {
                     let next = tokio::time::timeout(Duration::from_secs(30), feed.next()).await;
                     match next {
@@ -181,11 +182,9 @@ impl ThreadCache {
                 _ = shutdown.wait() => return,
             }
             self.clear();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait() => return,
+            if !backoff.wait(shutdown.wait()).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -132,6 +132,10 @@ pub struct Config {
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
 
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
+
     /// This tier's credential (for the store and the logger) and the keyring the frontend's
     /// credential is checked against: logic answers only the frontend.
     #[command(flatten)]
@@ -170,6 +174,7 @@ impl Config {
             return Err("IO360_MAX_TEXT_BYTES must be at least 1".into());
         }
         self.audit.validate()?;
+        self.limits.validate()?;
         for o in &self.allowed_origins {
             if http::HeaderValue::from_str(o).is_err() || !o.contains("://") {
                 return Err(format!(
@@ -215,6 +220,7 @@ pub async fn serve(
         ),
         _ => None,
     };
+    let limits = config.limits.clone();
     let credential = config
         .tier_auth
         .credential("logic")
@@ -237,7 +243,7 @@ pub async fn serve(
     audit
         .around(async move {
             state.start_background(shutdown.clone(), telemetry.ready.clone());
-            let router = telemetry.instrument(api::router(state, &verifier));
+            let router = telemetry.instrument(limits.apply("logic", api::router(state, &verifier)));
             io360_common::serve::serve("logic", listener, router, shutdown).await
         })
         .await?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use io360_common::retry::Backoff;
 use io360_common::serve::Shutdown;
 use io360_common::telemetry::Readiness;
 use io360_sync::SyncClient;
@@ -18,7 +19,7 @@ use crate::hub::Hub;
 
 /// Runs until shutdown.
 pub async fn run(hub: Arc<Hub>, sync: SyncClient, ready: Readiness, shutdown: Shutdown) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let after = hub.started().then(|| hub.pos());
         let attempt = async {
@@ -80,12 +81,10 @@ pub async fn run(hub: Arc<Hub>, sync: SyncClient, ready: Readiness, shutdown: Sh
         hub.metrics.stream_reconnects.inc();
         sync.next_replica();
         if progressed {
-            backoff = Duration::from_millis(50);
+            backoff.reset();
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait() => return,
+        if !backoff.wait(shutdown.wait()).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, join_all};
 use io360_common::Problem;
-use io360_common::model::{Seq, validate_thread};
+use io360_common::model::Seq;
+use io360_common::rules;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -53,7 +54,7 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
                         format!("may be given at most {MAX_THREADS} times in one poll"),
                     ));
                 }
-                validate_thread(&v).map_err(|rule| Problem::invalid("thread", rule))?;
+                rules::thread("thread", &v)?;
                 if threads.iter().any(|(t, _)| **t == *v) {
                     return Err(Problem::invalid(
                         "thread",
@@ -410,7 +411,7 @@ mod tests {
                     Ok(threads) => {
                         prop_assert!(threads.len() <= MAX_THREADS);
                         for (i, (t, _)) in threads.iter().enumerate() {
-                            prop_assert!(validate_thread(t).is_ok());
+                            prop_assert!(io360_common::model::validate_thread(t).is_ok());
                             prop_assert!(threads[..i].iter().all(|(u, _)| u != t));
                         }
                     }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use io360_common::Problem;
-use io360_common::model::{Seq, validate_thread};
+use io360_common::model::Seq;
+use io360_common::rules;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -29,7 +30,7 @@ fn parse(req: &Request) -> Result<(Arc<str>, Seq), Problem> {
     for (k, v) in form_urlencoded::parse(req.query.as_bytes()) {
         match &*k {
             "thread" if thread.is_none() => {
-                validate_thread(&v).map_err(|rule| Problem::invalid("thread", rule))?;
+                rules::thread("thread", &v)?;
                 thread = Some(Arc::from(&*v));
             }
             "thread" => {

@@ -7,14 +7,18 @@
 //! |---|---|---|
 //! | `threads` | thread name | [`ThreadRecord`] |
 //! | `log` | (thread id, seq) | feed position of that change |
-//! | `feed` | feed position | the [`Change`] |
+//! | `feed` | feed position | the change, a [`ChangeRecord`] |
 //! | `latest` | (thread id, seq of a comment's last change) | comment id |
-//! | `comments` | comment id | [`StoredComment`] |
+//! | `comments` | comment id | a [`CommentRecord`] |
 //! | `idem` | (thread id, scoped idempotency key) | [`IdemRecord`]: the first result's feed position, the request's fingerprint, when |
 //! | `votes` | (comment id, voter) | the vote |
 //! | `pending` | comment id | empty: the moderation queue |
 //! | `authors` | author key | approved comment count |
-//! | `meta` | name | counters and the suspension |
+//! | `meta` | name | counters, the [format version](crate::format), the suspension and the bans |
+//!
+//! What is stored are the records of [`crate::record`], never the wire types: this layer takes
+//! and answers the wire types of [`crate::api`] and converts at the keyspace's edge. It knows
+//! nothing of HTTP: it answers [`StoreError`]s, which the HTTP layer maps to problems.
 //!
 //! Every write is one fjall batch (atomic). The writer thread drains up to
 //! `group_commit_max` queued writes, commits each batch to the journal without syncing, then
@@ -23,6 +27,7 @@
 //! fsync loses only unacknowledged writes, and always a suffix of them, so sequence numbers
 //! stay gap-free.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,21 +35,24 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use http::StatusCode;
-use io360_common::Problem;
 use io360_common::model::{Change, ChangeKind, FeedPos, Seq, Status, ThreadMeta, ThreadPage};
 use io360_common::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
     Bans, Counts, Idempotency, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
     WriteResult,
 };
+use crate::error::StoreError;
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
+use crate::record::{
+    BansRecord, ChangeRecord, CommentRecord, IdemRecord, SuspensionRecord, ThreadRecord, decode,
+    encode,
+};
+use io360_common::format::FormatError;
 
 /// Why the data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +78,28 @@ pub enum OpenError {
         /// fjall's error.
         source: fjall::Error,
     },
-}
-
-/// A thread's durable record.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct ThreadRecord {
-    id: u64,
-    head: Seq,
-    count: u64,
-    closed: bool,
+    /// A newer store wrote the directory; this one cannot know what its records mean.
+    #[error(
+        "the data directory {dir} holds comments in format {found}, written by a newer io360 store; this version reads formats up to {supported}, so it left the directory untouched: run the newer version on it"
+    )]
+    NewerFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// The format found.
+        found: u64,
+        /// The newest format this version reads.
+        supported: u64,
+    },
+    /// The directory's format version marker is not one.
+    #[error(
+        "the data directory {dir} has an unreadable format version marker ({marker:?}); it was not written by an io360 store, or was damaged"
+    )]
+    UnreadableFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// The marker's bytes.
+        marker: Vec<u8>,
+    },
 }
 
 struct Tables {
@@ -95,43 +116,36 @@ struct Tables {
     meta: Keyspace,
 }
 
-type Reply = oneshot::Sender<Result<WriteResult, Problem>>;
+type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
 
 enum Job {
     Write(WriteOp, Reply),
-    Suspend(Suspension, oneshot::Sender<Result<Suspension, Problem>>),
-    Erase(String, oneshot::Sender<Result<Vec<Change>, Problem>>),
-    Bans(Bans, oneshot::Sender<Result<Bans, Problem>>),
+    Suspend(Suspension, oneshot::Sender<Result<Suspension, StoreError>>),
+    Erase(EraseStep, oneshot::Sender<Result<Vec<Change>, StoreError>>),
+    Bans(Bans, oneshot::Sender<Result<Bans, StoreError>>),
 }
 
 #[derive(Clone)]
 struct Metrics {
     writes: Counter,
+    refused: Counter,
     group_size: Histogram,
     fsync_seconds: Histogram,
     durable_pos: Gauge,
 }
 
+/// How many writes may wait for the writer unless configured otherwise: several full groups,
+/// so bursts are absorbed, while memory stays bounded.
+pub const DEFAULT_WRITE_QUEUE: usize = 8192;
+
 /// The comment database. Cheap to share behind an `Arc`.
 pub struct Db {
     tables: Arc<Tables>,
-    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    jobs: std::sync::Mutex<Option<mpsc::SyncSender<Job>>>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     durable: watch::Receiver<FeedPos>,
     metrics: Metrics,
     _lock: File,
-}
-
-fn fjall_err(e: fjall::Error) -> Problem {
-    Problem::internal(format!("storage error: {e}"))
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(bytes).map_err(|e| Problem::internal(format!("corrupt record: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialize")
 }
 
 fn now() -> String {
@@ -141,8 +155,19 @@ fn now() -> String {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database in `dir` and starts its writer thread.
+    /// Opens (creating if needed) the database in `dir` and starts its writer thread, with
+    /// room for [`DEFAULT_WRITE_QUEUE`] waiting writes.
     pub fn open(dir: &Path, group_commit_max: usize) -> Result<Db, OpenError> {
+        Db::open_bounded(dir, group_commit_max, DEFAULT_WRITE_QUEUE)
+    }
+
+    /// Opens the database with room for at most `write_queue_max` writes waiting for the
+    /// writer; a write beyond that is refused with [`StoreError::Busy`].
+    pub fn open_bounded(
+        dir: &Path,
+        group_commit_max: usize,
+        write_queue_max: usize,
+    ) -> Result<Db, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
             dir: dir.to_owned(),
             source,
@@ -185,6 +210,40 @@ impl Db {
             meta: ks("meta").map_err(fj)?,
             db,
         };
+        let format = io360_common::format::upgrade(
+            &crate::format::Dir {
+                db: tables.db.clone(),
+                meta: tables.meta.clone(),
+                holds_data: vec![
+                    tables.threads.clone(),
+                    tables.feed.clone(),
+                    tables.comments.clone(),
+                ],
+            },
+            crate::format::MIGRATIONS,
+        )
+        .map_err(|e| match e {
+            FormatError::Newer(found) => OpenError::NewerFormat {
+                dir: dir.to_owned(),
+                found,
+                supported: crate::format::CURRENT,
+            },
+            FormatError::Unreadable(marker) => OpenError::UnreadableFormat {
+                dir: dir.to_owned(),
+                marker,
+            },
+            FormatError::Storage(source) => OpenError::Fjall {
+                dir: dir.to_owned(),
+                source,
+            },
+        })?;
+        if let Some(from) = format.filter(|v| *v != crate::format::CURRENT) {
+            tracing::info!(
+                from,
+                to = crate::format::CURRENT,
+                "store data directory upgraded"
+            );
+        }
         let last = |k: &Keyspace| -> Result<u64, OpenError> {
             match k.last_key_value() {
                 None => Ok(0),
@@ -199,9 +258,10 @@ impl Db {
         };
         let tables = Arc::new(tables);
         let (durable_tx, durable) = watch::channel(last_pos);
-        let (jobs, rx) = mpsc::channel();
+        let (jobs, rx) = mpsc::sync_channel(write_queue_max.max(1));
         let metrics = Metrics {
             writes: Counter::default(),
+            refused: Counter::default(),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             durable_pos: Gauge::default(),
@@ -240,6 +300,11 @@ impl Db {
         let m = &self.metrics;
         t.register("store_writes", "Writes made durable", m.writes.clone());
         t.register(
+            "store_writes_refused_busy",
+            "Writes refused because the write queue was full",
+            m.refused.clone(),
+        );
+        t.register(
             "store_group_commit_size",
             "Writes made durable by one fsync",
             m.group_size.clone(),
@@ -271,77 +336,112 @@ impl Db {
         }
     }
 
-    fn submit(&self, job: Job) -> Result<(), Problem> {
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
         let jobs = self
             .jobs
             .lock()
-            .map_err(|_| Problem::internal("writer lock"))?;
-        let unavailable = || {
-            Problem::unavailable(
-                "store-stopping",
-                "the store is shutting down",
-                std::time::Duration::from_secs(2),
-            )
-        };
-        jobs.as_ref()
-            .ok_or_else(unavailable)?
-            .send(job)
-            .map_err(|_| unavailable())
+            .map_err(|_| StoreError::Internal("the writer's queue lock is poisoned".into()))?;
+        let jobs = jobs.as_ref().ok_or(StoreError::Stopping)?;
+        match jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.metrics.refused.inc();
+                Err(StoreError::Busy)
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(StoreError::Stopping),
+        }
     }
 
     /// Applies one write; answers once it is durable.
-    pub async fn write(&self, op: WriteOp) -> Result<WriteResult, Problem> {
+    pub async fn write(&self, op: WriteOp) -> Result<WriteResult, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Write(op, tx))?;
-        rx.await
-            .map_err(|_| Problem::internal("the store writer stopped"))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     /// Sets the durable manual suspension.
-    pub async fn set_suspension(&self, mut s: Suspension) -> Result<Suspension, Problem> {
+    pub async fn set_suspension(&self, mut s: Suspension) -> Result<Suspension, StoreError> {
         if s.since.is_none() {
             s.since = Some(now());
         }
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Suspend(s, tx))?;
-        rx.await
-            .map_err(|_| Problem::internal("the store writer stopped"))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     /// Erases the personal data of every comment whose author has this key: each comment not
     /// yet deleted is deleted (a change of its thread, so live readers see it go), and copies
     /// of it kept in the change feed are scrubbed. Answers the changes made.
-    pub async fn erase_author(&self, key: String) -> Result<Vec<Change>, Problem> {
+    ///
+    /// The search is a scan of the comments and the feed, so it runs on the blocking pool,
+    /// not on the writer; the writer then applies what was found in small steps, each queued
+    /// behind the writes already waiting, so writes keep flowing during a long erase. A last
+    /// step covers what was written while the scan ran.
+    pub async fn erase_author(&self, key: String) -> Result<Vec<Change>, StoreError> {
+        let found = {
+            let key = key.clone();
+            self.read(move |t| t.erase_plan(&key)).await?
+        };
+        let ids: Arc<BTreeSet<u64>> = Arc::new(found.ids.iter().copied().collect());
+        let mut changes = Vec::new();
+        for chunk in found.ids.chunks(ERASE_STEP) {
+            let step = EraseStep::Comments {
+                key: key.clone(),
+                ids: chunk.to_vec(),
+            };
+            changes.extend(self.erase_step(step).await?);
+        }
+        for chunk in found.copies.chunks(ERASE_STEP * 4) {
+            let step = EraseStep::Copies {
+                ids: ids.clone(),
+                positions: chunk.to_vec(),
+            };
+            self.erase_step(step).await?;
+        }
+        let step = EraseStep::Since {
+            key,
+            ids,
+            id: found.last_id,
+            pos: found.last_pos,
+        };
+        changes.extend(self.erase_step(step).await?);
+        Ok(changes)
+    }
+
+    /// Applies one step of an erase, then leaves the writer to other writes for as long as
+    /// the step took, so a long erase uses at most about half of the writer's time.
+    async fn erase_step(&self, step: EraseStep) -> Result<Vec<Change>, StoreError> {
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.submit(Job::Erase(key, tx))?;
-        rx.await
-            .map_err(|_| Problem::internal("the store writer stopped"))?
+        self.submit(Job::Erase(step, tx))?;
+        let changes = rx.await.map_err(|_| writer_stopped())??;
+        tokio::time::sleep(started.elapsed()).await;
+        Ok(changes)
     }
 
     /// Replaces the durable list of bans.
-    pub async fn set_bans(&self, bans: Bans) -> Result<Bans, Problem> {
+    pub async fn set_bans(&self, bans: Bans) -> Result<Bans, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Bans(bans, tx))?;
-        rx.await
-            .map_err(|_| Problem::internal("the store writer stopped"))?
+        rx.await.map_err(|_| writer_stopped())?
     }
 
     /// The durable list of bans.
-    pub async fn bans(&self) -> Result<Bans, Problem> {
-        self.read(|t| match t.meta.get("bans").map_err(fjall_err)? {
-            Some(v) => decode(&v),
+    pub async fn bans(&self) -> Result<Bans, StoreError> {
+        self.read(|t| match t.meta.get("bans")? {
+            Some(v) => Ok(decode::<BansRecord>("bans", &v)?.into()),
             None => Ok(Bans::default()),
         })
         .await
     }
 
     /// Every comment (with private fields) whose author has this key, oldest first.
-    pub async fn author_comments(&self, key: String) -> Result<Vec<StoredComment>, Problem> {
+    pub async fn author_comments(&self, key: String) -> Result<Vec<StoredComment>, StoreError> {
         self.read(move |t| {
             let mut out = Vec::new();
             for kv in t.comments.iter() {
-                let (_, v) = kv.into_inner().map_err(fjall_err)?;
-                let c: StoredComment = decode(&v)?;
+                let (_, v) = kv.into_inner()?;
+                let c = read_comment(&v)?;
                 if c.author_key.as_deref() == Some(key.as_str()) {
                     out.push(c);
                 }
@@ -352,15 +452,15 @@ impl Db {
     }
 
     /// Comments matching `q`, newest first: a scan of the comment table, for moderators.
-    pub async fn search(&self, q: Search) -> Result<Vec<StoredComment>, Problem> {
+    pub async fn search(&self, q: Search) -> Result<Vec<StoredComment>, StoreError> {
         self.read(move |t| {
             let upper = q.before.unwrap_or(u64::MAX);
             let text = q.text.as_ref().map(|s| s.to_lowercase());
             let author = q.author.as_ref().map(|s| s.to_lowercase());
             let mut out = Vec::new();
             for kv in t.comments.range(..u64_key(upper)).rev() {
-                let (_, v) = kv.into_inner().map_err(fjall_err)?;
-                let c: StoredComment = decode(&v)?;
+                let (_, v) = kv.into_inner()?;
+                let c = read_comment(&v)?;
                 let ok = q.thread.as_ref().is_none_or(|th| &c.comment.thread == th)
                     && q.status.is_none_or(|st| c.comment.status == st)
                     && author.as_ref().is_none_or(|a| {
@@ -387,12 +487,12 @@ impl Db {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Tables) -> Result<T, Problem> + Send + 'static,
-    ) -> Result<T, Problem> {
+        f: impl FnOnce(&Tables) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let t = self.tables.clone();
         tokio::task::spawn_blocking(move || f(&t))
             .await
-            .map_err(|e| Problem::internal(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
     }
 
     /// A thread's comments whose last change is after `after`, in sequence order.
@@ -401,7 +501,7 @@ impl Db {
         thread: String,
         after: Seq,
         limit: usize,
-    ) -> Result<ThreadPage, Problem> {
+    ) -> Result<ThreadPage, StoreError> {
         self.read(move |t| {
             let Some(rec) = t.thread(&thread)? else {
                 return Ok(ThreadPage {
@@ -413,7 +513,7 @@ impl Db {
             let to = thread_seq(rec.id, u64::MAX);
             let mut comments = Vec::new();
             for kv in t.latest.range(from..=to).take(limit) {
-                let (_, id) = kv.into_inner().map_err(fjall_err)?;
+                let (_, id) = kv.into_inner()?;
                 if let Some(c) = t.comment(read_u64(&id))? {
                     comments.push(c.comment);
                 }
@@ -429,7 +529,7 @@ impl Db {
     }
 
     /// A thread's metadata (all zero for a thread nobody wrote to).
-    pub async fn meta(&self, thread: String) -> Result<ThreadMeta, Problem> {
+    pub async fn meta(&self, thread: String) -> Result<ThreadMeta, StoreError> {
         self.read(move |t| {
             let rec = t.thread(&thread)?.unwrap_or_default();
             Ok(ThreadMeta {
@@ -443,7 +543,7 @@ impl Db {
     }
 
     /// Approved comment counts for many threads.
-    pub async fn counts(&self, threads: Vec<String>) -> Result<Counts, Problem> {
+    pub async fn counts(&self, threads: Vec<String>) -> Result<Counts, StoreError> {
         self.read(move |t| {
             let mut counts = std::collections::BTreeMap::new();
             for name in threads {
@@ -456,7 +556,7 @@ impl Db {
     }
 
     /// One comment with its private fields.
-    pub async fn comment(&self, id: u64) -> Result<Option<StoredComment>, Problem> {
+    pub async fn comment(&self, id: u64) -> Result<Option<StoredComment>, StoreError> {
         self.read(move |t| t.comment(id)).await
     }
 
@@ -466,7 +566,7 @@ impl Db {
         thread: String,
         after: Seq,
         limit: usize,
-    ) -> Result<ThreadChanges, Problem> {
+    ) -> Result<ThreadChanges, StoreError> {
         let durable = *self.durable.borrow();
         self.read(move |t| {
             let Some(rec) = t.thread(&thread)? else {
@@ -481,15 +581,15 @@ impl Db {
             let mut changes = Vec::new();
             let mut cut = false;
             for kv in t.log.range(from..=to).take(limit) {
-                let (_, pos) = kv.into_inner().map_err(fjall_err)?;
+                let (_, pos) = kv.into_inner()?;
                 let pos = read_u64(&pos);
                 if pos > durable {
                     // Not yet durable: a reader must never see a change a crash could undo.
                     cut = true;
                     break;
                 }
-                if let Some(c) = t.feed.get(u64_key(pos)).map_err(fjall_err)? {
-                    changes.push(decode::<Change>(&c)?);
+                if let Some(c) = t.feed.get(u64_key(pos))? {
+                    changes.push(read_change(&c)?);
                 }
             }
             let head = if cut {
@@ -507,7 +607,7 @@ impl Db {
     }
 
     /// Durable changes after feed position `after`, at most `limit`.
-    pub async fn feed(&self, after: FeedPos, limit: usize) -> Result<Vec<Change>, Problem> {
+    pub async fn feed(&self, after: FeedPos, limit: usize) -> Result<Vec<Change>, StoreError> {
         let durable = *self.durable.borrow();
         self.read(move |t| {
             let mut out = Vec::new();
@@ -519,8 +619,8 @@ impl Db {
                 .range(u64_key(after + 1)..=u64_key(durable))
                 .take(limit)
             {
-                let (_, v) = kv.into_inner().map_err(fjall_err)?;
-                out.push(decode(&v)?);
+                let (_, v) = kv.into_inner()?;
+                out.push(read_change(&v)?);
             }
             Ok(out)
         })
@@ -528,11 +628,11 @@ impl Db {
     }
 
     /// Held comments, oldest first.
-    pub async fn pending(&self, limit: usize) -> Result<Vec<StoredComment>, Problem> {
+    pub async fn pending(&self, limit: usize) -> Result<Vec<StoredComment>, StoreError> {
         self.read(move |t| {
             let mut out = Vec::new();
             for kv in t.pending.iter().take(limit) {
-                let id = kv.key().map_err(fjall_err)?;
+                let id = kv.key()?;
                 if let Some(c) = t.comment(read_u64(&id))? {
                     out.push(c);
                 }
@@ -543,11 +643,10 @@ impl Db {
     }
 
     /// How many approved comments the author with this key has.
-    pub async fn author_approved(&self, key: String) -> Result<u64, Problem> {
+    pub async fn author_approved(&self, key: String) -> Result<u64, StoreError> {
         self.read(move |t| {
             Ok(t.authors
-                .get(key.as_bytes())
-                .map_err(fjall_err)?
+                .get(key.as_bytes())?
                 .map(|v| read_u64(&v))
                 .unwrap_or(0))
         })
@@ -555,9 +654,9 @@ impl Db {
     }
 
     /// The durable manual suspension.
-    pub async fn suspension(&self) -> Result<Suspension, Problem> {
-        self.read(|t| match t.meta.get("suspension").map_err(fjall_err)? {
-            Some(v) => decode(&v),
+    pub async fn suspension(&self) -> Result<Suspension, StoreError> {
+        self.read(|t| match t.meta.get("suspension")? {
+            Some(v) => Ok(decode::<SuspensionRecord>("suspension", &v)?.into()),
             None => Ok(Suspension::default()),
         })
         .await
@@ -570,17 +669,90 @@ impl Drop for Db {
     }
 }
 
+/// What an erase found, off the writer: the author's comments and the feed positions that
+/// hold copies of them with content, up to the last comment and feed position that existed
+/// when the scan began.
+struct ErasePlan {
+    ids: Vec<u64>,
+    copies: Vec<FeedPos>,
+    last_id: u64,
+    last_pos: FeedPos,
+}
+
+/// One step of an erase, applied by the writer.
+enum EraseStep {
+    /// Deletes (or, if deleted already, forgets the author of) these comments, if they are
+    /// still the author's.
+    Comments { key: String, ids: Vec<u64> },
+    /// Scrubs these feed positions' copies of these comments.
+    Copies {
+        ids: Arc<BTreeSet<u64>>,
+        positions: Vec<FeedPos>,
+    },
+    /// Erases what the scan could not see: the author's comments after comment `id`, copies
+    /// after feed position `pos`; then forgets the author's approved count.
+    Since {
+        key: String,
+        ids: Arc<BTreeSet<u64>>,
+        id: u64,
+        pos: FeedPos,
+    },
+}
+
+/// Comments deleted by one step of an erase (feed copies scrubbed: four times as many).
+const ERASE_STEP: usize = 8;
+
 impl Tables {
-    fn thread(&self, name: &str) -> Result<Option<ThreadRecord>, Problem> {
-        match self.threads.get(name.as_bytes()).map_err(fjall_err)? {
-            Some(v) => Ok(Some(decode(&v)?)),
+    /// Finds an author's comments and the feed's copies of them (a scan of both tables).
+    fn erase_plan(&self, key: &str) -> Result<ErasePlan, StoreError> {
+        let last = |k: &Keyspace| -> Result<u64, StoreError> {
+            Ok(match k.last_key_value() {
+                Some(g) => read_u64(&g.key()?),
+                None => 0,
+            })
+        };
+        let (last_id, last_pos) = (last(&self.comments)?, last(&self.feed)?);
+        let mut ids = Vec::new();
+        for kv in self.comments.range(..=u64_key(last_id)) {
+            let (_, v) = kv.into_inner()?;
+            let c = read_comment(&v)?;
+            if c.author_key.as_deref() == Some(key) {
+                ids.push(c.comment.id);
+            }
+        }
+        let mut copies = Vec::new();
+        if !ids.is_empty() {
+            let theirs: BTreeSet<u64> = ids.iter().copied().collect();
+            for kv in self.feed.range(..=u64_key(last_pos)) {
+                let (k, v) = kv.into_inner()?;
+                let ch = read_change(&v)?;
+                if ch
+                    .comment
+                    .as_ref()
+                    .is_some_and(|c| theirs.contains(&c.id) && c.has_content())
+                {
+                    copies.push(read_u64(&k));
+                }
+            }
+        }
+        Ok(ErasePlan {
+            ids,
+            copies,
+            last_id,
+            last_pos,
+        })
+    }
+
+    fn thread(&self, name: &str) -> Result<Option<ThreadRecord>, StoreError> {
+        match self.threads.get(name.as_bytes())? {
+            Some(v) => Ok(Some(decode("thread", &v)?)),
             None => Ok(None),
         }
     }
 
-    fn comment(&self, id: u64) -> Result<Option<StoredComment>, Problem> {
-        match self.comments.get(u64_key(id)).map_err(fjall_err)? {
-            Some(v) => Ok(Some(decode(&v)?)),
+    fn comment(&self, id: u64) -> Result<Option<StoredComment>, StoreError> {
+        match self.comments.get(u64_key(id))? {
+            Some(v) => Ok(Some(read_comment(&v)?)),
             None => Ok(None),
         }
     }
@@ -599,18 +771,18 @@ struct Writer {
 }
 
 enum Done {
-    Write(Reply, Result<WriteResult, Problem>),
+    Write(Reply, Box<Result<WriteResult, StoreError>>),
     Suspend(
-        oneshot::Sender<Result<Suspension, Problem>>,
-        Result<Suspension, Problem>,
+        oneshot::Sender<Result<Suspension, StoreError>>,
+        Result<Suspension, StoreError>,
     ),
     Erase(
-        oneshot::Sender<Result<Vec<Change>, Problem>>,
-        Result<Vec<Change>, Problem>,
+        oneshot::Sender<Result<Vec<Change>, StoreError>>,
+        Result<Vec<Change>, StoreError>,
     ),
     Bans(
-        oneshot::Sender<Result<Bans, Problem>>,
-        Result<Bans, Problem>,
+        oneshot::Sender<Result<Bans, StoreError>>,
+        Result<Bans, StoreError>,
     ),
 }
 
@@ -624,106 +796,156 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut done = Vec::with_capacity(group.len());
-            let mut wrote = false;
-            for job in group {
-                match job {
-                    Job::Write(op, reply) => {
-                        let r = self.apply(op);
-                        wrote |= matches!(&r, Ok(w) if !w.replayed);
-                        done.push(Done::Write(reply, r));
-                    }
-                    Job::Suspend(s, reply) => {
-                        let r = self.suspend(s);
-                        wrote |= r.is_ok();
-                        done.push(Done::Suspend(reply, r));
-                    }
-                    Job::Erase(key, reply) => {
-                        let r = self.erase(&key);
-                        wrote |= r.is_ok();
-                        done.push(Done::Erase(reply, r));
-                    }
-                    Job::Bans(b, reply) => {
-                        let r = self.set_bans(b);
-                        wrote |= r.is_ok();
-                        done.push(Done::Bans(reply, r));
-                    }
-                }
-            }
-            if wrote {
-                let start = Instant::now();
-                if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
-                    // The journal can no longer be trusted: refuse everything from now on.
-                    self.poisoned = true;
-                    tracing::error!(error = %e, "fsync failed; the store refuses further writes");
-                    for d in &mut done {
-                        match d {
-                            Done::Write(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
-                            Done::Suspend(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
-                            Done::Erase(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
-                            Done::Bans(_, r) => *r = Err(fjall_err(fjall::Error::Poisoned)),
-                        }
-                    }
-                }
-                self.metrics
-                    .fsync_seconds
-                    .observe(start.elapsed().as_secs_f64());
-                self.metrics.group_size.observe(done.len() as f64);
-            }
-            if !self.poisoned {
-                let durable = self.next_pos - 1;
-                self.metrics.durable_pos.set(durable as i64);
-                self.durable.send_replace(durable);
-            }
-            for d in done {
-                match d {
-                    Done::Write(reply, r) => {
-                        if r.is_ok() {
-                            self.metrics.writes.inc();
-                        }
-                        let _ = reply.send(r);
-                    }
-                    Done::Suspend(reply, r) => {
-                        let _ = reply.send(r);
-                    }
-                    Done::Erase(reply, r) => {
-                        let _ = reply.send(r);
-                    }
-                    Done::Bans(reply, r) => {
-                        let _ = reply.send(r);
-                    }
-                }
-            }
+            // Steps of an erase go after the group's other jobs, in a commit of their own, so
+            // a write never waits for an erase step queued beside it.
+            let (erase, group): (Vec<Job>, Vec<Job>) =
+                group.into_iter().partition(|j| matches!(j, Job::Erase(..)));
+            self.commit_group(group);
+            self.commit_group(erase);
         }
         if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
             tracing::error!(error = %e, "final fsync failed");
         }
     }
 
-    fn set_bans(&mut self, b: Bans) -> Result<Bans, Problem> {
-        if self.poisoned {
-            return Err(fjall_err(fjall::Error::Poisoned));
+    /// Applies `group`, makes it durable with one fsync, then answers each job.
+    fn commit_group(&mut self, group: Vec<Job>) {
+        if group.is_empty() {
+            return;
         }
-        self.t.meta.insert("bans", encode(&b)).map_err(fjall_err)?;
+        let mut done = Vec::with_capacity(group.len());
+        let mut wrote = false;
+        for job in group {
+            match job {
+                Job::Write(op, reply) => {
+                    let r = self.apply(op);
+                    wrote |= matches!(&r, Ok(w) if !w.replayed);
+                    done.push(Done::Write(reply, Box::new(r)));
+                }
+                Job::Suspend(s, reply) => {
+                    let r = self.suspend(s);
+                    wrote |= r.is_ok();
+                    done.push(Done::Suspend(reply, r));
+                }
+                Job::Erase(step, reply) => {
+                    let r = self.erase(step);
+                    wrote |= r.is_ok();
+                    done.push(Done::Erase(reply, r));
+                }
+                Job::Bans(b, reply) => {
+                    let r = self.set_bans(b);
+                    wrote |= r.is_ok();
+                    done.push(Done::Bans(reply, r));
+                }
+            }
+        }
+        if wrote {
+            let start = Instant::now();
+            if let Err(e) = self.t.db.persist(PersistMode::SyncAll) {
+                // The journal can no longer be trusted: refuse everything from now on.
+                self.poisoned = true;
+                tracing::error!(error = %e, "fsync failed; the store refuses further writes");
+                for d in &mut done {
+                    match d {
+                        Done::Write(_, r) => **r = Err(StoreError::Poisoned),
+                        Done::Suspend(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Erase(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
+                    }
+                }
+            }
+            self.metrics
+                .fsync_seconds
+                .observe(start.elapsed().as_secs_f64());
+            self.metrics.group_size.observe(done.len() as f64);
+        }
+        if !self.poisoned {
+            let durable = self.next_pos - 1;
+            self.metrics.durable_pos.set(durable as i64);
+            self.durable.send_replace(durable);
+        }
+        for d in done {
+            match d {
+                Done::Write(reply, r) => {
+                    if r.is_ok() {
+                        self.metrics.writes.inc();
+                    }
+                    let _ = reply.send(*r);
+                }
+                Done::Suspend(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Erase(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Bans(reply, r) => {
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+
+    fn set_bans(&mut self, b: Bans) -> Result<Bans, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        self.t.meta.insert("bans", encode(&BansRecord::from(&b)))?;
         Ok(b)
     }
 
-    fn erase(&mut self, key: &str) -> Result<Vec<Change>, Problem> {
+    fn erase(&mut self, step: EraseStep) -> Result<Vec<Change>, StoreError> {
         if self.poisoned {
-            return Err(fjall_err(fjall::Error::Poisoned));
+            return Err(StoreError::Poisoned);
         }
-        let mut theirs = Vec::new();
-        for kv in self.t.comments.iter() {
-            let (_, v) = kv.into_inner().map_err(fjall_err)?;
-            let c: StoredComment = decode(&v)?;
-            if c.author_key.as_deref() == Some(key) {
-                theirs.push(c);
+        match step {
+            EraseStep::Comments { key, ids } => self.erase_comments(&key, ids),
+            EraseStep::Copies { ids, positions } => {
+                self.scrub_copies(&ids, positions)?;
+                Ok(Vec::new())
+            }
+            EraseStep::Since { key, ids, id, pos } => {
+                let mut later = Vec::new();
+                for kv in self.t.comments.range(u64_key(id.saturating_add(1))..) {
+                    let (_, v) = kv.into_inner()?;
+                    let c = read_comment(&v)?;
+                    if c.author_key.as_deref() == Some(key.as_str()) {
+                        later.push(c.comment.id);
+                    }
+                }
+                let mut ids = (*ids).clone();
+                ids.extend(&later);
+                let changes = self.erase_comments(&key, later)?;
+                let mut copies = Vec::new();
+                for kv in self.t.feed.range(u64_key(pos.saturating_add(1))..) {
+                    let (k, v) = kv.into_inner()?;
+                    copies.push((read_u64(&k), v));
+                }
+                let positions = copies
+                    .into_iter()
+                    .filter_map(|(p, v)| {
+                        let ch = read_change(&v).ok()?;
+                        let c = ch.comment?;
+                        (ids.contains(&c.id) && c.has_content()).then_some(p)
+                    })
+                    .collect();
+                self.scrub_copies(&ids, positions)?;
+                self.t.authors.remove(key.as_bytes())?;
+                Ok(changes)
             }
         }
+    }
+
+    /// Deletes those of `ids` that are still the author's, or forgets their author if they
+    /// are deleted already.
+    fn erase_comments(&mut self, key: &str, ids: Vec<u64>) -> Result<Vec<Change>, StoreError> {
         let mut changes = Vec::new();
-        let ids: std::collections::BTreeSet<u64> = theirs.iter().map(|c| c.comment.id).collect();
-        for c in theirs {
-            let id = c.comment.id;
+        for id in ids {
+            let Some(mut c) = self.t.comment(id)? else {
+                continue;
+            };
+            if c.author_key.as_deref() != Some(key) {
+                continue;
+            }
             if c.comment.status != Status::Deleted {
                 let r = self.update(id, ChangeKind::Deleted, |c| {
                     c.author_key = None;
@@ -731,53 +953,55 @@ impl Writer {
                 })?;
                 changes.push(r.change);
             } else {
-                let mut c = c;
                 c.author_key = None;
-                self.t
-                    .comments
-                    .insert(u64_key(id), encode(&c))
-                    .map_err(fjall_err)?;
+                self.t.comments.insert(u64_key(id), comment_bytes(&c))?;
             }
-        }
-        // Earlier changes in the feed still carry copies of the comments: scrub them too.
-        if !ids.is_empty() {
-            let mut batch = self.t.db.batch();
-            for kv in self.t.feed.iter() {
-                let (k, v) = kv.into_inner().map_err(fjall_err)?;
-                let mut ch: Change = decode(&v)?;
-                if let Some(c) = &mut ch.comment
-                    && ids.contains(&c.id)
-                    && c.has_content()
-                {
-                    c.scrub();
-                    batch.insert(&self.t.feed, k.to_vec(), encode(&ch));
-                }
-            }
-            batch.remove(&self.t.authors, key.as_bytes());
-            batch.durability(None).commit().map_err(|e| {
-                self.poisoned = true;
-                fjall_err(e)
-            })?;
-        } else {
-            self.t.authors.remove(key.as_bytes()).map_err(fjall_err)?;
         }
         Ok(changes)
     }
 
-    fn suspend(&mut self, s: Suspension) -> Result<Suspension, Problem> {
+    /// Scrubs the copies of `ids` that the changes at `positions` still carry.
+    fn scrub_copies(
+        &mut self,
+        ids: &BTreeSet<u64>,
+        positions: Vec<FeedPos>,
+    ) -> Result<(), StoreError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.t.db.batch();
+        for pos in positions {
+            let Some(v) = self.t.feed.get(u64_key(pos))? else {
+                continue;
+            };
+            let mut ch = read_change(&v)?;
+            if let Some(c) = &mut ch.comment
+                && ids.contains(&c.id)
+                && c.has_content()
+            {
+                c.scrub();
+                batch.insert(&self.t.feed, u64_key(pos), change_bytes(&ch));
+            }
+        }
+        batch.durability(None).commit().map_err(|e| {
+            self.poisoned = true;
+            StoreError::Storage(e)
+        })
+    }
+
+    fn suspend(&mut self, s: Suspension) -> Result<Suspension, StoreError> {
         if self.poisoned {
-            return Err(fjall_err(fjall::Error::Poisoned));
+            return Err(StoreError::Poisoned);
         }
         self.t
             .meta
-            .insert("suspension", encode(&s))
-            .map_err(fjall_err)?;
+            .insert("suspension", encode(&SuspensionRecord::from(&s)))?;
         Ok(s)
     }
 
-    fn apply(&mut self, op: WriteOp) -> Result<WriteResult, Problem> {
+    fn apply(&mut self, op: WriteOp) -> Result<WriteResult, StoreError> {
         if self.poisoned {
-            return Err(fjall_err(fjall::Error::Poisoned));
+            return Err(StoreError::Poisoned);
         }
         match op {
             WriteOp::Append {
@@ -799,35 +1023,21 @@ impl Writer {
             WriteOp::Delete { id } => self.update(id, ChangeKind::Deleted, |c| tombstone(id, c)),
             WriteOp::Approve { id } => self.update(id, ChangeKind::Approved, |c| {
                 if c.comment.status != Status::Pending {
-                    return Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "not-pending",
-                        format!("comment {id} is not waiting for moderation"),
-                    ));
+                    return Err(StoreError::NotPending(id));
                 }
                 c.comment.status = Status::Approved;
                 Ok(1)
             }),
             WriteOp::Vote { id, voter, value } => {
-                if value != 1 && value != -1 {
-                    return Err(Problem::invalid("value", "must be 1 or -1"));
-                }
+                io360_common::rules::vote(value)?;
                 let key = id_bytes(id, voter.as_bytes());
-                if self.t.votes.contains_key(&key).map_err(fjall_err)? {
-                    return Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "already-voted",
-                        format!("you have already voted on comment {id}"),
-                    ));
+                if self.t.votes.contains_key(&key)? {
+                    return Err(StoreError::AlreadyVoted(id));
                 }
                 let votes = self.t.votes.clone();
                 self.update_with(id, ChangeKind::Voted, |c, batch| {
                     if c.comment.status != Status::Approved {
-                        return Err(Problem::new(
-                            StatusCode::CONFLICT,
-                            "not-votable",
-                            format!("comment {id} cannot be voted on"),
-                        ));
+                        return Err(StoreError::NotVotable(id));
                     }
                     if value > 0 {
                         c.comment.votes.up += 1;
@@ -841,7 +1051,7 @@ impl Writer {
         }
     }
 
-    fn thread_or_new(&mut self, name: &str) -> Result<(ThreadRecord, bool), Problem> {
+    fn thread_or_new(&mut self, name: &str) -> Result<(ThreadRecord, bool), StoreError> {
         match self.t.thread(name)? {
             Some(r) => Ok((r, false)),
             None => Ok((
@@ -876,7 +1086,7 @@ impl Writer {
         };
         batch.insert(&t.threads, name.as_bytes(), encode(rec));
         batch.insert(&t.log, thread_seq(rec.id, rec.head), u64_key(pos));
-        batch.insert(&t.feed, u64_key(pos), encode(&change));
+        batch.insert(&t.feed, u64_key(pos), change_bytes(&change));
         if created_thread {
             batch.insert(&t.meta, "next_thread_id", u64_key(rec.id + 1));
         }
@@ -887,10 +1097,10 @@ impl Writer {
         &mut self,
         batch: fjall::OwnedWriteBatch,
         created_thread: bool,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), StoreError> {
         batch.durability(None).commit().map_err(|e| {
             self.poisoned = true;
-            fjall_err(e)
+            StoreError::Storage(e)
         })?;
         self.next_pos += 1;
         if created_thread {
@@ -904,9 +1114,8 @@ impl Writer {
         thread: String,
         new: crate::api::NewComment,
         idempotency: Option<Box<Idempotency>>,
-    ) -> Result<WriteResult, Problem> {
-        io360_common::model::validate_thread(&thread)
-            .map_err(|rule| Problem::invalid("thread", rule))?;
+    ) -> Result<WriteResult, StoreError> {
+        io360_common::rules::thread("thread", &thread)?;
         let (mut rec, created_thread) = self.thread_or_new(&thread)?;
         let at = now_unix();
         let idem_key = idempotency
@@ -914,39 +1123,32 @@ impl Writer {
             .map(|i| id_bytes(rec.id, i.key.as_bytes()));
         if let (Some(k), Some(i)) = (&idem_key, &idempotency)
             && !created_thread
-            && let Some(v) = self.t.idem.get(k).map_err(fjall_err)?
+            && let Some(v) = self.t.idem.get(k)?
         {
             match IdemRecord::parse(&v).replay(&i.fingerprint, at) {
                 Replay::Fresh => {}
-                Replay::Conflict => return Err(key_reused()),
+                Replay::Conflict => return Err(StoreError::IdempotencyKeyReused),
                 Replay::Of(pos) => {
-                    let change = self
-                        .t
-                        .feed
-                        .get(u64_key(pos))
-                        .map_err(fjall_err)?
-                        .ok_or_else(|| {
-                            Problem::internal("idempotency record without its change")
-                        })?;
+                    let change = self.t.feed.get(u64_key(pos))?.ok_or_else(|| {
+                        StoreError::Internal(format!(
+                            "the idempotency record of position {pos} has no change"
+                        ))
+                    })?;
                     return Ok(WriteResult {
-                        change: decode(&change)?,
+                        change: read_change(&change)?,
                         replayed: true,
                     });
                 }
             }
         }
         if rec.closed {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "thread-closed",
-                "this thread is closed to new comments",
-            ));
+            return Err(StoreError::ThreadClosed);
         }
         if let Some(parent) = new.parent {
             match self.t.comment(parent)? {
                 Some(p) if p.comment.thread == thread => {}
                 _ => {
-                    return Err(Problem::invalid(
+                    return Err(StoreError::invalid(
                         "parent",
                         format!("must be a comment of this thread; {parent} is not"),
                     ));
@@ -987,7 +1189,7 @@ impl Writer {
             Some(&stored),
         );
         let t = self.t.clone();
-        batch.insert(&t.comments, u64_key(id), encode(&stored));
+        batch.insert(&t.comments, u64_key(id), comment_bytes(&stored));
         batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
         if let (Some(k), Some(i)) = (idem_key, idempotency) {
             let record = IdemRecord {
@@ -1013,21 +1215,19 @@ impl Writer {
         })
     }
 
-    fn bump_author(&self, batch: &mut fjall::OwnedWriteBatch, key: &str) -> Result<(), Problem> {
+    fn bump_author(&self, batch: &mut fjall::OwnedWriteBatch, key: &str) -> Result<(), StoreError> {
         let n = self
             .t
             .authors
-            .get(key.as_bytes())
-            .map_err(fjall_err)?
+            .get(key.as_bytes())?
             .map(|v| read_u64(&v))
             .unwrap_or(0);
         batch.insert(&self.t.authors, key.as_bytes(), u64_key(n + 1));
         Ok(())
     }
 
-    fn set_closed(&mut self, thread: String, closed: bool) -> Result<WriteResult, Problem> {
-        io360_common::model::validate_thread(&thread)
-            .map_err(|rule| Problem::invalid("thread", rule))?;
+    fn set_closed(&mut self, thread: String, closed: bool) -> Result<WriteResult, StoreError> {
+        io360_common::rules::thread("thread", &thread)?;
         let (mut rec, created_thread) = self.thread_or_new(&thread)?;
         rec.closed = closed;
         let kind = if closed {
@@ -1048,8 +1248,8 @@ impl Writer {
         &mut self,
         id: u64,
         kind: ChangeKind,
-        f: impl FnOnce(&mut StoredComment) -> Result<i64, Problem>,
-    ) -> Result<WriteResult, Problem> {
+        f: impl FnOnce(&mut StoredComment) -> Result<i64, StoreError>,
+    ) -> Result<WriteResult, StoreError> {
         self.update_with(id, kind, |c, _| f(c))
     }
 
@@ -1059,16 +1259,14 @@ impl Writer {
         &mut self,
         id: u64,
         kind: ChangeKind,
-        f: impl FnOnce(&mut StoredComment, &mut fjall::OwnedWriteBatch) -> Result<i64, Problem>,
-    ) -> Result<WriteResult, Problem> {
-        let mut stored = self.t.comment(id)?.ok_or_else(|| {
-            Problem::not_found("comment-not-found", format!("there is no comment {id}"))
-        })?;
+        f: impl FnOnce(&mut StoredComment, &mut fjall::OwnedWriteBatch) -> Result<i64, StoreError>,
+    ) -> Result<WriteResult, StoreError> {
+        let mut stored = self.t.comment(id)?.ok_or(StoreError::NoComment(id))?;
         let thread = stored.comment.thread.clone();
         let mut rec = self
             .t
             .thread(&thread)?
-            .ok_or_else(|| Problem::internal(format!("comment {id} has no thread record")))?;
+            .ok_or_else(|| StoreError::Internal(format!("comment {id} has no thread record")))?;
         let old_seq = stored.comment.seq;
         let was_pending = stored.comment.status == Status::Pending;
         let mut batch = self.t.db.batch();
@@ -1079,7 +1277,7 @@ impl Writer {
         let t = self.t.clone();
         batch.remove(&t.latest, thread_seq(rec.id, old_seq));
         batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
-        batch.insert(&t.comments, u64_key(id), encode(&stored));
+        batch.insert(&t.comments, u64_key(id), comment_bytes(&stored));
         if was_pending && stored.comment.status != Status::Pending {
             batch.remove(&t.pending, u64_key(id));
         }
@@ -1098,7 +1296,7 @@ impl Writer {
 
 /// Turns a comment into a tombstone: its text and private data are erased. Answers how the
 /// thread's visible count changes.
-fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, Problem> {
+fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, StoreError> {
     let delta = match c.comment.status {
         Status::Deleted => return Err(gone(id)),
         Status::Approved => -1,
@@ -1111,28 +1309,8 @@ fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, Problem> {
     Ok(delta)
 }
 
-fn key_reused() -> Problem {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-        "this Idempotency-Key was already used for a different request; pick a new key for a new comment",
-    )
-    .with_field("Idempotency-Key")
-}
-
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// What the store remembers of an idempotent append.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct IdemRecord {
-    /// Feed position of the first result.
-    pos: FeedPos,
-    /// Hash of the first request.
-    fingerprint: String,
-    /// When it was first used (Unix seconds).
-    at: i64,
 }
 
 /// What an idempotency record says about a new request with the same key.
@@ -1147,16 +1325,6 @@ enum Replay {
 }
 
 impl IdemRecord {
-    /// Reads a record; one written before records had fingerprints (a bare feed position)
-    /// reads as expired, since nothing proves who sent it.
-    fn parse(bytes: &[u8]) -> IdemRecord {
-        serde_json::from_slice(bytes).unwrap_or(IdemRecord {
-            pos: 0,
-            fingerprint: String::new(),
-            at: i64::MIN,
-        })
-    }
-
     fn replay(&self, fingerprint: &str, now: i64) -> Replay {
         let window = crate::api::IDEMPOTENCY_WINDOW.as_secs() as i64;
         if self.at == i64::MIN || now.saturating_sub(self.at) > window {
@@ -1169,12 +1337,28 @@ impl IdemRecord {
     }
 }
 
-fn gone(id: u64) -> Problem {
-    Problem::new(
-        StatusCode::GONE,
-        "comment-deleted",
-        format!("comment {id} has been deleted"),
-    )
+fn gone(id: u64) -> StoreError {
+    StoreError::Deleted(id)
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Internal("the store writer stopped".into())
+}
+
+fn read_comment(bytes: &[u8]) -> Result<StoredComment, StoreError> {
+    Ok(decode::<CommentRecord>("comment", bytes)?.into())
+}
+
+fn comment_bytes(c: &StoredComment) -> Vec<u8> {
+    encode(&CommentRecord::from(c))
+}
+
+fn read_change(bytes: &[u8]) -> Result<Change, StoreError> {
+    Ok(decode::<ChangeRecord>("change", bytes)?.into())
+}
+
+fn change_bytes(c: &Change) -> Vec<u8> {
+    encode(&ChangeRecord::from(c))
 }
 
 #[cfg(test)]

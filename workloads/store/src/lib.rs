@@ -6,13 +6,22 @@
 //! run on tokio's blocking pool, never on the async workers. Committed changes stream to
 //! consumers (sync, logic's cache) through the change feed.
 //!
+//! Three layers, each knowing only the one below: the HTTP API (`routes`), which alone picks
+//! status codes; the storage layer ([`Db`]: open, reads, the single writer), which answers
+//! [`StoreError`]s; and the records on disk (`record`), private and versioned (`format`),
+//! apart from the wire types in [`api`] that logic and sync use through [`StoreClient`].
+//!
 //! The public surface is [`Config`], [`serve`], the [`Db`] itself (for tests and tools) and
-//! the wire types in [`api`], which logic and sync use through [`StoreClient`].
+//! the wire types.
 
 pub mod api;
 mod client;
 mod db;
+mod error;
+mod format;
 mod keys;
+mod record;
+mod routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +31,8 @@ use io360_common::telemetry::Telemetry;
 use tokio::net::TcpListener;
 
 pub use client::StoreClient;
-pub use db::{Db, OpenError};
+pub use db::{DEFAULT_WRITE_QUEUE, Db, OpenError};
+pub use error::StoreError;
 
 /// Configuration of the store tier.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +44,15 @@ pub struct Config {
     /// Most writes made durable by one fsync.
     #[arg(long, env = "IO360_STORE_GROUP_COMMIT_MAX", default_value_t = 512)]
     pub group_commit_max: usize,
+
+    /// Most writes waiting for the writer; when that many wait, a write is answered 503 with
+    /// `Retry-After` instead of queueing.
+    #[arg(long, env = "IO360_STORE_WRITE_QUEUE_MAX", default_value_t = db::DEFAULT_WRITE_QUEUE)]
+    pub write_queue_max: usize,
+
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
 
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
@@ -66,6 +85,12 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     config.audit.validate().map_err(ServeError::Config)?;
+    config.limits.validate().map_err(ServeError::Config)?;
+    if config.write_queue_max == 0 {
+        return Err(ServeError::Config(
+            "--write-queue-max (IO360_STORE_WRITE_QUEUE_MAX) must be at least 1".into(),
+        ));
+    }
     let telemetry = Telemetry::new("store");
     shutdown.attach(&telemetry);
     let verifier = config
@@ -75,14 +100,21 @@ pub async fn serve(
     let audit = io360_logger::Shipper::new("store", &config.audit, &config.tier_auth, &telemetry)
         .map_err(ServeError::Config)?;
     // Opening replays the journal: disk work, kept off the async workers.
-    let db =
-        tokio::task::spawn_blocking(move || Db::open(&config.data_dir, config.group_commit_max))
-            .await
-            .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
+    let (dir, group, queue) = (
+        config.data_dir.clone(),
+        config.group_commit_max,
+        config.write_queue_max,
+    );
+    let db = tokio::task::spawn_blocking(move || Db::open_bounded(&dir, group, queue))
+        .await
+        .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
-    let router = telemetry.instrument(api::router(db.clone(), shutdown.clone(), &verifier));
+    let router = telemetry.instrument(config.limits.apply(
+        "store",
+        routes::router(db.clone(), shutdown.clone(), &verifier),
+    ));
     let served = audit
         .around(io360_common::serve::serve(
             "store", listener, router, shutdown,

@@ -30,6 +30,7 @@ use io360_common::Problem;
 use io360_common::auth::Verifier;
 use io360_common::extract::Query;
 use io360_common::model::{Change, FeedPos, Seq};
+use io360_common::rules;
 use io360_common::serve::Shutdown;
 use io360_store::StoreClient;
 use prometheus_client::metrics::counter::Counter;
@@ -41,7 +42,7 @@ use tokio::sync::mpsc;
 use crate::history::{History, Range, Read};
 
 /// Most changes one range answer carries.
-pub const MAX_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = io360_common::rules::MAX_PAGE;
 
 /// How often an idle stream says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -162,14 +163,8 @@ async fn changes(
     State(s): State<AppState>,
     Query(q): Query<RangeQuery>,
 ) -> Result<axum::Json<RangeAnswer>, Problem> {
-    io360_common::model::validate_thread(&q.thread)
-        .map_err(|rule| Problem::invalid("thread", rule))?;
-    let limit = match q.limit {
-        None => MAX_LIMIT,
-        Some(0) => return Err(Problem::invalid("limit", "must be at least 1")),
-        Some(n) if n > MAX_LIMIT => return Err(Problem::invalid("limit", "must be at most 1000")),
-        Some(n) => n,
-    };
+    rules::thread("thread", &q.thread)?;
+    let limit = rules::limit(q.limit, MAX_LIMIT)?;
     let epoch = s.history.epoch();
     if let Range::Covered { head, changes } = s.history.range(&q.thread, q.after, limit, q.at) {
         s.metrics

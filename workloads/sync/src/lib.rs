@@ -45,6 +45,10 @@ pub struct Config {
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
 
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
+
     /// This tier's credential (for the store and the logger) and the keyring longpoll's
     /// credential is checked against.
     #[command(flatten)]
@@ -92,6 +96,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let limits = config.validate()?;
     config.audit.validate().map_err(ServeError::Config)?;
+    config.limits.validate().map_err(ServeError::Config)?;
     let telemetry = Telemetry::new("sync");
     shutdown.attach(&telemetry);
     let credential = config
@@ -158,12 +163,9 @@ pub async fn serve(
         tail_metrics,
         shutdown.clone(),
     ));
-    let router = telemetry.instrument(api::router(
-        history,
-        store,
-        shutdown.clone(),
-        api_metrics,
-        &verifier,
+    let router = telemetry.instrument(config.limits.apply(
+        "sync",
+        api::router(history, store, shutdown.clone(), api_metrics, &verifier),
     ));
     let served = audit
         .around(io360_common::serve::serve(

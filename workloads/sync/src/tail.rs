@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use io360_common::retry::Backoff;
 use io360_common::serve::Shutdown;
 use io360_common::telemetry::Readiness;
 use io360_store::StoreClient;
@@ -35,7 +36,7 @@ pub(crate) async fn run(
     metrics: TailMetrics,
     shutdown: Shutdown,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let after = history.head();
         let attempt = async {
@@ -83,12 +84,10 @@ pub(crate) async fn run(
         };
         metrics.reconnects.inc();
         if progressed {
-            backoff = Duration::from_millis(50);
+            backoff.reset();
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait() => return,
+        if !backoff.wait(shutdown.wait()).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

@@ -66,6 +66,8 @@ pub async fn start_store(dir: &std::path::Path, shutdown: Shutdown) -> String {
         data_dir: dir.join("store"),
         group_commit_max: 256,
         audit: Default::default(),
+        write_queue_max: io360_store::DEFAULT_WRITE_QUEUE,
+        limits: Default::default(),
         tier_auth: auth(),
     };
     tokio::spawn(async move { io360_store::serve(cfg, store_l, shutdown).await.unwrap() });
