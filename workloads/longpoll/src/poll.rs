@@ -12,10 +12,11 @@ use io360_common::Problem;
 use io360_common::model::{Seq, validate_thread};
 use tokio::net::TcpStream;
 
-use crate::event::{Event, poll_body};
+use crate::event::{Event, poll_body, state_body};
 use crate::http::{self, Request};
 use crate::hub::{Look, Slot};
 use crate::server::{Ctx, Next};
+use crate::suspension::{State, differs};
 
 /// Most threads one poll may wait on.
 pub const MAX_THREADS: usize = 100;
@@ -37,8 +38,16 @@ pub fn parse_seq(field: &str, v: &str) -> Result<Seq, Problem> {
 
 /// Parses `thread=T&since=S&thread=U&since=V...`: each `since` belongs to the `thread` just
 /// before it; a thread without one starts at 0.
+#[cfg(test)]
 pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
+    parse_poll(query).map(|(threads, _)| threads)
+}
+
+/// As [`parse_query`], with `suspended=0|1`: whether the page believes comments are
+/// suspended (a poll that says so is answered at once when longpoll knows otherwise).
+pub fn parse_poll(query: &str) -> Result<(Vec<(Arc<str>, Seq)>, Option<bool>), Problem> {
     io360_common::extract::check_query_utf8(query)?;
+    let mut believes = None;
     let mut threads: Vec<(Arc<str>, Option<Seq>)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
@@ -71,10 +80,17 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
                 }
             }
             "_" => {}
+            "suspended" => {
+                believes = Some(match &*v {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(Problem::invalid("suspended", "must be 0 or 1")),
+                });
+            }
             other => {
                 return Err(Problem::invalid(
                     other,
-                    "is not a parameter of /v1/poll (use `thread` and `since`)",
+                    "is not a parameter of /v1/poll (use `thread`, `since` and `suspended`)",
                 ));
             }
         }
@@ -82,10 +98,11 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
     if threads.is_empty() {
         return Err(Problem::invalid("thread", "is required"));
     }
-    Ok(threads
+    let threads = threads
         .into_iter()
         .map(|(t, s)| (t, s.unwrap_or(0)))
-        .collect())
+        .collect();
+    Ok((threads, believes))
 }
 
 /// What a gap fill found.
@@ -165,7 +182,7 @@ pub async fn fill(ctx: &Ctx, thread: &str, since: Seq, at: u64) -> Result<Filled
 /// Serves one poll request on `stream`.
 pub async fn handle(ctx: &Arc<Ctx>, stream: TcpStream, req: &Request) -> Next {
     let cors = ctx.hub.origins().index(req.origin.as_deref());
-    let threads = match parse_query(&req.query) {
+    let (threads, believes) = match parse_poll(&req.query) {
         Ok(t) => t,
         Err(p) => return ctx.reply_problem(stream, &p, cors, req.keep_alive).await,
     };
@@ -203,7 +220,9 @@ pub async fn handle(ctx: &Arc<Ctx>, stream: TcpStream, req: &Request) -> Next {
         );
         return ctx.reply_problem(stream, &p, cors, false).await;
     }
-    let slot = ctx.hub.slot(threads, cors, req.keep_alive, ctx.hold_time());
+    let slot = ctx
+        .hub
+        .slot(threads, cors, req.keep_alive, believes, ctx.hold_time());
     run(ctx.clone(), slot, stream).await
 }
 
@@ -213,6 +232,9 @@ pub async fn run(ctx: Arc<Ctx>, slot: Arc<Slot>, stream: TcpStream) -> Next {
     let keep_alive = slot.keep_alive;
     let mut stream = stream;
     loop {
+        if let Some(state) = differs(&ctx.suspension, slot.believes_suspended) {
+            return tell(&ctx, &slot, stream, &state).await;
+        }
         let looks = ctx.hub.register(&slot);
         let at = ctx.hub.pos();
         let mut ready: Vec<Event> = Vec::new();
@@ -275,10 +297,37 @@ pub async fn run(ctx: Arc<Ctx>, slot: Arc<Slot>, stream: TcpStream) -> Next {
             return ctx.reply(stream, bytes, keep).await;
         }
         match ctx.hub.park(&slot, stream) {
-            Ok(()) => return Next::Done,
+            Ok(()) => {
+                // The state may have changed between the look above and parking, after the
+                // change answered every parked poll: look once more, now that this one is.
+                if let Some(state) = differs(&ctx.suspension, slot.believes_suspended)
+                    && let Some(stream) = slot.parked_stream()
+                {
+                    return tell(&ctx, &slot, stream, &state).await;
+                }
+                return Next::Done;
+            }
             Err(s) => stream = s,
         }
     }
+}
+
+/// Answers a poll with the suspension state, one event per thread.
+async fn tell(ctx: &Arc<Ctx>, slot: &Arc<Slot>, stream: TcpStream, state: &State) -> Next {
+    slot.finish();
+    ctx.hub.unregister(slot);
+    let body = state_body(slot.threads(), state.suspended, state.message.as_deref());
+    let cors = ctx.hub.origins().cors(slot.cors);
+    let bytes = http::response(
+        200,
+        "OK",
+        cors,
+        slot.keep_alive,
+        Some("application/json"),
+        &[],
+        &body,
+    );
+    ctx.reply(stream, bytes, slot.keep_alive).await
 }
 
 #[cfg(test)]
