@@ -536,12 +536,15 @@
 
     async checkStatus() {
       try {
+        const asked = this.stateAt;
         const s = await api('GET', '/api/v1/status');
-        this.setSuspended(!!s.suspended, s.message);
+        // Learned something newer meanwhile (a live event, a refused post): this answer is older.
+        if (asked === this.stateAt) this.setSuspended(!!s.suspended, s.message);
       } catch (_) { /* unknown: assume the last known state */ }
     }
 
     setSuspended(on, message) {
+      this.stateAt = (this.stateAt || 0) + 1;
       const was = this.suspended;
       this.suspended = on;
       this.pauseNote = on && message ? message : '';

@@ -700,6 +700,15 @@ impl Hub {
                 slots.extend(st.waiters.values().cloned());
             }
         }
+        self.answer_slots(slots, body)
+    }
+
+    /// Answers those of `slots` still parked with the JSON `body(slot)` makes for each.
+    pub fn answer_slots(
+        &self,
+        slots: impl IntoIterator<Item = Arc<Slot>>,
+        body: impl Fn(&Slot) -> Vec<u8>,
+    ) -> usize {
         let Some(cb) = self.callbacks.get() else {
             return 0;
         };

@@ -193,6 +193,7 @@ pub async fn serve(
         write_timeout: Duration::from_secs(10),
         suspension: tokio::sync::watch::Sender::new(None),
         logic: logic.clone(),
+        doubters: parking_lot::Mutex::new(Vec::new()),
     });
     server::connect_hub(&ctx);
     if let Ok(addr) = listener.local_addr() {

@@ -12,11 +12,11 @@ use io360_common::Problem;
 use io360_common::model::{Seq, validate_thread};
 use tokio::net::TcpStream;
 
-use crate::event::{Event, poll_body, state_body};
+use crate::event::{Event, poll_body};
 use crate::http::{self, Request};
 use crate::hub::{Look, Slot};
 use crate::server::{Ctx, Next};
-use crate::suspension::{State, differs};
+use crate::suspension::doubt;
 
 /// Most threads one poll may wait on.
 pub const MAX_THREADS: usize = 100;
@@ -232,9 +232,6 @@ pub async fn run(ctx: Arc<Ctx>, slot: Arc<Slot>, stream: TcpStream) -> Next {
     let keep_alive = slot.keep_alive;
     let mut stream = stream;
     loop {
-        if let Some(state) = differs(&ctx.suspension, slot.believes_suspended) {
-            return tell(&ctx, &slot, stream, &state).await;
-        }
         let looks = ctx.hub.register(&slot);
         let at = ctx.hub.pos();
         let mut ready: Vec<Event> = Vec::new();
@@ -298,36 +295,15 @@ pub async fn run(ctx: Arc<Ctx>, slot: Arc<Slot>, stream: TcpStream) -> Next {
         }
         match ctx.hub.park(&slot, stream) {
             Ok(()) => {
-                // The state may have changed between the look above and parking, after the
-                // change answered every parked poll: look once more, now that this one is.
-                if let Some(state) = differs(&ctx.suspension, slot.believes_suspended)
-                    && let Some(stream) = slot.parked_stream()
-                {
-                    return tell(&ctx, &slot, stream, &state).await;
-                }
+                // The page believes otherwise than longpoll knows: the next answer from logic
+                // settles it. (This also catches a change that answered every parked poll
+                // between the look above and parking.)
+                doubt(&ctx, &slot);
                 return Next::Done;
             }
             Err(s) => stream = s,
         }
     }
-}
-
-/// Answers a poll with the suspension state, one event per thread.
-async fn tell(ctx: &Arc<Ctx>, slot: &Arc<Slot>, stream: TcpStream, state: &State) -> Next {
-    slot.finish();
-    ctx.hub.unregister(slot);
-    let body = state_body(slot.threads(), state.suspended, state.message.as_deref());
-    let cors = ctx.hub.origins().cors(slot.cors);
-    let bytes = http::response(
-        200,
-        "OK",
-        cors,
-        slot.keep_alive,
-        Some("application/json"),
-        &[],
-        &body,
-    );
-    ctx.reply(stream, bytes, slot.keep_alive).await
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ pub struct Ctx {
     pub suspension: crate::suspension::Known,
     /// Logic, asked whether comments are suspended; `None` when not configured.
     pub logic: Option<io360_common::client::TierClient>,
+    /// Held polls whose page believes otherwise than longpoll knows; answered by the next
+    /// answer from logic that still disagrees with them (see [`crate::suspension::learn`]).
+    pub doubters: parking_lot::Mutex<Vec<Weak<crate::hub::Slot>>>,
 }
 
 impl Ctx {

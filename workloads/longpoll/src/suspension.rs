@@ -3,10 +3,12 @@
 //! Logic decides suspension (its admin API, the operator's control ConfigMap); longpoll asks
 //! its `/api/v1/status` every [`EVERY`] and, when the answer changes, answers every held poll
 //! at once with a `suspended` or `resumed` event per thread and sends one on every event
-//! stream. A poll that says what its page believes (`suspended=0|1`) is answered at once when
-//! longpoll knows otherwise, so a page that connects while comments are paused learns it too.
+//! stream. A poll that says what its page believes (`suspended=0|1`) is answered by the next
+//! answer from logic that says otherwise (within [`EVERY`]), so a page that connects while
+//! comments are paused learns it too; not at once, as the page may know better than longpoll
+//! for that second (a refused post, its own status check).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use io360_common::client::TierClient;
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::event::state_body;
+use crate::hub::Slot;
 use crate::server::Ctx;
 
 /// How often logic is asked.
@@ -58,21 +61,37 @@ pub fn learn(ctx: &Ctx, state: State) -> usize {
         *known = Some(state.clone());
         true
     });
-    if !flipped {
-        return 0;
-    }
-    tracing::info!(
-        suspended = state.suspended,
-        "comments {}: telling every open page",
-        if state.suspended {
-            "suspended"
-        } else {
-            "resumed"
-        }
-    );
     let message = state.message.as_deref();
-    ctx.hub
-        .answer_parked(|slot| state_body(slot.threads(), state.suspended, message))
+    let body = |slot: &Slot| state_body(slot.threads(), state.suspended, message);
+    let mut answered = 0;
+    if flipped {
+        tracing::info!(
+            suspended = state.suspended,
+            "comments {}: telling every open page",
+            if state.suspended {
+                "suspended"
+            } else {
+                "resumed"
+            }
+        );
+        answered += ctx.hub.answer_parked(body);
+    }
+    // A page may know before longpoll does (a post was refused, its own status check): only
+    // an answer from logic newer than the poll tells it otherwise.
+    let doubters = std::mem::take(&mut *ctx.doubters.lock());
+    let wrong = doubters.iter().filter_map(Weak::upgrade).filter(|slot| {
+        slot.believes_suspended
+            .is_some_and(|b| b != state.suspended)
+    });
+    answered += ctx.hub.answer_slots(wrong, body);
+    answered
+}
+
+/// Notes a held poll whose page believes otherwise than longpoll knows now.
+pub fn doubt(ctx: &Ctx, slot: &Arc<Slot>) {
+    if differs(&ctx.suspension, slot.believes_suspended).is_some() {
+        ctx.doubters.lock().push(Arc::downgrade(slot));
+    }
 }
 
 /// Asks logic once; `false` when it did not answer.
