@@ -112,7 +112,10 @@ async fn held_polls_carry_a_suspension_and_a_resumption() {
 
     // A page that says nothing is not answered in a loop: its poll is held.
     let quiet = tokio::time::timeout(Duration::from_secs(2), poll(&http, &base, "")).await;
-    assert!(quiet.is_err(), "a poll without `suspended` was answered: {quiet:?}");
+    assert!(
+        quiet.is_err(),
+        "a poll without `suspended` was answered: {quiet:?}"
+    );
 
     // A paused page's poll is held until comments resume, then answered at once.
     let paused = tokio::spawn({
@@ -120,13 +123,19 @@ async fn held_polls_carry_a_suspension_and_a_resumption() {
         async move { poll(&http, &base, "&suspended=1").await }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!paused.is_finished(), "a paused page's poll was answered while still paused");
+    assert!(
+        !paused.is_finished(),
+        "a paused page's poll was answered while still paused"
+    );
     let at = Instant::now();
     suspend(&http, &base, token, false).await;
     let (status, events, _) = paused.await.unwrap();
     assert_eq!(status, 200);
     assert!(at.elapsed() < Duration::from_secs(3), "{:?}", at.elapsed());
-    assert_eq!(events, [json!({"thread": "t", "seq": 0, "kind": "resumed"})]);
+    assert_eq!(
+        events,
+        [json!({"thread": "t", "seq": 0, "kind": "resumed"})]
+    );
 
     // A bad value names the parameter.
     let r = http

@@ -36,6 +36,9 @@ pub fn parse_seq(field: &str, v: &str) -> Result<Seq, Problem> {
     }
 }
 
+/// The threads of a poll, each with the position after which the client wants events.
+pub type Threads = Vec<(Arc<str>, Seq)>;
+
 /// Parses `thread=T&since=S&thread=U&since=V...`: each `since` belongs to the `thread` just
 /// before it; a thread without one starts at 0.
 #[cfg(test)]
@@ -45,7 +48,7 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
 
 /// As [`parse_query`], with `suspended=0|1`: whether the page believes comments are
 /// suspended (a poll that says so is answered at once when longpoll knows otherwise).
-pub fn parse_poll(query: &str) -> Result<(Vec<(Arc<str>, Seq)>, Option<bool>), Problem> {
+pub fn parse_poll(query: &str) -> Result<(Threads, Option<bool>), Problem> {
     io360_common::extract::check_query_utf8(query)?;
     let mut believes = None;
     let mut threads: Vec<(Arc<str>, Option<Seq>)> = Vec::new();
