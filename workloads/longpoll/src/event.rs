@@ -183,6 +183,26 @@ pub fn sse_message(out: &mut Vec<u8>, e: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_event_is_at_the_clients_own_position() {
+        let threads: Vec<(std::sync::Arc<str>, Seq)> = vec![("/a".into(), 7), ("/b".into(), 0)];
+        let body: serde_json::Value =
+            serde_json::from_slice(&state_body(&threads, true, Some("launch day"))).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"events": [
+                {"thread": "/a", "seq": 7, "kind": "suspended", "message": "launch day"},
+                {"thread": "/b", "seq": 0, "kind": "suspended", "message": "launch day"},
+            ]})
+        );
+        let back: serde_json::Value =
+            serde_json::from_slice(&state_json("/a", 7, false, Some("ignored"))).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!({"thread": "/a", "seq": 7, "kind": "resumed"})
+        );
+    }
     use io360_common::model::{Status, Votes};
 
     fn comment(status: Status) -> Comment {

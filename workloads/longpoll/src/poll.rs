@@ -321,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_may_say_what_its_page_believes() {
+        let (threads, believes) = parse_poll("thread=a&since=3&suspended=1").unwrap();
+        assert_eq!(threads.len(), 1);
+        assert_eq!(believes, Some(true));
+        assert_eq!(parse_poll("suspended=0&thread=a").unwrap().1, Some(false));
+        assert_eq!(parse_poll("thread=a").unwrap().1, None);
+        for bad in ["yes", "", "2", "true"] {
+            let p = parse_poll(&format!("thread=a&suspended={bad}")).unwrap_err();
+            assert_eq!(p.field.as_deref(), Some("suspended"), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_input_names_the_parameter() {
         for (q, field) in [
             ("", "thread"),
