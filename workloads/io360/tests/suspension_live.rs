@@ -1,7 +1,8 @@
 //! Open pages learn of a suspension through live delivery: under `io360 up`, a poll held when
 //! comments are suspended by the admin API is answered at once with a `suspended` event (and
 //! with `resumed` when they come back); a poll that says what its page believes is answered
-//! when longpoll knows otherwise; a poll that says nothing is not answered in a loop.
+//! when longpoll knows otherwise; a poll that says nothing is not answered in a loop; an event
+//! stream says so too.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -60,6 +61,22 @@ async fn poll(http: &reqwest::Client, base: &str, extra: &str) -> (u16, Vec<Valu
     (status, events, at.elapsed())
 }
 
+/// Reads an event stream until `needle` arrives (within 5 s); what was read.
+async fn read_until(stream: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle} within 5 s; the stream said: {seen}"))
+            .unwrap()
+            .expect("the stream ended");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
 async fn suspend(http: &reqwest::Client, base: &str, token: &str, on: bool) {
     let r = http
         .put(format!("{base}/api/v1/admin/suspension"))
@@ -110,6 +127,16 @@ async fn held_polls_carry_a_suspension_and_a_resumption() {
     assert_eq!(events[0]["kind"], "suspended");
     assert!(took < Duration::from_secs(3), "{took:?}");
 
+    // An event stream opened while suspended says so first, without an `id`.
+    let mut stream = http
+        .get(format!("{base}/v1/events?thread=t"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = read_until(&mut stream, "\"kind\":\"suspended\"").await;
+    assert!(!first.contains("id:"), "{first}");
+
     // A page that says nothing is not answered in a loop: its poll is held.
     let quiet = tokio::time::timeout(Duration::from_secs(2), poll(&http, &base, "")).await;
     assert!(
@@ -136,6 +163,8 @@ async fn held_polls_carry_a_suspension_and_a_resumption() {
         events,
         [json!({"thread": "t", "seq": 0, "kind": "resumed"})]
     );
+    // The stream says so too.
+    read_until(&mut stream, "\"kind\":\"resumed\"").await;
 
     // A bad value names the parameter.
     let r = http
