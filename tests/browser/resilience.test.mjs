@@ -94,3 +94,46 @@ test('the widget works embedded on another, allowed origin, and not on others', 
   const again = await api(io.url, 'GET', '/api/v1/comments?thread=%2Felsewhere%2Fpost');
   assert.ok(!again.json.comments.some((x) => x.text === 'should not go through'));
 });
+
+test('a page whose live connection fails asks whether comments were paused before backing off', async () => {
+  // As on Kubernetes when comments are suspended: the suspension is set, and longpoll (here
+  // one that cannot ask logic, so the page cannot learn it live) stops.
+  const data = mkdtempSync(join(tmpdir(), 'io360-store-'));
+  cleanups.push(async () => rmSync(data, { recursive: true, force: true }));
+  const admin = `admin-${Date.now()}-token-for-the-test`;
+  const store = await startTier('store', { args: ['--data-dir', data] });
+  cleanups.push(store.stop);
+  const logic = await startTier('logic', { args: ['--store-url', store.url, '--no-rate-limits'], env: { IO360_ADMIN_TOKEN: admin } });
+  cleanups.push(logic.stop);
+  const sync = await startTier('sync', { args: ['--store-url', store.url] });
+  cleanups.push(sync.stop);
+  const longpoll = await startTier('longpoll', { args: ['--sync-url', sync.url] });
+  cleanups.push(longpoll.stop);
+  const front = await startTier('frontend', { args: ['--logic-url', logic.url, '--longpoll-url', longpoll.url] });
+  cleanups.push(front.stop);
+
+  const b = await browser();
+  cleanups.push(b.close);
+  await b.page.goto(`${front.url}/posts/hello/`);
+  await b.page.waitForSelector('#io360-thread .io360-form');
+  const draft = `Draft as longpoll goes ${Date.now()}`;
+  await b.page.fill('#io360-thread textarea[name=text]', draft);
+  // Let the page's poll be held.
+  await sleep(1500);
+  const failed = [];
+  b.page.on('requestfailed', (r) => { if (r.url().includes('/v1/poll')) failed.push(Date.now()); });
+  b.page.on('response', (r) => { if (r.url().includes('/v1/poll') && r.status() >= 500) failed.push(Date.now()); });
+
+  const r = await api(front.url, 'PUT', '/api/v1/admin/suspension', { suspended: true, reason: 'maintenance' }, { authorization: `Bearer ${admin}` });
+  assert.equal(r.status, 200, r.text);
+  await sleep(300);
+  assert.ok(await b.page.isHidden('#io360-thread .io360-paused'), 'this longpoll cannot tell the page');
+  const at = Date.now();
+  longpoll.proc.kill('SIGKILL');
+  await b.page.waitForSelector('#io360-thread .io360-paused:not([hidden])', { timeout: 5000 });
+  assert.ok(Date.now() - at <= 5000);
+  // Learned from the status check after the first failure, not after a backed-off retry.
+  assert.equal(failed.length, 1, `${failed.length} failed polls before the paused state showed`);
+  assert.equal(await b.page.inputValue('#io360-thread textarea[name=text]'), draft);
+  assert.ok(await b.page.isDisabled('#io360-thread button[type=submit]'));
+});

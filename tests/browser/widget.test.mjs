@@ -123,7 +123,7 @@ test('markdown preview shows the server rendering', async () => {
   await a.page.waitForSelector('#io360-thread .io360-preview strong:has-text("bold")');
 });
 
-test('suspension: paused state, no polling, draft kept and restored', async () => {
+test('suspension: paused state, no polling loop, draft kept and restored', async () => {
   const a = await open('/posts/hello/');
   const draft = `Unsent draft ${Date.now()}`;
   await a.page.fill('#io360-thread textarea[name=text]', draft);
@@ -136,11 +136,11 @@ test('suspension: paused state, no polling, draft kept and restored', async () =
     assert.ok(await a.page.isDisabled('#io360-thread button[type=submit]'));
     assert.equal(await a.page.inputValue('#io360-thread textarea[name=text]'), draft);
 
-    // No live requests while paused.
+    // While paused, one held poll waits for the resumption: no polling loop.
     let polls = 0;
     a.page.on('request', (r) => { if (r.url().includes('/v1/poll')) polls++; });
     await sleep(2500);
-    assert.equal(polls, 0, 'polling stopped while paused');
+    assert.ok(polls <= 1, `${polls} polls in 2.5 s while paused`);
 
     // A reload starts paused (the page says so) and restores the draft.
     await sleep(3500); // the frontend reads the status every 3 s
@@ -155,6 +155,43 @@ test('suspension: paused state, no polling, draft kept and restored', async () =
   await a.page.waitForSelector('#io360-thread .io360-paused', { state: 'hidden', timeout: 30000 });
   await a.page.click('#io360-thread button[type=submit]');
   await a.page.waitForSelector(`#io360-thread .io360-body:has-text("${draft}")`);
+});
+
+test('an open page learns of a suspension and a resumption within 5 s, its draft kept', async () => {
+  const a = await open('/posts/hello/');
+  const draft = `Typed while it paused ${Date.now()}`;
+  await a.page.fill('#io360-thread textarea[name=text]', draft);
+  // Let the page's held poll get under way: the news must come through it.
+  await sleep(1000);
+  const set = (suspended) =>
+    api(io.url, 'PUT', '/api/v1/admin/suspension', { suspended, reason: 'maintenance' }, { authorization: `Bearer ${io.adminToken}` });
+  let resumed = false;
+  assert.equal((await set(true)).status, 200);
+  try {
+    const at = Date.now();
+    await a.page.waitForSelector('#io360-thread .io360-paused:not([hidden])', { timeout: 5000 });
+    assert.ok(Date.now() - at <= 5000);
+    assert.ok(await a.page.isDisabled('#io360-thread button[type=submit]'));
+    assert.equal(await a.page.inputValue('#io360-thread textarea[name=text]'), draft);
+    assert.match(await a.page.textContent('#io360-thread .io360-paused'), /maintenance/);
+
+    assert.equal((await set(false)).status, 200);
+    resumed = true;
+    const back = Date.now();
+    await a.page.waitForSelector('#io360-thread .io360-paused', { state: 'hidden', timeout: 5000 });
+    assert.ok(Date.now() - back <= 5000);
+  } finally {
+    if (!resumed) await set(false);
+  }
+  assert.equal(await a.page.inputValue('#io360-thread textarea[name=text]'), draft);
+  await a.page.click('#io360-thread button[type=submit]');
+  await a.page.waitForSelector(`#io360-thread .io360-body:has-text("${draft}")`, { timeout: 5000 });
+  // Live delivery is back too: a comment from elsewhere shows up.
+  const other = `After the pause ${Date.now()}`;
+  await sleep(500);
+  const r = await api(io.url, 'POST', '/api/v1/comments?thread=%2Fposts%2Fhello%2F', { text: other, author: 'Lee' });
+  assert.equal(r.status, 201, r.text);
+  await a.page.waitForSelector(`#io360-thread .io360-body:has-text("${other}")`, { timeout: 5000 });
 });
 
 test('XSS payloads posted as comments fire no dialog and run no script', async () => {

@@ -488,8 +488,8 @@
       this.liveAfter = this.seq;
       this.render();
       await status;
-      if (!this.suspended) this.poll();
-      else this.watchSuspension();
+      // Polled while paused too: longpoll answers the poll at once when comments resume.
+      this.poll();
     }
 
     /* Shows the next top-level comments, loading the whole thread first when the snapshot
@@ -536,26 +536,29 @@
 
     async checkStatus() {
       try {
+        const asked = this.stateAt;
         const s = await api('GET', '/api/v1/status');
-        this.setSuspended(!!s.suspended, s.message);
+        // Learned something newer meanwhile (a live event, a refused post): this answer is older.
+        if (asked === this.stateAt) this.setSuspended(!!s.suspended, s.message);
       } catch (_) { /* unknown: assume the last known state */ }
     }
 
     setSuspended(on, message) {
+      this.stateAt = (this.stateAt || 0) + 1;
       const was = this.suspended;
       this.suspended = on;
       this.pauseNote = on && message ? message : '';
       this.render();
-      if (on && !was) {
-        if (this.poller) this.poller.abort();
-        this.watchSuspension();
-      } else if (!on && was) {
-        this.catchUp(this.seq, false).catch(() => {}).then(() => this.render());
-        this.poll();
-      }
+      if (!on === !was) return;
+      // The held poll said what this page believed: poll again saying what it knows now.
+      if (this.poller) this.poller.abort();
+      if (!this.started) return; // start() begins polling once the thread is loaded
+      if (!on) this.catchUp(this.seq, false).catch(() => {}).then(() => this.render());
+      this.poll();
     }
 
-    /* While paused: no polling, only a status check now and then. */
+    /* While paused with no live connection (on Kubernetes longpoll is scaled to zero): only a
+       status check now and then. */
     async watchSuspension() {
       if (this.watching) return;
       this.watching = true;
@@ -572,18 +575,21 @@
       let failures = 0;
       const thread = encodeURIComponent(this.thread);
       let statusAt = Date.now();
-      while (!this.stopped && !this.suspended) {
-        // Live events do not say when comments get paused: ask now and then.
+      while (!this.stopped) {
+        // A longpoll that cannot ask logic says nothing of suspensions: ask now and then.
         if (Date.now() - statusAt > 30000) {
           statusAt = Date.now();
           await this.checkStatus();
-          if (this.suspended) break;
         }
+        const paused = this.suspended;
+        // `suspended` says what this page believes, so longpoll answers at once when it knows
+        // otherwise (an older longpoll refuses the parameter: then it is left out).
+        const state = this.stateParam === false ? '' : `&suspended=${paused ? 1 : 0}`;
         const ctrl = new AbortController();
         this.poller = ctrl;
         const timer = setTimeout(() => ctrl.abort(), 70000);
         try {
-          const res = await fetch(`${base}/v1/poll?thread=${thread}&since=${this.seq}`, { signal: ctrl.signal, credentials: 'omit', mode: 'cors' });
+          const res = await fetch(`${base}/v1/poll?thread=${thread}&since=${this.seq}${state}`, { signal: ctrl.signal, credentials: 'omit', mode: 'cors' });
           clearTimeout(timer);
           if (res.status === 204) { failures = 0; continue; }
           let body = null;
@@ -593,12 +599,25 @@
           await this.apply((body && body.events) || []);
         } catch (err) {
           clearTimeout(timer);
-          if (this.stopped || this.suspended) break;
+          if (this.stopped) break;
+          if (paused !== this.suspended) continue; // the state changed meanwhile: poll with it
+          if (err instanceof ApiError && err.status === 400 && err.problem && err.problem.field === 'suspended') {
+            this.stateParam = false;
+            continue;
+          }
           failures++;
-          if (err instanceof ApiError && slug(err.problem) === 'live-unavailable') {
+          const noLive = err instanceof ApiError && slug(err.problem) === 'live-unavailable';
+          // The live connection failed: comments may have been paused (on Kubernetes longpoll
+          // stops then). Ask before waiting, so the form does not stay open for nothing.
+          // (Without a live tier at all, the answer is the same each time: ask only once.)
+          if (!noLive || failures === 1) await this.checkStatus();
+          if (this.suspended) {
+            this.watchSuspension();
+            break;
+          }
+          if (noLive) {
             // No live tier here: keep up by reading changes from the API instead.
             await sleep(1000 + backoff(0, 500, 500));
-            failures = 0;
           } else {
             await sleep(backoff(failures, 500, 30000));
           }
@@ -608,7 +627,6 @@
           } catch (e) {
             if (e instanceof ApiError && slug(e.problem) === 'comments-suspended') this.setSuspended(true);
           }
-          if (failures >= 2) await this.checkStatus();
         }
       }
       this.polling = false;
@@ -617,6 +635,11 @@
     async apply(events) {
       let changed = false;
       for (const ev of events.slice().sort((a, b) => a.seq - b.seq)) {
+        // The state of the whole site, not a change of the thread (its `seq` is our own).
+        if (ev.kind === 'suspended' || ev.kind === 'resumed') {
+          this.setSuspended(ev.kind === 'suspended', ev.message);
+          continue;
+        }
         if (ev.kind === 'reset') {
           await this.catchUp(0, true);
           this.render();
@@ -848,7 +871,7 @@
           failures = 0;
           const changed = new Set();
           for (const ev of (body && body.events) || []) {
-            if (!since.has(ev.thread)) continue;
+            if (!since.has(ev.thread) || ev.kind === 'suspended' || ev.kind === 'resumed') continue;
             const before = since.get(ev.thread);
             if (ev.kind === 'reset' || before === FAR || ev.seq > before) {
               since.set(ev.thread, ev.seq);

@@ -117,7 +117,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let frontend = io360_frontend::Config {
         site_dir: args.site,
-        logic_url: Some(logic_url),
+        logic_url: Some(logic_url.clone()),
         longpoll_url: Some(longpoll_url),
         audit: audit.clone(),
         tier_auth: tier_auth.clone(),
@@ -132,6 +132,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let longpoll = io360_longpoll::Config {
         sync_url,
+        // Asked whether comments are suspended, so open pages learn of it at once.
+        logic_url: Some(logic_url),
         audit: audit.clone(),
         tier_auth: tier_auth.clone(),
         ..default_config::<io360_longpoll::Config>()

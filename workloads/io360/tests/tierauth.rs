@@ -145,9 +145,22 @@ async fn a_tier_may_call_only_the_routes_it_uses() {
             .unwrap();
         assert_eq!(res.status(), 403, "{tier}");
     }
-    // Logic answers only the frontend.
+    // Logic answers only the frontend, and longpoll's question whether comments are
+    // suspended.
     let res = as_tier("store")
         .get(format!("{}/api/v1/status", s.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = as_tier("longpoll")
+        .get(format!("{}/api/v1/status", s.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = as_tier("longpoll")
+        .get(format!("{}/api/v1/comments?thread=/t", s.api))
         .send()
         .await
         .unwrap();

@@ -37,7 +37,8 @@ const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// Logic's routes. Browsers reach them only through the frontend, so every route asks for
 /// the frontend's credential: a process that reaches logic's port directly gets 401, and the
-/// client address the frontend forwards can be believed.
+/// client address the frontend forwards can be believed. `/api/v1/status` also answers
+/// longpoll, which tells open pages when comments are suspended.
 pub fn router(state: AppState, verifier: &Verifier) -> Router {
     let cors = cors(&state.config.allowed_origins);
     let routes = Router::new()
@@ -50,12 +51,14 @@ pub fn router(state: AppState, verifier: &Verifier) -> Router {
         .route("/api/v1/counts", post(counts))
         .route("/api/v1/feed", get(crate::atom::feed))
         .route("/api/v1/preview", post(preview))
-        .route("/api/v1/status", get(status))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(io360_console::router());
+    // Longpoll asks whether comments are suspended, to tell every open page at once.
+    let status_route = Router::new().route("/api/v1/status", get(status));
     verifier
         .guard(&["frontend"], routes)
+        .merge(verifier.guard(&["frontend", "longpoll"], status_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

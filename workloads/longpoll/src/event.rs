@@ -131,6 +131,46 @@ pub fn poll_body<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<u8> {
     out
 }
 
+#[derive(Serialize)]
+struct StateEvent<'a> {
+    thread: &'a str,
+    seq: Seq,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// The event that tells a page comments were suspended (with the sentence readers see) or
+/// resumed. It is no change of the thread: its `seq` is the client's own position, so a client
+/// that does not know the kind skips it as seen and polls again from where it was.
+pub fn state_json(thread: &str, since: Seq, suspended: bool, message: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&StateEvent {
+        thread,
+        seq: since,
+        kind: if suspended { "suspended" } else { "resumed" },
+        message: message.filter(|_| suspended),
+    })
+    .unwrap_or_default()
+}
+
+/// A poll's answer made of one state event per thread it waits on.
+pub fn state_body<'a>(
+    threads: impl IntoIterator<Item = &'a (std::sync::Arc<str>, Seq)>,
+    suspended: bool,
+    message: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"events\":[");
+    for (i, (thread, since)) in threads.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&state_json(thread, *since, suspended, message));
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 /// One Server-Sent Events message.
 pub fn sse_message(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"id: ");
@@ -143,6 +183,26 @@ pub fn sse_message(out: &mut Vec<u8>, e: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_event_is_at_the_clients_own_position() {
+        let threads: Vec<(std::sync::Arc<str>, Seq)> = vec![("/a".into(), 7), ("/b".into(), 0)];
+        let body: serde_json::Value =
+            serde_json::from_slice(&state_body(&threads, true, Some("launch day"))).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"events": [
+                {"thread": "/a", "seq": 7, "kind": "suspended", "message": "launch day"},
+                {"thread": "/b", "seq": 0, "kind": "suspended", "message": "launch day"},
+            ]})
+        );
+        let back: serde_json::Value =
+            serde_json::from_slice(&state_json("/a", 7, false, Some("ignored"))).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!({"thread": "/a", "seq": 7, "kind": "resumed"})
+        );
+    }
     use io360_common::model::{Status, Votes};
 
     fn comment(status: Status) -> Comment {

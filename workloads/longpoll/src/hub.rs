@@ -119,6 +119,9 @@ pub struct Slot {
     pub cors: u16,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
+    /// Whether the client believes comments are suspended (`suspended=` in the query): when
+    /// longpoll knows otherwise, the poll is answered at once with the state.
+    pub believes_suspended: Option<bool>,
     deadline: Instant,
     state: Mutex<SlotState>,
     _held: HeldGuard,
@@ -153,7 +156,7 @@ impl Slot {
 
     /// Takes the socket out of a parked slot, leaving it done; `None`, and the slot as it was,
     /// in any other state.
-    fn parked_stream(&self) -> Option<TcpStream> {
+    pub(crate) fn parked_stream(&self) -> Option<TcpStream> {
         self.take_stream(|st| match st {
             SlotState::Parked(stream) => Ok(stream),
             other => Err(other),
@@ -285,6 +288,7 @@ impl Hub {
         threads: Vec<(Arc<str>, Seq)>,
         cors: u16,
         keep_alive: bool,
+        believes_suspended: Option<bool>,
         hold: Duration,
     ) -> Arc<Slot> {
         self.metrics.held.inc();
@@ -293,6 +297,7 @@ impl Hub {
             threads: threads.into_boxed_slice(),
             cors,
             keep_alive,
+            believes_suspended,
             deadline: Instant::now() + hold,
             state: Mutex::new(SlotState::Active { notified: false }),
             _held: HeldGuard(self.metrics.held.clone()),
@@ -682,6 +687,53 @@ impl Hub {
                 (cb.resume)(stream);
             }
         }
+    }
+
+    /// Answers every parked poll at once with the JSON `body(slot)` makes for it (a change
+    /// every open page must learn, such as a suspension); the connections then go back to
+    /// reading. Returns how many were answered.
+    pub fn answer_parked(&self, body: impl Fn(&Slot) -> Vec<u8>) -> usize {
+        let mut slots = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for st in shard.threads.values() {
+                slots.extend(st.waiters.values().cloned());
+            }
+        }
+        self.answer_slots(slots, body)
+    }
+
+    /// Answers those of `slots` still parked with the JSON `body(slot)` makes for each.
+    pub fn answer_slots(
+        &self,
+        slots: impl IntoIterator<Item = Arc<Slot>>,
+        body: impl Fn(&Slot) -> Vec<u8>,
+    ) -> usize {
+        let Some(cb) = self.callbacks.get() else {
+            return 0;
+        };
+        let mut answered = 0;
+        for slot in slots {
+            // A poll on several threads waits on each: only the first finds it parked.
+            let Some(stream) = slot.parked_stream() else {
+                continue;
+            };
+            self.unregister(&slot);
+            answered += 1;
+            let bytes = Bytes::from(http::response(
+                200,
+                "OK",
+                self.origins.cors(slot.cors),
+                slot.keep_alive,
+                Some("application/json"),
+                &[],
+                &body(&slot),
+            ));
+            if let Some(stream) = send(cb, stream, bytes, slot.keep_alive) {
+                (cb.resume)(stream);
+            }
+        }
+        answered
     }
 
     /// Takes every parked slot out of the hub (shutdown). Their sockets are the caller's.

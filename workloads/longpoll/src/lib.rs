@@ -16,6 +16,7 @@ mod metrics;
 mod poll;
 mod server;
 mod sse;
+mod suspension;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,12 @@ pub struct Config {
     /// Base URL(s) of the sync tier, comma-separated; any replica can serve any instance.
     #[arg(long, env = "IO360_SYNC_URL", default_value = "http://127.0.0.1:8085")]
     pub sync_url: String,
+
+    /// Base URL of logic, asked every second whether comments are suspended, so every open
+    /// page learns of a suspension or resumption at once. Without it, pages learn it from
+    /// their own status checks.
+    #[arg(long, env = "IO360_LOGIC_URL")]
+    pub logic_url: Option<String>,
 
     /// Origins allowed to read live updates from a browser (comma-separated; `*` for any).
     #[arg(long, env = "IO360_ALLOWED_ORIGINS", default_value = "")]
@@ -109,6 +116,13 @@ impl Config {
                 self.sync_url
             )));
         }
+        if let Some(u) = &self.logic_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ServeError::Config(format!(
+                "--logic-url (IO360_LOGIC_URL) must be an http:// URL, not `{u}`"
+            )));
+        }
         if !(self.hold_secs > 0.0 && self.hold_secs <= 300.0) {
             return Err(ServeError::Config(
                 "--hold-secs must be more than 0 and at most 300".into(),
@@ -163,6 +177,10 @@ pub async fn serve(
         http::Origins::parse(&config.allowed_origins),
         metrics,
     ));
+    let logic = config
+        .logic_url
+        .as_deref()
+        .map(|u| io360_common::client::TierClient::new("logic", u, credential.clone()));
     let sync = SyncClient::new(&[config.sync_url.as_str()], credential);
     let ctx = Arc::new(server::Ctx {
         hub: hub.clone(),
@@ -173,6 +191,9 @@ pub async fn serve(
         hold: Duration::from_secs_f64(config.hold_secs),
         drain: Duration::from_secs_f64(config.drain_secs),
         write_timeout: Duration::from_secs(10),
+        suspension: tokio::sync::watch::Sender::new(None),
+        logic: logic.clone(),
+        doubters: parking_lot::Mutex::new(Vec::new()),
     });
     server::connect_hub(&ctx);
     if let Ok(addr) = listener.local_addr() {
@@ -184,7 +205,11 @@ pub async fn serve(
         telemetry.ready.clone(),
         shutdown.clone(),
     ));
+    let watcher = logic.map(|l| tokio::spawn(suspension::follow(ctx.clone(), l)));
     audit.around(server::accept_loop(ctx, listener)).await;
     follower.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     Ok(())
 }

@@ -21,6 +21,7 @@ use crate::http::{self, Request};
 use crate::hub::{Hub, Look, Slot};
 use crate::server::{Ctx, Next};
 use io360_sync::SyncClient;
+use crate::suspension::doubt;
 
 /// Most threads one poll may wait on.
 pub const MAX_THREADS: usize = 100;
@@ -40,10 +41,21 @@ pub fn parse_seq(field: &str, v: &str) -> Result<Seq, Problem> {
     }
 }
 
+/// The threads of a poll, each with the position after which the client wants events.
+pub type Threads = Vec<(Arc<str>, Seq)>;
+
 /// Parses `thread=T&since=S&thread=U&since=V...`: each `since` belongs to the `thread` just
 /// before it; a thread without one starts at 0.
+#[cfg(test)]
 pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
+    parse_poll(query).map(|(threads, _)| threads)
+}
+
+/// As [`parse_query`], with `suspended=0|1`: whether the page believes comments are
+/// suspended (a poll that says so is answered at once when longpoll knows otherwise).
+pub fn parse_poll(query: &str) -> Result<(Threads, Option<bool>), Problem> {
     io360_common::extract::check_query_utf8(query)?;
+    let mut believes = None;
     let mut threads: Vec<(Arc<str>, Option<Seq>)> = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
@@ -76,10 +88,17 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
                 }
             }
             "_" => {}
+            "suspended" => {
+                believes = Some(match &*v {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(Problem::invalid("suspended", "must be 0 or 1")),
+                });
+            }
             other => {
                 return Err(Problem::invalid(
                     other,
-                    "is not a parameter of /v1/poll (use `thread` and `since`)",
+                    "is not a parameter of /v1/poll (use `thread`, `since` and `suspended`)",
                 ));
             }
         }
@@ -87,10 +106,11 @@ pub fn parse_query(query: &str) -> Result<Vec<(Arc<str>, Seq)>, Problem> {
     if threads.is_empty() {
         return Err(Problem::invalid("thread", "is required"));
     }
-    Ok(threads
+    let threads = threads
         .into_iter()
         .map(|(t, s)| (t, s.unwrap_or(0)))
-        .collect())
+        .collect();
+    Ok((threads, believes))
 }
 
 /// What a gap fill found.
@@ -245,7 +265,7 @@ pub async fn fill(ctx: &Ctx, thread: &str, since: Seq, at: u64) -> Result<Filled
 /// Serves one poll request on `stream`.
 pub async fn handle(ctx: &Arc<Ctx>, stream: TcpStream, req: &Request) -> Next {
     let cors = ctx.hub.origins().index(req.origin.as_deref());
-    let threads = match parse_query(&req.query) {
+    let (threads, believes) = match parse_poll(&req.query) {
         Ok(t) => t,
         Err(p) => return ctx.reply_problem(stream, &p, cors, req.keep_alive).await,
     };
@@ -283,7 +303,9 @@ pub async fn handle(ctx: &Arc<Ctx>, stream: TcpStream, req: &Request) -> Next {
         );
         return ctx.reply_problem(stream, &p, cors, false).await;
     }
-    let slot = ctx.hub.slot(threads, cors, req.keep_alive, ctx.hold_time());
+    let slot = ctx
+        .hub
+        .slot(threads, cors, req.keep_alive, believes, ctx.hold_time());
     run(ctx.clone(), slot, stream).await
 }
 
@@ -355,7 +377,13 @@ pub async fn run(ctx: Arc<Ctx>, slot: Arc<Slot>, stream: TcpStream) -> Next {
             return ctx.reply(stream, bytes, keep).await;
         }
         match ctx.hub.park(&slot, stream) {
-            Ok(()) => return Next::Done,
+            Ok(()) => {
+                // The page believes otherwise than longpoll knows: the next answer from logic
+                // settles it. (This also catches a change that answered every parked poll
+                // between the look above and parking.)
+                doubt(&ctx, &slot);
+                return Next::Done;
+            }
             Err(s) => stream = s,
         }
     }
@@ -370,6 +398,19 @@ mod tests {
         let t = parse_query("thread=%2Fa&since=3&thread=%2Fb&thread=c&since=9&_=123").unwrap();
         let got: Vec<(&str, Seq)> = t.iter().map(|(t, s)| (&**t, *s)).collect();
         assert_eq!(got, [("/a", 3), ("/b", 0), ("c", 9)]);
+    }
+
+    #[test]
+    fn a_poll_may_say_what_its_page_believes() {
+        let (threads, believes) = parse_poll("thread=a&since=3&suspended=1").unwrap();
+        assert_eq!(threads.len(), 1);
+        assert_eq!(believes, Some(true));
+        assert_eq!(parse_poll("suspended=0&thread=a").unwrap().1, Some(false));
+        assert_eq!(parse_poll("thread=a").unwrap().1, None);
+        for bad in ["yes", "", "2", "true"] {
+            let p = parse_poll(&format!("thread=a&suspended={bad}")).unwrap_err();
+            assert_eq!(p.field.as_deref(), Some("suspended"), "{bad}");
+        }
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub struct Ctx {
     pub drain: Duration,
     /// Longest time a write to a client may take.
     pub write_timeout: Duration,
+    /// Whether comments are suspended, as logic last said (see [`crate::suspension`]).
+    pub suspension: crate::suspension::Known,
+    /// Logic, asked whether comments are suspended; `None` when not configured.
+    pub logic: Option<io360_common::client::TierClient>,
+    /// Held polls whose page believes otherwise than longpoll knows; answered by the next
+    /// answer from logic that still disagrees with them (see [`crate::suspension::learn`]).
+    pub doubters: parking_lot::Mutex<Vec<Weak<crate::hub::Slot>>>,
 }
 
 impl Ctx {
@@ -253,6 +260,15 @@ pub async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener) {
     }
     drop(listener);
     ctx.telemetry.ready.set(false);
+    // Stopping may be the operator suspending comments (it scales longpoll to zero): ask
+    // logic once more, so held polls carry the suspension rather than a bare 204.
+    if let Some(logic) = &ctx.logic {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            crate::suspension::refresh(&ctx, logic),
+        )
+        .await;
+    }
     let parked = ctx.hub.take_parked();
     ctx.hub.wake_streams();
     tracing::info!(held = parked.len(), drain = ?ctx.drain, "answering held polls before exit");

@@ -14,7 +14,7 @@ use io360_common::rules;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::event::{Event, sse_message};
+use crate::event::{Event, sse_message, state_json};
 use crate::http::{self, Request};
 use crate::hub::Look;
 use crate::poll::{Filled, fill, parse_seq};
@@ -120,7 +120,33 @@ pub async fn handle(ctx: &Arc<Ctx>, mut stream: TcpStream, req: &Request) -> Nex
         thread: thread.clone(),
     };
     let mut cursor = since;
+    // A stream opened while comments are suspended says so first; then every change of the
+    // state is one message (without an `id`: it is no position in the thread).
+    let mut state = ctx.suspension.subscribe();
+    let mut was_suspended = state
+        .borrow_and_update()
+        .as_ref()
+        .is_some_and(|s| s.suspended);
+    let mut tell = was_suspended;
     loop {
+        if std::mem::take(&mut tell) {
+            let now = state.borrow_and_update().clone().unwrap_or_default();
+            out.clear();
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&state_json(
+                &thread,
+                cursor,
+                now.suspended,
+                now.message.as_deref(),
+            ));
+            out.extend_from_slice(b"\n\n");
+            if http::write_all(&mut stream, &out, ctx.write_timeout)
+                .await
+                .is_err()
+            {
+                return Next::Done;
+            }
+        }
         let events: Vec<Event> = match ctx.hub.look(&thread, cursor) {
             Look::Events(e) => e,
             Look::Hold => Vec::new(),
@@ -150,6 +176,12 @@ pub async fn handle(ctx: &Arc<Ctx>, mut stream: TcpStream, req: &Request) -> Nex
         }
         tokio::select! {
             _ = notify.notified() => {}
+            changed = state.changed() => {
+                // Only a change of whether comments are suspended is news to the page.
+                let before = was_suspended;
+                was_suspended = state.borrow().as_ref().is_some_and(|s| s.suspended);
+                tell = changed.is_ok() && before != was_suspended;
+            }
             _ = tokio::time::sleep(PING) => {
                 if http::write_all(&mut stream, b": ping\n\n", ctx.write_timeout).await.is_err() {
                     return Next::Done;

@@ -2,6 +2,8 @@
 //! ServiceAccount, watches its control ConfigMap and refuses writes within 5 s of the operator
 //! suspending comments; reads keep working, and writes come back on resume. Both changes reach
 //! the audit trail in the logger, done by `operator`, at the time the operator made them.
+//! A longpoll process beside it, asking that logic, answers a poll held at the time with a
+//! `suspended` event within 5 s of the operator suspending, and with `resumed` on resume.
 
 use std::time::{Duration, Instant};
 
@@ -157,6 +159,75 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             .await;
         ready.with_context(|| format!("logic log:\n{}", logic_process.log_tail(30)))?;
 
+        // Sync and longpoll, as on the cluster: longpoll asks logic whether comments are
+        // suspended and tells the polls it holds.
+        let sync_addr = format!("127.0.0.1:{}", free_port()?);
+        let longpoll_addr = format!("127.0.0.1:{}", free_port()?);
+        let _sync = Process::start_with_env(
+            "io360 serve sync",
+            &io360,
+            vec!["serve".into(), "sync".into()],
+            [
+                ("IO360_ADDR".into(), sync_addr.clone()),
+                ("IO360_STORE_URL".into(), format!("http://{store_addr}")),
+                ("IO360_LOGGER_URL".into(), logger.clone()),
+                ("IO360_LOG".into(), "info".into()),
+            ]
+            .into_iter()
+            .chain(tier_key_env(&dir, "sync"))
+            .collect(),
+            dir.join("sync.log"),
+        )?;
+        let longpoll_process = Process::start_with_env(
+            "io360 serve longpoll",
+            &io360,
+            vec!["serve".into(), "longpoll".into()],
+            [
+                ("IO360_ADDR".into(), longpoll_addr.clone()),
+                ("IO360_SYNC_URL".into(), format!("http://{sync_addr}")),
+                ("IO360_LOGIC_URL".into(), logic.clone()),
+                ("IO360_LOGGER_URL".into(), logger.clone()),
+                ("IO360_LOG".into(), "info".into()),
+            ]
+            .into_iter()
+            .chain(tier_key_env(&dir, "longpoll"))
+            .collect(),
+            dir.join("longpoll.log"),
+        )?;
+        let longpoll = format!("http://{longpoll_addr}");
+        let browser = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let ready = s
+            .wait("longpoll /readyz", 60, || async {
+                match browser.get(format!("{longpoll}/readyz")).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        ready.with_context(|| format!("longpoll log:\n{}", longpoll_process.log_tail(30)))?;
+        // A page's poll, as a browser makes it: held until something happens.
+        let hold = |believes: u8| {
+            let browser = browser.clone();
+            let url = format!("{longpoll}/v1/poll?thread=%2Fquiet&since=0&suspended={believes}");
+            tokio::spawn(async move {
+                let r = browser.get(url).send().await?;
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                anyhow::Ok((status, body, Instant::now()))
+            })
+        };
+        // Longpoll has asked logic at least once (it asks every second).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held = hold(0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ensure!(
+            !held.is_finished(),
+            "a poll was answered with nothing to tell"
+        );
+
         let mut n = 0;
         let (status, _, body) = post(&http, &logic, n).await?;
         ensure!(
@@ -208,6 +279,21 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
             "logic refused writes at most {lag:.2} s after the operator suspended ({:.2} s after the patch)",
             secs(patched)
         );
+        // The poll held when the operator suspended carries the news.
+        let (status, body, told_at) = tokio::time::timeout(Duration::from_secs(10), held)
+            .await
+            .context("the held poll was not answered within 10 s of the suspension")???;
+        let told = told_at.duration_since(patched).as_secs_f64();
+        ensure!(
+            status == 200 && body["events"][0]["kind"] == "suspended",
+            "the held poll was answered {status}: {body}\nlongpoll log:\n{}",
+            longpoll_process.log_tail(30)
+        );
+        ensure!(
+            told <= 5.0,
+            "the held poll learned of the suspension {told:.1} s after the patch (limit 5 s)"
+        );
+        eprintln!("a held poll learned of the suspension {told:.2} s after the patch");
         let (retry_after, problem) = refused;
         ensure!(retry_after.is_some(), "503 without Retry-After");
         ensure!(
@@ -233,7 +319,23 @@ pub fn logic_refuses_writes_when_suspended(s: &Suite) -> BoxFuture<'_, Result<()
         );
 
         let suspended_since = control["since"].clone();
+        // A paused page's poll is held while comments stay suspended.
+        let paused = hold(1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ensure!(
+            !paused.is_finished(),
+            "a paused page's poll was answered while still paused"
+        );
         s.set_suspended(&ns, name, false).await?;
+        let unpatched = Instant::now();
+        let (status, body, told_at) = tokio::time::timeout(Duration::from_secs(10), paused)
+            .await
+            .context("a paused page's poll was not answered within 10 s of the resumption")???;
+        let told = told_at.duration_since(unpatched).as_secs_f64();
+        ensure!(
+            status == 200 && body["events"][0]["kind"] == "resumed" && told <= 5.0,
+            "a paused page's poll was answered {status} {told:.1} s after the resumption: {body}"
+        );
         s.wait("logic accepting writes again", 30, || {
             n += 1;
             let n = n;
