@@ -462,7 +462,11 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
     match tier {
         Tier::Store | Tier::Logger => vars.push(env("IO360_DATA_DIR", "/data")),
         Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
-        Tier::Longpoll => vars.push(env("IO360_SYNC_URL", ctx.url(Tier::Sync))),
+        Tier::Longpoll => {
+            vars.push(env("IO360_SYNC_URL", ctx.url(Tier::Sync)));
+            // Where it learns of a suspension, to tell every held poll and stream at once.
+            vars.push(env("IO360_LOGIC_URL", ctx.url(Tier::Logic)));
+        }
         Tier::Frontend => {
             // The frontend passes `/api` to logic (always: logic answers only the frontend)
             // and, without an Ingress, `/v1` to longpoll, so live updates work through it too.
@@ -1064,6 +1068,8 @@ fn callees(tier: Tier) -> Vec<Tier> {
         .filter(|t| *t != tier && callers(*t).is_some_and(|c| c.contains(&tier)))
         .chain(match tier {
             Tier::Frontend => vec![Tier::Logic, Tier::Longpoll],
+            // The comments' status, for the suspension events it sends to open pages.
+            Tier::Longpoll => vec![Tier::Logic],
             _ => Vec::new(),
         })
         .collect()

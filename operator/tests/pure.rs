@@ -428,7 +428,7 @@ fn every_tier_has_a_network_policy_in_and_out_with_metrics_apart() {
     };
     assert_eq!(calls("frontend"), ["logger", "logic", "longpoll"]);
     assert_eq!(calls("logic"), ["logger", "store"]);
-    assert_eq!(calls("longpoll"), ["logger", "sync"]);
+    assert_eq!(calls("longpoll"), ["logger", "logic", "sync"]);
     assert_eq!(calls("store"), ["logger"]);
     assert!(calls("logger").is_empty());
     let api_server = |tier: &str| {
