@@ -20,8 +20,8 @@ use crate::event::{Event, poll_body};
 use crate::http::{self, Request};
 use crate::hub::{Hub, Look, Slot};
 use crate::server::{Ctx, Next};
-use io360_sync::SyncClient;
 use crate::suspension::doubt;
+use io360_sync::SyncClient;
 
 /// Most threads one poll may wait on.
 pub const MAX_THREADS: usize = 100;
