@@ -23,6 +23,7 @@
 #                                                   # shared cores; storms at 10000
 #   N_LIST=2000 ROUNDS=2 LAYOUTS=separate STORM_N=1000 tests/live/bench-centrifugo.sh
 #   KEEP_WORK=1 tests/live/bench-centrifugo.sh      # keeps every server's log
+#   N_LIST= LAYOUTS= tests/live/bench-centrifugo.sh  # the storms alone; STORM_N=0: no storms
 #
 # Layouts: "separate" puts every server process on core 1 and the load client on core 0;
 # "shared" pins nothing. Centrifugo v6.9.1 is built from the Go module proxy on first use and
@@ -282,10 +283,12 @@ for l in $LAYOUTS; do
     fanout_centrifugo "$n" "centrifugo-$n-$l"
   done
 done
-layout separate
-storm_io360 "storm-io360-longpoll" longpoll
-storm_io360 "storm-io360-longpoll+sync" longpoll sync
-storm_centrifugo "storm-centrifugo"
+if [ "$STORM_N" -gt 0 ]; then
+  layout separate
+  storm_io360 "storm-io360-longpoll" longpoll
+  storm_io360 "storm-io360-longpoll+sync" longpoll sync
+  storm_centrifugo "storm-centrifugo"
+fi
 
 python3 - "$RESULTS" <<'PY'
 import json, statistics, sys
@@ -313,9 +316,9 @@ for r in fan:
           f"RSS/conn {ratio(r['rss_per_poll_bytes'], p['rss_per_poll_bytes']):.2f}x  "
           f"RSS+kmem/conn {ratio(r['rss_per_poll_bytes'] + r['kmem_per_poll_bytes'], p['rss_per_poll_bytes'] + p['kmem_per_poll_bytes']):.2f}x")
 print()
-print(f"{'storm':<30}{'N':>7}{'events':>8}{'caught up after (ms)':>22}{'lost':>7}{'dup':>6}{'told to reload':>16}{'complete':>10}{'reconnects':>12}")
+print(f"{'storm':<30}{'N':>7}{'events':>8}{'restart (ms)':>14}{'caught up after (ms)':>22}{'lost':>7}{'dup':>6}{'told to reload':>16}{'complete':>10}{'reconnects':>12}")
 for r in storms:
     rec = "never" if r["recovered_ms"] is None else f"{r['recovered_ms']:.0f}"
-    print(f"{r['label']:<30}{r['n']:>7}{r['events']:>8}{rec:>22}{r['lost']:>7}{r['duplicated']:>6}"
+    print(f"{r['label']:<30}{r['n']:>7}{r['events']:>8}{r['restart_ms']:>14.0f}{rec:>22}{r['lost']:>7}{r['duplicated']:>6}"
           f"{r['told_to_reload']:>16}{r['complete']:>10}{r['reconnects']:>12}")
 PY

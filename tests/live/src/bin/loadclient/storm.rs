@@ -4,7 +4,8 @@
 //! far), the events lost and duplicated, and the subscribers told to reload.
 //!
 //! "Caught up" at time T: every event published before T has reached every subscriber by T.
-//! The recovery time is the first such T after the cut, minus the cut's time. A subscriber told
+//! The recovery time is the first such T once the restarted server is ready, minus the cut's
+//! time. A subscriber told
 //! to reload counts as having, at its reload, every event published before it (a real client
 //! reads the thread again then); what it misses after that is counted as lost.
 
@@ -48,11 +49,13 @@ pub async fn run(
         if k == storm.cut_after {
             cut_at = shared.start.elapsed().as_nanos() as u64;
             let cmd = storm.cut.clone();
+            let shared = shared.clone();
             cut = Some(tokio::spawn(async move {
-                tokio::process::Command::new("sh")
+                let status = tokio::process::Command::new("sh")
                     .args(["-c", &cmd])
                     .status()
-                    .await
+                    .await;
+                (status, shared.start.elapsed().as_nanos() as u64)
             }));
         }
         // A publish the server cannot take now (it is restarting) is tried again until it is
@@ -83,10 +86,11 @@ pub async fn run(
             storm.events
         );
     };
-    match cut.await? {
-        Ok(s) if s.success() => {}
-        other => bail!("the cut command failed: {other:?}"),
-    }
+    // When the server was back (the cut command restarts it and waits until it is ready).
+    let back_at = match cut.await? {
+        (Ok(s), at) if s.success() => at,
+        (other, _) => bail!("the cut command failed: {other:?}"),
+    };
     // When subscriber `c` had event `k`: its arrival, or its reload if it was told to reload
     // after the event was published.
     let had = |c: &Conn, k: usize| -> Option<u64> {
@@ -133,7 +137,9 @@ pub async fn run(
     for (k, &t) in last.iter().enumerate() {
         running = running.max(t);
         let next = published.get(k + 1).copied().unwrap_or(u64::MAX);
-        if k + 1 >= storm.cut_after && running >= cut_at && running <= next {
+        // Caught up once the server is back: until then the old process may still be sending
+        // what it had, to connections it is about to lose.
+        if k + 1 >= storm.cut_after && running >= back_at && running <= next {
             caught_up = Some(running);
             break;
         }
@@ -167,6 +173,8 @@ pub async fn run(
         // From the cut until everything published so far had reached every subscriber (none
         // if that never happened before the end).
         "recovered_ms": recovered_ms,
+        // From the cut until the restarted server was ready.
+        "restart_ms": back_at.saturating_sub(cut_at) as f64 / 1e6,
         "subscribers": n,
         // Subscribers that got every event over their stream, none by a reload.
         "complete": complete,
