@@ -121,7 +121,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         longpoll_url: Some(longpoll_url),
         audit: audit.clone(),
         tier_auth: tier_auth.clone(),
-        ..io360_frontend::Config::default()
+        ..default_config::<io360_frontend::Config>()
     };
 
     let sync = io360_sync::Config {
@@ -141,7 +141,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let store = io360_store::Config {
         data_dir: args.data_dir.join("store"),
-        group_commit_max: 512,
         audit,
         tier_auth: tier_auth.clone(),
         ..default_config::<io360_store::Config>()

@@ -111,3 +111,30 @@ async fn every_tier_reports_its_start_and_stop() {
     );
     assert!(terminate(second).success());
 }
+
+/// A frontend setting given to `io360 up` is the frontend's, as it is for
+/// `io360 serve frontend`: here the cache lifetime of the site's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_setting_given_to_up_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_io360"))
+        .args(["up", "--addr", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("IO360_ASSET_MAX_AGE", "1234")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting io360 up");
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    wait_up(&http, &base).await;
+    let r = http.get(format!("{base}/style.css")).send().await.unwrap();
+    let cache = r.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(terminate(child).success());
+    assert!(cache.contains("max-age=1234"), "cache-control: {cache}");
+}
