@@ -20,6 +20,9 @@ mkdir -p "$cache"
 # Reuse compiled dependencies across fresh clones of the repository.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 export CARGO_TERM_COLOR=never
+# A run builds the workspace's own crates once: incremental state (gigabytes per clone, as
+# each clone's path differs) would only fill the disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
