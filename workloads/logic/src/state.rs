@@ -129,10 +129,11 @@ impl AppState {
                             Err(e) => tracing::debug!(error = %e, "cannot read the bans"),
                         }
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cannot read the suspension flag");
-                        ready.set(false);
-                    }
+                    // Ready once the store has answered, and ready after: every logic pod
+                    // shares the one store, so turning unready while it restarts (a rolling
+                    // update) would take every pod out of the Service at once, where reads
+                    // from the cache still answer and writes get their own 503.
+                    Err(e) => tracing::debug!(error = %e, "cannot read the suspension flag"),
                 }
             }
         });
