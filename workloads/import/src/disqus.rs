@@ -28,16 +28,6 @@ impl Reader {
         }
     }
 
-    fn fail(&mut self, at: String, message: String) -> Option<Result<Record, ImportError>> {
-        self.done = true;
-        Some(Err(ImportError {
-            format: Format::Disqus,
-            at,
-            message,
-            read: self.read,
-        }))
-    }
-
     fn step(&mut self) -> Result<Option<Record>, String> {
         loop {
             let Some(start) = self.stream.next_start()? else {
@@ -149,19 +139,10 @@ impl Iterator for Reader {
         if self.done {
             return None;
         }
-        match self.step() {
-            Ok(Some(r)) => {
-                self.read += 1;
-                Some(Ok(r))
-            }
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(m) => {
-                let at = format!("line {}", self.stream.line());
-                self.fail(at, m)
-            }
-        }
+        let step = self.step();
+        let line = self.stream.line();
+        crate::advance(Format::Disqus, &mut self.done, &mut self.read, step, || {
+            format!("line {line}")
+        })
     }
 }

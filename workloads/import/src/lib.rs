@@ -185,6 +185,36 @@ pub struct ImportError {
     pub read: u64,
 }
 
+/// Counts one step of a streaming reader: a record, the end, or the error at `at` (after
+/// which the stream is done).
+fn advance(
+    format: Format,
+    done: &mut bool,
+    read: &mut u64,
+    step: Result<Option<Record>, String>,
+    at: impl FnOnce() -> String,
+) -> Option<Result<Record, ImportError>> {
+    match step {
+        Ok(Some(r)) => {
+            *read += 1;
+            Some(Ok(r))
+        }
+        Ok(None) => {
+            *done = true;
+            None
+        }
+        Err(message) => {
+            *done = true;
+            Some(Err(ImportError {
+                format,
+                at: at(),
+                message,
+                read: *read,
+            }))
+        }
+    }
+}
+
 /// A stream of records, ending at the first error.
 pub type Records = Box<dyn Iterator<Item = Result<Record, ImportError>> + Send>;
 

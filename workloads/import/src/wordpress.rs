@@ -174,24 +174,14 @@ impl Iterator for Reader {
             self.read += 1;
             return Some(Ok(c));
         }
-        match self.step() {
-            Ok(Some(r)) => {
-                self.read += 1;
-                Some(Ok(r))
-            }
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(message) => {
-                self.done = true;
-                Some(Err(ImportError {
-                    format: Format::Wordpress,
-                    at: format!("line {}", self.stream.line()),
-                    message,
-                    read: self.read,
-                }))
-            }
-        }
+        let step = self.step();
+        let line = self.stream.line();
+        crate::advance(
+            Format::Wordpress,
+            &mut self.done,
+            &mut self.read,
+            step,
+            || format!("line {line}"),
+        )
     }
 }
