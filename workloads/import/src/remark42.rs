@@ -170,32 +170,17 @@ impl Iterator for Reader {
             self.read += 1;
             return Some(Ok(c));
         }
-        match self.step() {
-            Ok(Some(r)) => {
-                self.read += 1;
-                Some(Ok(r))
-            }
-            Ok(None) => {
-                self.done = true;
-                if self.read == 0 {
-                    return Some(Err(ImportError {
-                        format: Format::Remark42,
-                        at: "the end".into(),
-                        message: "the file has no comments".into(),
-                        read: 0,
-                    }));
-                }
-                None
-            }
-            Err(message) => {
-                self.done = true;
-                Some(Err(ImportError {
-                    format: Format::Remark42,
-                    at: format!("line {}", self.line),
-                    message,
-                    read: self.read,
-                }))
-            }
-        }
+        let step = match self.step() {
+            Ok(None) if self.read == 0 => Err("the file has no comments".to_owned()),
+            other => other,
+        };
+        let line = self.line;
+        crate::advance(
+            Format::Remark42,
+            &mut self.done,
+            &mut self.read,
+            step,
+            || format!("line {line}"),
+        )
     }
 }
