@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use io360_common::model::{Change, ChangeKind, FeedPos, Seq, Status, ThreadMeta, ThreadPage};
 use io360_common::telemetry::Telemetry;
 use prometheus_client::metrics::counter::Counter;
@@ -704,16 +704,21 @@ const ERASE_STEP: usize = 8;
 
 impl Tables {
     /// Finds an author's comments and the feed's copies of them (a scan of both tables).
+    ///
+    /// Both scans read one snapshot, so the last comment and the last feed position agree: a
+    /// comment written while the scan runs has every copy after `last_pos`, where the last
+    /// step of the erase looks for it.
     fn erase_plan(&self, key: &str) -> Result<ErasePlan, StoreError> {
+        let snapshot = self.db.snapshot();
         let last = |k: &Keyspace| -> Result<u64, StoreError> {
-            Ok(match k.last_key_value() {
+            Ok(match snapshot.last_key_value(k) {
                 Some(g) => read_u64(&g.key()?),
                 None => 0,
             })
         };
         let (last_id, last_pos) = (last(&self.comments)?, last(&self.feed)?);
         let mut ids = Vec::new();
-        for kv in self.comments.range(..=u64_key(last_id)) {
+        for kv in snapshot.range(&self.comments, ..=u64_key(last_id)) {
             let (_, v) = kv.into_inner()?;
             let c = read_comment(&v)?;
             if c.author_key.as_deref() == Some(key) {
@@ -723,7 +728,7 @@ impl Tables {
         let mut copies = Vec::new();
         if !ids.is_empty() {
             let theirs: BTreeSet<u64> = ids.iter().copied().collect();
-            for kv in self.feed.range(..=u64_key(last_pos)) {
+            for kv in snapshot.range(&self.feed, ..=u64_key(last_pos)) {
                 let (k, v) = kv.into_inner()?;
                 let ch = read_change(&v)?;
                 if ch
