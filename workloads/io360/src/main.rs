@@ -45,7 +45,7 @@ enum Command {
     /// Runs one tier, configured by flags and IO360_* environment variables.
     Serve {
         #[command(subcommand)]
-        tier: tiers::Tier,
+        tier: Box<tiers::Tier>,
     },
     /// Writes a new keyring (`keys`) and one credential per tier (`<tier>.token`) into a
     /// directory, for tiers run with `io360 serve` outside Kubernetes (IO360_TIER_KEYS_FILE,
@@ -92,7 +92,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up::run(args).await,
-            Command::Serve { tier } => tiers::serve_one(tier).await,
+            Command::Serve { tier } => tiers::serve_one(*tier).await,
             Command::TierKeys { out } => write_tier_keys(&out),
         }
     });

@@ -1,9 +1,71 @@
-//! The list of tiers: how each is configured and started.
+//! The table of tiers, and how each is configured and started.
+//!
+//! [`TABLE`] is the one list of tiers: `io360 serve <tier>` takes its default addresses and
+//! help from it, `io360 up` its names, and `docs/CONTRACTS.md` its table of tiers (a test
+//! checks the page against it).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use io360_common::serve::Shutdown;
 use tokio::net::{TcpListener, TcpSocket};
+
+/// One row of the table of tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierInfo {
+    /// The tier's name: `io360 serve <name>`, and how logs, metrics and audit events name it.
+    pub name: &'static str,
+    /// Where `io360 serve <name>` listens when `IO360_ADDR` is unset.
+    pub default_addr: &'static str,
+    /// What the tier does, in a line.
+    pub about: &'static str,
+}
+
+impl TierInfo {
+    /// The help line of `io360 serve <name>`.
+    fn help(&self) -> String {
+        format!("{} (default address {})", self.about, self.default_addr)
+    }
+}
+
+/// The site's pages and the widget; the public face of `io360 up`.
+pub const FRONTEND: TierInfo = TierInfo {
+    name: "frontend",
+    default_addr: "127.0.0.1:8080",
+    about: "The site's pages with comment snapshots, and the widget",
+};
+/// The public comment API.
+pub const LOGIC: TierInfo = TierInfo {
+    name: "logic",
+    default_addr: "127.0.0.1:8081",
+    about: "The public comment API: validation, rate limits, moderation, the admin API",
+};
+/// Live delivery to browsers.
+pub const LONGPOLL: TierInfo = TierInfo {
+    name: "longpoll",
+    default_addr: "127.0.0.1:8086",
+    about: "Holds browsers' long polls and event streams",
+};
+/// The change feed's recent history.
+pub const SYNC: TierInfo = TierInfo {
+    name: "sync",
+    default_addr: "127.0.0.1:8085",
+    about: "Follows the store's change feed, keeps recent history and feeds longpoll",
+};
+/// Durable comments.
+pub const STORE: TierInfo = TierInfo {
+    name: "store",
+    default_addr: "127.0.0.1:8084",
+    about: "Durable comments on fjall: sequence numbers, idempotency, the change feed",
+};
+/// The audit trail.
+pub const LOGGER: TierInfo = TierInfo {
+    name: "logger",
+    default_addr: "127.0.0.1:8087",
+    about: "The audit trail: every tier's events, kept and searchable",
+};
+
+/// Every tier, from the public face inwards.
+pub const TABLE: [TierInfo; 6] = [FRONTEND, LOGIC, LONGPOLL, SYNC, STORE, LOGGER];
 
 /// Where a tier listens, and how it stops.
 #[derive(Debug, Clone, Args)]
@@ -50,47 +112,59 @@ impl Tier {
             | Tier::Longpoll { listen, .. } => listen,
         }
     }
+
+    /// This tier's row of the table.
+    fn info(&self) -> TierInfo {
+        match self {
+            Tier::Store { .. } => STORE,
+            Tier::Frontend { .. } => FRONTEND,
+            Tier::Logic { .. } => LOGIC,
+            Tier::Logger { .. } => LOGGER,
+            Tier::Sync { .. } => SYNC,
+            Tier::Longpoll { .. } => LONGPOLL,
+        }
+    }
 }
 
 /// One tier and its configuration.
 #[derive(Debug, Subcommand)]
 pub enum Tier {
-    /// Durable comments on fjall (default address 127.0.0.1:8084).
+    #[command(about = STORE.help())]
     Store {
         #[command(flatten)]
         listen: Listen,
         #[command(flatten)]
         config: io360_store::Config,
     },
-    /// The site's pages with comment snapshots, and the widget (default address 127.0.0.1:8080).
+    #[command(about = FRONTEND.help())]
     Frontend {
         #[command(flatten)]
         listen: Listen,
         #[command(flatten)]
         config: io360_frontend::Config,
     },
-    /// The public comment API (default address 127.0.0.1:8081).
+    #[command(about = LOGIC.help())]
     Logic {
         #[command(flatten)]
         listen: Listen,
         #[command(flatten)]
         config: io360_logic::Config,
     },
-    /// The audit log (default address 127.0.0.1:8087).
+    #[command(about = LOGGER.help())]
     Logger {
         #[command(flatten)]
         listen: Listen,
         #[command(flatten)]
         config: io360_logger::Config,
     },
-    /// Follows the store's change feed and feeds longpoll (default address 127.0.0.1:8085).
+    #[command(about = SYNC.help())]
     Sync {
         #[command(flatten)]
         listen: Listen,
         #[command(flatten)]
         config: io360_sync::Config,
     },
-    /// Holds browsers' long polls and event streams (default address 127.0.0.1:8086).
+    #[command(about = LONGPOLL.help())]
     Longpoll {
         #[command(flatten)]
         listen: Listen,
@@ -146,40 +220,22 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
         });
     }
     tokio::spawn(async move { trigger.on_signals_after(delay).await });
+    let info = tier.info();
+    if info == LOGGER {
+        no_huge_pages();
+    }
+    let l = bind(
+        info.name,
+        tier.listen().addr.as_deref().unwrap_or(info.default_addr),
+    )
+    .await?;
     match tier {
-        Tier::Store { listen, config } => {
-            let l = bind("store", listen.addr.as_deref().unwrap_or("127.0.0.1:8084")).await?;
-            io360_store::serve(config, l, shutdown).await?;
-        }
-        Tier::Frontend { listen, config } => {
-            let l = bind(
-                "frontend",
-                listen.addr.as_deref().unwrap_or("127.0.0.1:8080"),
-            )
-            .await?;
-            io360_frontend::serve(config, l, shutdown).await?;
-        }
-        Tier::Logic { listen, config } => {
-            let l = bind("logic", listen.addr.as_deref().unwrap_or("127.0.0.1:8081")).await?;
-            io360_logic::serve(config, l, shutdown).await?;
-        }
-        Tier::Logger { listen, config } => {
-            no_huge_pages();
-            let l = bind("logger", listen.addr.as_deref().unwrap_or("127.0.0.1:8087")).await?;
-            io360_logger::serve(config, l, shutdown).await?;
-        }
-        Tier::Sync { listen, config } => {
-            let l = bind("sync", listen.addr.as_deref().unwrap_or("127.0.0.1:8085")).await?;
-            io360_sync::serve(config, l, shutdown).await?;
-        }
-        Tier::Longpoll { listen, config } => {
-            let l = bind(
-                "longpoll",
-                listen.addr.as_deref().unwrap_or("127.0.0.1:8086"),
-            )
-            .await?;
-            io360_longpoll::serve(config, l, shutdown).await?;
-        }
+        Tier::Store { config, .. } => io360_store::serve(config, l, shutdown).await?,
+        Tier::Frontend { config, .. } => io360_frontend::serve(config, l, shutdown).await?,
+        Tier::Logic { config, .. } => io360_logic::serve(config, l, shutdown).await?,
+        Tier::Logger { config, .. } => io360_logger::serve(config, l, shutdown).await?,
+        Tier::Sync { config, .. } => io360_sync::serve(config, l, shutdown).await?,
+        Tier::Longpoll { config, .. } => io360_longpoll::serve(config, l, shutdown).await?,
     }
     Ok(())
 }
@@ -208,7 +264,53 @@ fn no_huge_pages() {}
 
 #[cfg(test)]
 mod tests {
-    use super::bind;
+    use clap::{FromArgMatches, Subcommand};
+
+    use super::{TABLE, Tier, bind};
+
+    /// The table of tiers as `docs/CONTRACTS.md` shows it.
+    fn markdown() -> String {
+        let mut out =
+            String::from("| tier | `io360 serve` listens on | what it does |\n|---|---|---|\n");
+        for t in TABLE {
+            out += &format!("| `{}` | `{}` | {} |\n", t.name, t.default_addr, t.about);
+        }
+        out
+    }
+
+    #[test]
+    fn serve_has_one_subcommand_per_row_of_the_table() {
+        let cmd = Tier::augment_subcommands(clap::Command::new("serve"));
+        let mut names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        let mut rows: Vec<&str> = TABLE.iter().map(|t| t.name).collect();
+        names.sort();
+        rows.sort();
+        assert_eq!(names, rows);
+        for row in TABLE {
+            let matches = cmd
+                .clone()
+                .try_get_matches_from(["serve", row.name])
+                .unwrap();
+            let tier = Tier::from_arg_matches(&matches).unwrap();
+            assert_eq!(tier.info(), row, "`serve {}` runs another tier", row.name);
+        }
+    }
+
+    #[test]
+    fn the_contracts_page_shows_the_table() {
+        let page = include_str!("../../../docs/CONTRACTS.md");
+        let (begin, end) = ("<!-- tiers: begin -->\n", "<!-- tiers: end -->");
+        let start = page
+            .find(begin)
+            .expect("the page marks where the table goes")
+            + begin.len();
+        let stop = page.find(end).expect("the page marks where the table ends");
+        assert_eq!(
+            &page[start..stop],
+            markdown(),
+            "docs/CONTRACTS.md's table of tiers is not the table in workloads/io360/src/tiers.rs"
+        );
+    }
 
     #[tokio::test]
     async fn a_port_another_listener_holds_is_refused_with_the_tier_named() {

@@ -7,10 +7,22 @@ use clap::Args;
 use io360_common::serve::Shutdown;
 use tokio::task::JoinSet;
 
-use crate::tiers::bind;
+use crate::tiers::{FRONTEND, LOGGER, LOGIC, LONGPOLL, STORE, SYNC, TABLE, TierInfo, bind};
+
+/// What `io360 up --help` says after its flags.
+const AFTER_HELP: &str = "\
+Every tier reads its IO360_* environment variables as under `io360 serve <tier>` (see
+`io360 serve <tier> --help`), with the same meaning: IO360_MODERATION=all io360 up holds every
+comment. `io360 up` sets these itself, as the tiers find each other on loopback and share one
+data directory: IO360_ADDR (the public face; --addr), IO360_DATA_DIR (--data-dir),
+IO360_SITE_DIR (--site), IO360_STORE_URL, IO360_SYNC_URL, IO360_LOGIC_URL, IO360_LONGPOLL_URL,
+IO360_LOGGER_URL, IO360_PUBLIC_URL, IO360_TIER_TOKEN_FILE and IO360_TIER_KEYS_FILE (a key in
+memory, new at every start). Without IO360_ADMIN_TOKEN or IO360_ADMIN_TOKEN_FILE, the admin
+token is the one saved in the data directory, or a new one saved there.";
 
 /// Flags of `io360 up`.
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct UpArgs {
     /// The public address: pages, /api, /v1, /embed.js, /admin.
     #[arg(long, env = "IO360_ADDR", default_value = "127.0.0.1:8080")]
@@ -23,9 +35,6 @@ pub struct UpArgs {
     /// The site's static files (default: the demo site shipped with io360).
     #[arg(long, env = "IO360_SITE_DIR")]
     site: Option<PathBuf>,
-
-    #[command(flatten)]
-    logic: io360_logic::Config,
 }
 
 /// The admin token: from the environment, else the one saved in the data directory, else a new
@@ -79,18 +88,28 @@ async fn tier<E: Into<anyhow::Error>>(
 
 /// Runs every tier until SIGINT or SIGTERM, or until one of them fails.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let (token, from_file) = admin_token(args.logic.admin_token.clone(), &args.data_dir)?;
+    let mut logic = default_config::<io360_logic::Config>();
+    logic.read_admin_token_file().map_err(anyhow::Error::msg)?;
+    let (token, from_file) = admin_token(logic.admin_token.take(), &args.data_dir)?;
 
-    let store_l = bind("store", "127.0.0.1:0").await?;
-    let store_url = format!("http://{}", store_l.local_addr()?);
-    let logger_l = bind("logger", "127.0.0.1:0").await?;
-    let logger_url = format!("http://{}", logger_l.local_addr()?);
-    let sync_l = bind("sync", "127.0.0.1:0").await?;
-    let sync_url = format!("http://{}", sync_l.local_addr()?);
-    let longpoll_l = bind("longpoll", "127.0.0.1:0").await?;
-    let longpoll_url = format!("http://{}", longpoll_l.local_addr()?);
-    let logic_l = bind("logic", "127.0.0.1:0").await?;
-    let logic_url = format!("http://{}", logic_l.local_addr()?);
+    // Every tier but the frontend listens on a loopback port of its own; the frontend is the
+    // public face.
+    let mut inner = Vec::new();
+    for t in TABLE.iter().filter(|t| **t != FRONTEND) {
+        let l = bind(t.name, "127.0.0.1:0").await?;
+        let url = format!("http://{}", l.local_addr()?);
+        inner.push((t.name, l, url));
+    }
+    let mut take = |t: TierInfo| {
+        let i = inner.iter().position(|(name, ..)| *name == t.name);
+        let (_, l, url) = inner.swap_remove(i.context("every inner tier is bound")?);
+        anyhow::Ok((l, url))
+    };
+    let (store_l, store_url) = take(STORE)?;
+    let (logger_l, logger_url) = take(LOGGER)?;
+    let (sync_l, sync_url) = take(SYNC)?;
+    let (longpoll_l, longpoll_url) = take(LONGPOLL)?;
+    let (logic_l, logic_url) = take(LOGIC)?;
     let public = bind("public face", &args.addr).await?;
     let public_addr = public.local_addr()?;
 
@@ -99,7 +118,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let keyring = io360_common::auth::Keyring::generate();
     let tier_auth = io360_common::auth::TierAuthConfig::in_memory(&keyring);
 
-    let mut logic = args.logic;
     logic.store_url = store_url.clone();
     logic.tier_auth = tier_auth.clone();
     // Every tier ships its audit events (and its start and stop) to the logger.
@@ -156,28 +174,28 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // The logger stops last, so the other tiers' `tier.stopped` events still reach it.
     let (logger_trigger, logger_shutdown) = Shutdown::new();
     tiers.spawn(tier(
-        "logger",
+        LOGGER.name,
         io360_logger::serve(logger, logger_l, logger_shutdown),
     ));
     tiers.spawn(tier(
-        "store",
+        STORE.name,
         io360_store::serve(store, store_l, shutdown.clone()),
     ));
     // Sync after store, longpoll after sync: each retries its upstream until it answers.
     tiers.spawn(tier(
-        "sync",
+        SYNC.name,
         io360_sync::serve(sync, sync_l, shutdown.clone()),
     ));
     tiers.spawn(tier(
-        "longpoll",
+        LONGPOLL.name,
         io360_longpoll::serve(longpoll, longpoll_l, shutdown.clone()),
     ));
     tiers.spawn(tier(
-        "logic",
+        LOGIC.name,
         io360_logic::serve(logic, logic_l, shutdown.clone()),
     ));
     tiers.spawn(tier(
-        "frontend",
+        FRONTEND.name,
         io360_frontend::serve(frontend, public, shutdown.clone()),
     ));
 

@@ -52,8 +52,9 @@ pub struct Config {
     #[arg(long, env = "IO360_LOGGER_SWEEP_MS", default_value_t = 60_000)]
     pub sweep_ms: u64,
 
-    /// Keep client addresses whole instead of truncating them to /24 (IPv4) or /48 (IPv6).
-    #[arg(long, env = "IO360_LOGGER_KEEP_ADDRESSES")]
+    /// Keep client addresses whole instead of truncating them to /24 (IPv4) or /48 (IPv6)
+    /// (`true`, `1`, `yes` or `on`).
+    #[arg(long, env = "IO360_LOGGER_KEEP_ADDRESSES", value_parser = clap::builder::BoolishValueParser::new())]
     pub keep_addresses: bool,
 
     /// Requests handled at once, and how long each may take.

@@ -79,8 +79,9 @@ pub struct Config {
     #[arg(long, env = "IO360_TRUSTED_PROXY_HEADER")]
     pub trusted_proxy_header: Option<String>,
 
-    /// Switches the per-client rate limits off (for benchmarks and tests), as Isso's guard can.
-    #[arg(long, env = "IO360_NO_RATE_LIMITS")]
+    /// Switches the per-client rate limits off (for benchmarks and tests), as Isso's guard can
+    /// (`true`, `1`, `yes` or `on`).
+    #[arg(long, env = "IO360_NO_RATE_LIMITS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_rate_limits: bool,
 
     /// Writes (posts, edits, votes) per client per minute.
@@ -144,7 +145,7 @@ pub struct Config {
 
 impl Config {
     /// Reads the admin token from `admin_token_file` when no token was given directly.
-    fn read_admin_token_file(&mut self) -> Result<(), String> {
+    pub fn read_admin_token_file(&mut self) -> Result<(), String> {
         if self.admin_token.is_none()
             && let Some(path) = &self.admin_token_file
         {

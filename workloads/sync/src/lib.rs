@@ -111,7 +111,14 @@ pub async fn serve(
         .map_err(ServeError::Config)?;
     let history = Arc::new(History::new(limits));
     let store = StoreClient::new(&config.store_url, credential);
-    tracing::info!(epoch = history.epoch(), store = %config.store_url, "sync starting");
+    tracing::info!(
+        epoch = history.epoch(),
+        store = %config.store_url,
+        history_changes = limits.max_changes,
+        history_per_thread = limits.per_thread,
+        history_bytes = limits.max_bytes,
+        "sync starting"
+    );
 
     let tail_metrics = tail::TailMetrics::default();
     telemetry.register(
