@@ -10,6 +10,8 @@
 //! Run: `cargo bench -p io360-operator --bench converge`
 //! Targets: one cluster under 1 s, 200 within 30 s, under 100 MiB RSS.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! lint, render, the values schema, and RBAC that covers every kind the operator manages and
 //! nothing more. A missing helm binary fails these tests; it never skips them.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,6 +4,8 @@
 //! from one operator process to another. The chart-level flows (install, suspend, degrade,
 //! delete) are in the end-to-end suite of `tests/cluster`.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

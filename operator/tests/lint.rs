@@ -9,6 +9,8 @@
 //! come from `tests/lint/install-linters.sh` (and helm from `tests/cluster/install-tools.sh`);
 //! a missing tool fails the test, it never skips it.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,6 +4,8 @@
 //! Snapshots live in `tests/snapshots/`; after an intended change, regenerate them with
 //! `IO360_UPDATE_SNAPSHOTS=1 cargo test -p io360-operator --test pure` and review the diff.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::path::{Path, PathBuf};
 
 use io360_operator::crd::CommentCluster;

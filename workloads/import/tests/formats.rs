@@ -1,6 +1,8 @@
 //! Each format read from a file written by the generator (the formats' documented structure,
 //! with their awkward parts), and each kind of bad input refused with the place and the reason.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! The audit trail across tiers: every action through logic reaches the logger with its actor;
 //! the logger can die without costing a single comment; erase reaches store and logger.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! each connection after its answer, and only then closes; a poll held when longpoll stops
 //! gets an answer, never a reset. The metrics listener serves metrics and health only.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 use std::time::{Duration, Instant};

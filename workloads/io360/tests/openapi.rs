@@ -2,6 +2,8 @@
 //! `/api/v1/openapi.json` as kept in the repository, every operation it lists is routed, and
 //! every method it leaves out of a path is refused with 405.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,8 @@
 //! The public face of `io360 up` (one port for pages, `/api`, `/v1`) under requests a browser
 //! would not send: oversized bodies, preflights through the proxy, odd paths and heads.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

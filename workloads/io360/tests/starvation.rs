@@ -3,6 +3,8 @@
 //! addresses together filling what dynamic requests may use, while a reader at another
 //! address keeps loading a page.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 use std::net::{IpAddr, SocketAddr};

@@ -4,6 +4,8 @@
 //! when longpoll knows otherwise; a poll that says nothing is not answered in a loop; an event
 //! stream says so too.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

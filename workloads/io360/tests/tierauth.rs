@@ -4,6 +4,8 @@
 //! API (where a forged `X-Forwarded-For` would slip past the rate limits). HTML that reaches
 //! the store by any path is sanitized where it is stored.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 use common::{KEYS, Stack, as_tier, status_json};

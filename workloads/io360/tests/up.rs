@@ -1,6 +1,8 @@
 //! `io360 up` as a user runs it: every tier reports its start and its stop to the audit
 //! trail, and the logger stops last so that the other tiers' stops are recorded.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

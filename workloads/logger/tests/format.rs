@@ -1,6 +1,8 @@
 //! Upgrades keep data: a log written by an earlier version opens with every event in it, and
 //! one written by a newer version is refused, untouched.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! The logger tier over real HTTP on loopback, with a real fjall directory.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::time::Duration;
 
 use io360_common::serve::{Shutdown, ShutdownTrigger};

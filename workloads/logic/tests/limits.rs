@@ -1,6 +1,8 @@
 //! Logic refuses requests over its in-flight limit and answers a request it cannot finish in
 //! time, instead of holding callers while its store does not answer.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::time::Duration;
 
 use clap::Parser;

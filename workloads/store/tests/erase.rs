@@ -1,6 +1,8 @@
 //! Erasing an author does not stop the store: writes keep flowing while the erase of a large
 //! store runs, and their latency stays near what it is when the store is idle.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! Upgrades keep data: a data directory written by an earlier version opens with everything
 //! in it, and one written by a newer version is refused, untouched.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use std::path::{Path, PathBuf};
 
 use io360_common::model::{ChangeKind, Status};

@@ -1,5 +1,6 @@
 //! Starting tiers for tests: in-process on loopback, or as real `io360` processes.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

@@ -1,5 +1,7 @@
 //! Starting a store over HTTP on loopback, for the tests that need its HTTP face.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 use io360_common::serve::{Shutdown, ShutdownTrigger};
 
 /// A store serving on a free loopback port.
