@@ -18,5 +18,6 @@ pub mod rules;
 pub mod sanitize;
 pub mod serve;
 pub mod telemetry;
+pub mod writer;
 
 pub use problem::Problem;

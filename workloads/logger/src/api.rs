@@ -40,6 +40,11 @@ impl From<LogError> for Problem {
                 "the logger is shutting down",
                 Duration::from_secs(2),
             ),
+            LogError::Busy => Problem::unavailable(
+                "logger-busy",
+                "the logger's disk is behind; send the batch again shortly",
+                Duration::from_secs(1),
+            ),
             LogError::Storage(_) | LogError::Corrupt(_) | LogError::Internal(_) => {
                 Problem::internal(e)
             }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use io360_common::format::FormatError;
 use io360_common::telemetry::Telemetry;
+use io360_common::writer::{Refused, WriterThread};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -141,6 +142,11 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// Jobs that may wait for the writer. Requests in flight are bounded first (each holds at most
+/// one job), so this is reached only when the disk falls far behind; then a batch is refused
+/// with 503 and its shipper retries it.
+const WRITE_QUEUE: usize = 4096;
+
 /// The size at which a keyspace's memtable is flushed to disk.
 const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -173,8 +179,7 @@ struct Metrics {
 /// The event log. Cheap to share behind an `Arc`.
 pub struct EventLog {
     tables: Arc<Tables>,
-    jobs: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: WriterThread<Job>,
     tail: broadcast::Sender<Arc<Event>>,
     metrics: Metrics,
     _lock: File,
@@ -316,7 +321,6 @@ impl EventLog {
         metrics.stored.set(count as i64);
         metrics.bytes.set(bytes as i64);
         let (tail, _) = broadcast::channel(4096);
-        let (jobs, rx) = mpsc::channel();
         let mut writer = Writer {
             t: tables.clone(),
             count,
@@ -326,15 +330,13 @@ impl EventLog {
             tail: tail.clone(),
             metrics: metrics.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("io360-logger-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(dir_err)?;
+        let writer =
+            WriterThread::spawn("io360-logger-writer", WRITE_QUEUE, move |rx| writer.run(rx))
+                .map_err(dir_err)?;
         tracing::info!(dir = %dir.display(), events = count, bytes, "event log opened");
         Ok(EventLog {
             tables,
-            jobs: std::sync::Mutex::new(Some(jobs)),
-            writer: std::sync::Mutex::new(Some(handle)),
+            writer,
             tail,
             metrics,
             _lock: lock,
@@ -374,25 +376,17 @@ impl EventLog {
 
     /// Stops the writer after it has finished what is queued.
     pub fn close(&self) {
-        if let Ok(mut j) = self.jobs.lock() {
-            j.take();
-        }
-        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = h.join();
-        }
+        self.writer.close();
     }
 
     async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, LogError> {
         let (tx, rx) = oneshot::channel();
-        {
-            let jobs = self.jobs.lock().map_err(|_| {
-                LogError::Internal("the event log writer's lock is poisoned".into())
+        self.writer
+            .submit(make(tx))
+            .map_err(|refused| match refused {
+                Refused::Full => LogError::Busy,
+                Refused::Stopped => LogError::Stopping,
             })?;
-            jobs.as_ref()
-                .ok_or(LogError::Stopping)?
-                .send(make(tx))
-                .map_err(|_| LogError::Stopping)?;
-        }
         rx.await
             .map_err(|_| LogError::Internal("the event log writer stopped".into()))?
     }

@@ -7,6 +7,9 @@ pub enum LogError {
     /// The logger is shutting down.
     #[error("the logger is shutting down")]
     Stopping,
+    /// The writer's queue is full: the disk is behind. The caller may retry shortly.
+    #[error("the event log's write queue is full")]
+    Busy,
     /// fjall failed.
     #[error("event log storage error: {0}")]
     Storage(#[from] fjall::Error),

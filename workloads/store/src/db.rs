@@ -37,6 +37,7 @@ use std::time::Instant;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use io360_common::model::{Change, ChangeKind, FeedPos, Seq, Status, ThreadMeta, ThreadPage};
 use io360_common::telemetry::Telemetry;
+use io360_common::writer::{Refused, WriterThread};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -141,8 +142,7 @@ pub const DEFAULT_WRITE_QUEUE: usize = 8192;
 /// The comment database. Cheap to share behind an `Arc`.
 pub struct Db {
     tables: Arc<Tables>,
-    jobs: std::sync::Mutex<Option<mpsc::SyncSender<Job>>>,
-    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: WriterThread<Job>,
     durable: watch::Receiver<FeedPos>,
     metrics: Metrics,
     _lock: File,
@@ -258,7 +258,6 @@ impl Db {
         };
         let tables = Arc::new(tables);
         let (durable_tx, durable) = watch::channel(last_pos);
-        let (jobs, rx) = mpsc::sync_channel(write_queue_max.max(1));
         let metrics = Metrics {
             writes: Counter::default(),
             refused: Counter::default(),
@@ -277,18 +276,17 @@ impl Db {
             poisoned: false,
         };
         let max = group_commit_max.max(1);
-        let handle = std::thread::Builder::new()
-            .name("io360-store-writer".into())
-            .spawn(move || writer.run(rx, max))
-            .map_err(|source| OpenError::Dir {
-                dir: dir.to_owned(),
-                source,
-            })?;
+        let writer = WriterThread::spawn("io360-store-writer", write_queue_max, move |rx| {
+            writer.run(rx, max)
+        })
+        .map_err(|source| OpenError::Dir {
+            dir: dir.to_owned(),
+            source,
+        })?;
         tracing::info!(dir = %dir.display(), feed_position = last_pos, "store opened");
         Ok(Db {
             tables,
-            jobs: std::sync::Mutex::new(Some(jobs)),
-            writer: std::sync::Mutex::new(Some(handle)),
+            writer,
             durable,
             metrics,
             _lock: lock,
@@ -328,28 +326,17 @@ impl Db {
 
     /// Stops the writer after it has finished what is queued.
     pub fn close(&self) {
-        if let Ok(mut j) = self.jobs.lock() {
-            j.take();
-        }
-        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = h.join();
-        }
+        self.writer.close();
     }
 
     fn submit(&self, job: Job) -> Result<(), StoreError> {
-        let jobs = self
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::Internal("the writer's queue lock is poisoned".into()))?;
-        let jobs = jobs.as_ref().ok_or(StoreError::Stopping)?;
-        match jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(mpsc::TrySendError::Full(_)) => {
+        self.writer.submit(job).map_err(|refused| match refused {
+            Refused::Full => {
                 self.metrics.refused.inc();
-                Err(StoreError::Busy)
+                StoreError::Busy
             }
-            Err(mpsc::TrySendError::Disconnected(_)) => Err(StoreError::Stopping),
-        }
+            Refused::Stopped => StoreError::Stopping,
+        })
     }
 
     /// Applies one write; answers once it is durable.
