@@ -144,12 +144,29 @@ async fn approve(
     State(s): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<axum::Json<One>, Problem> {
-    let r = write(&s, WriteOp::Approve { id: id(&raw)? }).await?;
+    moderate(
+        &s,
+        &admin,
+        WriteOp::Approve { id: id(&raw)? },
+        Kind::CommentApproved,
+    )
+    .await
+}
+
+/// Makes a moderator's change to one comment, records it in the trail, and answers the
+/// comment as it now is.
+async fn moderate(
+    s: &AppState,
+    admin: &Admin,
+    op: WriteOp,
+    kind: Kind,
+) -> Result<axum::Json<One>, Problem> {
+    let r = write(s, op).await?;
     let comment = r
         .change
         .comment
-        .ok_or_else(|| Problem::internal("approve without comment"))?;
-    audit_comment(&s, &admin, Kind::CommentApproved, &comment, None);
+        .ok_or_else(|| Problem::internal(format!("the store's {kind:?} change has no comment")))?;
+    audit_comment(s, admin, kind, &comment, None);
     Ok(axum::Json(One { comment }))
 }
 
@@ -158,13 +175,13 @@ async fn remove(
     State(s): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<axum::Json<One>, Problem> {
-    let r = write(&s, WriteOp::Delete { id: id(&raw)? }).await?;
-    let comment = r
-        .change
-        .comment
-        .ok_or_else(|| Problem::internal("delete without comment"))?;
-    audit_comment(&s, &admin, Kind::CommentDeleted, &comment, None);
-    Ok(axum::Json(One { comment }))
+    moderate(
+        &s,
+        &admin,
+        WriteOp::Delete { id: id(&raw)? },
+        Kind::CommentDeleted,
+    )
+    .await
 }
 
 /// Rejects a held comment: it is deleted, and the trail says it was refused, not removed.
@@ -190,13 +207,7 @@ async fn reject(
         }
         Some(_) => {}
     }
-    let r = write(&s, WriteOp::Delete { id }).await?;
-    let comment = r
-        .change
-        .comment
-        .ok_or_else(|| Problem::internal("reject without comment"))?;
-    audit_comment(&s, &admin, Kind::CommentRejected, &comment, None);
-    Ok(axum::Json(One { comment }))
+    moderate(&s, &admin, WriteOp::Delete { id }, Kind::CommentRejected).await
 }
 
 async fn close(
