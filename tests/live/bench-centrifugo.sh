@@ -27,7 +27,7 @@
 #
 # Layouts: "separate" puts every server process on core 1 and the load client on core 0;
 # "shared" pins nothing. Centrifugo v6.9.1 is built from the Go module proxy on first use and
-# cached in ~/.cache/io360/peers; its configuration is ../shared/peers/centrifugo.json (the
+# cached in ~/.cache/io360/peers; its configuration is tests/live/centrifugo.json (the
 # namespace `bench` keeps 1,000 publications for 10 minutes). Only 127.0.0.0/8 is used.
 set -euo pipefail
 # One load generator on one address stands for many readers: no per-address caps.
@@ -43,7 +43,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/io360/peers
 CF_VERSION=v6.9.1
 CF_BIN=${CF_BIN:-$CACHE/centrifugo-$CF_VERSION/centrifugo}
-CF_CONF=${CF_CONF:-$ROOT/../shared/peers/centrifugo.json}
+CF_CONF=${CF_CONF:-$ROOT/tests/live/centrifugo.json}
 [ -f "$CF_CONF" ] || { echo "bench-centrifugo.sh: no Centrifugo configuration at $CF_CONF (set CF_CONF)" >&2; exit 1; }
 
 if [ ! -x "$CF_BIN" ]; then
@@ -60,41 +60,8 @@ BIN=${IO360_BIN:-$TARGET/release/io360}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/io360-bench-cf.XXXXXX)
-CG_ROOT=/sys/fs/cgroup/memory
-CGS=()
-# Every server's pid is in a file, so a restart's new process is cleaned up too.
-cleanup() {
-  for f in "$WORK"/*.pid "$WORK"/*/*.pid; do
-    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
-  done
-  sleep 0.5
-  for c in "${CGS[@]}"; do rmdir "$c" 2>/dev/null || true; done
-  if [ -n "${KEEP_WORK:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-# A fresh memory cgroup holding $1; prints its path (empty if unavailable).
-cgroup_for() {
-  local name="$CG_ROOT/io360-bench-$$-$2"
-  if mkdir "$name" 2>/dev/null; then
-    echo "$1" >"$name/cgroup.procs" 2>/dev/null || { rmdir "$name"; return; }
-    CGS+=("$name")
-    echo "$name"
-  fi
-}
-
-# Waits until $1 answers 200; with a pid as $2, gives up as soon as that process has exited.
-wait_ready() {
-  for _ in $(seq 200); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    if [ -n "${2:-}" ] && { [ ! -e "/proc/$2" ] || grep -q '^State:[[:space:]]*Z' "/proc/$2/status" 2>/dev/null; }; then
-      return 1
-    fi
-    sleep 0.05
-  done
-  echo "not ready: $1" >&2
-  return 1
-}
+# shellcheck source=tests/live/bench-lib.sh
+source "$ROOT/tests/live/bench-lib.sh"
 
 # Runs `$@` (a start function) again until it succeeds, as a supervisor restarts a process
 # that exited: after a kill, the old process's half-closed connections (FIN-WAIT-2, waiting on

@@ -39,35 +39,8 @@ LOAD="$TARGET/release/io360-loadclient"
 BIN=${IO360_BIN:-$TARGET/release/io360}
 
 WORK=$(mktemp -d /tmp/io360-bench.XXXXXX)
-CG_ROOT=/sys/fs/cgroup/memory
-PIDS=()
-CGS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  sleep 0.5
-  for c in "${CGS[@]}"; do rmdir "$c" 2>/dev/null || true; done
-  if [ -n "${KEEP_WORK:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-
-# A fresh memory cgroup holding $1 and its children; prints its path (empty if unavailable).
-cgroup_for() {
-  local name="$CG_ROOT/io360-bench-$$-$2"
-  if mkdir "$name" 2>/dev/null; then
-    echo "$1" >"$name/cgroup.procs" 2>/dev/null || { rmdir "$name"; return; }
-    CGS+=("$name")
-    echo "$name"
-  fi
-}
-
-wait_ready() {
-  for _ in $(seq 200); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "not ready: $1" >&2
-  return 1
-}
+# shellcheck source=tests/live/bench-lib.sh
+source "$ROOT/tests/live/bench-lib.sh"
 
 # Where the servers and the load client run. "separate": every server process on core 1 (Nginx
 # with one worker), the client on core 0, so neither takes CPU from the other and a fan-out's
