@@ -35,6 +35,7 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
+use crate::children::{ChildKind, ChildRef};
 use crate::crd::{CommentCluster, PdbSpec, StatefulTierSpec, TierSpec};
 use crate::degrade::SuspensionReason;
 
@@ -190,26 +191,23 @@ impl DesiredObject {
 
     /// `Kind/name`, for logs and events.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.resource.kind, self.object.name_any())
+        self.child().to_string()
+    }
+
+    /// Which child this is.
+    pub fn child(&self) -> ChildRef {
+        let kind = ChildKind::of(&self.resource.kind)
+            .expect("desired objects are of the kinds the operator makes");
+        ChildRef::new(kind, self.object.name_any())
     }
 }
 
 /// The kinds the operator creates, in apply order: what pods need (config, identity) first.
 pub fn kinds() -> Vec<ApiResource> {
-    vec![
-        ApiResource::erase::<ConfigMap>(&()),
-        ApiResource::erase::<ServiceAccount>(&()),
-        ApiResource::erase::<Role>(&()),
-        ApiResource::erase::<RoleBinding>(&()),
-        ApiResource::erase::<PersistentVolumeClaim>(&()),
-        ApiResource::erase::<Service>(&()),
-        ApiResource::erase::<StatefulSet>(&()),
-        ApiResource::erase::<Deployment>(&()),
-        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
-        ApiResource::erase::<PodDisruptionBudget>(&()),
-        ApiResource::erase::<NetworkPolicy>(&()),
-        ApiResource::erase::<Ingress>(&()),
-    ]
+    ChildKind::ALL
+        .into_iter()
+        .map(ChildKind::resource)
+        .collect()
 }
 
 /// The labels every child of `cc` carries.
