@@ -6,6 +6,7 @@
 //! → carry out with server-side apply ([`reconcile`]) → status ([`plan::status`], pure). Automatic degrade is a pure state machine ([`degrade`]) fed by the
 //! frontend autoscaler's status.
 
+pub mod autoscaling;
 pub mod children;
 pub mod crd;
 pub mod degrade;

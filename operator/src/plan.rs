@@ -10,16 +10,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::core::ApiResource;
 use serde_json::Value;
 
-use crate::children::{ChildRef, fingerprint, hash_json};
+use crate::autoscaling::{self, MetricState};
+use crate::children::{ChildKind, ChildRef, fingerprint, hash_json};
 use crate::crd::{
-    AutoscalingSpec, CommentCluster, CommentClusterStatus, SuspensionStatus, TierStatus,
+    AutoscalingSpec, CommentCluster, CommentClusterStatus, ScalingMetric, SuspensionStatus,
+    TierAutoscalingStatus, TierStatus,
 };
-use crate::degrade::{self, DegradeState, SuspensionReason};
+use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason};
 use crate::desired::{self, Inputs, Suspension, Tier, names};
 use crate::events::EventType;
 use crate::health::TierProblem;
@@ -257,7 +260,7 @@ pub fn plan(o: &Observed) -> Plan {
     let longpoll_now = o
         .children
         .get(&ChildRef::new(
-            crate::children::ChildKind::Deployment,
+            ChildKind::Deployment,
             names::tier(&cc.name_any(), Tier::Longpoll),
         ))
         .map(|d| replicas(d).0)
@@ -450,7 +453,8 @@ pub fn requeue_after(status: &CommentClusterStatus, tier_keys_recheck: Duration)
     next.min(tier_keys_recheck.max(Duration::from_secs(1)))
 }
 
-/// Sets condition `type_`, keeping its transition time when its status does not change.
+/// Sets condition `type_` to True or False, keeping its transition time when its status does
+/// not change.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     generation: Option<i64>,
@@ -461,6 +465,20 @@ pub fn set_condition(
     message: &str,
 ) {
     let status = if status { "True" } else { "False" };
+    set_condition_to(conditions, generation, now, type_, status, reason, message);
+}
+
+/// Sets condition `type_` to `status` (True, False or Unknown), keeping its transition time
+/// when its status does not change.
+pub fn set_condition_to(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    now: &Timestamp,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+) {
     let transition = conditions
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -514,13 +532,134 @@ pub fn failed_status(cc: &CommentCluster, now: &Timestamp, error: &str) -> Comme
 }
 
 /// What a pass saw of the tiers once it applied everything: each one's desired and ready
-/// replicas, and why the ones that lag do, where their pods say.
+/// replicas, why the ones that lag do, where their pods say, and what their autoscalers read.
 #[derive(Clone, Debug, Default)]
 pub struct Tiers {
     /// Desired and ready replicas by tier name.
     pub replicas: BTreeMap<String, (i32, i32)>,
     /// What keeps a lagging tier's pods from being ready, by tier name.
     pub problems: BTreeMap<String, TierProblem>,
+    /// The autoscaled tiers' autoscalers, by tier name.
+    pub autoscalers: BTreeMap<String, Autoscaler>,
+}
+
+/// One tier's autoscaler as the pass found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Autoscaler {
+    /// What it scales on.
+    pub metric: ScalingMetric,
+    /// Whether it reads it.
+    pub state: MetricState,
+    /// Its reading for automatic degrade (the frontend's).
+    pub reading: Option<HpaReading>,
+}
+
+/// The autoscalers of the tiers the spec autoscales, read from their HPAs among `children`
+/// (pending where the HPA is not there yet).
+pub fn autoscalers<'a>(
+    cc: &CommentCluster,
+    children: impl IntoIterator<Item = (&'a ChildRef, &'a Value)>,
+) -> BTreeMap<String, Autoscaler> {
+    let name = cc.name_any();
+    let hpas: HashMap<&str, &Value> = children
+        .into_iter()
+        .filter(|(c, _)| c.kind == ChildKind::HorizontalPodAutoscaler)
+        .map(|(c, v)| (c.name.as_str(), v))
+        .collect();
+    Tier::scalable(cc)
+        .into_iter()
+        .filter_map(|(tier, spec)| {
+            let auto = spec.autoscaling.as_ref()?;
+            let hpa: Option<HorizontalPodAutoscaler> = hpas
+                .get(names::tier(&name, tier).as_str())
+                .and_then(|v| serde_json::from_value((*v).clone()).ok());
+            let autoscaler = Autoscaler {
+                metric: desired::scaling_metric(tier, auto),
+                state: hpa
+                    .as_ref()
+                    .map(autoscaling::metric_state)
+                    .unwrap_or(MetricState::Pending),
+                reading: hpa.as_ref().and_then(autoscaling::reading),
+            };
+            Some((tier.as_str().to_string(), autoscaler))
+        })
+        .collect()
+}
+
+/// Condition `AutoscalingHealthy`: False naming every tier whose autoscaler cannot read its
+/// metric, Unknown while some have not reported, else True.
+fn autoscaling_condition(
+    autoscalers: &BTreeMap<String, Autoscaler>,
+) -> (&'static str, &'static str, String) {
+    let failing: Vec<String> = autoscalers
+        .iter()
+        .filter(|(_, a)| matches!(a.state, MetricState::Unavailable { .. }))
+        .map(|(tier, a)| {
+            format!(
+                "{tier} ({}): {}",
+                a.metric.metric_name(),
+                a.state.message().unwrap_or_default()
+            )
+        })
+        .collect();
+    let pending: Vec<&str> = autoscalers
+        .iter()
+        .filter(|(_, a)| a.state == MetricState::Pending)
+        .map(|(tier, _)| tier.as_str())
+        .collect();
+    if !failing.is_empty() {
+        (
+            "False",
+            "MetricsUnavailable",
+            format!(
+                "autoscalers cannot read their metrics and leave these tiers' replicas as they are: {}",
+                failing.join("; ")
+            ),
+        )
+    } else if !pending.is_empty() {
+        (
+            "Unknown",
+            "AwaitingAutoscalers",
+            format!("autoscalers have not reported yet: {}", pending.join(", ")),
+        )
+    } else if autoscalers.is_empty() {
+        ("True", "NoAutoscalers", "no tier has an autoscaler".into())
+    } else {
+        (
+            "True",
+            "MetricsAvailable",
+            "every autoscaler reads its metrics".into(),
+        )
+    }
+}
+
+/// Condition `AutoDegrade`, with automatic degrade enabled: whether it has a reading of the
+/// frontend to decide from, and if not, why.
+fn degrade_condition(frontend: Option<&Autoscaler>) -> (&'static str, &'static str, String) {
+    if frontend
+        .and_then(|a| a.reading)
+        .is_some_and(|r| r.utilization.is_some())
+    {
+        return (
+            "True",
+            "Reading",
+            "automatic degrade reads the frontend autoscaler's CPU utilization".into(),
+        );
+    }
+    let why = match frontend.map(|a| &a.state) {
+        Some(s @ MetricState::Unavailable { .. }) => format!(
+            "the frontend autoscaler cannot read its metrics ({})",
+            s.message().unwrap_or_default()
+        ),
+        _ => "the frontend autoscaler has not reported CPU utilization yet".into(),
+    };
+    (
+        "False",
+        "NoReading",
+        format!(
+            "automatic degrade is not deciding: {why}; comments stay as they are until it reads again"
+        ),
+    )
 }
 
 /// The status a pass writes: a function of what it observed and decided, with transition
@@ -531,7 +670,11 @@ pub fn status(o: &Observed, plan: &Plan, tiers: &Tiers) -> CommentClusterStatus 
     let old = cc.status.clone().unwrap_or_default();
     let generation = cc.metadata.generation;
     let suspension = plan.suspension.as_ref();
-    let Tiers { replicas, problems } = tiers;
+    let Tiers {
+        replicas,
+        problems,
+        autoscalers,
+    } = tiers;
     let tiers: BTreeMap<String, TierStatus> = replicas
         .iter()
         .map(|(t, (desired, ready))| {
@@ -540,6 +683,11 @@ pub fn status(o: &Observed, plan: &Plan, tiers: &Tiers) -> CommentClusterStatus 
                 TierStatus {
                     desired_replicas: *desired,
                     ready_replicas: *ready,
+                    autoscaling: autoscalers.get(t).map(|a| TierAutoscalingStatus {
+                        metric: a.metric.metric_name().into(),
+                        metrics_available: a.state.as_status().into(),
+                        message: a.state.message(),
+                    }),
                 },
             )
         })
@@ -550,6 +698,31 @@ pub fn status(o: &Observed, plan: &Plan, tiers: &Tiers) -> CommentClusterStatus 
         .map(|(t, s)| format!("{t} {}/{}", s.ready_replicas, s.desired_replicas))
         .collect();
     let mut conditions = old.conditions.clone();
+    let (health, health_reason, health_message) = autoscaling_condition(autoscalers);
+    set_condition_to(
+        &mut conditions,
+        generation,
+        now,
+        "AutoscalingHealthy",
+        health,
+        health_reason,
+        &health_message,
+    );
+    if cc.spec.auto_degrade.enabled {
+        let (deciding, reason, message) =
+            degrade_condition(autoscalers.get(Tier::Frontend.as_str()));
+        set_condition_to(
+            &mut conditions,
+            generation,
+            now,
+            "AutoDegrade",
+            deciding,
+            reason,
+            &message,
+        );
+    } else {
+        conditions.retain(|c| c.type_ != "AutoDegrade");
+    }
     let mut set = |type_: &str, status: bool, reason: &str, message: &str| {
         set_condition(
             &mut conditions,
@@ -627,8 +800,6 @@ pub fn status(o: &Observed, plan: &Plan, tiers: &Tiers) -> CommentClusterStatus 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::children::ChildKind;
-    use crate::crd::AutoscalingSpec;
     use serde_json::json;
 
     fn cluster(yaml: &str, generation: i64) -> CommentCluster {
@@ -1053,7 +1224,7 @@ mod tests {
                 .iter()
                 .map(|t| (t.as_str().to_string(), (2, 2)))
                 .collect(),
-            problems: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -1178,6 +1349,187 @@ mod tests {
         assert_eq!(f.observed_generation, None, "a failed pass applied nothing");
     }
 
+    fn hpa_child(name: &str, status: Value) -> (ChildRef, Value) {
+        (
+            ChildRef::new(ChildKind::HorizontalPodAutoscaler, name),
+            json!({
+                "metadata": {"name": name},
+                "spec": {"scaleTargetRef": {"kind": "Deployment", "name": name}, "maxReplicas": 20},
+                "status": status,
+            }),
+        )
+    }
+
+    fn reading_cpu(utilization: i32) -> Value {
+        json!({
+            "currentReplicas": 3,
+            "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "current": {"averageUtilization": utilization}}}],
+            "conditions": [{"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"}],
+        })
+    }
+
+    fn failing(reason: &str, message: &str) -> Value {
+        json!({
+            "currentReplicas": 2,
+            "conditions": [{"type": "ScalingActive", "status": "False", "reason": reason,
+                            "message": message}],
+        })
+    }
+
+    fn with_autoscalers(cc: &CommentCluster, children: &[(ChildRef, Value)]) -> Tiers {
+        Tiers {
+            autoscalers: autoscalers(cc, children.iter().map(|(c, v)| (c, v))),
+            ..all_ready()
+        }
+    }
+
+    #[test]
+    fn each_autoscaled_tier_reports_its_metric_and_whether_it_reads_it() {
+        let cc = autoscaled();
+        let children = [
+            hpa_child("news-frontend", reading_cpu(40)),
+            hpa_child(
+                "news-longpoll",
+                failing(
+                    "FailedGetPodsMetric",
+                    "unable to get metric io360_longpoll_held_connections",
+                ),
+            ),
+        ];
+        let o = observed(&cc, at(0));
+        let s = status(&o, &plan(&o), &with_autoscalers(&cc, &children));
+        let tier = |t: &str| s.tiers[t].autoscaling.clone().unwrap();
+        assert_eq!(tier("frontend").metric, "cpu");
+        assert_eq!(tier("frontend").metrics_available, "True");
+        assert_eq!(tier("longpoll").metric, "io360_longpoll_held_connections");
+        assert_eq!(tier("longpoll").metrics_available, "False");
+        assert_eq!(
+            tier("longpoll").message.as_deref(),
+            Some("FailedGetPodsMetric: unable to get metric io360_longpoll_held_connections")
+        );
+        // logic's HPA is not there yet: unknown, not failing. sync has no autoscaler.
+        assert_eq!(tier("logic").metrics_available, "Unknown");
+        assert_eq!(s.tiers["sync"].autoscaling, None);
+
+        let c = condition(&s, "AutoscalingHealthy");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "MetricsUnavailable")
+        );
+        assert!(
+            c.message.contains(
+                "longpoll (io360_longpoll_held_connections): FailedGetPodsMetric: unable to get metric"
+            ),
+            "{}",
+            c.message
+        );
+        assert!(!c.message.contains("frontend"), "{}", c.message);
+        // The frontend reads CPU: automatic degrade decides.
+        let d = condition(&s, "AutoDegrade");
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "Reading"));
+    }
+
+    #[test]
+    fn autoscalers_not_reported_yet_are_unknown_and_all_reading_is_healthy() {
+        let cc = autoscaled();
+        let o = observed(&cc, at(0));
+        let p = plan(&o);
+        let s = status(&o, &p, &with_autoscalers(&cc, &[]));
+        let c = condition(&s, "AutoscalingHealthy");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "AwaitingAutoscalers")
+        );
+        assert_eq!(
+            c.message,
+            "autoscalers have not reported yet: frontend, logic, longpoll"
+        );
+
+        let children =
+            ["news-frontend", "news-logic", "news-longpoll"].map(|n| hpa_child(n, reading_cpu(30)));
+        let s = status(&o, &p, &with_autoscalers(&cc, &children));
+        let c = condition(&s, "AutoscalingHealthy");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "MetricsAvailable")
+        );
+
+        // A cluster with no autoscaler is healthy as far as autoscaling goes.
+        let m = minimal();
+        let o = observed(&m, at(0));
+        let s = status(&o, &plan(&o), &with_autoscalers(&m, &[]));
+        assert_eq!(condition(&s, "AutoscalingHealthy").reason, "NoAutoscalers");
+    }
+
+    #[test]
+    fn automatic_degrade_says_why_it_is_not_deciding() {
+        let cc = autoscaled();
+        let o = observed(&cc, at(0));
+        let p = plan(&o);
+        let children = [hpa_child(
+            "news-frontend",
+            failing(
+                "FailedGetResourceMetric",
+                "failed to get cpu utilization: no metrics returned from resource metrics API",
+            ),
+        )];
+        let s = status(&o, &p, &with_autoscalers(&cc, &children));
+        let d = condition(&s, "AutoDegrade");
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("False", "NoReading")
+        );
+        assert!(
+            d.message.starts_with(
+                "automatic degrade is not deciding: the frontend autoscaler cannot read its metrics (FailedGetResourceMetric: failed to get cpu"
+            ),
+            "{}",
+            d.message
+        );
+        let s = status(&o, &p, &with_autoscalers(&cc, &[]));
+        assert!(
+            condition(&s, "AutoDegrade")
+                .message
+                .contains("has not reported CPU utilization yet")
+        );
+
+        // Disabled: the condition goes away.
+        let mut off = autoscaled();
+        off.status = Some(s);
+        off.spec.auto_degrade.enabled = false;
+        let o = observed(&off, at(1));
+        let s = status(&o, &plan(&o), &with_autoscalers(&off, &[]));
+        assert!(s.conditions.iter().all(|c| c.type_ != "AutoDegrade"));
+    }
+
+    #[test]
+    fn a_longpoll_at_zero_while_suspended_is_not_an_autoscaling_failure() {
+        let cc = autoscaled();
+        let children = [
+            hpa_child("news-frontend", reading_cpu(40)),
+            hpa_child("news-logic", reading_cpu(40)),
+            hpa_child(
+                "news-longpoll",
+                failing(
+                    "ScalingDisabled",
+                    "scaling is disabled since the replica count of the target is zero",
+                ),
+            ),
+        ];
+        let o = observed(&cc, at(0));
+        let s = status(&o, &plan(&o), &with_autoscalers(&cc, &children));
+        assert_eq!(condition(&s, "AutoscalingHealthy").status, "True");
+        assert_eq!(
+            s.tiers["longpoll"]
+                .autoscaling
+                .as_ref()
+                .unwrap()
+                .metrics_available,
+            "Unknown"
+        );
+    }
+
     #[test]
     fn a_pass_looks_again_soon_while_tiers_lag() {
         let mut s = CommentClusterStatus::default();
@@ -1188,6 +1540,7 @@ mod tests {
             TierStatus {
                 desired_replicas: 2,
                 ready_replicas: 1,
+                autoscaling: None,
             },
         );
         assert_eq!(requeue_after(&s, day), Duration::from_secs(15));

@@ -28,9 +28,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
+use crate::autoscaling;
 use crate::children::{ChildRef, Children, fingerprint};
 use crate::crd::{CommentCluster, CommentClusterStatus};
-use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason, Thresholds};
+use crate::degrade::{self, DegradeState, SuspensionReason, Thresholds};
 use crate::desired::{self, Tier, names};
 use crate::events::Recorder;
 use crate::health::{self, TierProblem};
@@ -315,14 +316,19 @@ async fn carry_out(
             .map_err(kube_err("scale longpoll"))?;
     }
 
-    let children = plan
+    let children: Vec<(&ChildRef, &Value)> = plan
         .unchanged
         .iter()
         .map(|(child, object)| (child, object))
-        .chain(applied.iter().map(|(child, object, _)| (child, object)));
-    let replicas = plan::tier_replicas(&name, children, &plan.longpoll);
+        .chain(applied.iter().map(|(child, object, _)| (child, object)))
+        .collect();
+    let replicas = plan::tier_replicas(&name, children.iter().copied(), &plan.longpoll);
     let problems = tier_problems(ctx, ns, &name, &replicas).await?;
-    Ok(Tiers { replicas, problems })
+    Ok(Tiers {
+        replicas,
+        problems,
+        autoscalers: plan::autoscalers(cc, children),
+    })
 }
 
 /// Why tiers are not ready, when their pods say: an image that cannot be pulled, a crash
@@ -476,7 +482,7 @@ pub fn evaluate_degrade_all(
         };
         let before = degrade_state(ctx, &cc, &uid);
         let key = ObjectRef::new(&names::tier(&cc.name_any(), Tier::Frontend)).within(&ns);
-        let reading = hpas.get(&key).as_deref().and_then(hpa_reading);
+        let reading = hpas.get(&key).as_deref().and_then(autoscaling::reading);
         let after = degrade::step(before, now, reading, &thresholds(&cc));
         ctx.with_memory(&uid, |m| m.degrade = Some(after));
         if after.overloaded() != before.overloaded() {
@@ -491,24 +497,6 @@ pub fn evaluate_degrade_all(
         }
     }
     flipped
-}
-
-/// The degrade machine's view of an autoscaler: replicas against the maximum, and the CPU
-/// utilization it reports.
-pub fn hpa_reading(hpa: &HorizontalPodAutoscaler) -> Option<HpaReading> {
-    let spec = hpa.spec.as_ref()?;
-    let status = hpa.status.as_ref()?;
-    let utilization = status.current_metrics.iter().flatten().find_map(|m| {
-        m.resource
-            .as_ref()
-            .filter(|r| r.name == "cpu")
-            .and_then(|r| r.current.average_utilization)
-    });
-    Some(HpaReading {
-        current_replicas: status.current_replicas.unwrap_or(0),
-        max_replicas: spec.max_replicas,
-        utilization,
-    })
 }
 
 /// Applies `children` with server-side apply and returns each as the API server answered,
