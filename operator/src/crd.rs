@@ -383,14 +383,15 @@ pub struct AutoscalingSpec {
     pub metrics: Vec<MetricSpec>,
 }
 
-/// What the autoscaler scales this tier on. Unset, each tier scales on what limits it:
+/// What the autoscaler scales this tier on. Unset, each tier scales on what limits it.
 ///
-/// - longpoll: `HeldConnections`. A longpoll pod mostly waits: its cost is the polls and
-///   event streams it holds open, not CPU, and it refuses new ones at its held-connection
-///   limit, long before its CPU is busy.
-/// - frontend, logic and sync: `CPU`. frontend serves pages from memory and logic
-///   renders and checks comments, both CPU-bound; automatic degrade reads the frontend's
-///   CPU utilization, so with `autoDegrade.enabled` frontend must scale on `CPU`.
+/// longpoll scales on `HeldConnections`: a longpoll pod mostly waits; its cost is the polls
+/// and event streams it holds open, not CPU, and it refuses new ones at its held-connection
+/// limit long before its CPU is busy.
+///
+/// frontend, logic and sync scale on `CPU`: frontend serves pages from memory and logic
+/// renders and checks comments, both CPU-bound. Automatic degrade reads the frontend's CPU
+/// utilization, so with `autoDegrade.enabled` frontend must scale on `CPU`.
 ///
 /// `RequestsInFlight` suits logic when its requests wait on the store more than they
 /// use CPU.

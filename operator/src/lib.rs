@@ -3,8 +3,9 @@
 //!
 //! The pipeline is validate ([`validate`]) → observe → plan ([`plan`], pure: the suspension,
 //! the desired objects from [`desired`], what to apply and prune, longpoll's scale, Events)
-//! → carry out with server-side apply ([`reconcile`]) → status ([`plan::status`], pure). Automatic degrade is a pure state machine ([`degrade`]) fed by the
-//! frontend autoscaler's status.
+//! → carry out with server-side apply ([`reconcile`]) → status ([`plan::status`], pure).
+//! Automatic degrade is a pure state machine ([`degrade`]) fed by the frontend autoscaler's
+//! status, read by [`autoscaling`], which also tells when an autoscaler cannot read its metric.
 
 pub mod autoscaling;
 pub mod children;

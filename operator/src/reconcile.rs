@@ -1,5 +1,5 @@
 //! The part that talks to the API server. One pass is validate → observe → plan → carry out
-//! → status ([`reconcile_inner`] reads in one screen); every decision is in [`crate::plan`],
+//! → status (`reconcile_inner` reads in one screen); every decision is in [`crate::plan`],
 //! a pure function of what the pass observed, and this module only reads and writes.
 //!
 //! A pass applies only the children whose desired object changed or whose cached copy shows
