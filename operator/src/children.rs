@@ -9,13 +9,144 @@
 //! field the operator sets, so they cost a cache read instead of a request.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Resource;
 use kube::ResourceExt;
+use kube::core::ApiResource;
 use kube::runtime::reflector::Store;
 use serde::Serialize;
 use serde_json::Value;
+
+/// A kind of child the operator makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChildKind {
+    /// The control ConfigMap.
+    ConfigMap,
+    /// The tiers' identity.
+    ServiceAccount,
+    /// What the tiers may read.
+    Role,
+    /// Binds the Role to the ServiceAccount.
+    RoleBinding,
+    /// logger's data.
+    PersistentVolumeClaim,
+    /// A tier's Service.
+    Service,
+    /// store.
+    StatefulSet,
+    /// The stateless tiers and logger.
+    Deployment,
+    /// A tier's autoscaler.
+    HorizontalPodAutoscaler,
+    /// A tier's disruption budget.
+    PodDisruptionBudget,
+    /// Who may reach a tier.
+    NetworkPolicy,
+    /// The optional public entry.
+    Ingress,
+}
+
+impl ChildKind {
+    /// Every kind, in apply order: what pods need (config, identity) first.
+    pub const ALL: [ChildKind; 12] = [
+        ChildKind::ConfigMap,
+        ChildKind::ServiceAccount,
+        ChildKind::Role,
+        ChildKind::RoleBinding,
+        ChildKind::PersistentVolumeClaim,
+        ChildKind::Service,
+        ChildKind::StatefulSet,
+        ChildKind::Deployment,
+        ChildKind::HorizontalPodAutoscaler,
+        ChildKind::PodDisruptionBudget,
+        ChildKind::NetworkPolicy,
+        ChildKind::Ingress,
+    ];
+
+    /// The kind's API resource (group, version, kind, plural).
+    pub fn resource(self) -> ApiResource {
+        match self {
+            ChildKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+            ChildKind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
+            ChildKind::Role => ApiResource::erase::<Role>(&()),
+            ChildKind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),
+            ChildKind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
+            ChildKind::Service => ApiResource::erase::<Service>(&()),
+            ChildKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            ChildKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            ChildKind::HorizontalPodAutoscaler => {
+                ApiResource::erase::<HorizontalPodAutoscaler>(&())
+            }
+            ChildKind::PodDisruptionBudget => ApiResource::erase::<PodDisruptionBudget>(&()),
+            ChildKind::NetworkPolicy => ApiResource::erase::<NetworkPolicy>(&()),
+            ChildKind::Ingress => ApiResource::erase::<Ingress>(&()),
+        }
+    }
+
+    /// The kind named `kind` (`Deployment`, ...), when it is one of the operator's.
+    pub fn of(kind: &str) -> Option<ChildKind> {
+        Self::ALL.into_iter().find(|k| k.resource().kind == kind)
+    }
+
+    /// Kinds that come and go with the spec (autoscalers, disruption budgets, the Ingress):
+    /// a child of these kinds that the spec no longer wants is deleted.
+    pub fn pruned(self) -> bool {
+        matches!(
+            self,
+            ChildKind::HorizontalPodAutoscaler
+                | ChildKind::PodDisruptionBudget
+                | ChildKind::Ingress
+        )
+    }
+
+    /// Kinds applied before the rest: what pods read at start (the control ConfigMap, their
+    /// identity), and a Role before its RoleBinding, which the API server checks against it.
+    pub fn applied_first(self) -> bool {
+        matches!(
+            self,
+            ChildKind::ConfigMap | ChildKind::ServiceAccount | ChildKind::Role
+        )
+    }
+
+    /// Kinds that run a tier's pods.
+    pub fn workload(self) -> bool {
+        matches!(self, ChildKind::Deployment | ChildKind::StatefulSet)
+    }
+}
+
+/// One child of a CommentCluster: its kind and name (the namespace is the cluster's).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChildRef {
+    /// What kind of object.
+    pub kind: ChildKind,
+    /// Its name.
+    pub name: String,
+}
+
+impl ChildRef {
+    /// `kind` `name`.
+    pub fn new(kind: ChildKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+/// `Kind/name`, as logs and events show a child.
+impl fmt::Display for ChildRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind.resource().kind, self.name)
+    }
+}
 
 /// One kind's store, read without knowing the type.
 trait KindStore: Send + Sync {
@@ -68,6 +199,20 @@ impl Children {
     /// yet, deleted, or the kind is not watched).
     pub fn get(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
         self.stores.get(kind)?.get(ns, name)
+    }
+
+    /// Every cached child in `ns` owned by the object with `owner_uid`, as JSON.
+    pub fn all_owned_by(&self, ns: &str, owner_uid: &str) -> HashMap<ChildRef, Value> {
+        let mut out = HashMap::new();
+        for kind in ChildKind::ALL {
+            let resource = kind.resource();
+            for name in self.owned_by(&resource.kind, ns, owner_uid) {
+                if let Some(object) = self.get(&resource.kind, ns, &name) {
+                    out.insert(ChildRef::new(kind, name), object);
+                }
+            }
+        }
+        out
     }
 
     /// Names of the cached children of `kind` in `ns` owned by the object with `owner_uid`.

@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("self.metadata.name.matches('^[a-z]')").message("metadata.name must start with a lowercase letter: Service names are derived from it")
 )]
 #[x_kube(validation = Rule::new("!self.autoDegrade.enabled || has(self.frontend.autoscaling)").message("automatic degrade reads the frontend autoscaler: set spec.frontend.autoscaling"))]
+#[x_kube(validation = Rule::new("!self.autoDegrade.enabled || !has(self.frontend.autoscaling) || !has(self.frontend.autoscaling.metric) || self.frontend.autoscaling.metric == 'CPU'").message("automatic degrade reads the frontend's CPU utilization: with autoDegrade.enabled, spec.frontend.autoscaling.metric must be CPU"))]
+#[x_kube(validation = Rule::new("(!has(self.frontend.autoscaling) || ((!has(self.frontend.autoscaling.metric) || self.frontend.autoscaling.metric != 'HeldConnections') && !has(self.frontend.autoscaling.targetHeldConnections))) && (!has(self.logic.autoscaling) || ((!has(self.logic.autoscaling.metric) || self.logic.autoscaling.metric != 'HeldConnections') && !has(self.logic.autoscaling.targetHeldConnections))) && (!has(self.sync.autoscaling) || ((!has(self.sync.autoscaling.metric) || self.sync.autoscaling.metric != 'HeldConnections') && !has(self.sync.autoscaling.targetHeldConnections)))").message("HeldConnections and targetHeldConnections are longpoll's alone: only longpoll pods report io360_longpoll_held_connections"))]
 #[serde(rename_all = "camelCase")]
 pub struct CommentClusterSpec {
     /// The io360 container image every tier runs (`io360 serve <tier>`).
@@ -331,6 +333,8 @@ pub struct TierSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be less than or equal to maxReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.targetHeldConnections) || !has(self.metric) || self.metric == 'HeldConnections'").message("targetHeldConnections applies only when metric is HeldConnections (longpoll's default)"))]
+#[x_kube(validation = Rule::new("!has(self.targetRequestsInFlight) || (has(self.metric) && self.metric == 'RequestsInFlight')").message("targetRequestsInFlight applies only when metric is RequestsInFlight"))]
 pub struct AutoscalingSpec {
     /// The fewest replicas the autoscaler keeps.
     #[serde(default = "default_min_replicas")]
@@ -342,16 +346,100 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
 
-    /// Target average CPU utilization, in percent of the CPU request. Default 70.
+    /// What the autoscaler scales this tier on; unset, the tier's default (see
+    /// [`ScalingMetric`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<ScalingMetric>,
+
+    /// Target average CPU utilization, in percent of the CPU request, when the tier scales
+    /// on `CPU`. Default 70.
     #[serde(default = "default_cpu_target")]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization: i32,
 
-    /// Further metrics for the autoscaler (autoscaling/v2 MetricSpec), e.g. requests per
-    /// second from a custom metrics adapter.
+    /// longpoll, scaling on `HeldConnections`: the average number of polls and event
+    /// streams held open per pod that the autoscaler keeps (Pods metric
+    /// `io360_longpoll_held_connections`, AverageValue target). Default 5000: half of the
+    /// 10,000 a longpoll pod holds at most when it cannot read its open-file limit, so pods
+    /// are added well before one refuses polls. A pod's own limit is its open-file limit less
+    /// 256 (its `io360_longpoll_held_limit` gauge); where pods run with a low open-file limit,
+    /// set this to about half of that gauge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub target_held_connections: Option<i32>,
+
+    /// Scaling on `RequestsInFlight`: the average number of requests being answered per pod
+    /// that the autoscaler keeps (Pods metric `io360_http_requests_in_flight`, AverageValue
+    /// target). Default 50: a pod answering in about 10 ms holds about 50 requests at 5,000
+    /// requests a second, far below the 4,096 in flight at which a tier refuses requests
+    /// with 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_requests_in_flight: Option<i32>,
+
+    /// Further metrics for the autoscaler (autoscaling/v2 MetricSpec), added to the one
+    /// `metric` chooses, e.g. requests per second from a custom metrics adapter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricSpec>,
 }
+
+/// What the autoscaler scales this tier on. Unset, each tier scales on what limits it.
+///
+/// longpoll scales on `HeldConnections`: a longpoll pod mostly waits; its cost is the polls
+/// and event streams it holds open, not CPU, and it refuses new ones at its held-connection
+/// limit long before its CPU is busy.
+///
+/// frontend, logic and sync scale on `CPU`: frontend serves pages from memory and logic
+/// renders and checks comments, both CPU-bound. Automatic degrade reads the frontend's CPU
+/// utilization, so with `autoDegrade.enabled` frontend must scale on `CPU`.
+///
+/// `RequestsInFlight` suits logic when its requests wait on the store more than they
+/// use CPU.
+///
+/// `CPU` is read from the resource metrics API (metrics-server). `HeldConnections` and
+/// `RequestsInFlight` are per-pod metrics read from the custom metrics API
+/// (custom.metrics.k8s.io), which an adapter such as prometheus-adapter serves under the
+/// Prometheus series' names `io360_longpoll_held_connections` and
+/// `io360_http_requests_in_flight`. An autoscaler that cannot read its metric does not scale;
+/// status condition `AutoscalingHealthy` and `status.tiers.<tier>.autoscaling` say so.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScalingMetric {
+    /// Average CPU utilization against `targetCpuUtilization` (Resource metric `cpu`).
+    #[serde(rename = "CPU")]
+    Cpu,
+    /// longpoll only: polls and event streams held open per pod, against
+    /// `targetHeldConnections` (Pods metric `io360_longpoll_held_connections`).
+    HeldConnections,
+    /// Requests being answered per pod, against `targetRequestsInFlight` (Pods metric
+    /// `io360_http_requests_in_flight`).
+    RequestsInFlight,
+}
+
+impl ScalingMetric {
+    /// The value as written in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPU",
+            Self::HeldConnections => "HeldConnections",
+            Self::RequestsInFlight => "RequestsInFlight",
+        }
+    }
+
+    /// The metric the autoscaler reads: `cpu` or the Prometheus series' name.
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::HeldConnections => "io360_longpoll_held_connections",
+            Self::RequestsInFlight => "io360_http_requests_in_flight",
+        }
+    }
+}
+
+/// Default `targetHeldConnections`: half of longpoll's 10,000 fallback held-connection limit.
+pub const DEFAULT_TARGET_HELD_CONNECTIONS: i32 = 5000;
+
+/// Default `targetRequestsInFlight`.
+pub const DEFAULT_TARGET_REQUESTS_IN_FLIGHT: i32 = 50;
 
 fn default_min_replicas() -> i32 {
     1
@@ -618,8 +706,10 @@ pub struct CommentClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `Progressing` and `CommentsSuspended` (reason `Manual` or `Overload`), one
-    /// of each type at most.
+    /// `Ready`, `Progressing`, `CommentsSuspended` (reason `Manual` or `Overload`),
+    /// `AutoscalingHealthy` (False naming each tier whose autoscaler cannot read its metric)
+    /// and, with automatic degrade enabled, `AutoDegrade` (False while it has no reading of
+    /// the frontend and so does not decide); one of each type at most.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -645,7 +735,7 @@ pub struct CommentClusterStatus {
     pub longpoll_replicas_before_suspension: Option<i32>,
 }
 
-/// Replicas of one tier.
+/// Replicas of one tier, and whether its autoscaler can read what it scales on.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TierStatus {
@@ -653,6 +743,28 @@ pub struct TierStatus {
     pub desired_replicas: i32,
     /// Replicas passing their readiness probe.
     pub ready_replicas: i32,
+    /// The tier's autoscaler, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<TierAutoscalingStatus>,
+}
+
+/// What a tier's autoscaler scales on and whether it can read it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierAutoscalingStatus {
+    /// The metric it scales on: `cpu`, `io360_longpoll_held_connections` or
+    /// `io360_http_requests_in_flight`.
+    pub metric: String,
+    /// `True` when the autoscaler reads its metrics. `False` when it reports it cannot
+    /// (condition ScalingActive False, e.g. FailedGetPodsMetric): it then leaves the tier's
+    /// replicas as they are, so check the metrics pipeline (metrics-server for cpu, a custom
+    /// metrics adapter for the io360_ series). `Unknown` before it has reported, or while
+    /// scaling is disabled because the tier is at zero replicas (longpoll while comments are
+    /// suspended).
+    pub metrics_available: String,
+    /// The autoscaler's reason and message when its metrics are not available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Why and since when comments are suspended.

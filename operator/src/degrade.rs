@@ -6,7 +6,8 @@
 //! `cooldown`. The gap between the two thresholds and the two hold times is what keeps the
 //! decision from flapping: after a switch, the other switch needs a full hold of its own
 //! evidence, so two switches are always at least `hold` or `cooldown` apart. A reading that is
-//! missing (no HPA yet, no metrics) is not evidence either way: it restarts the running timer.
+//! missing (no HPA yet, no metrics, or an autoscaler that reports it cannot read CPU; see
+//! [`crate::autoscaling::reading`]) is not evidence either way: it restarts the running timer.
 //!
 //! A manual suspension (`spec.commentsSuspended`) always wins: [`decide`] reports `Manual`
 //! whatever the machine says, and the machine keeps tracking load underneath so that lifting

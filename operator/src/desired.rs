@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet, StatefulSetSpec,
 };
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
-    MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
@@ -35,7 +35,11 @@ use kube::core::{ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::crd::{CommentCluster, PdbSpec, StatefulTierSpec, TierSpec};
+use crate::children::{ChildKind, ChildRef};
+use crate::crd::{
+    AutoscalingSpec, CommentCluster, DEFAULT_TARGET_HELD_CONNECTIONS,
+    DEFAULT_TARGET_REQUESTS_IN_FLIGHT, PdbSpec, ScalingMetric, StatefulTierSpec, TierSpec,
+};
 use crate::degrade::SuspensionReason;
 
 /// The port every tier listens on, named `http`.
@@ -190,26 +194,23 @@ impl DesiredObject {
 
     /// `Kind/name`, for logs and events.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.resource.kind, self.object.name_any())
+        self.child().to_string()
+    }
+
+    /// Which child this is.
+    pub fn child(&self) -> ChildRef {
+        let kind = ChildKind::of(&self.resource.kind)
+            .expect("desired objects are of the kinds the operator makes");
+        ChildRef::new(kind, self.object.name_any())
     }
 }
 
 /// The kinds the operator creates, in apply order: what pods need (config, identity) first.
 pub fn kinds() -> Vec<ApiResource> {
-    vec![
-        ApiResource::erase::<ConfigMap>(&()),
-        ApiResource::erase::<ServiceAccount>(&()),
-        ApiResource::erase::<Role>(&()),
-        ApiResource::erase::<RoleBinding>(&()),
-        ApiResource::erase::<PersistentVolumeClaim>(&()),
-        ApiResource::erase::<Service>(&()),
-        ApiResource::erase::<StatefulSet>(&()),
-        ApiResource::erase::<Deployment>(&()),
-        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
-        ApiResource::erase::<PodDisruptionBudget>(&()),
-        ApiResource::erase::<NetworkPolicy>(&()),
-        ApiResource::erase::<Ingress>(&()),
-    ]
+    ChildKind::ALL
+        .into_iter()
+        .map(ChildKind::resource)
+        .collect()
 }
 
 /// The labels every child of `cc` carries.
@@ -996,20 +997,63 @@ fn store_statefulset(ctx: &Ctx) -> StatefulSet {
     }
 }
 
-fn hpa(ctx: &Ctx, tier: Tier, spec: &TierSpec) -> Option<HorizontalPodAutoscaler> {
-    let auto = spec.autoscaling.as_ref()?;
-    let mut metrics = vec![MetricSpec {
-        type_: "Resource".into(),
-        resource: Some(ResourceMetricSource {
-            name: "cpu".into(),
+/// What `tier` scales on under `auto`: the spec's choice, or the tier's default (see
+/// `AutoscalingSpec.metric`).
+pub fn scaling_metric(tier: Tier, auto: &AutoscalingSpec) -> ScalingMetric {
+    auto.metric.unwrap_or(match tier {
+        Tier::Longpoll => ScalingMetric::HeldConnections,
+        _ => ScalingMetric::Cpu,
+    })
+}
+
+/// The autoscaler's metric for `tier`: CPU utilization, or a per-pod average of an io360
+/// gauge served by a custom metrics adapter under the Prometheus series' name.
+fn primary_metric(tier: Tier, auto: &AutoscalingSpec) -> MetricSpec {
+    let pods = |name: &str, average: i32| MetricSpec {
+        type_: "Pods".into(),
+        pods: Some(PodsMetricSource {
+            metric: MetricIdentifier {
+                name: name.into(),
+                selector: None,
+            },
             target: MetricTarget {
-                type_: "Utilization".into(),
-                average_utilization: Some(auto.target_cpu_utilization),
+                type_: "AverageValue".into(),
+                average_value: Some(Quantity(average.to_string())),
                 ..Default::default()
             },
         }),
         ..Default::default()
-    }];
+    };
+    let metric = scaling_metric(tier, auto);
+    match metric {
+        ScalingMetric::Cpu => MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(auto.target_cpu_utilization),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        },
+        ScalingMetric::HeldConnections => pods(
+            metric.metric_name(),
+            auto.target_held_connections
+                .unwrap_or(DEFAULT_TARGET_HELD_CONNECTIONS),
+        ),
+        ScalingMetric::RequestsInFlight => pods(
+            metric.metric_name(),
+            auto.target_requests_in_flight
+                .unwrap_or(DEFAULT_TARGET_REQUESTS_IN_FLIGHT),
+        ),
+    }
+}
+
+fn hpa(ctx: &Ctx, tier: Tier, spec: &TierSpec) -> Option<HorizontalPodAutoscaler> {
+    let auto = spec.autoscaling.as_ref()?;
+    let mut metrics = vec![primary_metric(tier, auto)];
     metrics.extend(auto.metrics.iter().cloned());
     Some(HorizontalPodAutoscaler {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),

@@ -1,11 +1,13 @@
 //! The io360 operator: reconciles `CommentCluster` resources into every tier of io360, each
 //! scaled on its own, and suspends live comments by hand or under overload.
 //!
-//! The pipeline is validate ([`validate`]) → build the desired objects ([`desired`], pure) →
-//! server-side apply of what changed ([`children`] tells what did) and prune → status
-//! ([`reconcile`]). Automatic degrade is a pure state machine ([`degrade`]) fed by the
-//! frontend autoscaler's status.
+//! The pipeline is validate ([`validate`]) → observe → plan ([`plan`], pure: the suspension,
+//! the desired objects from [`desired`], what to apply and prune, longpoll's scale, Events)
+//! → carry out with server-side apply ([`reconcile`]) → status ([`plan::status`], pure).
+//! Automatic degrade is a pure state machine ([`degrade`]) fed by the frontend autoscaler's
+//! status, read by [`autoscaling`], which also tells when an autoscaler cannot read its metric.
 
+pub mod autoscaling;
 pub mod children;
 pub mod crd;
 pub mod degrade;
@@ -14,6 +16,7 @@ pub mod events;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod reconcile;
 pub mod tierkeys;
 pub mod validate;

@@ -1,5 +1,6 @@
-//! The part that talks to the API server: one pass of validate → decide suspension → build →
-//! server-side apply → prune → scale longpoll → status, plus the error policy.
+//! The part that talks to the API server. One pass is validate → observe → plan → carry out
+//! → status (`reconcile_inner` reads in one screen); every decision is in [`crate::plan`],
+//! a pure function of what the pass observed, and this module only reads and writes.
 //!
 //! A pass applies only the children whose desired object changed or whose cached copy shows
 //! a change in a field the operator sets (see [`crate::children`]): every change of a child
@@ -10,7 +11,7 @@
 //! status does not change, and it is only written when it differs from what is stored, so a
 //! reconcile does not trigger the next one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,24 +20,23 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, DynamicObject};
+use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use crate::children::{Children, fingerprint, hash_json};
-use crate::crd::{CommentCluster, CommentClusterStatus, SuspensionStatus, TierStatus};
-use crate::degrade::{self, DegradeState, HpaReading, SuspensionReason, Thresholds};
-use crate::desired::{self, DesiredObject, Inputs, Suspension, Tier, names};
-use crate::events::{EventType, Recorder};
+use crate::autoscaling;
+use crate::children::{ChildRef, Children, fingerprint};
+use crate::crd::{CommentCluster, CommentClusterStatus};
+use crate::degrade::{self, DegradeState, SuspensionReason, Thresholds};
+use crate::desired::{self, Tier, names};
+use crate::events::Recorder;
 use crate::health::{self, TierProblem};
 use crate::metrics::Metrics;
+use crate::plan::{self, AppliedChild, Event, Observed, Plan, Tiers, ToApply};
 use crate::tierkeys;
 use crate::validate::{InvalidSpec, validate};
 
@@ -93,31 +93,10 @@ pub struct Context {
 #[derive(Default)]
 struct ClusterMemory {
     degrade: Option<DegradeState>,
-    /// The last successful apply of each child, by `Kind/name`.
-    children: HashMap<String, AppliedChild>,
+    /// The last successful apply of each child.
+    children: HashMap<ChildRef, AppliedChild>,
     failures: u32,
     suspended: bool,
-}
-
-/// What one successful apply of a child left behind.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct AppliedChild {
-    /// The child's uid: when the next apply returns another, the child had been deleted.
-    uid: String,
-    /// [`hash_json`] of the desired object applied.
-    desired: u64,
-    /// [`fingerprint`] of the object the apply returned.
-    observed: u64,
-}
-
-/// One child at the end of [`apply_all`].
-struct ChildState {
-    /// `Kind/name`.
-    key: String,
-    /// The object as the apply returned it, or as cached when it needed no apply.
-    object: Value,
-    /// What to remember when it was applied in this pass.
-    applied: Option<AppliedChild>,
 }
 
 impl Context {
@@ -150,19 +129,18 @@ impl Context {
         self.metrics.suspended_clusters.set(n as i64);
     }
 
-    async fn event(&self, cc: &CommentCluster, type_: EventType, reason: &str, note: String) {
-        let action = match reason {
-            "Applied" | "ChildRestored" => "Apply",
-            "ChildDeleted" => "Delete",
-            "CommentsSuspended" => "Suspend",
-            "CommentsResumed" => "Resume",
-            "InvalidSpec" => "Validate",
-            _ => "Reconcile",
-        };
+    async fn event(&self, cc: &CommentCluster, event: &Event) {
         let regarding = cc.object_ref(&());
+        let reason = event.reason();
         if let Err(e) = self
             .recorder
-            .publish(&regarding, type_, reason, action, &note)
+            .publish(
+                &regarding,
+                event.type_(),
+                reason,
+                event.action(),
+                &event.note(),
+            )
             .await
         {
             warn!(error = %e, reason, "could not publish event");
@@ -191,20 +169,9 @@ pub async fn reconcile(cc: Arc<CommentCluster>, ctx: Arc<Context>) -> Result<Act
         }
         Err(e) => {
             warn!(cluster = %cc.name_any(), namespace = ?cc.namespace(), error = %e, "reconcile failed");
-            ctx.event(&cc, EventType::Warning, "ReconcileFailed", e.to_string())
-                .await;
+            ctx.event(&cc, &Event::ReconcileFailed(e.to_string())).await;
             // Best effort: make the failure visible in status too.
-            let mut status = cc.status.clone().unwrap_or_default();
-            let now = Timestamp::now();
-            set_condition(
-                &mut status.conditions,
-                cc.metadata.generation,
-                &now,
-                "Ready",
-                false,
-                "ReconcileFailed",
-                &e.to_string(),
-            );
+            let status = plan::failed_status(&cc, &Timestamp::now(), &e.to_string());
             if Some(&status) != cc.status.as_ref()
                 && let Err(e2) = write_status(&ctx.client, &cc, &status).await
             {
@@ -231,155 +198,154 @@ pub fn error_policy(cc: Arc<CommentCluster>, _err: &Error, ctx: Arc<Context>) ->
 async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Result<Action, Error> {
     if cc.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove every child.
-        ctx.state
-            .lock()
-            .expect("cluster memory lock poisoned")
-            .remove(uid);
-        ctx.update_suspended_gauge();
-        if let Some(ns) = cc.namespace() {
-            ctx.metrics.forget_cluster(&ns, &cc.name_any());
-        }
+        forget(ctx, cc, uid);
         return Ok(Action::await_change());
     }
     let ns = cc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
-    let name = cc.name_any();
-    let now = Timestamp::now();
-    let old_status = cc.status.clone().unwrap_or_default();
-
     if let Err(invalid) = validate(cc) {
-        return invalid_spec(cc, ctx, &old_status, &now, invalid).await;
+        return invalid_spec(cc, ctx, invalid).await;
+    }
+    let observed = observe(ctx, cc, &ns, uid).await?;
+    let plan = plan::plan(&observed);
+    let tiers = carry_out(ctx, cc, &ns, uid, &plan).await?;
+    let status = plan::status(&observed, &plan, &tiers);
+    if Some(&status) != cc.status.as_ref() {
+        write_status(&ctx.client, cc, &status).await?;
+    }
+    report(ctx, cc, &ns, uid, &plan, &status).await;
+    // Automatic degrade is evaluated on its own cadence (see [`evaluate_degrade_all`]),
+    // which triggers a reconcile only when its decision flips.
+    Ok(Action::requeue(plan::requeue_after(
+        &status,
+        plan.tier_keys.recheck,
+    )))
+}
+
+/// Drops what the operator remembers of a deleted cluster.
+fn forget(ctx: &Context, cc: &CommentCluster, uid: &str) {
+    ctx.state
+        .lock()
+        .expect("cluster memory lock poisoned")
+        .remove(uid);
+    ctx.update_suspended_gauge();
+    if let Some(ns) = cc.namespace() {
+        ctx.metrics.forget_cluster(&ns, &cc.name_any());
+    }
+}
+
+/// Reads what a pass decides from: the degrade state, the tier keys Secret (by name, never
+/// listed or watched; its contents are never logged), the cached children and what the last
+/// applies left behind.
+async fn observe<'a>(
+    ctx: &Context,
+    cc: &'a CommentCluster,
+    ns: &str,
+    uid: &str,
+) -> Result<Observed<'a>, Error> {
+    let secret_name = tierkeys::secret_name(&cc.name_any());
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&secret_name)
+        .await
+        .map_err(kube_err(format!("read Secret/{secret_name}")))?;
+    Ok(Observed {
+        cc,
+        now: Timestamp::now(),
+        degrade: degrade_state(ctx, cc, uid),
+        tier_keys: secret.as_ref().and_then(tierkeys::read),
+        tier_keys_owned: secret.as_ref().is_some_and(|s| {
+            s.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == cc.metadata.uid.as_ref())
+        }),
+        tier_keys_grace: ctx.tier_keys_grace,
+        children: ctx.children.all_owned_by(ns, uid),
+        applied: ctx.with_memory(uid, |m| m.children.clone()),
+    })
+}
+
+/// Carries a plan out: the tier keys first (the tiers' pods mount them), then the children,
+/// the deletions and longpoll's scale; returns the tiers as they now stand.
+async fn carry_out(
+    ctx: &Context,
+    cc: &CommentCluster,
+    ns: &str,
+    uid: &str,
+    plan: &Plan,
+) -> Result<Tiers, Error> {
+    let name = cc.name_any();
+    if plan.write_tier_keys {
+        apply_tier_keys(ctx, cc, ns, &plan.tier_keys.state).await?;
+    }
+    if let Some(step) = &plan.tier_keys.step {
+        ctx.event(cc, &Event::TierKeys(step.clone())).await;
     }
 
-    // Decide the suspension.
-    let overload = degrade_state(ctx, cc, uid);
-    let decision = degrade::decide(cc.spec.comments_suspended, &overload);
-    let suspension = decision.map(|reason| {
-        let since = old_status
-            .suspension
-            .as_ref()
-            .filter(|s| s.reason == reason.as_str())
-            .map(|s| s.since.clone())
-            .unwrap_or_else(|| now.to_string());
-        Suspension { reason, since }
-    });
-    let was = old_status.suspension.as_ref().map(|s| s.reason.clone());
-    let live_since = match (&suspension, &was) {
-        (None, Some(_)) => Some(now.to_string()),
-        _ => old_status.resumed_at.clone(),
-    };
-    let inputs = Inputs {
-        suspension: suspension.clone(),
-        live_since: live_since.clone(),
-    };
-
-    // The tiers' keys first: their pods mount the Secret.
-    let keys_recheck = tier_keys(ctx, cc, &ns, &name).await?;
-
-    // Build and apply.
-    let wanted = desired::build(cc, &inputs);
-    let children = apply_all(ctx, &ns, uid, &wanted).await?;
-    debug!(
-        cluster = %name,
-        applied = children.iter().filter(|c| c.applied.is_some()).count(),
-        of = children.len(),
-        "children applied"
-    );
+    let applied = apply_all(ctx, ns, &plan.apply).await?;
+    debug!(cluster = %name, applied = applied.len(), of = plan.wanted, "children applied");
+    let records: Vec<(ChildRef, AppliedChild)> = applied
+        .iter()
+        .map(|(child, _, record)| (child.clone(), record.clone()))
+        .collect();
     let restored = ctx.with_memory(uid, |m| {
-        let first = m.children.is_empty();
-        let mut restored = Vec::new();
-        for child in &children {
-            let Some(applied) = &child.applied else {
-                continue;
-            };
-            if let Some(old) = m.children.insert(child.key.clone(), applied.clone())
-                && old.uid != applied.uid
-                && !first
-            {
-                restored.push(child.key.clone());
-            }
-        }
+        let restored = plan::restored(&m.children, &records);
+        m.children.extend(records);
+        m.children.retain(|child, _| plan.keep.contains(child));
         restored
     });
-    for key in restored {
-        info!(cluster = %name, child = %key, "recreated a child that was deleted");
-        ctx.event(
-            cc,
-            EventType::Normal,
-            "ChildRestored",
-            format!("recreated {key}, which had been deleted"),
-        )
-        .await;
+    for child in restored {
+        info!(cluster = %name, %child, "recreated a child that was deleted");
+        ctx.event(cc, &Event::ChildRestored(child)).await;
     }
-    let keep: HashSet<String> = wanted.iter().map(DesiredObject::key).collect();
-    let pruned = prune(ctx, &ns, &name, uid, &keep).await?;
-    ctx.with_memory(uid, |m| m.children.retain(|key, _| keep.contains(key)));
-    for key in &pruned {
-        ctx.event(
-            cc,
-            EventType::Normal,
-            "ChildDeleted",
-            format!("deleted {key}, no longer wanted by the spec"),
-        )
-        .await;
-    }
-
-    // longpoll under an autoscaler is scaled through its scale subresource: to zero while
-    // suspended (an HPA leaves a target at zero alone), back when live.
-    let mut longpoll_before = old_status.longpoll_replicas_before_suspension;
-    let mut replicas_now: BTreeMap<String, (i32, i32)> = BTreeMap::new();
-    for ChildState { key, object, .. } in &children {
-        if let Some(tier) = tier_of(key, &name) {
-            let desired = object["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
-            let ready = object["status"]["readyReplicas"].as_i64().unwrap_or(0) as i32;
-            replicas_now.insert(tier.to_string(), (desired, ready));
+    for child in &plan.prune {
+        if delete(ctx, ns, child).await? {
+            info!(cluster = %name, %child, "deleted a child no longer wanted");
+            ctx.event(cc, &Event::ChildDeleted(child.clone())).await;
         }
     }
-    if let Some(auto) = &cc.spec.longpoll.autoscaling {
-        let lp = Tier::Longpoll.as_str().to_string();
-        let (current, ready) = replicas_now.get(&lp).copied().unwrap_or((1, 0));
-        let target = if suspension.is_some() {
-            if current > 0 {
-                longpoll_before = Some(current);
-            }
-            0
-        } else if current == 0 {
-            let t = longpoll_before
-                .unwrap_or(auto.min_replicas)
-                .clamp(auto.min_replicas, auto.max_replicas);
-            longpoll_before = None;
-            t
-        } else {
-            longpoll_before = None;
-            current
-        };
-        if target != current {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            let pp = PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            api.patch_scale(
+    if let Some(target) = plan.longpoll.scale_to {
+        Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+            .patch_scale(
                 &names::tier(&name, Tier::Longpoll),
-                &pp,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
                 &Patch::Merge(json!({"spec": {"replicas": target}})),
             )
             .await
             .map_err(kube_err("scale longpoll"))?;
-            replicas_now.insert(lp, (target, ready.min(target)));
-        }
-    } else {
-        longpoll_before = None;
     }
 
-    // Why tiers are not ready, when their pods say: an image that cannot be pulled, a crash
-    // loop, a pod nowhere to place. Read only for tiers that lag, so a ready cluster costs no
-    // pod list.
+    let children: Vec<(&ChildRef, &Value)> = plan
+        .unchanged
+        .iter()
+        .map(|(child, object)| (child, object))
+        .chain(applied.iter().map(|(child, object, _)| (child, object)))
+        .collect();
+    let replicas = plan::tier_replicas(&name, children.iter().copied(), &plan.longpoll);
+    let problems = tier_problems(ctx, ns, &name, &replicas).await?;
+    Ok(Tiers {
+        replicas,
+        problems,
+        autoscalers: plan::autoscalers(cc, children),
+    })
+}
+
+/// Why tiers are not ready, when their pods say: an image that cannot be pulled, a crash
+/// loop, a pod nowhere to place. Read only for tiers that lag, so a ready cluster costs no
+/// pod list.
+async fn tier_problems(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    replicas: &BTreeMap<String, (i32, i32)>,
+) -> Result<BTreeMap<String, TierProblem>, Error> {
     let mut problems = BTreeMap::new();
-    for (tier, (desired, ready)) in &replicas_now {
+    for (tier, (desired, ready)) in replicas {
         if ready >= desired {
             continue;
         }
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         let selector = format!("{}={name},{}={tier}", desired::INSTANCE, desired::COMPONENT);
         let listed = pods
             .list(&ListParams::default().labels(&selector))
@@ -389,204 +355,77 @@ async fn reconcile_inner(cc: &CommentCluster, ctx: &Context, uid: &str) -> Resul
             problems.insert(tier.clone(), problem);
         }
     }
+    Ok(problems)
+}
 
-    // Status.
-    let status = compute_status(
-        cc,
-        &old_status,
-        &now,
-        &Observed {
-            replicas: replicas_now,
-            problems,
-        },
-        suspension.as_ref(),
-        live_since,
-        longpoll_before,
-    );
-    if status != old_status {
-        write_status(&ctx.client, cc, &status).await?;
-    }
-
-    // Events for what changed.
-    let is_suspended = suspension.is_some();
-    ctx.with_memory(uid, |m| m.suspended = is_suspended);
+/// Publishes the plan's Events and updates the cluster's metrics.
+async fn report(
+    ctx: &Context,
+    cc: &CommentCluster,
+    ns: &str,
+    uid: &str,
+    plan: &Plan,
+    status: &CommentClusterStatus,
+) {
+    let name = cc.name_any();
+    let reason = plan.suspension.as_ref().map(|s| s.reason.as_str());
+    ctx.with_memory(uid, |m| m.suspended = reason.is_some());
     ctx.update_suspended_gauge();
     let ready = status
         .conditions
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    ctx.metrics.set_cluster(
-        &ns,
-        &name,
-        ready,
-        suspension.as_ref().map(|s| s.reason.as_str()),
-    );
-    match (&was, &suspension) {
-        (None, Some(s)) => {
-            info!(cluster = %name, reason = s.reason.as_str(), "comments suspended");
-            ctx.event(
-                cc,
-                EventType::Normal,
-                "CommentsSuspended",
-                format!(
-                    "comments suspended ({}): longpoll scaled to zero; {}",
-                    s.reason.as_str(),
-                    s.reason.message()
-                ),
-            )
-            .await;
+    ctx.metrics.set_cluster(ns, &name, ready, reason);
+    for event in &plan.events {
+        match event {
+            Event::CommentsSuspended(r) => {
+                info!(cluster = %name, reason = r.as_str(), "comments suspended")
+            }
+            Event::CommentsResumed => info!(cluster = %name, "comments resumed"),
+            _ => {}
         }
-        (Some(_), None) => {
-            info!(cluster = %name, "comments resumed");
-            ctx.event(
-                cc,
-                EventType::Normal,
-                "CommentsResumed",
-                "comments are live again; longpoll scaled back".into(),
-            )
-            .await;
-        }
-        (Some(old), Some(s)) if old != s.reason.as_str() => {
-            ctx.event(
-                cc,
-                EventType::Normal,
-                "CommentsSuspended",
-                format!(
-                    "comments still suspended, now for reason {}",
-                    s.reason.as_str()
-                ),
-            )
-            .await;
-        }
-        _ => {}
+        ctx.event(cc, event).await;
     }
-    if old_status.observed_generation != cc.metadata.generation {
-        ctx.event(
-            cc,
-            EventType::Normal,
-            "Applied",
-            format!(
-                "applied {} objects for generation {}",
-                wanted.len(),
-                cc.metadata.generation.unwrap_or_default()
-            ),
-        )
-        .await;
-    }
-
-    // Automatic degrade is evaluated on its own cadence (see [`evaluate_degrade_all`]),
-    // which triggers a reconcile only when its decision flips. A pod's waiting reason changes
-    // no Deployment, so while tiers lag the pass comes back soon to follow them.
-    let settled = status
-        .tiers
-        .values()
-        .all(|t| t.ready_replicas >= t.desired_replicas);
-    let next = Duration::from_secs(if settled { 300 } else { 15 });
-    Ok(Action::requeue(
-        next.min(keys_recheck.max(Duration::from_secs(1))),
-    ))
 }
 
-/// Creates the tier keys Secret, or takes the next step of a rotation when one is due (see
-/// [`crate::tierkeys`]). Returns when to look again. The Secret is read by name, never
-/// listed or watched, and its contents are never logged.
-async fn tier_keys(
+/// Writes the tier keys Secret (see [`crate::tierkeys`]).
+async fn apply_tier_keys(
     ctx: &Context,
     cc: &CommentCluster,
     ns: &str,
-    name: &str,
-) -> Result<Duration, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret_name = tierkeys::secret_name(name);
-    let existing = api
-        .get_opt(&secret_name)
-        .await
-        .map_err(kube_err(format!("read Secret/{secret_name}")))?;
-    let current = existing.as_ref().and_then(tierkeys::read);
-    let trigger = cc
-        .annotations()
-        .get(tierkeys::ROTATE_ANNOTATION)
-        .map(String::as_str);
-    let days = cc.spec.tier_keys.rotation_days.clamp(1, 365) as u64;
-    let plan = tierkeys::plan(
-        current,
-        Timestamp::now(),
-        Duration::from_secs(days * 86_400),
-        trigger,
-        ctx.tier_keys_grace,
+    state: &tierkeys::KeyState,
+) -> Result<(), Error> {
+    let name = cc.name_any();
+    let secret_name = tierkeys::secret_name(&name);
+    let owner = cc.controller_owner_ref(&()).into_iter().collect();
+    let obj = tierkeys::secret(
+        secret_name.clone(),
+        Some(ns.to_owned()),
+        desired::instance_labels(&name),
+        owner,
+        state,
     );
-    let owned = existing.as_ref().is_some_and(|s| {
-        s.owner_references()
-            .iter()
-            .any(|o| Some(&o.uid) == cc.metadata.uid.as_ref())
-    });
-    if plan.step.is_some() || !owned {
-        let owner = cc.controller_owner_ref(&()).into_iter().collect();
-        let obj = tierkeys::secret(
-            secret_name.clone(),
-            Some(ns.to_owned()),
-            desired::instance_labels(name),
-            owner,
-            &plan.state,
-        );
-        api.patch(
+    Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .patch(
             &secret_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&obj),
         )
         .await
         .map_err(kube_err(format!("apply Secret/{secret_name}")))?;
-    }
-    if let Some(step) = &plan.step {
-        let (reason, note) = step.event();
-        info!(cluster = %name, reason, "tier keys: {note}");
-        ctx.event(cc, EventType::Normal, reason, note).await;
-    }
-    Ok(plan.recheck)
-}
-
-fn tier_of<'a>(key: &str, cc: &str) -> Option<&'a str> {
-    let (kind, name) = key.split_once('/')?;
-    if kind != "Deployment" && kind != "StatefulSet" {
-        return None;
-    }
-    Tier::ALL
-        .iter()
-        .find(|t| name == names::tier(cc, **t))
-        .map(|t| t.as_str())
+    Ok(())
 }
 
 async fn invalid_spec(
     cc: &CommentCluster,
     ctx: &Context,
-    old: &CommentClusterStatus,
-    now: &Timestamp,
     invalid: InvalidSpec,
 ) -> Result<Action, Error> {
-    let mut status = old.clone();
-    status.observed_generation = cc.metadata.generation;
     let msg = invalid.to_string();
-    set_condition(
-        &mut status.conditions,
-        cc.metadata.generation,
-        now,
-        "Ready",
-        false,
-        "InvalidSpec",
-        &msg,
-    );
-    set_condition(
-        &mut status.conditions,
-        cc.metadata.generation,
-        now,
-        "Progressing",
-        false,
-        "InvalidSpec",
-        &msg,
-    );
-    if &status != old {
+    let status = plan::invalid_status(cc, &Timestamp::now(), &msg);
+    if Some(&status) != cc.status.as_ref() {
         warn!(cluster = %cc.name_any(), error = %msg, "invalid spec");
-        ctx.event(cc, EventType::Warning, "InvalidSpec", msg).await;
+        ctx.event(cc, &Event::InvalidSpec(msg)).await;
         write_status(&ctx.client, cc, &status).await?;
     }
     // Only a change of the spec can fix it.
@@ -643,7 +482,7 @@ pub fn evaluate_degrade_all(
         };
         let before = degrade_state(ctx, &cc, &uid);
         let key = ObjectRef::new(&names::tier(&cc.name_any(), Tier::Frontend)).within(&ns);
-        let reading = hpas.get(&key).as_deref().and_then(hpa_reading);
+        let reading = hpas.get(&key).as_deref().and_then(autoscaling::reading);
         let after = degrade::step(before, now, reading, &thresholds(&cc));
         ctx.with_memory(&uid, |m| m.degrade = Some(after));
         if after.overloaded() != before.overloaded() {
@@ -660,93 +499,23 @@ pub fn evaluate_degrade_all(
     flipped
 }
 
-/// The degrade machine's view of an autoscaler: replicas against the maximum, and the CPU
-/// utilization it reports.
-pub fn hpa_reading(hpa: &HorizontalPodAutoscaler) -> Option<HpaReading> {
-    let spec = hpa.spec.as_ref()?;
-    let status = hpa.status.as_ref()?;
-    let utilization = status.current_metrics.iter().flatten().find_map(|m| {
-        m.resource
-            .as_ref()
-            .filter(|r| r.name == "cpu")
-            .and_then(|r| r.current.average_utilization)
-    });
-    Some(HpaReading {
-        current_replicas: status.current_replicas.unwrap_or(0),
-        max_replicas: spec.max_replicas,
-        utilization,
-    })
-}
-
-/// Applies the children of `wanted` that need it (see [`crate::children`]) and returns
-/// every child as it now stands.
+/// Applies `children` with server-side apply and returns each as the API server answered,
+/// with what to remember of the apply.
 async fn apply_all(
     ctx: &Context,
     ns: &str,
-    uid: &str,
-    wanted: &[DesiredObject],
-) -> Result<Vec<ChildState>, Error> {
-    let remembered = ctx.with_memory(uid, |m| m.children.clone());
-    let mut out = Vec::with_capacity(wanted.len());
-    let mut pending = Vec::new();
-    for d in wanted {
-        let key = d.key();
-        let desired = serde_json::to_value(&d.object).expect("a desired object serializes");
-        let desired_hash = hash_json(&desired);
-        let cached = ctx.children.get(&d.resource.kind, ns, &d.object.name_any());
-        match (remembered.get(&key), cached) {
-            // Wanted as last applied, and the cache still shows what that apply left in the
-            // fields the operator sets: applying again would change nothing.
-            (Some(last), Some(object))
-                if last.desired == desired_hash
-                    && last.observed == fingerprint(&object, &desired) =>
-            {
-                out.push(ChildState {
-                    key,
-                    object,
-                    applied: None,
-                });
-            }
-            _ => pending.push((d, desired, desired_hash)),
-        }
-    }
-
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let apply = |(d, desired, desired_hash): (&DesiredObject, Value, u64)| {
-        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &d.resource);
-        let pp = pp.clone();
-        let key = d.key();
-        let name = d.object.name_any();
-        async move {
-            let applied = api
-                .patch(&name, &pp, &Patch::Apply(&desired))
-                .await
-                .map_err(kube_err(format!("apply {key}")))?;
-            let object = serde_json::to_value(&applied).expect("an API object serializes");
-            let applied = AppliedChild {
-                uid: applied.uid().unwrap_or_default(),
-                desired: desired_hash,
-                observed: fingerprint(&object, &desired),
-            };
-            Ok::<_, Error>(ChildState {
-                key,
-                object,
-                applied: Some(applied),
-            })
-        }
-    };
-    // What pods read at start (control ConfigMap, identity) goes first, and a Role before
-    // its RoleBinding: the API server checks a binding against the Role it names. Within a
-    // stage every apply runs to completion even when one fails, so a fast failure cannot
-    // cancel a slower apply that a later pass depends on.
-    let (first, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(d, ..)| {
-        matches!(
-            d.resource.kind.as_str(),
-            "ConfigMap" | "ServiceAccount" | "Role"
-        )
-    });
+    children: &[ToApply],
+) -> Result<Vec<(ChildRef, Value, AppliedChild)>, Error> {
+    // Within a stage every apply runs to completion even when one fails, so a fast failure
+    // cannot cancel a slower apply that a later pass depends on.
+    let (first, rest): (Vec<ToApply>, Vec<ToApply>) = children
+        .iter()
+        .cloned()
+        .partition(|c| c.child.kind.applied_first());
+    let mut out = Vec::with_capacity(children.len());
     for (stage, width) in [(first, 4), (rest, 8)] {
-        let results: Vec<Result<ChildState, Error>> = stream::iter(stage.into_iter().map(apply))
+        let results: Vec<Result<_, Error>> = stream::iter(stage)
+            .map(|c| apply_one(ctx, ns, c))
             .buffer_unordered(width)
             .collect()
             .await;
@@ -766,218 +535,38 @@ async fn apply_all(
     Ok(out)
 }
 
-/// Deletes children of kinds that come and go with the spec (autoscalers, disruption budgets,
-/// the Ingress) when they are not in `keep`. Returns what was deleted.
-///
-/// It reads the cache: a child created moments ago and not cached yet is deleted by the pass
-/// its creation triggers.
-async fn prune(
+/// Applies one child; returns it as the API server answered and what to remember of it.
+async fn apply_one(
     ctx: &Context,
     ns: &str,
-    name: &str,
-    uid: &str,
-    keep: &HashSet<String>,
-) -> Result<Vec<String>, Error> {
-    let mut deleted = Vec::new();
-    for ar in [
-        ApiResource::erase::<HorizontalPodAutoscaler>(&()),
-        ApiResource::erase::<PodDisruptionBudget>(&()),
-        ApiResource::erase::<Ingress>(&()),
-    ] {
-        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-        for child in ctx.children.owned_by(&ar.kind, ns, uid) {
-            let key = format!("{}/{child}", ar.kind);
-            if keep.contains(&key) {
-                continue;
-            }
-            match api.delete(&child, &DeleteParams::background()).await {
-                Ok(_) => {}
-                // Already gone: the cache had not caught up yet.
-                Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => return Err(kube_err(format!("delete {key}"))(e)),
-            }
-            info!(cluster = %name, child = %key, "deleted a child no longer wanted");
-            deleted.push(key);
-        }
-    }
-    Ok(deleted)
-}
-
-/// Sets condition `type_`, keeping its transition time when its status does not change.
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    generation: Option<i64>,
-    now: &Timestamp,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-) {
-    let status = if status { "True" } else { "False" };
-    let transition = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(*now));
-    let cond = Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: transition,
+    c: ToApply,
+) -> Result<(ChildRef, Value, AppliedChild), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &c.resource);
+    let applied = api
+        .patch(
+            &c.child.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&c.body),
+        )
+        .await
+        .map_err(kube_err(format!("apply {}", c.child)))?;
+    let object = serde_json::to_value(&applied).expect("an API object serializes");
+    let record = AppliedChild {
+        uid: applied.uid().unwrap_or_default(),
+        desired: c.hash,
+        observed: fingerprint(&object, &c.body),
     };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => *c = cond,
-        None => conditions.push(cond),
-    }
+    Ok((c.child, object, record))
 }
 
-/// What a pass saw of the tiers: each one's desired and ready replicas, and why the ones that
-/// lag do, where their pods say.
-struct Observed {
-    replicas: BTreeMap<String, (i32, i32)>,
-    problems: BTreeMap<String, TierProblem>,
-}
-
-fn compute_status(
-    cc: &CommentCluster,
-    old: &CommentClusterStatus,
-    now: &Timestamp,
-    observed: &Observed,
-    suspension: Option<&Suspension>,
-    resumed_at: Option<String>,
-    longpoll_before: Option<i32>,
-) -> CommentClusterStatus {
-    let generation = cc.metadata.generation;
-    let Observed { replicas, problems } = observed;
-    let tiers: BTreeMap<String, TierStatus> = replicas
-        .iter()
-        .map(|(t, (desired, ready))| {
-            (
-                t.clone(),
-                TierStatus {
-                    desired_replicas: *desired,
-                    ready_replicas: *ready,
-                },
-            )
-        })
-        .collect();
-    let lagging: Vec<String> = tiers
-        .iter()
-        .filter(|(_, s)| s.ready_replicas < s.desired_replicas)
-        .map(|(t, s)| format!("{t} {}/{}", s.ready_replicas, s.desired_replicas))
-        .collect();
-    let mut conditions = old.conditions.clone();
-    let ready = lagging.is_empty() && tiers.len() == Tier::ALL.len();
-    if ready {
-        set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "Ready",
-            true,
-            "AllTiersReady",
-            "every tier has its desired replicas ready",
-        );
-        set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "Progressing",
-            false,
-            "Complete",
-            "every child is applied and ready",
-        );
-    } else if let Some((_, first)) = problems.iter().next() {
-        // Name every failing tier; the first one's reason is the condition's.
-        let said: Vec<String> = problems
-            .iter()
-            .map(|(tier, p)| format!("{tier}: {} ({})", p.reason, p.message))
-            .collect();
-        let msg = format!(
-            "tiers failing: {}; waiting for ready replicas: {}",
-            said.join("; "),
-            lagging.join(", ")
-        );
-        set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "Ready",
-            false,
-            &first.reason,
-            &msg,
-        );
-        set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "Progressing",
-            false,
-            "TiersFailing",
-            &msg,
-        );
-    } else {
-        let msg = format!("waiting for ready replicas: {}", lagging.join(", "));
-        set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "Ready",
-            false,
-            "TiersNotReady",
-            &msg,
-        );
-        set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "Progressing",
-            true,
-            "RollingOut",
-            &msg,
-        );
-    }
-    match suspension {
-        Some(s) => set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "CommentsSuspended",
-            true,
-            s.reason.as_str(),
-            s.reason.message(),
-        ),
-        None => set_condition(
-            &mut conditions,
-            generation,
-            now,
-            "CommentsSuspended",
-            false,
-            "Live",
-            "comments are live",
-        ),
-    }
-    CommentClusterStatus {
-        observed_generation: generation,
-        conditions,
-        comments: Some(
-            if suspension.is_some() {
-                "Suspended"
-            } else {
-                "Live"
-            }
-            .into(),
-        ),
-        tiers,
-        suspension: suspension.map(|s| SuspensionStatus {
-            reason: s.reason.as_str().into(),
-            message: s.reason.message().into(),
-            since: s.since.clone(),
-        }),
-        resumed_at,
-        longpoll_replicas_before_suspension: longpoll_before,
+/// Deletes `child`; false when it was already gone (the cache had not caught up yet).
+async fn delete(ctx: &Context, ns: &str, child: &ChildRef) -> Result<bool, Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &child.kind.resource());
+    match api.delete(&child.name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(kube_err(format!("delete {child}"))(e)),
     }
 }
 

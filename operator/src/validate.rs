@@ -6,8 +6,8 @@ use std::fmt;
 
 use kube::ResourceExt;
 
-use crate::crd::{AutoscalingSpec, CommentCluster, TierSpec};
-use crate::desired::Tier;
+use crate::crd::{AutoscalingSpec, CommentCluster, ScalingMetric, TierSpec};
+use crate::desired::{self, Tier};
 
 /// One problem with a spec: the field at fault and what is allowed there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,10 +58,22 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
     }
 
     for (tier, t) in Tier::scalable(cc) {
-        tier_errors(&format!("spec.{}", tier.as_str()), t, &mut err);
+        tier_errors(tier, &format!("spec.{}", tier.as_str()), t, &mut err);
     }
 
     let ad = &spec.auto_degrade;
+    if ad.enabled
+        && let Some(metric) = spec.frontend.autoscaling.as_ref().and_then(|a| a.metric)
+        && metric != ScalingMetric::Cpu
+    {
+        err(
+            "spec.frontend.autoscaling.metric".into(),
+            format!(
+                "must be CPU while autoDegrade is enabled: automatic degrade reads the frontend's CPU utilization, got {}",
+                metric.as_str()
+            ),
+        );
+    }
     if ad.enabled && spec.frontend.autoscaling.is_none() {
         err(
             "spec.autoDegrade.enabled".into(),
@@ -175,7 +187,7 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
     }
 }
 
-fn tier_errors(path: &str, t: &TierSpec, err: &mut impl FnMut(String, String)) {
+fn tier_errors(tier: Tier, path: &str, t: &TierSpec, err: &mut impl FnMut(String, String)) {
     if t.replicas.is_some() && t.autoscaling.is_some() {
         err(
             path.to_string(),
@@ -189,6 +201,9 @@ fn tier_errors(path: &str, t: &TierSpec, err: &mut impl FnMut(String, String)) {
             format!("{path}.replicas"),
             format!("must be 0 to 1000, got {r}"),
         );
+    }
+    if let Some(auto) = &t.autoscaling {
+        metric_errors(tier, &format!("{path}.autoscaling"), auto, err);
     }
     if let Some(AutoscalingSpec {
         min_replicas,
@@ -224,6 +239,60 @@ fn tier_errors(path: &str, t: &TierSpec, err: &mut impl FnMut(String, String)) {
             format!("{path}.podDisruptionBudget"),
             "set at most one of minAvailable and maxUnavailable".into(),
         );
+    }
+}
+
+/// A tier's choice of metric against its targets: a target for a metric the tier does not
+/// scale on would be silently ignored, and only longpoll pods report held connections.
+fn metric_errors(
+    tier: Tier,
+    path: &str,
+    auto: &AutoscalingSpec,
+    err: &mut impl FnMut(String, String),
+) {
+    let metric = desired::scaling_metric(tier, auto);
+    if tier != Tier::Longpoll
+        && (metric == ScalingMetric::HeldConnections || auto.target_held_connections.is_some())
+    {
+        let field = if auto.target_held_connections.is_some() {
+            "targetHeldConnections"
+        } else {
+            "metric"
+        };
+        err(
+            format!("{path}.{field}"),
+            "HeldConnections and targetHeldConnections are longpoll's alone: only longpoll pods report io360_longpoll_held_connections".into(),
+        );
+    } else if auto.target_held_connections.is_some() && metric != ScalingMetric::HeldConnections {
+        err(
+            format!("{path}.targetHeldConnections"),
+            format!(
+                "applies only when metric is HeldConnections, got metric {}",
+                metric.as_str()
+            ),
+        );
+    }
+    if auto.target_requests_in_flight.is_some() && metric != ScalingMetric::RequestsInFlight {
+        err(
+            format!("{path}.targetRequestsInFlight"),
+            format!(
+                "applies only when metric is RequestsInFlight, got metric {}",
+                metric.as_str()
+            ),
+        );
+    }
+    for (field, value) in [
+        ("targetHeldConnections", auto.target_held_connections),
+        ("targetRequestsInFlight", auto.target_requests_in_flight),
+    ] {
+        if let Some(v) = value
+            && v < 1
+        {
+            err(
+                format!("{path}.{field}"),
+                format!("must be at least 1, got {v}"),
+            );
+        }
     }
 }
 

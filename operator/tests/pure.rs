@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use io360_operator::crd::CommentCluster;
+use io360_operator::crd::{CommentCluster, ScalingMetric};
 use io360_operator::degrade::SuspensionReason;
 use io360_operator::desired::{self, Inputs, Suspension};
 use io360_operator::validate::validate;
@@ -205,6 +205,80 @@ fn ingress_and_hpa_follow_the_spec() {
         objs.iter()
             .all(|d| d.resource.kind != "HorizontalPodAutoscaler")
     );
+}
+
+/// The metrics of the autoscaler of `tier` in `cc`.
+fn hpa_metrics(cc: &CommentCluster, tier: &str) -> Vec<serde_json::Value> {
+    let objs = desired::build(cc, &Inputs::default());
+    let hpa = find(
+        &objs,
+        &format!(
+            "HorizontalPodAutoscaler/{}-{tier}",
+            cc.metadata.name.as_deref().unwrap()
+        ),
+    )
+    .unwrap_or_else(|| panic!("{tier} has an autoscaler"));
+    hpa.object.data["spec"]["metrics"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn each_tier_scales_on_its_own_metric() {
+    use serde_json::json;
+    let mut cc = load(&dir("tests/fixtures/autoscaled.yaml"));
+    // Defaults: longpoll on held connections per pod, frontend on CPU.
+    assert_eq!(
+        hpa_metrics(&cc, "longpoll"),
+        vec![json!({"type": "Pods", "pods": {
+            "metric": {"name": "io360_longpoll_held_connections"},
+            "target": {"type": "AverageValue", "averageValue": "5000"}}})]
+    );
+    assert_eq!(
+        hpa_metrics(&cc, "frontend"),
+        vec![json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 60}}})]
+    );
+    // logic on CPU, with the spec's further metrics after it.
+    let logic = hpa_metrics(&cc, "logic");
+    assert_eq!(logic[0]["resource"]["name"], "cpu");
+    assert_eq!(
+        logic[1]["pods"]["metric"]["name"],
+        "http_requests_per_second"
+    );
+
+    // Chosen in the spec: logic on requests in flight, longpoll with its own target.
+    fn auto(tier: &mut io360_operator::crd::TierSpec) -> &mut io360_operator::crd::AutoscalingSpec {
+        tier.autoscaling.as_mut().unwrap()
+    }
+    auto(&mut cc.spec.logic).metric = Some(ScalingMetric::RequestsInFlight);
+    auto(&mut cc.spec.logic).target_requests_in_flight = Some(30);
+    auto(&mut cc.spec.longpoll).target_held_connections = Some(1200);
+    validate(&cc).expect("a valid choice");
+    let logic = hpa_metrics(&cc, "logic");
+    assert_eq!(
+        logic[0],
+        json!({"type": "Pods", "pods": {
+            "metric": {"name": "io360_http_requests_in_flight"},
+            "target": {"type": "AverageValue", "averageValue": "30"}}})
+    );
+    assert_eq!(logic.len(), 2, "the spec's further metrics are kept");
+    assert_eq!(
+        hpa_metrics(&cc, "longpoll")[0]["pods"]["target"]["averageValue"],
+        "1200"
+    );
+    // Requests in flight with no target of its own: the default.
+    auto(&mut cc.spec.logic).target_requests_in_flight = None;
+    assert_eq!(
+        hpa_metrics(&cc, "logic")[0]["pods"]["target"]["averageValue"],
+        "50"
+    );
+    // longpoll may go back to CPU.
+    auto(&mut cc.spec.longpoll).metric = Some(ScalingMetric::Cpu);
+    auto(&mut cc.spec.longpoll).target_held_connections = None;
+    validate(&cc).expect("a valid choice");
+    assert_eq!(hpa_metrics(&cc, "longpoll")[0]["resource"]["name"], "cpu");
 }
 
 #[test]
