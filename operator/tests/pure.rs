@@ -1,8 +1,9 @@
 //! The pure half of the operator: CommentCluster YAML fixtures in, desired objects out
 //! (snapshot tests), validation errors that name the field, and the checked-in CRD.
 //!
-//! Snapshots live in `tests/snapshots/`; after an intended change, regenerate them with
-//! `IO360_UPDATE_SNAPSHOTS=1 cargo test -p io360-operator --test pure` and review the diff.
+//! Snapshots (insta) live in `tests/snapshots/`; after an intended change, review and accept
+//! the new ones with `cargo insta review`, or write them all with
+//! `INSTA_UPDATE=always cargo test -p io360-operator --test pure` and review the diff.
 
 #![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
 
@@ -30,32 +31,15 @@ fn render(cc: &CommentCluster, inputs: &Inputs) -> String {
         .join("---\n")
 }
 
+/// Compares `actual` with the snapshot `tests/snapshots/<name>.snap` (insta).
 fn check_snapshot(name: &str, actual: &str) {
-    let path = dir("tests/snapshots").join(format!("{name}.yaml"));
-    if std::env::var_os("IO360_UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "no snapshot {}: run with IO360_UPDATE_SNAPSHOTS=1 and review it",
-            path.display()
-        )
+    insta::with_settings!({
+        snapshot_path => dir("tests/snapshots"),
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, actual);
     });
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "snapshot {name} differs from line {}:\n expected: {:?}\n   actual: {:?}\n\
-             (IO360_UPDATE_SNAPSHOTS=1 regenerates it)",
-            first + 1,
-            expected.lines().nth(first),
-            actual.lines().nth(first)
-        );
-    }
 }
 
 fn fixtures() -> Vec<PathBuf> {
