@@ -212,6 +212,19 @@ pub struct NetworkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 43)))]
     pub api_server_cidrs: Vec<String>,
+
+    /// CIDRs of the proxies in front of the frontend (the Ingress controller's pods, a load
+    /// balancer, a CDN), e.g. `10.0.0.0/8`. The frontend believes the `X-Forwarded-For` these
+    /// send and takes the client to be the rightmost address in it that is not a trusted
+    /// proxy, so per-reader limits apply to readers rather than to the proxy. Empty: the
+    /// header a client sends is replaced by the connection's address, so no reader can claim
+    /// another's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(max = 43), regex(pattern = r"^[0-9a-fA-F.:]+/[0-9]{1,3}$"))
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The container image of the io360 tiers.

@@ -481,6 +481,12 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
             if spec.site.is_some() {
                 vars.push(env("IO360_SITE_DIR", "/site"));
             }
+            if !spec.network.trusted_proxies.is_empty() {
+                vars.push(env(
+                    "IO360_TRUSTED_PROXIES",
+                    spec.network.trusted_proxies.join(","),
+                ));
+            }
         }
     }
     if tier == Tier::Logic {

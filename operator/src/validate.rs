@@ -110,6 +110,17 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
         }
     }
 
+    for (field, cidrs) in [
+        ("trustedProxies", &spec.network.trusted_proxies),
+        ("apiServerCidrs", &spec.network.api_server_cidrs),
+    ] {
+        for (i, cidr) in cidrs.iter().enumerate() {
+            if let Err(why) = check_cidr(cidr) {
+                err(format!("spec.network.{field}[{i}]"), why);
+            }
+        }
+    }
+
     if let Some(digest) = &spec.image.digest
         && !digest.strip_prefix("sha256:").is_some_and(|hex| {
             hex.len() == 64
@@ -309,6 +320,21 @@ fn check_origin(origin: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An address block as `address/prefix`, e.g. `10.0.0.0/8` or `fd00::/8`.
+fn check_cidr(cidr: &str) -> Result<(), String> {
+    let bad = || format!("must be an address block such as 10.0.0.0/8 or fd00::/8, got {cidr:?}");
+    let (addr, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let most = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > most {
+        return Err(format!(
+            "the prefix of {cidr:?} must be at most {most} for that address"
+        ));
+    }
+    Ok(())
+}
+
 fn is_quantity(s: &str) -> bool {
     let digits_end = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -320,4 +346,26 @@ fn is_quantity(s: &str) -> bool {
             unit,
             "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "k" | "M" | "G" | "T" | "P" | "E"
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_cidr;
+
+    #[test]
+    fn address_blocks_need_an_address_and_a_prefix_that_fits_it() {
+        for good in ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "::/0"] {
+            assert_eq!(check_cidr(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "ingress/8",
+            "10.0.0.0/x",
+            "",
+        ] {
+            assert!(check_cidr(bad).is_err(), "{bad} was taken");
+        }
+    }
 }
