@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use io360_cluster_tests::{Cluster, Process};
 use io360_operator::crd::CommentCluster;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -17,31 +17,16 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+use support::{install_crd, until};
+
 const NS: &str = "operator-flows";
 const CC: &str = "flows";
-
-async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check().await {
-            Ok(v) => return Ok(v),
-            Err(seen) if Instant::now() > deadline => {
-                bail!("timed out after {secs} s waiting for {what}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
 
 fn operator(cluster: &Cluster, identity: &str, port: u16) -> Result<Process> {
     Ok(Process::start_with_env(
@@ -104,30 +89,7 @@ async fn updates_prune_restore_settle_and_hand_over() -> Result<()> {
         .context("starting the test cluster")?;
     let client = cluster.client().await?;
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "commentclusters.io360.dev",
-        &PatchParams::apply("operator-test").force(),
-        &Patch::Apply(io360_operator::crd()),
-    )
-    .await
-    .context("the API server must accept the generated CRD")?;
-    until("the CRD to be established", 30, || async {
-        let crd = crds
-            .get("commentclusters.io360.dev")
-            .await
-            .map_err(|e| e.to_string())?;
-        let conds = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        if conds
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            Ok(())
-        } else {
-            Err(format!("{conds:?}"))
-        }
-    })
-    .await?;
+    install_crd(&client, "operator-test").await?;
 
     let port_a = free_port()?;
     let mut op_a = operator(&cluster, "operator-a", port_a)?;
