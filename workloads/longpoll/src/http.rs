@@ -198,6 +198,19 @@ pub enum Cors<'a> {
     Origin(&'a str),
 }
 
+/// A plain-text answer with no CORS headers (health checks).
+pub fn plain(status: u16, reason: &str, keep_alive: bool, body: &[u8]) -> Vec<u8> {
+    response(
+        status,
+        reason,
+        Cors::None,
+        keep_alive,
+        Some("text/plain"),
+        &[],
+        body,
+    )
+}
+
 /// Builds a whole response. `extra` are complete header lines without the CRLF.
 pub fn response(
     status: u16,

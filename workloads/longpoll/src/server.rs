@@ -162,38 +162,14 @@ async fn route(ctx: &Arc<Ctx>, stream: TcpStream, req: Request) -> Next {
             ctx.reply(stream, bytes, keep).await
         }
         ("GET", "/healthz") => {
-            let bytes = http::response(
-                200,
-                "OK",
-                http::Cors::None,
-                keep,
-                Some("text/plain"),
-                &[],
-                b"ok\n",
-            );
+            let bytes = http::plain(200, "OK", keep, b"ok\n");
             ctx.reply(stream, bytes, keep).await
         }
         ("GET", "/readyz") => {
             let bytes = if ctx.telemetry.ready.get() && !ctx.shutdown.is_triggered() {
-                http::response(
-                    200,
-                    "OK",
-                    http::Cors::None,
-                    keep,
-                    Some("text/plain"),
-                    &[],
-                    b"ready\n",
-                )
+                http::plain(200, "OK", keep, b"ready\n")
             } else {
-                http::response(
-                    503,
-                    "Service Unavailable",
-                    http::Cors::None,
-                    keep,
-                    Some("text/plain"),
-                    &[],
-                    b"not ready\n",
-                )
+                http::plain(503, "Service Unavailable", keep, b"not ready\n")
             };
             ctx.reply(stream, bytes, keep).await
         }
