@@ -41,6 +41,15 @@ fn auth() -> io360_common::auth::TierAuthConfig {
     io360_common::auth::TierAuthConfig::in_memory(&KEYS)
 }
 
+/// A frontend serving the site in `dir`, with nothing behind it.
+async fn start_site(dir: &std::path::Path) -> Result<Running> {
+    start_frontend(io360_frontend::Config {
+        site_dir: Some(dir.to_owned()),
+        ..Default::default()
+    })
+    .await
+}
+
 async fn start_frontend(mut config: io360_frontend::Config) -> Result<Running> {
     config.tier_auth = auth();
     let (l, addr) = listener().await?;
@@ -201,11 +210,7 @@ fn client() -> reqwest::Client {
 #[tokio::test]
 async fn static_files_types_caching_and_compression() -> Result<()> {
     let dir = site()?;
-    let fe = start_frontend(io360_frontend::Config {
-        site_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await?;
+    let fe = start_site(dir.path()).await?;
     let c = client();
 
     for (path, ct) in [
@@ -361,11 +366,7 @@ async fn traversal_and_hidden_files_are_refused() -> Result<()> {
     let dir = site()?;
     #[cfg(unix)]
     std::os::unix::fs::symlink(outer.path().join("secret.txt"), dir.path().join("link.txt"))?;
-    let fe = start_frontend(io360_frontend::Config {
-        site_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await?;
+    let fe = start_site(dir.path()).await?;
     let secret = outer.path().join("secret.txt");
     let rel_up = format!("/../..{}", secret.display());
     for target in [
@@ -398,11 +399,7 @@ async fn traversal_and_hidden_files_are_refused() -> Result<()> {
 #[tokio::test]
 async fn site_reloads_when_files_change() -> Result<()> {
     let dir = site()?;
-    let fe = start_frontend(io360_frontend::Config {
-        site_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await?;
+    let fe = start_site(dir.path()).await?;
     let c = client();
     assert_eq!(
         c.get(format!("{}/new.html", fe.url)).send().await?.status(),
@@ -625,11 +622,7 @@ async fn site_files_are_counted_and_never_shadow_the_widget_or_the_api() -> Resu
     write(dir.path(), "embed.js", b"site's own script")?;
     write(dir.path(), "metrics", b"site's own metrics")?;
     write(dir.path(), "api/v1/comments", b"site's own comments")?;
-    let fe = start_frontend(io360_frontend::Config {
-        site_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await?;
+    let fe = start_site(dir.path()).await?;
     let c = client();
     let widget = c.get(format!("{}/embed.js", fe.url)).send().await?;
     assert!(!widget.text().await?.contains("site's own"));
@@ -717,11 +710,7 @@ async fn read_answers(s: &mut TcpStream, heads: &[bool]) -> Result<Vec<(String, 
 #[tokio::test]
 async fn one_connection_carries_site_files_and_everything_else() -> Result<()> {
     let dir = site()?;
-    let fe = start_frontend(io360_frontend::Config {
-        site_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    })
-    .await?;
+    let fe = start_site(dir.path()).await?;
     let mut s = TcpStream::connect(fe.addr).await?;
 
     // A head that arrives in three pieces.
