@@ -14,6 +14,8 @@
 //! | `votes` | (comment id, voter) | the vote |
 //! | `pending` | comment id | empty: the moderation queue |
 //! | `authors` | author key | approved comment count |
+//! | `sources` | an imported comment's source id (`disqus:123`) | its comment id: permanent, so an import never writes a source comment twice |
+//! | `source_of` | comment id | the source id it was imported under |
 //! | `meta` | name | counters, the [format version](crate::format), the suspension and the bans |
 //!
 //! What is stored are the records of [`crate::record`], never the wire types: this layer takes
@@ -44,8 +46,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
-    Bans, Counts, Idempotency, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
-    WriteResult,
+    Bans, Counts, ExportedComment, ExportedThread, Idempotency, Imported, ImportedComment, Search,
+    StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
 };
 use crate::error::StoreError;
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
@@ -114,6 +116,8 @@ struct Tables {
     votes: Keyspace,
     pending: Keyspace,
     authors: Keyspace,
+    sources: Keyspace,
+    source_of: Keyspace,
     meta: Keyspace,
 }
 
@@ -124,6 +128,10 @@ enum Job {
     Suspend(Suspension, oneshot::Sender<Result<Suspension, StoreError>>),
     Erase(EraseStep, oneshot::Sender<Result<Vec<Change>, StoreError>>),
     Bans(Bans, oneshot::Sender<Result<Bans, StoreError>>),
+    Import(
+        Vec<ImportedComment>,
+        oneshot::Sender<Result<Imported, StoreError>>,
+    ),
 }
 
 #[derive(Clone)]
@@ -207,6 +215,8 @@ impl Db {
             votes: ks("votes").map_err(fj)?,
             pending: ks("pending").map_err(fj)?,
             authors: ks("authors").map_err(fj)?,
+            sources: ks("sources").map_err(fj)?,
+            source_of: ks("source_of").map_err(fj)?,
             meta: ks("meta").map_err(fj)?,
             db,
         };
@@ -411,6 +421,51 @@ impl Db {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Bans(bans, tx))?;
         rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Writes comments imported from another system, in the order given (a reply after the
+    /// comment it replies to), as new changes of their threads. A comment whose source id was
+    /// imported before is skipped, so a batch can be written again after a failure. Answers
+    /// once the batch is durable.
+    pub async fn import(&self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Import(comments, tx))?;
+        rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// The io360 id of the comment imported under `source` (`disqus:123`), if any.
+    pub async fn by_source(&self, source: String) -> Result<Option<u64>, StoreError> {
+        self.read(move |t| Ok(t.sources.get(source.as_bytes())?.map(|v| read_u64(&v))))
+            .await
+    }
+
+    /// Every thread, then every comment in id order with its private fields and source id,
+    /// handed to `out` one at a time from one snapshot (memory stays bounded by one item).
+    /// Blocking: call it off the async workers.
+    pub fn export_blocking(
+        &self,
+        mut thread: impl FnMut(ExportedThread) -> Result<(), StoreError>,
+        mut comment: impl FnMut(ExportedComment) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let t = &self.tables;
+        let snapshot = t.db.snapshot();
+        for kv in snapshot.iter(&t.threads) {
+            let (k, v) = kv.into_inner()?;
+            let rec: ThreadRecord = decode("thread", &v)?;
+            thread(ExportedThread {
+                thread: String::from_utf8_lossy(&k).into_owned(),
+                closed: rec.closed,
+            })?;
+        }
+        for kv in snapshot.iter(&t.comments) {
+            let (k, v) = kv.into_inner()?;
+            let stored = read_comment(&v)?;
+            let source = snapshot
+                .get(&t.source_of, &k)?
+                .map(|s| String::from_utf8_lossy(&s).into_owned());
+            comment(ExportedComment { stored, source })?;
+        }
+        Ok(())
     }
 
     /// The durable list of bans.
@@ -776,6 +831,10 @@ enum Done {
         oneshot::Sender<Result<Bans, StoreError>>,
         Result<Bans, StoreError>,
     ),
+    Import(
+        oneshot::Sender<Result<Imported, StoreError>>,
+        Result<Imported, StoreError>,
+    ),
 }
 
 impl Writer {
@@ -829,6 +888,13 @@ impl Writer {
                     wrote |= r.is_ok();
                     done.push(Done::Bans(reply, r));
                 }
+                Job::Import(comments, reply) => {
+                    let r = self.import(comments);
+                    // A batch refused half way has written its first part: make that durable
+                    // too before the feed position that covers it is announced.
+                    wrote = true;
+                    done.push(Done::Import(reply, r));
+                }
             }
         }
         if wrote {
@@ -843,6 +909,7 @@ impl Writer {
                         Done::Suspend(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Erase(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Import(_, r) => *r = Err(StoreError::Poisoned),
                     }
                 }
             }
@@ -871,6 +938,9 @@ impl Writer {
                     let _ = reply.send(r);
                 }
                 Done::Bans(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Import(reply, r) => {
                     let _ = reply.send(r);
                 }
             }
@@ -1205,6 +1275,95 @@ impl Writer {
             change,
             replayed: false,
         })
+    }
+
+    /// Writes imported comments, each as a `created` change of its thread with its own times,
+    /// state and votes; see [`Db::import`].
+    fn import(&mut self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let mut out = Imported::default();
+        for c in comments {
+            if self.t.sources.contains_key(c.source.as_bytes())? {
+                out.skipped += 1;
+                continue;
+            }
+            io360_common::rules::thread("thread", &c.thread)?;
+            let (mut rec, created_thread) = self.thread_or_new(&c.thread)?;
+            let parent = match &c.parent_source {
+                None => None,
+                Some(p) => {
+                    let found = match self.t.sources.get(p.as_bytes())? {
+                        Some(v) => self
+                            .t
+                            .comment(read_u64(&v))?
+                            .filter(|pc| pc.comment.thread == c.thread)
+                            .map(|pc| pc.comment.id),
+                        None => None,
+                    };
+                    if found.is_none() {
+                        out.orphans.push(c.source.clone());
+                    }
+                    found
+                }
+            };
+            let id = self.next_id;
+            let mut stored = StoredComment {
+                comment: io360_common::model::Comment {
+                    id,
+                    thread: c.thread.clone(),
+                    seq: rec.head + 1,
+                    parent,
+                    author: c.author,
+                    website: c.website,
+                    text: c.text,
+                    html: c.html,
+                    created: c.created,
+                    modified: c.modified,
+                    status: c.status,
+                    votes: c.votes,
+                },
+                email: c.email,
+                remote: c.remote,
+                author_key: c.author_key,
+            };
+            if c.status == Status::Deleted {
+                stored.comment.scrub();
+                stored.email = None;
+                stored.remote = None;
+                stored.author_key = None;
+            }
+            if c.status == Status::Approved {
+                rec.count += 1;
+            }
+            let mut batch = self.t.db.batch();
+            self.record_change(
+                &mut batch,
+                &c.thread,
+                &mut rec,
+                created_thread,
+                ChangeKind::Created,
+                Some(&stored),
+            );
+            let t = self.t.clone();
+            batch.insert(&t.comments, u64_key(id), comment_bytes(&stored));
+            batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
+            batch.insert(&t.sources, c.source.as_bytes(), u64_key(id));
+            batch.insert(&t.source_of, u64_key(id), c.source.as_bytes());
+            if c.status == Status::Pending {
+                batch.insert(&t.pending, u64_key(id), []);
+            }
+            if c.status == Status::Approved
+                && let Some(key) = &stored.author_key
+            {
+                self.bump_author(&mut batch, key)?;
+            }
+            self.commit(batch, created_thread)?;
+            self.next_id += 1;
+            out.created += 1;
+        }
+        Ok(out)
     }
 
     fn bump_author(&self, batch: &mut fjall::OwnedWriteBatch, key: &str) -> Result<(), StoreError> {
