@@ -4,6 +4,7 @@
 //! `serve` entry point, listed once in [`tiers`]. `up` binds every tier on loopback, points
 //! them at each other and puts the public face on `--addr`.
 
+mod moving;
 mod tiers;
 mod up;
 
@@ -55,6 +56,13 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Imports another comment system's export (or io360's own) into a data directory that
+    /// no running io360 holds. Idempotent: a second run of the same file adds nothing, and a
+    /// run stopped half way continues where it stopped.
+    Import(moving::ImportArgs),
+    /// Writes every thread and comment of a data directory that no running io360 holds, as
+    /// versioned NDJSON, to stdout (re-importable with `io360 import --from io360`).
+    Export(moving::ExportArgs),
 }
 
 /// Writes a keyring and every tier's credential into `dir`.
@@ -81,7 +89,10 @@ fn write_tier_keys(dir: &std::path::Path) -> anyhow::Result<()> {
 fn main() -> std::process::ExitCode {
     keep_freed_memory_a_while(std::env::var_os("MIMALLOC_PURGE_DELAY").is_some());
     let cli = Cli::parse();
-    io360_common::telemetry::init_logging();
+    // Import and export speak to a person on stderr and write data to stdout: no log lines.
+    if !matches!(cli.command, Command::Import(_) | Command::Export(_)) {
+        io360_common::telemetry::init_logging();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -94,6 +105,8 @@ fn main() -> std::process::ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Serve { tier } => tiers::serve_one(*tier).await,
             Command::TierKeys { out } => write_tier_keys(&out),
+            Command::Import(args) => moving::import(args).await,
+            Command::Export(args) => moving::export(args).await,
         }
     });
     match result {

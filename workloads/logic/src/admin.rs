@@ -552,7 +552,7 @@ async fn author_key(s: &AppState, req: AuthorRequest) -> Result<String, Problem>
         (Some(email), None) => {
             let email = email.trim().to_lowercase();
             rules::email(&email)?;
-            Ok(s.keys.derive("author-email", &email))
+            Ok(s.keys.author_of_email(&email))
         }
         (None, Some(token)) => {
             let bad = || Problem::invalid("editToken", "is not an edit token issued by this site");

@@ -349,6 +349,8 @@ pub struct ExportedComment {
     pub stored: StoredComment,
     /// The source id it was imported under, if it was imported.
     pub source: Option<String>,
+    /// The source id its parent was imported under, if it has a parent that was imported.
+    pub parent_source: Option<String>,
 }
 
 /// A thread as the store keeps it: one item of an export.
@@ -358,4 +360,13 @@ pub struct ExportedThread {
     pub thread: String,
     /// Whether it is closed to new comments.
     pub closed: bool,
+}
+
+/// One item of an export: every thread comes before every comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportItem {
+    /// A thread.
+    Thread(ExportedThread),
+    /// A comment.
+    Comment(Box<ExportedComment>),
 }

@@ -46,8 +46,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
-    Bans, Counts, ExportedComment, ExportedThread, Idempotency, Imported, ImportedComment, Search,
-    StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
+    Bans, Counts, ExportItem, ExportedComment, ExportedThread, Idempotency, Imported,
+    ImportedComment, Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
 };
 use crate::error::StoreError;
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
@@ -444,18 +444,17 @@ impl Db {
     /// Blocking: call it off the async workers.
     pub fn export_blocking(
         &self,
-        mut thread: impl FnMut(ExportedThread) -> Result<(), StoreError>,
-        mut comment: impl FnMut(ExportedComment) -> Result<(), StoreError>,
+        mut out: impl FnMut(ExportItem) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let t = &self.tables;
         let snapshot = t.db.snapshot();
         for kv in snapshot.iter(&t.threads) {
             let (k, v) = kv.into_inner()?;
             let rec: ThreadRecord = decode("thread", &v)?;
-            thread(ExportedThread {
+            out(ExportItem::Thread(ExportedThread {
                 thread: String::from_utf8_lossy(&k).into_owned(),
                 closed: rec.closed,
-            })?;
+            }))?;
         }
         for kv in snapshot.iter(&t.comments) {
             let (k, v) = kv.into_inner()?;
@@ -463,7 +462,17 @@ impl Db {
             let source = snapshot
                 .get(&t.source_of, &k)?
                 .map(|s| String::from_utf8_lossy(&s).into_owned());
-            comment(ExportedComment { stored, source })?;
+            let parent_source = match stored.comment.parent {
+                Some(p) => snapshot
+                    .get(&t.source_of, u64_key(p))?
+                    .map(|s| String::from_utf8_lossy(&s).into_owned()),
+                None => None,
+            };
+            out(ExportItem::Comment(Box::new(ExportedComment {
+                stored,
+                source,
+                parent_source,
+            })))?;
         }
         Ok(())
     }

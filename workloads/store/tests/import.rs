@@ -2,7 +2,7 @@
 
 use io360_common::model::{ChangeKind, Status, Votes};
 use io360_store::Db;
-use io360_store::api::ImportedComment;
+use io360_store::api::{ExportItem, ImportedComment};
 
 fn imported(source: &str, parent: Option<&str>, created: &str, status: Status) -> ImportedComment {
     ImportedComment {
@@ -92,14 +92,13 @@ async fn imports_keep_their_history_and_a_second_run_adds_nothing() {
     let page = db.page("/moved/".into(), 0, 100).await.unwrap();
     assert!(page.comments.iter().all(|c| c.status == Status::Deleted));
     let mut emails = 0;
-    db.export_blocking(
-        |_| Ok(()),
-        |c| {
+    db.export_blocking(|item| {
+        if let ExportItem::Comment(c) = item {
             emails += usize::from(c.stored.email.is_some());
             assert!(c.source.is_some());
-            Ok(())
-        },
-    )
+        }
+        Ok(())
+    })
     .unwrap();
     assert_eq!(emails, 0, "an erase leaves no imported email behind");
 }
