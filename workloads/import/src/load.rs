@@ -367,8 +367,14 @@ fn sort_pass(
                     },
                     source: source.clone(),
                 };
+                let key = sort_key(&t.name, c.created, &source);
+                if comments.contains_key(&key)? {
+                    // The same comment twice in the file (merged downloads): written once.
+                    s.skipped += 1;
+                    continue;
+                }
                 let v = serde_json::to_vec(&imported).unwrap_or_default();
-                comments.insert(sort_key(&t.name, c.created, &source), v)?;
+                comments.insert(key, v)?;
             }
         }
         tick(s);
