@@ -145,6 +145,9 @@ async fn a_disqus_import_shows_through_up_with_its_nesting_order_and_states() {
     let again = import("disqus", &file, &data);
     assert!(again.contains("0 imported, 33 already imported"), "{again}");
 
+    let offline = io360(&["export"], &data);
+    assert!(offline.status.success(), "{}", text(&offline));
+
     let (_up, base) = up(&data).await;
     let page = list(&base, "/posts/0/").await;
     let comments = page["comments"].as_array().unwrap();
@@ -200,6 +203,23 @@ async fn a_disqus_import_shows_through_up_with_its_nesting_order_and_states() {
         .unwrap();
     let held = queue.to_string();
     assert!(held.contains("comment 5 of thread 0"), "{held}");
+
+    // The admin export streams what `io360 export` wrote offline, byte for byte.
+    let url = format!("{base}/api/v1/admin/export");
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let online = http
+        .get(&url)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(online.status(), 200);
+    let online = online.bytes().await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&online).unwrap(),
+        std::str::from_utf8(&offline.stdout).unwrap()
+    );
 
     // An erase by email reaches imported comments: the key was derived with the site's key.
     let erased = http

@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/events", get(events))
         .route("/api/v1/admin/authors/erase", post(erase))
         .route("/api/v1/admin/authors/export", post(export))
+        .route("/api/v1/admin/export", get(export_site))
 }
 
 /// Proof that the request carries the admin token, and who says they are acting.
@@ -643,4 +644,45 @@ async fn export(
         )),
     );
     Ok(axum::Json(ExportedAuthor { comments, events }))
+}
+
+/// `GET /api/v1/admin/export`: everything the store holds, in io360's export format (versioned
+/// NDJSON, as `io360 export` writes it), streamed from the store a chunk at a time.
+async fn export_site(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    use io360_import::io360::{Header, Line, ThreadLine};
+    use io360_store::api::ExportItem;
+    let items = s.store.export().await?;
+    let mut header = Vec::new();
+    io360_import::io360::write_line(&mut header, &Header::current())
+        .map_err(|e| Problem::internal(format!("encoding the export header: {e}")))?;
+    let lines = items.map(|item| {
+        let line = match item {
+            Ok(ExportItem::Thread(t)) => Line::Thread(ThreadLine {
+                thread: t.thread,
+                closed: t.closed,
+            }),
+            Ok(ExportItem::Comment(c)) => Line::Comment(Box::new((*c).into())),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        };
+        let mut out = Vec::with_capacity(512);
+        io360_import::io360::write_line(&mut out, &line)?;
+        Ok(bytes::Bytes::from(out))
+    });
+    let body = futures::stream::once(async move { Ok(bytes::Bytes::from(header)) }).chain(lines);
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"io360-export.ndjson\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
