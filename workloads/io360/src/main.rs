@@ -63,6 +63,10 @@ enum Command {
     /// Writes every thread and comment of a data directory that no running io360 holds, as
     /// versioned NDJSON, to stdout (re-importable with `io360 import --from io360`).
     Export(moving::ExportArgs),
+    /// Renames threads whose name starts with --from (a site that moved), with their comments,
+    /// counts and history, in a data directory that no running io360 holds; --dry-run lists
+    /// what would change.
+    Remap(moving::RemapArgs),
 }
 
 /// Writes a keyring and every tier's credential into `dir`.
@@ -90,7 +94,10 @@ fn main() -> std::process::ExitCode {
     keep_freed_memory_a_while(std::env::var_os("MIMALLOC_PURGE_DELAY").is_some());
     let cli = Cli::parse();
     // Import and export speak to a person on stderr and write data to stdout: no log lines.
-    if !matches!(cli.command, Command::Import(_) | Command::Export(_)) {
+    if !matches!(
+        cli.command,
+        Command::Import(_) | Command::Export(_) | Command::Remap(_)
+    ) {
         io360_common::telemetry::init_logging();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -107,6 +114,7 @@ fn main() -> std::process::ExitCode {
             Command::TierKeys { out } => write_tier_keys(&out),
             Command::Import(args) => moving::import(args).await,
             Command::Export(args) => moving::export(args).await,
+            Command::Remap(args) => moving::remap(args).await,
         }
     });
     match result {

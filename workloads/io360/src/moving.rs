@@ -125,3 +125,51 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     Ok(())
 }
+
+/// `io360 remap`.
+#[derive(Debug, clap::Args)]
+pub struct RemapArgs {
+    /// The data directory `io360 up --data-dir` uses.
+    #[arg(long, env = "IO360_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// Threads whose name starts with this are renamed (`https://old.example/`).
+    #[arg(long)]
+    from: String,
+
+    /// What replaces that start (`/`).
+    #[arg(long)]
+    to: String,
+
+    /// Only list what would be renamed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `io360 remap`: renames threads, listing each.
+pub async fn remap(args: RemapArgs) -> anyhow::Result<()> {
+    let db = open_store(&args.data_dir)?;
+    let result = db
+        .remap(args.from.clone(), args.to.clone(), args.dry_run)
+        .await;
+    db.close();
+    let renamed = result?;
+    let mut out = std::io::stdout().lock();
+    for r in &renamed {
+        writeln!(out, "{} -> {} ({} comments)", r.from, r.to, r.comments)?;
+    }
+    let comments: u64 = renamed.iter().map(|r| r.comments).sum();
+    writeln!(
+        out,
+        "{} {} threads ({comments} comments) from {:?} to {:?}",
+        if args.dry_run {
+            "would rename"
+        } else {
+            "renamed"
+        },
+        renamed.len(),
+        args.from,
+        args.to
+    )?;
+    Ok(())
+}

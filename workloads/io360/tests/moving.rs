@@ -408,3 +408,43 @@ async fn a_database_real_isso_wrote_imports_and_shows() {
         "a reply keeps its parent: {page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remap_lists_then_moves_threads_and_up_shows_them_at_their_new_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let data = dir.path().join("data");
+    import("disqus", &file, &data);
+    let dry = io360(
+        &["remap", "--from", "/posts/", "--to", "/blog/", "--dry-run"],
+        &data,
+    );
+    assert!(dry.status.success(), "{}", text(&dry));
+    let said = text(&dry);
+    assert!(
+        said.contains("/posts/0/ -> /blog/0/ (10 comments)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("would rename 3 threads (30 comments)"),
+        "{said}"
+    );
+    let done = io360(&["remap", "--from", "/posts/", "--to", "/blog/"], &data);
+    assert!(done.status.success(), "{}", text(&done));
+    let again = io360(&["remap", "--from", "/posts/", "--to", "/blog/"], &data);
+    assert!(
+        text(&again).contains("renamed 0 threads"),
+        "{}",
+        text(&again)
+    );
+
+    let (_up, base) = up(&data).await;
+    let page = list(&base, "/blog/0/").await;
+    assert_eq!(page["comments"].as_array().unwrap().len(), 9, "{page}");
+    assert_eq!(page["comments"][1]["parent"], page["comments"][0]["id"]);
+    assert_eq!(
+        list(&base, "/posts/0/").await["comments"],
+        serde_json::json!([])
+    );
+    assert_eq!(list(&base, "/blog/1/").await["closed"], true);
+}

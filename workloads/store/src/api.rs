@@ -370,3 +370,14 @@ pub enum ExportItem {
     /// A comment.
     Comment(Box<ExportedComment>),
 }
+
+/// A thread a remap renames (or would rename, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renamed {
+    /// Its name now.
+    pub from: String,
+    /// Its new name.
+    pub to: String,
+    /// Comments it holds (of every state).
+    pub comments: u64,
+}

@@ -47,7 +47,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::api::{
     Bans, Counts, ExportItem, ExportedComment, ExportedThread, Idempotency, Imported,
-    ImportedComment, Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
+    ImportedComment, Renamed, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
+    WriteResult,
 };
 use crate::error::StoreError;
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
@@ -132,6 +133,14 @@ enum Job {
         Vec<ImportedComment>,
         oneshot::Sender<Result<Imported, StoreError>>,
     ),
+    Remap(Remap, oneshot::Sender<Result<Vec<Renamed>, StoreError>>),
+}
+
+/// A rename of every thread whose name starts with `from`.
+struct Remap {
+    from: String,
+    to: String,
+    dry_run: bool,
 }
 
 #[derive(Clone)]
@@ -430,6 +439,25 @@ impl Db {
     pub async fn import(&self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Import(comments, tx))?;
+        rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Renames every thread whose name starts with `from` to `to` followed by the rest of its
+    /// name (a site that moved: `https://old.example/` to `/`), with its comments, counts and
+    /// history; answers what was (or, with `dry_run`, would be) renamed. A name that is not a
+    /// thread name, or a new name a thread already has, refuses the whole remap.
+    ///
+    /// Offline only: the renamed history is rewritten in place, which the change feed's
+    /// readers (sync, longpoll, logic's cache) would not learn of. Run it on a data directory
+    /// no running io360 holds.
+    pub async fn remap(
+        &self,
+        from: String,
+        to: String,
+        dry_run: bool,
+    ) -> Result<Vec<Renamed>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Remap(Remap { from, to, dry_run }, tx))?;
         rx.await.map_err(|_| writer_stopped())?
     }
 
@@ -844,6 +872,10 @@ enum Done {
         oneshot::Sender<Result<Imported, StoreError>>,
         Result<Imported, StoreError>,
     ),
+    Remap(
+        oneshot::Sender<Result<Vec<Renamed>, StoreError>>,
+        Result<Vec<Renamed>, StoreError>,
+    ),
 }
 
 impl Writer {
@@ -904,6 +936,11 @@ impl Writer {
                     wrote = true;
                     done.push(Done::Import(reply, r));
                 }
+                Job::Remap(remap, reply) => {
+                    let r = self.remap(remap);
+                    wrote = true;
+                    done.push(Done::Remap(reply, r));
+                }
             }
         }
         if wrote {
@@ -919,6 +956,7 @@ impl Writer {
                         Done::Erase(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Import(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Remap(_, r) => *r = Err(StoreError::Poisoned),
                     }
                 }
             }
@@ -950,6 +988,9 @@ impl Writer {
                     let _ = reply.send(r);
                 }
                 Done::Import(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Remap(reply, r) => {
                     let _ = reply.send(r);
                 }
             }
@@ -1373,6 +1414,89 @@ impl Writer {
             out.created += 1;
         }
         Ok(out)
+    }
+
+    /// See [`Db::remap`].
+    fn remap(&mut self, r: Remap) -> Result<Vec<Renamed>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if r.from.is_empty() {
+            return Err(StoreError::invalid(
+                "from",
+                "must not be empty (it would rename every thread)",
+            ));
+        }
+        let mut plan = Vec::new();
+        for kv in self.t.threads.prefix(r.from.as_bytes()) {
+            let (k, v) = kv.into_inner()?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let rec: ThreadRecord = decode("thread", &v)?;
+            let to = format!("{}{}", r.to, &name[r.from.len()..]);
+            io360_common::rules::thread("to", &to)?;
+            let comments = self
+                .t
+                .latest
+                .range(thread_seq(rec.id, 0)..=thread_seq(rec.id, u64::MAX))
+                .count() as u64;
+            plan.push((name, to, rec, comments));
+        }
+        let moving: BTreeSet<&str> = plan.iter().map(|(n, ..)| n.as_str()).collect();
+        for (name, to, ..) in &plan {
+            if self.t.threads.contains_key(to.as_bytes())? && !moving.contains(to.as_str()) {
+                return Err(StoreError::invalid(
+                    "to",
+                    format!("{name} would become {to}, which is a thread already"),
+                ));
+            }
+        }
+        let answer: Vec<Renamed> = plan
+            .iter()
+            .map(|(from, to, _, comments)| Renamed {
+                from: from.clone(),
+                to: to.clone(),
+                comments: *comments,
+            })
+            .collect();
+        if r.dry_run {
+            return Ok(answer);
+        }
+        // An old name that is also a new one (`/a` to `/b` while `/b` moves to `/c`) is
+        // overwritten, not removed: a key appears once in the batch.
+        let targets: BTreeSet<&str> = plan.iter().map(|(_, to, ..)| to.as_str()).collect();
+        let mut batch = self.t.db.batch();
+        for (name, ..) in &plan {
+            if !targets.contains(name.as_str()) {
+                batch.remove(&self.t.threads, name.as_bytes());
+            }
+        }
+        for (_, to, rec, _) in &plan {
+            batch.insert(&self.t.threads, to.as_bytes(), encode(rec));
+            let (lo, hi) = (thread_seq(rec.id, 0), thread_seq(rec.id, u64::MAX));
+            for kv in self.t.latest.range(lo..=hi) {
+                let (_, id) = kv.into_inner()?;
+                if let Some(mut c) = self.t.comment(read_u64(&id))? {
+                    c.comment.thread = to.clone();
+                    batch.insert(&self.t.comments, id, comment_bytes(&c));
+                }
+            }
+            for kv in self.t.log.range(lo..=hi) {
+                let (_, pos) = kv.into_inner()?;
+                if let Some(v) = self.t.feed.get(&pos)? {
+                    let mut ch = read_change(&v)?;
+                    ch.thread = to.clone();
+                    if let Some(c) = &mut ch.comment {
+                        c.thread = to.clone();
+                    }
+                    batch.insert(&self.t.feed, pos, change_bytes(&ch));
+                }
+            }
+        }
+        batch.durability(None).commit().map_err(|e| {
+            self.poisoned = true;
+            StoreError::Storage(e)
+        })?;
+        Ok(answer)
     }
 
     fn bump_author(&self, batch: &mut fjall::OwnedWriteBatch, key: &str) -> Result<(), StoreError> {

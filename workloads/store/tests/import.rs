@@ -127,3 +127,83 @@ async fn the_source_map_survives_a_reopen() {
     let r = db.import(one).await.unwrap();
     assert_eq!((r.created, r.skipped), (0, 1));
 }
+
+#[tokio::test]
+async fn a_remap_moves_threads_with_their_comments_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 64).unwrap();
+    let mut batch = vec![
+        imported("wp:1", None, "2015-03-01T10:00:00Z", Status::Approved),
+        imported(
+            "wp:2",
+            Some("wp:1"),
+            "2015-03-02T10:00:00Z",
+            Status::Approved,
+        ),
+    ];
+    batch[0].thread = "https://old.example/a/".into();
+    batch[1].thread = "https://old.example/a/".into();
+    let mut other = imported("wp:3", None, "2015-03-03T10:00:00Z", Status::Approved);
+    other.thread = "/b/".into();
+    batch.push(other);
+    db.import(batch).await.unwrap();
+
+    let dry = db
+        .remap("https://old.example/".into(), "/".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(dry.len(), 1);
+    assert_eq!((dry[0].to.as_str(), dry[0].comments), ("/a/", 2));
+    assert_eq!(
+        db.page("/a/".into(), 0, 10).await.unwrap().comments.len(),
+        0,
+        "a dry run changes nothing"
+    );
+
+    // A new name a thread already has refuses the whole remap.
+    let clash = db
+        .remap("/b/".into(), "https://old.example/a/".into(), false)
+        .await;
+    assert!(
+        clash.is_err_and(|e| e.to_string().contains("is a thread already")),
+        "a clash refuses"
+    );
+    assert_eq!(
+        db.page("/b/".into(), 0, 10).await.unwrap().comments.len(),
+        1
+    );
+    db.remap("/b/".into(), "/z/".into(), false).await.unwrap();
+
+    db.remap("https://old.example/".into(), "/".into(), false)
+        .await
+        .unwrap();
+    let page = db.page("/a/".into(), 0, 10).await.unwrap();
+    assert_eq!(page.head, 2);
+    assert_eq!(page.comments.len(), 2);
+    assert!(page.comments.iter().all(|c| c.thread == "/a/"));
+    assert_eq!(page.comments[1].parent, Some(page.comments[0].id));
+    assert_eq!(db.meta("/a/".into()).await.unwrap().count, 2);
+    assert_eq!(
+        db.meta("https://old.example/a/".into()).await.unwrap().head,
+        0
+    );
+    let changes = db.changes("/a/".into(), 0, 10).await.unwrap();
+    assert!(changes.changes.iter().all(|c| c.thread == "/a/"));
+    assert_eq!(
+        db.page("/z/".into(), 0, 10).await.unwrap().comments.len(),
+        1
+    );
+    // Posting to the moved thread continues its numbering.
+    let more = vec![imported(
+        "wp:4",
+        Some("wp:2"),
+        "2015-03-05T10:00:00Z",
+        Status::Approved,
+    )];
+    let mut more = more;
+    more[0].thread = "/a/".into();
+    db.import(more).await.unwrap();
+    let page = db.page("/a/".into(), 0, 10).await.unwrap();
+    assert_eq!(page.head, 3);
+    assert_eq!(page.comments[2].parent, Some(page.comments[1].id));
+}
