@@ -195,8 +195,10 @@ pub async fn load(
         .temporary(true)
         .cache_size(8 << 20)
         .open()?;
-    let threads = sort.keyspace("threads", KeyspaceCreateOptions::default)?;
-    let comments = sort.keyspace("comments", KeyspaceCreateOptions::default)?;
+    // Small memtables: the sort is written once and read once, so memory buys nothing.
+    let small = || KeyspaceCreateOptions::default().max_memtable_size(16 << 20);
+    let threads = sort.keyspace("threads", small)?;
+    let comments = sort.keyspace("comments", small)?;
     let mut s = Summary::default();
     let mut last_report = Instant::now();
 

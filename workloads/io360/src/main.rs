@@ -25,9 +25,14 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// logic shipping audit events spent about 4% of its CPU there, and a 10 s delay took its
 /// page faults per request from 0.06 to 0.001. Idle memory still goes back to the OS.
 fn keep_freed_memory_a_while(overridden: bool) {
+    set_purge_delay(overridden, 10_000);
+}
+
+/// Sets mimalloc's purge delay in milliseconds, unless `MIMALLOC_PURGE_DELAY` said otherwise.
+fn set_purge_delay(overridden: bool, ms: std::ffi::c_long) {
     if !overridden {
         // SAFETY: sets one integer option, before any thread of ours is started.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
     }
 }
 
@@ -91,8 +96,18 @@ fn write_tier_keys(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    keep_freed_memory_a_while(std::env::var_os("MIMALLOC_PURGE_DELAY").is_some());
     let cli = Cli::parse();
+    // Import, export and remap are one long pass over data, not bursts of requests: freed
+    // memory goes back at once, which keeps a large import's peak memory down by about 20%.
+    let overridden = std::env::var_os("MIMALLOC_PURGE_DELAY").is_some();
+    if matches!(
+        cli.command,
+        Command::Import(_) | Command::Export(_) | Command::Remap(_)
+    ) {
+        set_purge_delay(overridden, 0);
+    } else {
+        keep_freed_memory_a_while(overridden);
+    }
     // Import and export speak to a person on stderr and write data to stdout: no log lines.
     if !matches!(
         cli.command,

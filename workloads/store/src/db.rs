@@ -293,6 +293,7 @@ impl Db {
             durable: durable_tx,
             metrics: metrics.clone(),
             poisoned: false,
+            imported_bytes: 0,
         };
         let max = group_commit_max.max(1);
         let writer = WriterThread::spawn("io360-store-writer", write_queue_max, move |rx| {
@@ -852,7 +853,14 @@ struct Writer {
     durable: watch::Sender<FeedPos>,
     metrics: Metrics,
     poisoned: bool,
+    /// Bytes imported since the memtables were last rotated (see [`IMPORT_MEMTABLE_BYTES`]).
+    imported_bytes: u64,
 }
+
+/// An import writes far more at once than posts do: after this many bytes of imported
+/// records the memtables are sealed and flushed, so a large import's memory stays bounded by
+/// this rather than by fjall's 64 MiB per keyspace.
+const IMPORT_MEMTABLE_BYTES: u64 = 8 << 20;
 
 enum Done {
     Write(Reply, Box<Result<WriteResult, StoreError>>),
@@ -1397,7 +1405,11 @@ impl Writer {
                 Some(&stored),
             );
             let t = self.t.clone();
-            batch.insert(&t.comments, u64_key(id), comment_bytes(&stored));
+            let bytes = comment_bytes(&stored);
+            // The comment, its copy in the feed, and the index entries.
+            // Each of the seven entries costs a memtable about 100 bytes besides its own.
+            self.imported_bytes += 2 * bytes.len() as u64 + 2 * c.source.len() as u64 + 700;
+            batch.insert(&t.comments, u64_key(id), bytes);
             batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
             batch.insert(&t.sources, c.source.as_bytes(), u64_key(id));
             batch.insert(&t.source_of, u64_key(id), c.source.as_bytes());
@@ -1412,6 +1424,27 @@ impl Writer {
             self.commit(batch, created_thread)?;
             self.next_id += 1;
             out.created += 1;
+        }
+        if self.imported_bytes >= IMPORT_MEMTABLE_BYTES {
+            self.imported_bytes = 0;
+            let t = &self.t;
+            for ks in [
+                &t.comments,
+                &t.feed,
+                &t.latest,
+                &t.log,
+                &t.sources,
+                &t.source_of,
+                &t.threads,
+            ] {
+                ks.rotate_memtable()?;
+            }
+            // Sealed memtables stay in memory until flushed: an import waits for the flushes
+            // to catch up (for a few seconds at most) rather than piling them up.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while self.t.db.outstanding_flushes() > 2 && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         Ok(out)
     }
