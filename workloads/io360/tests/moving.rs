@@ -221,6 +221,28 @@ async fn a_disqus_import_shows_through_up_with_its_nesting_order_and_states() {
         std::str::from_utf8(&offline.stdout).unwrap()
     );
 
+    // An old link's source id leads to its io360 comment.
+    let found: Value = http
+        .get(format!("{base}/api/v1/admin/sources"))
+        .query(&[("source", "disqus:2")])
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["comment"]["id"].as_u64(), Some(ids[1]), "{found}");
+    assert_eq!(found["comment"]["thread"], "/posts/0/");
+    let unknown = http
+        .get(format!("{base}/api/v1/admin/sources"))
+        .query(&[("source", "disqus:424242")])
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
     // An erase by email reaches imported comments: the key was derived with the site's key.
     let erased = http
         .post(format!("{base}/api/v1/admin/authors/erase"))

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/authors/erase", post(erase))
         .route("/api/v1/admin/authors/export", post(export))
         .route("/api/v1/admin/export", get(export_site))
+        .route("/api/v1/admin/sources", get(by_source))
 }
 
 /// Proof that the request carries the admin token, and who says they are acting.
@@ -685,4 +686,40 @@ async fn export_site(
         axum::body::Body::from_stream(body),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceQuery {
+    /// A source id as an import keyed it: `disqus:12`, `isso:7`, `wordpress:34`.
+    source: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BySource {
+    source: String,
+    comment: Comment,
+}
+
+/// `GET /api/v1/admin/sources?source=isso:12`: the comment imported under a source id, so an
+/// old link (`#isso-12`) can be sent to its io360 comment.
+async fn by_source(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<SourceQuery>,
+) -> Result<axum::Json<BySource>, Problem> {
+    let missing = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-such-source",
+            format!("no comment was imported under {:?}", q.source),
+        )
+        .with_field("source")
+    };
+    let id = s.store.by_source(&q.source).await?.ok_or_else(missing)?;
+    let c = s.store.comment(id).await?.ok_or_else(missing)?;
+    Ok(axum::Json(BySource {
+        source: q.source.clone(),
+        comment: c.comment,
+    }))
 }

@@ -381,3 +381,10 @@ pub struct Renamed {
     /// Comments it holds (of every state).
     pub comments: u64,
 }
+
+/// The comment imported under a source id, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceMatch {
+    /// Its io360 id.
+    pub id: Option<u64>,
+}

@@ -113,6 +113,15 @@ impl StoreClient {
         Ok(a.approved)
     }
 
+    /// The id of the comment imported under `source` (`disqus:12`), if any.
+    pub async fn by_source(&self, source: &str) -> Result<Option<u64>, ClientError> {
+        let m: crate::api::SourceMatch = self
+            .inner
+            .get(&format!("/store/v1/source?source={}", q(source)))
+            .await?;
+        Ok(m.id)
+    }
+
     /// The durable manual suspension.
     pub async fn suspension(&self) -> Result<Suspension, ClientError> {
         self.inner.get("/store/v1/suspension").await

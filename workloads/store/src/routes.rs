@@ -17,6 +17,7 @@
 //! | `GET /store/v1/search?thread&author&text&status&before&limit` | comments, newest first |
 //! | `GET /store/v1/author/comments?key` | every comment of an author, private fields included |
 //! | `POST /store/v1/author/erase` | `{authorKey}`: deletes and scrubs every comment of an author |
+//! | `GET /store/v1/source?source` | the id of the comment imported under a source id (`disqus:12`) |
 //! | `GET /store/v1/export` | every thread, then every comment with its private fields and source ids, as NDJSON [`ExportItem`](crate::api::ExportItem)s from one snapshot |
 //!
 //! This is the only place where the storage layer's [`StoreError`]s become problems with a
@@ -114,6 +115,21 @@ struct AuthorQuery {
     key: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceQuery {
+    source: String,
+}
+
+async fn source(
+    State(s): State<AppState>,
+    Query(q): Query<SourceQuery>,
+) -> Result<axum::Json<crate::api::SourceMatch>, Problem> {
+    Ok(axum::Json(crate::api::SourceMatch {
+        id: s.db.by_source(q.source).await?,
+    }))
+}
+
 #[derive(Clone)]
 struct AppState {
     db: Arc<Db>,
@@ -135,7 +151,8 @@ pub fn router(db: Arc<Db>, shutdown: Shutdown, verifier: &Verifier) -> Router {
         .route("/store/v1/search", get(search))
         .route("/store/v1/author/comments", get(author_comments))
         .route("/store/v1/author/erase", post(erase_author))
-        .route("/store/v1/export", get(export));
+        .route("/store/v1/export", get(export))
+        .route("/store/v1/source", get(source));
     let feed = Router::new()
         .route("/store/v1/feed", get(feed))
         .route("/store/v1/position", get(position));
