@@ -15,13 +15,17 @@ use std::fmt;
 use std::io::BufRead;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
 mod commento;
 mod disqus;
 pub mod generate;
+pub mod io360;
 mod isso;
+pub mod load;
 mod remark42;
 mod text;
 mod wordpress;
@@ -40,16 +44,19 @@ pub enum Format {
     Remark42,
     /// Commento's JSON export.
     Commento,
+    /// io360's own export (`io360 export`), versioned NDJSON.
+    Io360,
 }
 
 impl Format {
     /// Every format, as spelled on the command line.
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::Isso,
         Format::Disqus,
         Format::Wordpress,
         Format::Remark42,
         Format::Commento,
+        Format::Io360,
     ];
 
     /// The name used on the command line and in the API.
@@ -60,6 +67,7 @@ impl Format {
             Format::Wordpress => "wordpress",
             Format::Remark42 => "remark42",
             Format::Commento => "commento",
+            Format::Io360 => "io360",
         }
     }
 }
@@ -116,6 +124,13 @@ pub enum Body {
     Markdown(String),
     /// HTML, which io360 sanitizes as it sanitizes its own rendering.
     Html(String),
+    /// Already rendered by io360 (its own export): the text is kept, the HTML sanitized again.
+    Rendered {
+        /// The source text.
+        text: String,
+        /// The HTML io360 rendered from it.
+        html: String,
+    },
 }
 
 /// Where a comment stands.
@@ -226,6 +241,7 @@ pub fn read(format: Format, input: Box<dyn BufRead + Send>) -> Records {
         Format::Wordpress => Box::new(wordpress::Reader::new(input)),
         Format::Remark42 => Box::new(remark42::Reader::new(input)),
         Format::Commento => commento::read(input),
+        Format::Io360 => Box::new(io360::Reader::new(input)),
         Format::Isso => Box::new(std::iter::once(Err(ImportError {
             format,
             at: "the start".into(),
@@ -238,6 +254,30 @@ pub fn read(format: Format, input: Box<dyn BufRead + Send>) -> Records {
 /// Reads an export from a file, checking first that the file looks like the format named (a
 /// Disqus file named as WordPress is refused with a sentence saying what it looks like).
 pub fn read_path(format: Format, path: &Path) -> Result<Records, ImportError> {
+    read_path_counting(format, path, Arc::default())
+}
+
+/// A reader that adds what it reads to a shared count (for progress reports).
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// As [`read_path`], adding the bytes read to `count` as the stream is read (Isso's
+/// database, read by SQLite, counts nothing).
+pub fn read_path_counting(
+    format: Format,
+    path: &Path,
+    count: Arc<AtomicU64>,
+) -> Result<Records, ImportError> {
     let fail = |message: String| ImportError {
         format,
         at: "the start".into(),
@@ -281,7 +321,11 @@ pub fn read_path(format: Format, path: &Path) -> Result<Records, ImportError> {
     }
     let file = std::fs::File::open(path)
         .map_err(|e| fail(format!("{} cannot be opened: {e}", path.display())))?;
-    Ok(read(format, Box::new(std::io::BufReader::new(file))))
+    let file = Counting { inner: file, count };
+    Ok(read(
+        format,
+        Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+    ))
 }
 
 /// Which format a file's first bytes look like.
@@ -302,6 +346,9 @@ pub fn sniff(head: &[u8]) -> Option<Format> {
     }
     if t.starts_with('{') {
         let first = t.lines().next().unwrap_or("");
+        if first.contains(io360::FORMAT_NAME) {
+            return Some(Format::Io360);
+        }
         if first.contains("\"commentHex\"") || t.contains("\"commenters\"") {
             return Some(Format::Commento);
         }

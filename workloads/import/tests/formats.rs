@@ -50,6 +50,7 @@ fn html(c: &Comment) -> &str {
     match &c.body {
         Body::Html(h) => h,
         Body::Markdown(m) => m,
+        Body::Rendered { html, .. } => html,
     }
 }
 

@@ -39,7 +39,10 @@ pub struct UpArgs {
 
 /// The admin token: from the environment, else the one saved in the data directory, else a new
 /// one saved there (so edit tokens keep working across restarts).
-fn admin_token(given: Option<String>, data_dir: &Path) -> anyhow::Result<(String, bool)> {
+pub(crate) fn admin_token(
+    given: Option<String>,
+    data_dir: &Path,
+) -> anyhow::Result<(String, bool)> {
     if let Some(t) = given {
         return Ok((t, false));
     }
@@ -69,7 +72,7 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> 
 }
 
 /// A tier's configuration from its defaults and `IO360_*` variables (no flags).
-fn default_config<C: clap::Args>() -> C {
+pub(crate) fn default_config<C: clap::Args>() -> C {
     #[derive(clap::Parser)]
     struct Defaults<C: clap::Args> {
         #[command(flatten)]

@@ -41,6 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/events", get(events))
         .route("/api/v1/admin/authors/erase", post(erase))
         .route("/api/v1/admin/authors/export", post(export))
+        .route("/api/v1/admin/export", get(export_site))
+        .route("/api/v1/admin/sources", get(by_source))
 }
 
 /// Proof that the request carries the admin token, and who says they are acting.
@@ -552,7 +554,7 @@ async fn author_key(s: &AppState, req: AuthorRequest) -> Result<String, Problem>
         (Some(email), None) => {
             let email = email.trim().to_lowercase();
             rules::email(&email)?;
-            Ok(s.keys.derive("author-email", &email))
+            Ok(s.keys.author_of_email(&email))
         }
         (None, Some(token)) => {
             let bad = || Problem::invalid("editToken", "is not an edit token issued by this site");
@@ -643,4 +645,81 @@ async fn export(
         )),
     );
     Ok(axum::Json(ExportedAuthor { comments, events }))
+}
+
+/// `GET /api/v1/admin/export`: everything the store holds, in io360's export format (versioned
+/// NDJSON, as `io360 export` writes it), streamed from the store a chunk at a time.
+async fn export_site(
+    _admin: Admin,
+    State(s): State<AppState>,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    use io360_import::io360::{Header, Line, ThreadLine};
+    use io360_store::api::ExportItem;
+    let items = s.store.export().await?;
+    let mut header = Vec::new();
+    io360_import::io360::write_line(&mut header, &Header::current())
+        .map_err(|e| Problem::internal(format!("encoding the export header: {e}")))?;
+    let lines = items.map(|item| {
+        let line = match item {
+            Ok(ExportItem::Thread(t)) => Line::Thread(ThreadLine {
+                thread: t.thread,
+                closed: t.closed,
+            }),
+            Ok(ExportItem::Comment(c)) => Line::Comment(Box::new((*c).into())),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        };
+        let mut out = Vec::with_capacity(512);
+        io360_import::io360::write_line(&mut out, &line)?;
+        Ok(bytes::Bytes::from(out))
+    });
+    let body = futures::stream::once(async move { Ok(bytes::Bytes::from(header)) }).chain(lines);
+    Ok((
+        [
+            (http::header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"io360-export.ndjson\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceQuery {
+    /// A source id as an import keyed it: `disqus:12`, `isso:7`, `wordpress:34`.
+    source: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BySource {
+    source: String,
+    comment: Comment,
+}
+
+/// `GET /api/v1/admin/sources?source=isso:12`: the comment imported under a source id, so an
+/// old link (`#isso-12`) can be sent to its io360 comment.
+async fn by_source(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<SourceQuery>,
+) -> Result<axum::Json<BySource>, Problem> {
+    let missing = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-such-source",
+            format!("no comment was imported under {:?}", q.source),
+        )
+        .with_field("source")
+    };
+    let id = s.store.by_source(&q.source).await?.ok_or_else(missing)?;
+    let c = s.store.comment(id).await?.ok_or_else(missing)?;
+    Ok(axum::Json(BySource {
+        source: q.source.clone(),
+        comment: c.comment,
+    }))
 }

@@ -393,7 +393,7 @@ async fn create(
         .with_field("text"));
     }
     let author_key = match (&email, &author) {
-        (Some(e), _) => Some(s.keys.derive("author-email", &e.to_lowercase())),
+        (Some(e), _) => Some(s.keys.author_of_email(e)),
         (None, Some(a)) => Some(s.keys.derive(
             "author-name",
             &format!("{a}@{}", limits::truncate(client.0)),

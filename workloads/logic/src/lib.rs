@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub use render::render;
 pub use suspension::SuspensionState;
+pub use token::Keys;
 
 /// How held comments are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

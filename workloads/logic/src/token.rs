@@ -56,6 +56,12 @@ impl Keys {
         URL_SAFE_NO_PAD.encode(&out.into_bytes()[..16])
     }
 
+    /// The author key of a comment written with `email` (lowercased), the key an erase or
+    /// export by email looks for.
+    pub fn author_of_email(&self, email: &str) -> String {
+        self.derive("author-email", &email.to_lowercase())
+    }
+
     /// A token that lets its holder edit comment `id` until `expires` (unix seconds).
     pub fn edit_token(&self, id: u64, expires: i64) -> String {
         let mac = self

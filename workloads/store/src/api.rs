@@ -281,3 +281,110 @@ pub struct Position {
     /// The position.
     pub position: FeedPos,
 }
+
+/// A comment brought in from another comment system (or from an io360 export).
+///
+/// Unlike an append, it keeps its own times, state and votes, and names its source: the
+/// store keeps a permanent map from `source` to the io360 id it was given, so writing the same
+/// source comment twice adds nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedComment {
+    /// The io360 thread.
+    pub thread: String,
+    /// The source's id, qualified by its format: `disqus:12345`, `isso:12`.
+    pub source: String,
+    /// The source id of the comment it replies to; when the store has no comment of that
+    /// source id in this thread, the comment is written at the top level (and counted as
+    /// orphaned).
+    #[serde(default)]
+    pub parent_source: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Email (private).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Website.
+    #[serde(default)]
+    pub website: Option<String>,
+    /// The client's address as the source kept it (private).
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// The source text.
+    pub text: String,
+    /// Sanitized HTML.
+    pub html: String,
+    /// When it was posted, RFC 3339.
+    pub created: String,
+    /// When it was last edited, RFC 3339.
+    #[serde(default)]
+    pub modified: Option<String>,
+    /// Approved, pending or deleted (a deleted comment is written as a tombstone).
+    pub status: io360_common::model::Status,
+    /// Votes the source counted.
+    #[serde(default)]
+    pub votes: io360_common::model::Votes,
+    /// The author's key, as logic derives it from an email, so an erase finds the comment.
+    #[serde(default)]
+    pub author_key: Option<String>,
+}
+
+/// What writing a batch of imported comments did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Imported {
+    /// Comments written now.
+    pub created: u64,
+    /// Comments whose source id was imported before: nothing was written for them.
+    pub skipped: u64,
+    /// Source ids of comments written at the top level because their parent was missing.
+    pub orphans: Vec<String>,
+}
+
+/// A comment as the store keeps it, with where it was imported from: one item of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedComment {
+    /// The comment and its private fields.
+    pub stored: StoredComment,
+    /// The source id it was imported under, if it was imported.
+    pub source: Option<String>,
+    /// The source id its parent was imported under, if it has a parent that was imported.
+    pub parent_source: Option<String>,
+}
+
+/// A thread as the store keeps it: one item of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedThread {
+    /// The thread's name.
+    pub thread: String,
+    /// Whether it is closed to new comments.
+    pub closed: bool,
+}
+
+/// One item of an export: every thread comes before every comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportItem {
+    /// A thread.
+    Thread(ExportedThread),
+    /// A comment.
+    Comment(Box<ExportedComment>),
+}
+
+/// A thread a remap renames (or would rename, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renamed {
+    /// Its name now.
+    pub from: String,
+    /// Its new name.
+    pub to: String,
+    /// Comments it holds (of every state).
+    pub comments: u64,
+}
+
+/// The comment imported under a source id, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceMatch {
+    /// Its io360 id.
+    pub id: Option<u64>,
+}

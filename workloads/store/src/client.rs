@@ -5,8 +5,8 @@ use io360_common::client::{ClientError, TierClient};
 use io360_common::model::{Change, FeedPos, Seq, ThreadMeta, ThreadPage};
 
 use crate::api::{
-    Author, Bans, Counts, CountsRequest, EraseAuthor, ErasedComments, FeedLine, Found, Pending,
-    Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
+    Author, Bans, Counts, CountsRequest, EraseAuthor, ErasedComments, ExportItem, FeedLine, Found,
+    Pending, Search, StoredComment, Suspension, ThreadChanges, WriteOp, WriteResult,
 };
 
 /// A client for the store tier.
@@ -111,6 +111,15 @@ impl StoreClient {
             .get(&format!("/store/v1/author?key={}", q(key)))
             .await?;
         Ok(a.approved)
+    }
+
+    /// The id of the comment imported under `source` (`disqus:12`), if any.
+    pub async fn by_source(&self, source: &str) -> Result<Option<u64>, ClientError> {
+        let m: crate::api::SourceMatch = self
+            .inner
+            .get(&format!("/store/v1/source?source={}", q(source)))
+            .await?;
+        Ok(m.id)
     }
 
     /// The durable manual suspension.
@@ -225,6 +234,56 @@ impl StoreClient {
                             return Some((
                                 Err(e),
                                 (futures::stream::empty().boxed(), Vec::new(), url),
+                            ));
+                        }
+                        None => return None,
+                    }
+                }
+            },
+        ))
+    }
+}
+
+impl StoreClient {
+    /// Every thread, then every comment with its private fields and source ids, from one
+    /// snapshot, as a stream (see `GET /store/v1/export`).
+    pub async fn export(
+        &self,
+    ) -> Result<impl Stream<Item = Result<ExportItem, ClientError>> + use<>, ClientError> {
+        let url = self.inner.url("/store/v1/export");
+        let res = self
+            .inner
+            .request(reqwest::Method::GET, &url)
+            .send()
+            .await
+            .map_err(|e| unavailable(&url, e))?;
+        if !res.status().is_success() {
+            return Err(unavailable(
+                &url,
+                format!("export answered {}", res.status()),
+            ));
+        }
+        let state = (res.bytes_stream().boxed(), Vec::<u8>::new(), url, false);
+        Ok(futures::stream::unfold(
+            state,
+            |(mut bytes, mut buf, url, done)| async move {
+                loop {
+                    if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=nl).collect();
+                        let item = serde_json::from_slice::<ExportItem>(&line)
+                            .map_err(|e| unavailable(&url, format!("bad export line: {e}")));
+                        return Some((item, (bytes, buf, url, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => {
+                            let e = unavailable(&url, e);
+                            return Some((
+                                Err(e),
+                                (futures::stream::empty().boxed(), Vec::new(), url, true),
                             ));
                         }
                         None => return None,

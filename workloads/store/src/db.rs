@@ -14,6 +14,8 @@
 //! | `votes` | (comment id, voter) | the vote |
 //! | `pending` | comment id | empty: the moderation queue |
 //! | `authors` | author key | approved comment count |
+//! | `sources` | an imported comment's source id (`disqus:123`) | its comment id: permanent, so an import never writes a source comment twice |
+//! | `source_of` | comment id | the source id it was imported under |
 //! | `meta` | name | counters, the [format version](crate::format), the suspension and the bans |
 //!
 //! What is stored are the records of [`crate::record`], never the wire types: this layer takes
@@ -44,7 +46,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{oneshot, watch};
 
 use crate::api::{
-    Bans, Counts, Idempotency, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
+    Bans, Counts, ExportItem, ExportedComment, ExportedThread, Idempotency, Imported,
+    ImportedComment, Renamed, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
     WriteResult,
 };
 use crate::error::StoreError;
@@ -114,6 +117,8 @@ struct Tables {
     votes: Keyspace,
     pending: Keyspace,
     authors: Keyspace,
+    sources: Keyspace,
+    source_of: Keyspace,
     meta: Keyspace,
 }
 
@@ -124,6 +129,18 @@ enum Job {
     Suspend(Suspension, oneshot::Sender<Result<Suspension, StoreError>>),
     Erase(EraseStep, oneshot::Sender<Result<Vec<Change>, StoreError>>),
     Bans(Bans, oneshot::Sender<Result<Bans, StoreError>>),
+    Import(
+        Vec<ImportedComment>,
+        oneshot::Sender<Result<Imported, StoreError>>,
+    ),
+    Remap(Remap, oneshot::Sender<Result<Vec<Renamed>, StoreError>>),
+}
+
+/// A rename of every thread whose name starts with `from`.
+struct Remap {
+    from: String,
+    to: String,
+    dry_run: bool,
 }
 
 #[derive(Clone)]
@@ -207,6 +224,8 @@ impl Db {
             votes: ks("votes").map_err(fj)?,
             pending: ks("pending").map_err(fj)?,
             authors: ks("authors").map_err(fj)?,
+            sources: ks("sources").map_err(fj)?,
+            source_of: ks("source_of").map_err(fj)?,
             meta: ks("meta").map_err(fj)?,
             db,
         };
@@ -274,6 +293,7 @@ impl Db {
             durable: durable_tx,
             metrics: metrics.clone(),
             poisoned: false,
+            imported_bytes: 0,
         };
         let max = group_commit_max.max(1);
         let writer = WriterThread::spawn("io360-store-writer", write_queue_max, move |rx| {
@@ -411,6 +431,79 @@ impl Db {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Bans(bans, tx))?;
         rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Writes comments imported from another system, in the order given (a reply after the
+    /// comment it replies to), as new changes of their threads. A comment whose source id was
+    /// imported before is skipped, so a batch can be written again after a failure. Answers
+    /// once the batch is durable.
+    pub async fn import(&self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Import(comments, tx))?;
+        rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Renames every thread whose name starts with `from` to `to` followed by the rest of its
+    /// name (a site that moved: `https://old.example/` to `/`), with its comments, counts and
+    /// history; answers what was (or, with `dry_run`, would be) renamed. A name that is not a
+    /// thread name, or a new name a thread already has, refuses the whole remap.
+    ///
+    /// Offline only: the renamed history is rewritten in place, which the change feed's
+    /// readers (sync, longpoll, logic's cache) would not learn of. Run it on a data directory
+    /// no running io360 holds.
+    pub async fn remap(
+        &self,
+        from: String,
+        to: String,
+        dry_run: bool,
+    ) -> Result<Vec<Renamed>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Remap(Remap { from, to, dry_run }, tx))?;
+        rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// The io360 id of the comment imported under `source` (`disqus:123`), if any.
+    pub async fn by_source(&self, source: String) -> Result<Option<u64>, StoreError> {
+        self.read(move |t| Ok(t.sources.get(source.as_bytes())?.map(|v| read_u64(&v))))
+            .await
+    }
+
+    /// Every thread, then every comment in id order with its private fields and source id,
+    /// handed to `out` one at a time from one snapshot (memory stays bounded by one item).
+    /// Blocking: call it off the async workers.
+    pub fn export_blocking(
+        &self,
+        mut out: impl FnMut(ExportItem) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let t = &self.tables;
+        let snapshot = t.db.snapshot();
+        for kv in snapshot.iter(&t.threads) {
+            let (k, v) = kv.into_inner()?;
+            let rec: ThreadRecord = decode("thread", &v)?;
+            out(ExportItem::Thread(ExportedThread {
+                thread: String::from_utf8_lossy(&k).into_owned(),
+                closed: rec.closed,
+            }))?;
+        }
+        for kv in snapshot.iter(&t.comments) {
+            let (k, v) = kv.into_inner()?;
+            let stored = read_comment(&v)?;
+            let source = snapshot
+                .get(&t.source_of, &k)?
+                .map(|s| String::from_utf8_lossy(&s).into_owned());
+            let parent_source = match stored.comment.parent {
+                Some(p) => snapshot
+                    .get(&t.source_of, u64_key(p))?
+                    .map(|s| String::from_utf8_lossy(&s).into_owned()),
+                None => None,
+            };
+            out(ExportItem::Comment(Box::new(ExportedComment {
+                stored,
+                source,
+                parent_source,
+            })))?;
+        }
+        Ok(())
     }
 
     /// The durable list of bans.
@@ -760,7 +853,14 @@ struct Writer {
     durable: watch::Sender<FeedPos>,
     metrics: Metrics,
     poisoned: bool,
+    /// Bytes imported since the memtables were last rotated (see [`IMPORT_MEMTABLE_BYTES`]).
+    imported_bytes: u64,
 }
+
+/// An import writes far more at once than posts do: after this many bytes of imported
+/// records the memtables are sealed and flushed, so a large import's memory stays bounded by
+/// this rather than by fjall's 64 MiB per keyspace.
+const IMPORT_MEMTABLE_BYTES: u64 = 8 << 20;
 
 enum Done {
     Write(Reply, Box<Result<WriteResult, StoreError>>),
@@ -775,6 +875,14 @@ enum Done {
     Bans(
         oneshot::Sender<Result<Bans, StoreError>>,
         Result<Bans, StoreError>,
+    ),
+    Import(
+        oneshot::Sender<Result<Imported, StoreError>>,
+        Result<Imported, StoreError>,
+    ),
+    Remap(
+        oneshot::Sender<Result<Vec<Renamed>, StoreError>>,
+        Result<Vec<Renamed>, StoreError>,
     ),
 }
 
@@ -829,6 +937,18 @@ impl Writer {
                     wrote |= r.is_ok();
                     done.push(Done::Bans(reply, r));
                 }
+                Job::Import(comments, reply) => {
+                    let r = self.import(comments);
+                    // A batch refused half way has written its first part: make that durable
+                    // too before the feed position that covers it is announced.
+                    wrote = true;
+                    done.push(Done::Import(reply, r));
+                }
+                Job::Remap(remap, reply) => {
+                    let r = self.remap(remap);
+                    wrote = true;
+                    done.push(Done::Remap(reply, r));
+                }
             }
         }
         if wrote {
@@ -843,6 +963,8 @@ impl Writer {
                         Done::Suspend(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Erase(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Import(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Remap(_, r) => *r = Err(StoreError::Poisoned),
                     }
                 }
             }
@@ -871,6 +993,12 @@ impl Writer {
                     let _ = reply.send(r);
                 }
                 Done::Bans(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Import(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Remap(reply, r) => {
                     let _ = reply.send(r);
                 }
             }
@@ -1205,6 +1333,203 @@ impl Writer {
             change,
             replayed: false,
         })
+    }
+
+    /// Writes imported comments, each as a `created` change of its thread with its own times,
+    /// state and votes; see [`Db::import`].
+    fn import(&mut self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let mut out = Imported::default();
+        for c in comments {
+            if self.t.sources.contains_key(c.source.as_bytes())? {
+                out.skipped += 1;
+                continue;
+            }
+            io360_common::rules::thread("thread", &c.thread)?;
+            let (mut rec, created_thread) = self.thread_or_new(&c.thread)?;
+            let parent = match &c.parent_source {
+                None => None,
+                Some(p) => {
+                    let found = match self.t.sources.get(p.as_bytes())? {
+                        Some(v) => self
+                            .t
+                            .comment(read_u64(&v))?
+                            .filter(|pc| pc.comment.thread == c.thread)
+                            .map(|pc| pc.comment.id),
+                        None => None,
+                    };
+                    if found.is_none() {
+                        out.orphans.push(c.source.clone());
+                    }
+                    found
+                }
+            };
+            let id = self.next_id;
+            let mut stored = StoredComment {
+                comment: io360_common::model::Comment {
+                    id,
+                    thread: c.thread.clone(),
+                    seq: rec.head + 1,
+                    parent,
+                    author: c.author,
+                    website: c.website,
+                    text: c.text,
+                    html: c.html,
+                    created: c.created,
+                    modified: c.modified,
+                    status: c.status,
+                    votes: c.votes,
+                },
+                email: c.email,
+                remote: c.remote,
+                author_key: c.author_key,
+            };
+            if c.status == Status::Deleted {
+                stored.comment.scrub();
+                stored.email = None;
+                stored.remote = None;
+                stored.author_key = None;
+            }
+            if c.status == Status::Approved {
+                rec.count += 1;
+            }
+            let mut batch = self.t.db.batch();
+            self.record_change(
+                &mut batch,
+                &c.thread,
+                &mut rec,
+                created_thread,
+                ChangeKind::Created,
+                Some(&stored),
+            );
+            let t = self.t.clone();
+            let bytes = comment_bytes(&stored);
+            // The comment, its copy in the feed, and the index entries.
+            // Each of the seven entries costs a memtable about 100 bytes besides its own.
+            self.imported_bytes += 2 * bytes.len() as u64 + 2 * c.source.len() as u64 + 700;
+            batch.insert(&t.comments, u64_key(id), bytes);
+            batch.insert(&t.latest, thread_seq(rec.id, rec.head), u64_key(id));
+            batch.insert(&t.sources, c.source.as_bytes(), u64_key(id));
+            batch.insert(&t.source_of, u64_key(id), c.source.as_bytes());
+            if c.status == Status::Pending {
+                batch.insert(&t.pending, u64_key(id), []);
+            }
+            if c.status == Status::Approved
+                && let Some(key) = &stored.author_key
+            {
+                self.bump_author(&mut batch, key)?;
+            }
+            self.commit(batch, created_thread)?;
+            self.next_id += 1;
+            out.created += 1;
+        }
+        if self.imported_bytes >= IMPORT_MEMTABLE_BYTES {
+            self.imported_bytes = 0;
+            let t = &self.t;
+            for ks in [
+                &t.comments,
+                &t.feed,
+                &t.latest,
+                &t.log,
+                &t.sources,
+                &t.source_of,
+                &t.threads,
+            ] {
+                ks.rotate_memtable()?;
+            }
+            // Sealed memtables stay in memory until flushed: an import waits for the flushes
+            // to catch up (for a few seconds at most) rather than piling them up.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            while self.t.db.outstanding_flushes() > 2 && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        Ok(out)
+    }
+
+    /// See [`Db::remap`].
+    fn remap(&mut self, r: Remap) -> Result<Vec<Renamed>, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if r.from.is_empty() {
+            return Err(StoreError::invalid(
+                "from",
+                "must not be empty (it would rename every thread)",
+            ));
+        }
+        let mut plan = Vec::new();
+        for kv in self.t.threads.prefix(r.from.as_bytes()) {
+            let (k, v) = kv.into_inner()?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let rec: ThreadRecord = decode("thread", &v)?;
+            let to = format!("{}{}", r.to, &name[r.from.len()..]);
+            io360_common::rules::thread("to", &to)?;
+            let comments = self
+                .t
+                .latest
+                .range(thread_seq(rec.id, 0)..=thread_seq(rec.id, u64::MAX))
+                .count() as u64;
+            plan.push((name, to, rec, comments));
+        }
+        let moving: BTreeSet<&str> = plan.iter().map(|(n, ..)| n.as_str()).collect();
+        for (name, to, ..) in &plan {
+            if self.t.threads.contains_key(to.as_bytes())? && !moving.contains(to.as_str()) {
+                return Err(StoreError::invalid(
+                    "to",
+                    format!("{name} would become {to}, which is a thread already"),
+                ));
+            }
+        }
+        let answer: Vec<Renamed> = plan
+            .iter()
+            .map(|(from, to, _, comments)| Renamed {
+                from: from.clone(),
+                to: to.clone(),
+                comments: *comments,
+            })
+            .collect();
+        if r.dry_run {
+            return Ok(answer);
+        }
+        // An old name that is also a new one (`/a` to `/b` while `/b` moves to `/c`) is
+        // overwritten, not removed: a key appears once in the batch.
+        let targets: BTreeSet<&str> = plan.iter().map(|(_, to, ..)| to.as_str()).collect();
+        let mut batch = self.t.db.batch();
+        for (name, ..) in &plan {
+            if !targets.contains(name.as_str()) {
+                batch.remove(&self.t.threads, name.as_bytes());
+            }
+        }
+        for (_, to, rec, _) in &plan {
+            batch.insert(&self.t.threads, to.as_bytes(), encode(rec));
+            let (lo, hi) = (thread_seq(rec.id, 0), thread_seq(rec.id, u64::MAX));
+            for kv in self.t.latest.range(lo..=hi) {
+                let (_, id) = kv.into_inner()?;
+                if let Some(mut c) = self.t.comment(read_u64(&id))? {
+                    c.comment.thread = to.clone();
+                    batch.insert(&self.t.comments, id, comment_bytes(&c));
+                }
+            }
+            for kv in self.t.log.range(lo..=hi) {
+                let (_, pos) = kv.into_inner()?;
+                if let Some(v) = self.t.feed.get(&pos)? {
+                    let mut ch = read_change(&v)?;
+                    ch.thread = to.clone();
+                    if let Some(c) = &mut ch.comment {
+                        c.thread = to.clone();
+                    }
+                    batch.insert(&self.t.feed, pos, change_bytes(&ch));
+                }
+            }
+        }
+        batch.durability(None).commit().map_err(|e| {
+            self.poisoned = true;
+            StoreError::Storage(e)
+        })?;
+        Ok(answer)
     }
 
     fn bump_author(&self, batch: &mut fjall::OwnedWriteBatch, key: &str) -> Result<(), StoreError> {

@@ -5,6 +5,10 @@
 //! written before the stamp existed have none and hold version 1. The rules (empty, older,
 //! newer) are [`io360_common::format`]'s. To change a record, append to [`MIGRATIONS`] the
 //! step that rewrites the previous version's records: [`CURRENT`] follows.
+//!
+//! A new keyspace that starts empty (as `sources` and `source_of`, the map of imported
+//! comments, did) changes no record: a directory written before it holds exactly what it
+//! would hold had it existed, so it needs no migration and no new version.
 
 use fjall::{Database, Keyspace, PersistMode};
 use io360_common::format::{Migration, Versioned, current};

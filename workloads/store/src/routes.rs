@@ -17,6 +17,8 @@
 //! | `GET /store/v1/search?thread&author&text&status&before&limit` | comments, newest first |
 //! | `GET /store/v1/author/comments?key` | every comment of an author, private fields included |
 //! | `POST /store/v1/author/erase` | `{authorKey}`: deletes and scrubs every comment of an author |
+//! | `GET /store/v1/source?source` | the id of the comment imported under a source id (`disqus:12`) |
+//! | `GET /store/v1/export` | every thread, then every comment with its private fields and source ids, as NDJSON [`ExportItem`](crate::api::ExportItem)s from one snapshot |
 //!
 //! This is the only place where the storage layer's [`StoreError`]s become problems with a
 //! status code.
@@ -113,6 +115,21 @@ struct AuthorQuery {
     key: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceQuery {
+    source: String,
+}
+
+async fn source(
+    State(s): State<AppState>,
+    Query(q): Query<SourceQuery>,
+) -> Result<axum::Json<crate::api::SourceMatch>, Problem> {
+    Ok(axum::Json(crate::api::SourceMatch {
+        id: s.db.by_source(q.source).await?,
+    }))
+}
+
 #[derive(Clone)]
 struct AppState {
     db: Arc<Db>,
@@ -133,7 +150,9 @@ pub fn router(db: Arc<Db>, shutdown: Shutdown, verifier: &Verifier) -> Router {
         .route("/store/v1/bans", get(bans).put(set_bans))
         .route("/store/v1/search", get(search))
         .route("/store/v1/author/comments", get(author_comments))
-        .route("/store/v1/author/erase", post(erase_author));
+        .route("/store/v1/author/erase", post(erase_author))
+        .route("/store/v1/export", get(export))
+        .route("/store/v1/source", get(source));
     let feed = Router::new()
         .route("/store/v1/feed", get(feed))
         .route("/store/v1/position", get(position));
@@ -303,6 +322,37 @@ async fn position(State(s): State<AppState>) -> axum::Json<Position> {
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// The change feed: every change after `after`, then each new one as it becomes durable.
+/// Streams the export: the scan runs on the blocking pool and hands chunks of lines over a
+/// short queue, so memory stays bounded however large the store and however slow the reader.
+async fn export(State(s): State<AppState>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let db = s.db.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(1 << 16);
+        let r = db.export_blocking(|item| {
+            serde_json::to_writer(&mut buf, &item)
+                .map_err(|e| StoreError::Internal(format!("encoding the export: {e}")))?;
+            buf.push(b'\n');
+            if buf.len() >= 1 << 16 {
+                let chunk = Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(1 << 16)));
+                tx.blocking_send(Ok(chunk))
+                    .map_err(|_| StoreError::Internal("the export's reader left".into()))?;
+            }
+            Ok(())
+        });
+        let last = match r {
+            Ok(()) => Ok(Bytes::from(buf)),
+            Err(e) => {
+                tracing::error!(error = %e, "the export stopped");
+                Err(std::io::Error::other(e.to_string()))
+            }
+        };
+        let _ = tx.blocking_send(last);
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
 async fn feed(State(s): State<AppState>, Query(q): Query<FeedQuery>) -> Response {
     let db = s.db.clone();
     let shutdown = s.shutdown.clone();

@@ -1,0 +1,472 @@
+//! Moving in and out with the real binary: `io360 import` of each format's files (generated
+//! from the formats' documented structure, and a real Isso database), then `io360 up` on the
+//! data directory shows them through the API; `io360 export` round-trips through
+//! `io360 import --from io360`.
+
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use io360_import::generate;
+use serde_json::Value;
+
+fn io360(args: &[&str], data: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_io360"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("IO360_ADMIN_TOKEN")
+        .env_remove("IO360_SIGNING_KEY")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs an import that must succeed; answers its summary line.
+fn import(format: &str, file: &Path, data: &Path) -> String {
+    let o = io360(&["import", "--from", format, file.to_str().unwrap()], data);
+    assert!(o.status.success(), "import failed: {}", text(&o));
+    text(&o)
+}
+
+fn write(
+    dir: &Path,
+    name: &str,
+    f: fn(&mut Vec<u8>, usize, usize) -> std::io::Result<()>,
+) -> PathBuf {
+    let mut buf = Vec::new();
+    f(&mut buf, 3, 10).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, buf).unwrap();
+    path
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn up(data: &Path) -> (Up, String) {
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_io360"))
+        .args(["up", "--addr", &addr, "--data-dir"])
+        .arg(data)
+        .env_remove("IO360_ADMIN_TOKEN")
+        .env_remove("IO360_SIGNING_KEY")
+        .env("IO360_NO_RATE_LIMITS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Up(child);
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{base}/api/v1/status")).send().await
+            && r.status().is_success()
+        {
+            return (guard, base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("io360 up never answered");
+}
+
+async fn list(base: &str, thread: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1/comments"))
+        .query(&[("thread", thread), ("limit", "100")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Export lines without the fields an import renumbers (documented in docs/CONTRACTS.md),
+/// sorted.
+fn comparable(export: &[u8]) -> (String, Vec<String>) {
+    let mut lines = std::str::from_utf8(export).unwrap().lines();
+    let header = lines.next().unwrap().to_owned();
+    let mut rest: Vec<String> = lines
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            for k in ["id", "parent", "seq"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v.to_string()
+        })
+        .collect();
+    rest.sort();
+    (header, rest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disqus_import_shows_through_up_with_its_nesting_order_and_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let data = dir.path().join("data");
+    let first = import("disqus", &file, &data);
+    // Each thread has one comment twice in the file: written once.
+    assert!(
+        first.contains("33 comments, 30 imported, 3 already imported"),
+        "{first}"
+    );
+    assert!(first.contains("3 without their parent"), "{first}");
+    let again = import("disqus", &file, &data);
+    assert!(again.contains("0 imported, 33 already imported"), "{again}");
+
+    let offline = io360(&["export"], &data);
+    assert!(offline.status.success(), "{}", text(&offline));
+
+    let (_up, base) = up(&data).await;
+    let page = list(&base, "/posts/0/").await;
+    let comments = page["comments"].as_array().unwrap();
+    // The spam one (5) is held, so not listed; the deleted one stays as a tombstone.
+    let ids: Vec<u64> = comments.iter().map(|c| c["id"].as_u64().unwrap()).collect();
+    assert_eq!(comments.len(), 9, "{page}");
+    let created: Vec<&str> = comments
+        .iter()
+        .map(|c| c["created"].as_str().unwrap())
+        .collect();
+    let mut sorted = created.clone();
+    sorted.sort();
+    assert_eq!(created, sorted, "in time order");
+    assert_eq!(created[0], "2020-01-01T00:00:00Z", "the original time");
+    assert_eq!(
+        comments[1]["parent"].as_u64(),
+        Some(ids[0]),
+        "a reply keeps its parent"
+    );
+    assert_eq!(
+        comments[2]["parent"],
+        Value::Null,
+        "a missing parent makes a top-level comment"
+    );
+    assert!(
+        comments[0]["html"]
+            .as_str()
+            .unwrap()
+            .contains("café &amp; crème")
+    );
+    let html3 = comments[3]["html"].as_str().unwrap();
+    assert!(
+        html3.contains("comment 3 of thread 0") && !html3.contains("script"),
+        "{html3}"
+    );
+    assert_eq!(comments[4]["status"], "deleted");
+    assert_eq!(comments[4]["html"], "");
+    // Thread 1 was closed in Disqus.
+    let closed = list(&base, "/posts/1/").await;
+    assert_eq!(closed["closed"], true, "{closed}");
+
+    // The moderation queue has the spam.
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let http = reqwest::Client::new();
+    let queue: Value = http
+        .get(format!("{base}/api/v1/admin/queue"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held = queue.to_string();
+    assert!(held.contains("comment 5 of thread 0"), "{held}");
+
+    // The admin export streams what `io360 export` wrote offline, byte for byte.
+    let url = format!("{base}/api/v1/admin/export");
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let online = http
+        .get(&url)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(online.status(), 200);
+    let online = online.bytes().await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&online).unwrap(),
+        std::str::from_utf8(&offline.stdout).unwrap()
+    );
+
+    // An old link's source id leads to its io360 comment.
+    let found: Value = http
+        .get(format!("{base}/api/v1/admin/sources"))
+        .query(&[("source", "disqus:2")])
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["comment"]["id"].as_u64(), Some(ids[1]), "{found}");
+    assert_eq!(found["comment"]["thread"], "/posts/0/");
+    let unknown = http
+        .get(format!("{base}/api/v1/admin/sources"))
+        .query(&[("source", "disqus:424242")])
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // An erase by email reaches imported comments: the key was derived with the site's key.
+    let erased = http
+        .post(format!("{base}/api/v1/admin/authors/erase"))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({ "email": "Reader1@example.org" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        erased.status().is_success(),
+        "{}",
+        erased.text().await.unwrap()
+    );
+    let page = list(&base, "/posts/0/").await;
+    let reply = page["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == ids[1])
+        .unwrap();
+    assert_eq!(reply["status"], "deleted", "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_imports_once_and_round_trips_through_an_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let files = [
+        (
+            "wordpress",
+            write(dir.path(), "wp.xml", generate::wordpress),
+        ),
+        (
+            "remark42",
+            write(dir.path(), "remark42.json", generate::remark42),
+        ),
+        (
+            "commento",
+            write(dir.path(), "commento.json", generate::commento),
+        ),
+    ];
+    for (format, file) in &files {
+        let out = import(format, file, &data);
+        assert!(!out.contains(" 0 imported"), "{format}: {out}");
+        let again = import(format, file, &data);
+        assert!(again.contains(" 0 imported"), "{format} twice: {again}");
+    }
+    let first = io360(&["export"], &data);
+    assert!(first.status.success(), "{}", text(&first));
+    let path = dir.path().join("site.ndjson");
+    std::fs::write(&path, &first.stdout).unwrap();
+
+    let data2 = dir.path().join("data2");
+    import("io360", &path, &data2);
+    let second = io360(&["export"], &data2);
+    assert!(second.status.success(), "{}", text(&second));
+    let (a, b) = (comparable(&first.stdout), comparable(&second.stdout));
+    assert!(a.1.len() > 60, "{} lines", a.1.len());
+    assert_eq!(a, b, "the round trip lost or changed something");
+    // Importing the export into the directory it came from adds nothing.
+    let same = import("io360", &path, &data);
+    assert!(same.contains(" 0 imported"), "{same}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_out_of_time_order_is_numbered_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut buf = Vec::new();
+    generate::remark42(&mut buf, 1, 10).unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].reverse();
+    let path = dir.path().join("reversed.json");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let data = dir.path().join("data");
+    import("remark42", &path, &data);
+    let (_up, base) = up(&data).await;
+    let page = list(&base, "/r/0").await;
+    let comments = page["comments"].as_array().unwrap();
+    let created: Vec<&str> = comments
+        .iter()
+        .map(|c| c["created"].as_str().unwrap())
+        .collect();
+    let mut sorted = created.clone();
+    sorted.sort();
+    assert_eq!(created, sorted, "{page}");
+    let seqs: Vec<u64> = comments
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The reply found its parent although the file had it first.
+    assert_eq!(comments[1]["parent"], comments[0]["id"], "{page}");
+}
+
+#[test]
+fn bad_input_names_the_place_and_a_fixed_file_continues_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut buf = Vec::new();
+    generate::remark42(&mut buf, 2, 10).unwrap();
+    let good = String::from_utf8(buf).unwrap();
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines[15] = "{\"id\": \"broken".to_owned();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, lines.join("\n") + "\n").unwrap();
+    let o = io360(
+        &["import", "--from", "remark42", bad.to_str().unwrap()],
+        &data,
+    );
+    assert!(!o.status.success());
+    let said = text(&o);
+    assert!(
+        said.contains("line 16") && said.contains("records read before it"),
+        "{said}"
+    );
+
+    // A Disqus file named as WordPress is refused before anything is written.
+    let disqus = write(dir.path(), "d.xml", generate::disqus);
+    let o = io360(
+        &["import", "--from", "wordpress", disqus.to_str().unwrap()],
+        &data,
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("looks like a disqus export"),
+        "{}",
+        text(&o)
+    );
+
+    // An unknown format is named with the ones there are.
+    let o = io360(
+        &["import", "--from", "livefyre", bad.to_str().unwrap()],
+        &data,
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("isso, disqus, wordpress, remark42, commento, io360"),
+        "{}",
+        text(&o)
+    );
+
+    let fixed = dir.path().join("fixed.json");
+    std::fs::write(&fixed, &good).unwrap();
+    let out = import("remark42", &fixed, &data);
+    assert!(out.contains("20 comments, 20 imported"), "{out}");
+    let again = import("remark42", &fixed, &data);
+    assert!(again.contains("0 imported, 20 already imported"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_real_isso_wrote_imports_and_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let made = Command::new("bash")
+        .arg(repo.join("tests/import/isso-fixture.sh"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "isso-fixture.sh failed: {}",
+        text(&made)
+    );
+    let data = dir.path().join("data");
+    let out = import("isso", &dir.path().join("comments.db"), &data);
+    assert!(out.contains("0 already imported"), "{out}");
+    let again = import("isso", &dir.path().join("comments.db"), &data);
+    assert!(again.contains(" 0 imported"), "{again}");
+    let (_up, base) = up(&data).await;
+    let page = list(&base, "/posts/a/").await;
+    let comments = page["comments"].as_array().unwrap();
+    assert_eq!(comments.len(), 2, "{page}");
+    let first = &comments[0];
+    assert!(
+        first["html"]
+            .as_str()
+            .unwrap()
+            .contains("<strong>comment</strong>"),
+        "Isso's Markdown rendered as io360 renders it: {first}"
+    );
+    assert_eq!(first["votes"]["up"], 3, "Isso's votes kept: {first}");
+    assert!(
+        comments.iter().any(|c| c["parent"] == first["id"]),
+        "a reply keeps its parent: {page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remap_lists_then_moves_threads_and_up_shows_them_at_their_new_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let data = dir.path().join("data");
+    import("disqus", &file, &data);
+    let dry = io360(
+        &["remap", "--from", "/posts/", "--to", "/blog/", "--dry-run"],
+        &data,
+    );
+    assert!(dry.status.success(), "{}", text(&dry));
+    let said = text(&dry);
+    assert!(
+        said.contains("/posts/0/ -> /blog/0/ (10 comments)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("would rename 3 threads (30 comments)"),
+        "{said}"
+    );
+    let done = io360(&["remap", "--from", "/posts/", "--to", "/blog/"], &data);
+    assert!(done.status.success(), "{}", text(&done));
+    let again = io360(&["remap", "--from", "/posts/", "--to", "/blog/"], &data);
+    assert!(
+        text(&again).contains("renamed 0 threads"),
+        "{}",
+        text(&again)
+    );
+
+    let (_up, base) = up(&data).await;
+    let page = list(&base, "/blog/0/").await;
+    assert_eq!(page["comments"].as_array().unwrap().len(), 9, "{page}");
+    assert_eq!(page["comments"][1]["parent"], page["comments"][0]["id"]);
+    assert_eq!(
+        list(&base, "/posts/0/").await["comments"],
+        serde_json::json!([])
+    );
+    assert_eq!(list(&base, "/blog/1/").await["closed"], true);
+}

@@ -1,0 +1,209 @@
+//! Imported comments: kept times, states and votes, idempotent on their source ids.
+
+use io360_common::model::{ChangeKind, Status, Votes};
+use io360_store::Db;
+use io360_store::api::{ExportItem, ImportedComment};
+
+fn imported(source: &str, parent: Option<&str>, created: &str, status: Status) -> ImportedComment {
+    ImportedComment {
+        thread: "/moved/".into(),
+        source: source.into(),
+        parent_source: parent.map(Into::into),
+        author: Some("Ann".into()),
+        email: Some("ann@example.org".into()),
+        website: None,
+        remote: None,
+        text: format!("text of {source}"),
+        html: format!("<p>text of {source}</p>"),
+        created: created.into(),
+        modified: None,
+        status,
+        votes: Votes { up: 3, down: 1 },
+        author_key: Some("ann-key".into()),
+    }
+}
+
+#[tokio::test]
+async fn imports_keep_their_history_and_a_second_run_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 64).unwrap();
+    let batch = vec![
+        imported("disqus:1", None, "2015-03-01T10:00:00Z", Status::Approved),
+        imported(
+            "disqus:2",
+            Some("disqus:1"),
+            "2015-03-02T10:00:00Z",
+            Status::Pending,
+        ),
+        imported(
+            "disqus:3",
+            Some("disqus:99"),
+            "2015-03-03T10:00:00Z",
+            Status::Approved,
+        ),
+        imported("disqus:4", None, "2015-03-04T10:00:00Z", Status::Deleted),
+    ];
+    let first = db.import(batch.clone()).await.unwrap();
+    assert_eq!(first.created, 4);
+    assert_eq!(first.skipped, 0);
+    assert_eq!(first.orphans, vec!["disqus:3".to_owned()]);
+
+    let again = db.import(batch).await.unwrap();
+    assert_eq!(again.created, 0);
+    assert_eq!(again.skipped, 4);
+
+    let page = db.page("/moved/".into(), 0, 100).await.unwrap();
+    assert_eq!(
+        page.head, 4,
+        "one change per imported comment, none for the re-run"
+    );
+    let c = &page.comments;
+    assert_eq!(c.len(), 4);
+    assert_eq!(c[0].created, "2015-03-01T10:00:00Z");
+    assert_eq!(c[0].votes, Votes { up: 3, down: 1 });
+    assert_eq!(c[1].parent, Some(c[0].id));
+    assert_eq!(c[1].status, Status::Pending);
+    assert_eq!(
+        c[2].parent, None,
+        "a missing parent makes a top-level comment"
+    );
+    assert_eq!(c[3].status, Status::Deleted);
+    assert!(c[3].text.is_empty() && c[3].author.is_none(), "a tombstone");
+
+    let meta = db.meta("/moved/".into()).await.unwrap();
+    assert_eq!(meta.count, 2, "approved comments only");
+    let queue = db.pending(10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].email.as_deref(), Some("ann@example.org"));
+    assert_eq!(
+        db.by_source("disqus:2".into()).await.unwrap(),
+        Some(c[1].id)
+    );
+    assert_eq!(db.by_source("disqus:5".into()).await.unwrap(), None);
+    assert_eq!(db.author_approved("ann-key".into()).await.unwrap(), 2);
+
+    // The change feed carries them, as it carries posted comments.
+    let feed = db.feed(0, 100).await.unwrap();
+    assert_eq!(feed.len(), 4);
+    assert!(feed.iter().all(|ch| ch.kind == ChangeKind::Created));
+
+    // An erase by author key reaches imported comments.
+    db.erase_author("ann-key".into()).await.unwrap();
+    let page = db.page("/moved/".into(), 0, 100).await.unwrap();
+    assert!(page.comments.iter().all(|c| c.status == Status::Deleted));
+    let mut emails = 0;
+    db.export_blocking(|item| {
+        if let ExportItem::Comment(c) = item {
+            emails += usize::from(c.stored.email.is_some());
+            assert!(c.source.is_some());
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(emails, 0, "an erase leaves no imported email behind");
+}
+
+#[tokio::test]
+async fn the_source_map_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path(), 64).unwrap();
+        let one = vec![imported(
+            "isso:7",
+            None,
+            "2020-01-01T00:00:00Z",
+            Status::Approved,
+        )];
+        assert_eq!(db.import(one).await.unwrap().created, 1);
+        db.close();
+    }
+    let db = Db::open(dir.path(), 64).unwrap();
+    let one = vec![imported(
+        "isso:7",
+        None,
+        "2020-01-01T00:00:00Z",
+        Status::Approved,
+    )];
+    let r = db.import(one).await.unwrap();
+    assert_eq!((r.created, r.skipped), (0, 1));
+}
+
+#[tokio::test]
+async fn a_remap_moves_threads_with_their_comments_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), 64).unwrap();
+    let mut batch = vec![
+        imported("wp:1", None, "2015-03-01T10:00:00Z", Status::Approved),
+        imported(
+            "wp:2",
+            Some("wp:1"),
+            "2015-03-02T10:00:00Z",
+            Status::Approved,
+        ),
+    ];
+    batch[0].thread = "https://old.example/a/".into();
+    batch[1].thread = "https://old.example/a/".into();
+    let mut other = imported("wp:3", None, "2015-03-03T10:00:00Z", Status::Approved);
+    other.thread = "/b/".into();
+    batch.push(other);
+    db.import(batch).await.unwrap();
+
+    let dry = db
+        .remap("https://old.example/".into(), "/".into(), true)
+        .await
+        .unwrap();
+    assert_eq!(dry.len(), 1);
+    assert_eq!((dry[0].to.as_str(), dry[0].comments), ("/a/", 2));
+    assert_eq!(
+        db.page("/a/".into(), 0, 10).await.unwrap().comments.len(),
+        0,
+        "a dry run changes nothing"
+    );
+
+    // A new name a thread already has refuses the whole remap.
+    let clash = db
+        .remap("/b/".into(), "https://old.example/a/".into(), false)
+        .await;
+    assert!(
+        clash.is_err_and(|e| e.to_string().contains("is a thread already")),
+        "a clash refuses"
+    );
+    assert_eq!(
+        db.page("/b/".into(), 0, 10).await.unwrap().comments.len(),
+        1
+    );
+    db.remap("/b/".into(), "/z/".into(), false).await.unwrap();
+
+    db.remap("https://old.example/".into(), "/".into(), false)
+        .await
+        .unwrap();
+    let page = db.page("/a/".into(), 0, 10).await.unwrap();
+    assert_eq!(page.head, 2);
+    assert_eq!(page.comments.len(), 2);
+    assert!(page.comments.iter().all(|c| c.thread == "/a/"));
+    assert_eq!(page.comments[1].parent, Some(page.comments[0].id));
+    assert_eq!(db.meta("/a/".into()).await.unwrap().count, 2);
+    assert_eq!(
+        db.meta("https://old.example/a/".into()).await.unwrap().head,
+        0
+    );
+    let changes = db.changes("/a/".into(), 0, 10).await.unwrap();
+    assert!(changes.changes.iter().all(|c| c.thread == "/a/"));
+    assert_eq!(
+        db.page("/z/".into(), 0, 10).await.unwrap().comments.len(),
+        1
+    );
+    // Posting to the moved thread continues its numbering.
+    let more = vec![imported(
+        "wp:4",
+        Some("wp:2"),
+        "2015-03-05T10:00:00Z",
+        Status::Approved,
+    )];
+    let mut more = more;
+    more[0].thread = "/a/".into();
+    db.import(more).await.unwrap();
+    let page = db.page("/a/".into(), 0, 10).await.unwrap();
+    assert_eq!(page.head, 3);
+    assert_eq!(page.comments[2].parent, Some(page.comments[1].id));
+}
