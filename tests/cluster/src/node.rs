@@ -76,6 +76,7 @@ impl RealNode {
         let registry_bin = tools.bin("registry")?;
         let pause = tools.bin("pause")?;
         let kube_router = tools.bin("kube-router")?;
+        tools.bin("metrics-server")?;
         for (tool, path) in [
             ("containerd", "/usr/bin/containerd"),
             ("runc", "/usr/sbin/runc"),
@@ -374,6 +375,12 @@ oom_score = 0
             .await
             .map_err(|e| node.enrich(e))?;
         node.create_volumes(plane).await?;
+
+        // --- metrics-server, so autoscalers and `kubectl top` read the pods' real usage
+        node.push(crate::metrics::start(plane, tools, &dir)?);
+        crate::metrics::register(plane, || node.check_running())
+            .await
+            .map_err(|e| node.enrich(e))?;
         Ok(node)
     }
 

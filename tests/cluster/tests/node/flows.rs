@@ -121,7 +121,11 @@ fn comment(text: &str) -> Value {
 
 /// Posts a comment to thread `/` through `base` (the frontend's public `/api` path); the
 /// status and body.
-async fn post(s: &Suite, base: &str, text: &str) -> Result<(u16, Value, Option<String>)> {
+pub(crate) async fn post(
+    s: &Suite,
+    base: &str,
+    text: &str,
+) -> Result<(u16, Value, Option<String>)> {
     let response = s
         .http
         .post(format!("{base}/api/v1/comments?thread=/"))
@@ -167,7 +171,7 @@ async fn listed_ids(s: &Suite, base: &str) -> Result<Vec<i64>> {
 /// A live client of thread `/` through the longpoll Service: polls from its last sequence
 /// number, checks that every event is the next one (or an explicit reset, after which it
 /// reloads the thread), and keeps every comment id it saw.
-struct LiveClient {
+pub(crate) struct LiveClient {
     seen: Arc<std::sync::Mutex<Vec<i64>>>,
     problems: Arc<std::sync::Mutex<Vec<String>>>,
     last: Arc<AtomicU64>,
@@ -176,7 +180,7 @@ struct LiveClient {
 }
 
 impl LiveClient {
-    fn start(s: &Suite, longpoll: String, frontend: String, since: u64) -> LiveClient {
+    pub(crate) fn start(s: &Suite, longpoll: String, frontend: String, since: u64) -> LiveClient {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
         let last = Arc::new(AtomicU64::new(since));
@@ -242,7 +246,7 @@ impl LiveClient {
     }
 
     /// Waits until the client has seen sequence number `seq`.
-    async fn wait_for(&self, s: &Suite, seq: u64, secs: u64) -> Result<()> {
+    pub(crate) async fn wait_for(&self, s: &Suite, seq: u64, secs: u64) -> Result<()> {
         s.wait(
             &format!("the live client to reach seq {seq}"),
             secs,
@@ -258,7 +262,7 @@ impl LiveClient {
         .await
     }
 
-    async fn finish(self) -> (Vec<i64>, Vec<String>) {
+    pub(crate) async fn finish(self) -> (Vec<i64>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.abort();
         let _ = self.task.await;

@@ -12,6 +12,7 @@
 
 mod flows;
 mod netpol;
+mod spike;
 mod support;
 
 use std::process::ExitCode;
@@ -23,6 +24,10 @@ use support::{Suite, TestFn};
 
 /// Every test, in the order they run.
 const TESTS: &[(&str, TestFn)] = &[
+    (
+        "metrics_server_reports_real_cpu_and_memory_of_io360_pods",
+        spike::resource_metrics_of_real_pods,
+    ),
     (
         "operator_runs_as_two_real_pods_from_the_local_registry",
         flows::operator_runs_in_real_pods,
@@ -46,6 +51,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "new_image_tag_rolls_every_tier_without_a_failed_request",
         flows::rolling_update_under_load,
+    ),
+    (
+        "spike_on_real_metrics_suspends_and_resumes_comments",
+        spike::spike_on_real_metrics,
     ),
     (
         "missing_image_and_crash_loop_are_named_in_status",
