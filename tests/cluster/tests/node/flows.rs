@@ -173,6 +173,7 @@ async fn listed_ids(s: &Suite, base: &str) -> Result<Vec<i64>> {
 /// reloads the thread), and keeps every comment id it saw.
 pub(crate) struct LiveClient {
     seen: Arc<std::sync::Mutex<Vec<i64>>>,
+    states: Arc<std::sync::Mutex<Vec<String>>>,
     problems: Arc<std::sync::Mutex<Vec<String>>>,
     last: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -182,13 +183,19 @@ pub(crate) struct LiveClient {
 impl LiveClient {
     pub(crate) fn start(s: &Suite, longpoll: String, frontend: String, since: u64) -> LiveClient {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let states = Arc::new(std::sync::Mutex::new(Vec::new()));
         let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
         let last = Arc::new(AtomicU64::new(since));
         let stop = Arc::new(AtomicBool::new(false));
         let http = s.http.clone();
         let task = tokio::spawn({
-            let (seen, problems, last, stop) =
-                (seen.clone(), problems.clone(), last.clone(), stop.clone());
+            let (seen, states, problems, last, stop) = (
+                seen.clone(),
+                states.clone(),
+                problems.clone(),
+                last.clone(),
+                stop.clone(),
+            );
             async move {
                 while !stop.load(Ordering::Relaxed) {
                     let since = last.load(Ordering::Relaxed);
@@ -205,6 +212,12 @@ impl LiveClient {
                     let Some(answer) = answer else { continue };
                     for event in answer["events"].as_array().into_iter().flatten() {
                         let seq = event["seq"].as_u64().unwrap_or_default();
+                        // Comments suspended or resumed: no change of the thread, its seq is
+                        // the client's own position. Noted, and polled on from where it was.
+                        if let Some(kind @ ("suspended" | "resumed")) = event["kind"].as_str() {
+                            states.lock().expect("poisoned").push(kind.to_string());
+                            continue;
+                        }
                         if event["kind"] == "reset" {
                             // Reload the thread, as a client must, and continue from the head.
                             if let Ok(page) = http
@@ -238,11 +251,17 @@ impl LiveClient {
         });
         LiveClient {
             seen,
+            states,
             problems,
             last,
             stop,
             task,
         }
+    }
+
+    /// The suspension state events the client's polls were answered with, in order.
+    pub(crate) fn states(&self) -> Vec<String> {
+        self.states.lock().expect("poisoned").clone()
     }
 
     /// Waits until the client has seen sequence number `seq`.

@@ -432,6 +432,18 @@ fn output_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Writes the time series to `<target>/io360-spike/spike.csv`; returns the directory.
+fn write_csv(rows: &[Row]) -> Result<PathBuf> {
+    let dir = output_dir()?;
+    let mut csv = Row::header() + "\n";
+    for row in rows {
+        csv += &row.csv();
+        csv.push('\n');
+    }
+    std::fs::write(dir.join("spike.csv"), csv)?;
+    Ok(dir)
+}
+
 /// The spike settings: what the test drives and what it expects.
 const MAX_FRONTENDS: i32 = 3;
 const HOLD_SECONDS: u64 = 10;
@@ -620,12 +632,18 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
             .await?;
         let seq = posted["comment"]["seq"].as_u64().context("no seq")?;
         live.wait_for(s, seq, 40).await?;
+        let states = live.states();
+        ensure!(
+            states.first().is_some_and(|k| k == "suspended"),
+            "the poll held when the spike hit was not told of the suspension: {states:?}"
+        );
         let (_, problems) = live.finish().await;
         ensure!(
             problems.is_empty(),
             "live delivery around the spike: {problems:?}"
         );
         let phase_one = recorder.rows();
+        write_csv(&phase_one)?;
         let flips = phase_one
             .windows(2)
             .filter(|w| w[0].suspended != w[1].suspended)
@@ -653,16 +671,28 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
         tokio::time::sleep(Duration::from_secs(8)).await;
         let second_end = load.now();
         load.set_rate(0);
-        tokio::time::sleep(Duration::from_secs(COOLDOWN_SECONDS + 12)).await;
-        let rows = recorder.rows();
-        let recovered = rows
-            .iter()
-            .filter(|r| r.t >= second_end + 12.0)
-            .all(|r| r.hpa_utilization.is_some_and(|u| u < RECOVERY_PERCENT));
-        ensure!(
-            recovered,
-            "the frontend's CPU did not fall under the recovery threshold after the second spike"
-        );
+        // The frontend's CPU falls under the recovery threshold and stays there for the
+        // cooldown and a little more: without the manual flag, comments would resume now.
+        s.wait(
+            "the frontend's CPU under the recovery threshold for the cooldown",
+            COOLDOWN_SECONDS + 90,
+            || async {
+                let rows = recorder.rows();
+                let after: Vec<&Row> = rows.iter().filter(|r| r.t >= second_end).collect();
+                let calm_since = after
+                    .iter()
+                    .rposition(|r| r.hpa_utilization.is_none_or(|u| u >= RECOVERY_PERCENT))
+                    .map(|i| after.get(i + 1).map(|r| r.t))
+                    .unwrap_or(after.first().map(|r| r.t));
+                let last = after.last().map(|r| r.t).unwrap_or(second_end);
+                match calm_since {
+                    Some(t) if last - t >= COOLDOWN_SECONDS as f64 + 5.0 => Ok(()),
+                    _ => Err(format!("last sample {:?}", after.last())),
+                }
+            },
+        )
+        .await?;
+        write_csv(&recorder.rows())?;
         let cc = s.cc(&ns, name).await.map_err(|e| anyhow!(e))?;
         let still = condition(&cc, "CommentsSuspended");
         ensure!(
@@ -686,13 +716,7 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
         );
 
         // The picture's data.
-        let dir = output_dir()?;
-        let mut csv = Row::header() + "\n";
-        for row in &rows {
-            csv += &row.csv();
-            csv.push('\n');
-        }
-        std::fs::write(dir.join("spike.csv"), csv)?;
+        let dir = write_csv(&rows)?;
         let summary = format!(
             "hpa_at_max_s={:.1}\noverload_to_suspended_s={hold_to_suspended:.1}\n\
              max_to_suspended_s={:.1}\nload_end_to_resumed_s={end_to_resumed:.1}\n\
