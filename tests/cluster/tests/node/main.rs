@@ -57,6 +57,10 @@ const TESTS: &[(&str, TestFn)] = &[
         spike::spike_on_real_metrics,
     ),
     (
+        "spike_without_metrics_holds_replicas_and_never_suspends",
+        spike::spike_without_metrics,
+    ),
+    (
         "missing_image_and_crash_loop_are_named_in_status",
         flows::broken_tiers_are_named_in_status,
     ),

@@ -444,12 +444,57 @@ fn write_csv(rows: &[Row]) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A CommentCluster whose frontend the HPA scales 1 to 3 on CPU and whose comments the
+/// operator suspends on overload after `hold` seconds.
+fn spike_spec(hold: u64) -> Value {
+    json!({
+        "frontend": {
+            "replicas": null,
+            "autoscaling": {
+                "minReplicas": 1,
+                "maxReplicas": MAX_FRONTENDS,
+                "targetCpuUtilization": TARGET_PERCENT,
+            },
+            // A small request, so the frontend's modest CPU under the spike is well over it;
+            // the limit leaves room, so pages stay fast while it is.
+            "resources": {
+                "requests": {"cpu": CPU_REQUEST, "memory": "32Mi"},
+                "limits": {"cpu": "300m", "memory": "256Mi"},
+            },
+        },
+        "autoDegrade": {
+            "enabled": true,
+            "utilizationThreshold": OVERLOAD_PERCENT,
+            "holdSeconds": hold,
+            "recoveryThreshold": RECOVERY_PERCENT,
+            "cooldownSeconds": COOLDOWN_SECONDS,
+        },
+    })
+}
+
+/// The frontend HPA's reading: its current replicas and CPU utilization.
+async fn hpa_reading(s: &Suite, ns: &str, name: &str) -> Result<(i32, Option<i32>)> {
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), ns);
+    let hpa = hpas.get(&format!("{name}-frontend")).await?;
+    let status = hpa.status.unwrap_or_default();
+    let utilization = status.current_metrics.iter().flatten().find_map(|m| {
+        m.resource
+            .as_ref()
+            .filter(|r| r.name == "cpu")
+            .and_then(|r| r.current.average_utilization)
+    });
+    Ok((status.current_replicas.unwrap_or(0), utilization))
+}
+
 /// The spike settings: what the test drives and what it expects.
 const MAX_FRONTENDS: i32 = 3;
+/// An idle frontend pod uses about 3 mCPU, one serving 150 pages/s about 10 mCPU.
+const CPU_REQUEST: &str = "12m";
+const TARGET_PERCENT: i32 = 40;
 const HOLD_SECONDS: u64 = 10;
 const COOLDOWN_SECONDS: u64 = 20;
-const OVERLOAD_PERCENT: i32 = 80;
-const RECOVERY_PERCENT: i32 = 40;
+const OVERLOAD_PERCENT: i32 = 50;
+const RECOVERY_PERCENT: i32 = 35;
 /// Page requests per second before the spike and during it.
 const QUIET_RATE: u64 = 10;
 const SPIKE_RATE: u64 = 400;
@@ -467,35 +512,7 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
         let ns = s.namespace("spike").await?;
         let name = "spike";
         let _hpa = s.cluster.hpa_controller(Duration::from_secs(2))?;
-        start_cluster(
-            s,
-            &ns,
-            name,
-            json!({
-                "frontend": {
-                    "replicas": null,
-                    "autoscaling": {
-                        "minReplicas": 1,
-                        "maxReplicas": MAX_FRONTENDS,
-                        "targetCpuUtilization": 50,
-                    },
-                    // A small request, so the frontend's modest CPU under the spike is well
-                    // over it; the limit leaves room, so pages stay fast while it is.
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "32Mi"},
-                        "limits": {"cpu": "300m", "memory": "256Mi"},
-                    },
-                },
-                "autoDegrade": {
-                    "enabled": true,
-                    "utilizationThreshold": OVERLOAD_PERCENT,
-                    "holdSeconds": HOLD_SECONDS,
-                    "recoveryThreshold": RECOVERY_PERCENT,
-                    "cooldownSeconds": COOLDOWN_SECONDS,
-                },
-            }),
-        )
-        .await?;
+        start_cluster(s, &ns, name, spike_spec(HOLD_SECONDS)).await?;
         let frontend = s.service_url(&ns, name, "frontend").await?;
         let longpoll = s.service_url(&ns, name, "longpoll").await?;
         let longpoll_selector =
@@ -503,19 +520,10 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
 
         // The HPA reads the frontend's CPU before anything is driven.
         s.wait("the frontend HPA reading real CPU", 90, || async {
-            let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), &ns);
-            let hpa = hpas
-                .get(&format!("{name}-frontend"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let reading = hpa.status.as_ref().and_then(|st| {
-                st.current_metrics.iter().flatten().find_map(|m| {
-                    m.resource
-                        .as_ref()
-                        .and_then(|r| r.current.average_utilization)
-                })
-            });
-            reading.ok_or_else(|| format!("status {:?}", hpa.status))
+            match hpa_reading(s, &ns, name).await {
+                Ok((_, Some(u))) => Ok(u),
+                other => Err(format!("{other:?}")),
+            }
         })
         .await?;
 
@@ -527,7 +535,8 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
         load.set_rate(QUIET_RATE);
         tokio::time::sleep(Duration::from_secs(12)).await;
         let quiet_end = load.now();
-        let p99_quiet = p99(load.between(1.0, quiet_end));
+        // From the third second: the first requests also open connections.
+        let p99_quiet = p99(load.between(3.0, quiet_end));
 
         // The spike.
         let spike_start = load.now();
@@ -744,6 +753,102 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
             "page p99 while suspended ({p99_suspended:.1} ms) is over twice the quiet p99 \
              ({p99_quiet:.1} ms)"
         );
+        s.delete_namespace(&ns).await
+    })
+}
+
+/// The metrics pipeline fails in the middle of a spike: metrics-server stops just as the
+/// frontend sits at its maximum over the threshold. The HPA keeps the replicas it has, and the
+/// operator, with no reading, does not suspend comments however long the load lasts; when
+/// metrics come back the spike is read again.
+pub fn spike_without_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        let ns = s.namespace("blind").await?;
+        let name = "blind";
+        let _hpa = s.cluster.hpa_controller(Duration::from_secs(2))?;
+        // A hold long enough that the outage starts well inside it.
+        let hold = 20;
+        start_cluster(s, &ns, name, spike_spec(hold)).await?;
+        let frontend = s.service_url(&ns, name, "frontend").await?;
+        let load = Load::start(frontend);
+        load.set_rate(SPIKE_RATE);
+        s.wait(
+            "the frontend HPA at its maximum over the threshold",
+            180,
+            || async {
+                match hpa_reading(s, &ns, name).await {
+                    Ok((r, Some(u))) if r >= MAX_FRONTENDS && u >= OVERLOAD_PERCENT => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await?;
+        s.cluster.stop_metrics_server()?;
+        let outage = async {
+            // The spike goes on past the hold with no metrics.
+            let stopped = Instant::now();
+            let mut lost_reading = false;
+            while stopped.elapsed() < Duration::from_secs(hold + 15) {
+                let (replicas, utilization) = hpa_reading(s, &ns, name).await?;
+                ensure!(
+                    replicas == MAX_FRONTENDS,
+                    "the HPA moved the frontend to {replicas} replicas without metrics"
+                );
+                lost_reading |= utilization.is_none();
+                let cc = s.cc(&ns, name).await.map_err(|e| anyhow!(e))?;
+                let suspended = condition(&cc, "CommentsSuspended");
+                ensure!(
+                    suspended.as_ref().is_none_or(|(st, _, _)| st != "True"),
+                    "comments suspended without a reading: {suspended:?}"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            ensure!(
+                lost_reading,
+                "the HPA kept reporting CPU with metrics-server stopped"
+            );
+            let hpa = s
+                .kubectl(&[
+                    "get",
+                    "hpa",
+                    &format!("{name}-frontend"),
+                    "-n",
+                    &ns,
+                    "-o",
+                    "json",
+                ])
+                .await?;
+            let hpa: Value = serde_json::from_str(&hpa)?;
+            let active = condition(&hpa, "ScalingActive");
+            ensure!(
+                active.as_ref().is_some_and(|(st, _, _)| st == "False"),
+                "the HPA's ScalingActive condition with no metrics: {active:?}"
+            );
+            Ok(())
+        }
+        .await;
+        // Whatever happened, the pipeline comes back for the tests after this one.
+        let restarted = s.cluster.start_metrics_server().await;
+        outage?;
+        restarted?;
+        s.wait("the spike read again once metrics return", 60, || async {
+            match hpa_reading(s, &ns, name).await {
+                Ok((_, Some(u))) if u >= OVERLOAD_PERCENT => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await?;
+        let (sent, failed, answered) = load.stop().await;
+        ensure!(
+            failed.is_empty() && answered as u64 == sent,
+            "{} of {sent} page requests failed or went unanswered: {:?}",
+            sent - answered as u64 + failed.len() as u64,
+            &failed[..failed.len().min(5)]
+        );
+        s.measure(format!(
+            "metrics outage mid-spike: frontend held at {MAX_FRONTENDS}, comments not suspended \
+             past the {hold} s hold; {answered}/{sent} page requests answered"
+        ));
         s.delete_namespace(&ns).await
     })
 }
