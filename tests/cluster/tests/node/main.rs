@@ -2,7 +2,8 @@
 //! CommentCluster's tiers run as `restricted` pods that pull from a registry, talk over
 //! Services and keep the store's data on a real claim; pods are killed, comments suspended,
 //! images rolled, and a broken image reported; NetworkPolicies are enforced and tried from
-//! inside pods.
+//! inside pods; a page spike is autoscaled on the pods' real CPU and comments are suspended
+//! and resumed by the operator on its own.
 //!
 //! The process first moves into a network and mount namespace of its own
 //! ([`io360_cluster_tests::isolate`]): the control plane, containerd, the kubelet and this
@@ -25,12 +26,12 @@ use support::{Suite, TestFn};
 /// Every test, in the order they run.
 const TESTS: &[(&str, TestFn)] = &[
     (
-        "metrics_server_reports_real_cpu_and_memory_of_io360_pods",
-        spike::resource_metrics_of_real_pods,
-    ),
-    (
         "operator_runs_as_two_real_pods_from_the_local_registry",
         flows::operator_runs_in_real_pods,
+    ),
+    (
+        "metrics_server_reports_real_cpu_and_memory_of_io360_pods",
+        spike::resource_metrics_of_real_pods,
     ),
     (
         "cluster_serves_pages_and_live_comments_through_services",

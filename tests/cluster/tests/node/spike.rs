@@ -488,16 +488,16 @@ async fn hpa_reading(s: &Suite, ns: &str, name: &str) -> Result<(i32, Option<i32
 
 /// The spike settings: what the test drives and what it expects.
 const MAX_FRONTENDS: i32 = 3;
-/// An idle frontend pod uses about 3 mCPU, one serving 150 pages/s about 10 mCPU.
+/// An idle frontend pod uses 3 to 4 mCPU, one serving 170 pages/s about 9 mCPU.
 const CPU_REQUEST: &str = "12m";
 const TARGET_PERCENT: i32 = 40;
 const HOLD_SECONDS: u64 = 10;
 const COOLDOWN_SECONDS: u64 = 20;
-const OVERLOAD_PERCENT: i32 = 50;
-const RECOVERY_PERCENT: i32 = 35;
+const OVERLOAD_PERCENT: i32 = 60;
+const RECOVERY_PERCENT: i32 = 45;
 /// Page requests per second before the spike and during it.
 const QUIET_RATE: u64 = 10;
-const SPIKE_RATE: u64 = 400;
+const SPIKE_RATE: u64 = 500;
 
 /// The spike: page traffic far over what the frontend's CPU request covers at its maximum of
 /// three replicas. The HPA, reading the pods' real CPU from metrics-server, scales the
@@ -831,9 +831,10 @@ pub fn spike_without_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
         let restarted = s.cluster.start_metrics_server().await;
         outage?;
         restarted?;
+        // Over the target again, as only the spike makes it (idle reads under it).
         s.wait("the spike read again once metrics return", 60, || async {
             match hpa_reading(s, &ns, name).await {
-                Ok((_, Some(u))) if u >= OVERLOAD_PERCENT => Ok(()),
+                Ok((_, Some(u))) if u > TARGET_PERCENT => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         })
