@@ -1,8 +1,9 @@
 //! One real node next to KWOK's fake ones: containerd and runc with the CNI bridge, the
 //! kubelet and kube-proxy at the control plane's release, CoreDNS for Service names, an OCI
 //! registry on loopback that pods pull io360's images from, local PersistentVolumes that
-//! claims bind and mount for real, and kube-router's firewall, which enforces NetworkPolicies
-//! on the node's pods with iptables and ipsets.
+//! claims bind and mount for real, kube-router's firewall, which enforces NetworkPolicies
+//! on the node's pods with iptables and ipsets, and metrics-server, so autoscalers read the
+//! pods' real CPU.
 //!
 //! Everything runs inside the run's namespaces (see [`crate::isolate`]); the node's address, the
 //! pods' and the Services' addresses exist only there. The node is tainted
