@@ -25,6 +25,7 @@ HELM_VERSION=v3.22.0
 COREDNS_VERSION=v1.14.7
 REGISTRY_VERSION=v3.1.2
 KUBE_ROUTER_VERSION=v2.1.0
+METRICS_SERVER_VERSION=v0.8.0
 
 k8s_minor=${K8S_VERSION#v1.}
 k8s_minor=${k8s_minor%%.*}
@@ -228,6 +229,13 @@ build_kube_router() {
         "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@${KUBE_ROUTER_VERSION}"
 }
 
+# --- metrics-server: the resource metrics API (`metrics.k8s.io`) that autoscalers and
+# `kubectl top` read, scraping the real node's kubelet.
+build_metrics_server() {
+    GOBIN="$bin" go install -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=${METRICS_SERVER_VERSION}" \
+        "sigs.k8s.io/metrics-server/cmd/metrics-server@${METRICS_SERVER_VERSION}"
+}
+
 # --- pause: the sandbox process of every pod, from the Kubernetes module's own source,
 # linked statically so it runs in an image with nothing else in it.
 build_pause() {
@@ -278,6 +286,11 @@ if ! stamp_ok kube-router "kube-router ${KUBE_ROUTER_VERSION}"; then
     stamp_write kube-router "kube-router ${KUBE_ROUTER_VERSION}"
     built=1
 fi
+if ! stamp_ok metrics-server "metrics-server ${METRICS_SERVER_VERSION}"; then
+    run_logged metrics-server build_metrics_server
+    stamp_write metrics-server "metrics-server ${METRICS_SERVER_VERSION}"
+    built=1
+fi
 if ! stamp_ok helm "helm ${HELM_VERSION}"; then
     run_logged helm build_helm
     stamp_write helm "helm ${HELM_VERSION}"
@@ -287,7 +300,8 @@ fi
 # Prove each binary runs before declaring success.
 for check in "kube-apiserver --version" "kube-controller-manager --version" "kube-scheduler --version" \
     "kubectl version --client" "kubelet --version" "kube-proxy --version" "etcd --version" \
-    "coredns -version" "registry --version" "pause -v" "kube-router --version" "kwok --version" "helm version --short"; do
+    "coredns -version" "registry --version" "pause -v" "kube-router --version" "metrics-server --version" \
+    "kwok --version" "helm version --short"; do
     read -r b args <<<"$check"
     # shellcheck disable=SC2086 # args is a word list on purpose
     if ! "$bin/$b" $args >/dev/null 2>&1; then

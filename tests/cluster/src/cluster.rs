@@ -254,6 +254,25 @@ impl Cluster {
         }
     }
 
+    /// Stops the real node's metrics-server (an outage of the metrics pipeline).
+    pub fn stop_metrics_server(&self) -> Result<()> {
+        match &self.node {
+            Some(node) => {
+                node.stop_metrics_server();
+                Ok(())
+            }
+            None => Err(Error::NotOwned("stopping metrics-server")),
+        }
+    }
+
+    /// Starts the real node's metrics-server again and waits until it serves.
+    pub async fn start_metrics_server(&self) -> Result<()> {
+        match (&self.node, &self.plane) {
+            (Some(node), Some(plane)) => node.start_metrics_server(plane).await,
+            _ => Err(Error::NotOwned("starting metrics-server")),
+        }
+    }
+
     /// Fails with a log tail if a component of an owned control plane has died.
     pub fn check_running(&self) -> Result<()> {
         if let Some(node) = &self.node {

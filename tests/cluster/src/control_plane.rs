@@ -186,6 +186,17 @@ impl ControlPlane {
                 arg("tls-cert-file", p(&pki.serving_cert)),
                 arg("tls-private-key-file", p(&pki.serving_key)),
                 arg("client-ca-file", p(&pki.ca_cert)),
+                // The aggregation layer, for metrics-server's `metrics.k8s.io`: the API server
+                // proxies to it as `front-proxy-client`, naming the caller in headers, and dials
+                // the endpoint of its Service directly (the node's address), not the ClusterIP.
+                arg("requestheader-client-ca-file", p(&pki.ca_cert)),
+                arg("requestheader-allowed-names", pki::FRONT_PROXY_NAME),
+                arg("requestheader-username-headers", "X-Remote-User"),
+                arg("requestheader-group-headers", "X-Remote-Group"),
+                arg("requestheader-extra-headers-prefix", "X-Remote-Extra-"),
+                arg("proxy-client-cert-file", p(&pki.front_proxy_cert)),
+                arg("proxy-client-key-file", p(&pki.front_proxy_key)),
+                arg("enable-aggregator-routing", true),
                 arg("authorization-mode", authorization),
                 arg(
                     "service-account-issuer",
@@ -324,6 +335,14 @@ impl ControlPlane {
         (
             &self.pki.kubelet_serving_cert,
             &self.pki.kubelet_serving_key,
+        )
+    }
+
+    /// metrics-server's serving certificate and key.
+    pub fn metrics_serving(&self) -> (&Path, &Path) {
+        (
+            &self.pki.metrics_serving_cert,
+            &self.pki.metrics_serving_key,
         )
     }
 

@@ -22,6 +22,7 @@
 mod cluster;
 mod control_plane;
 pub mod isolate;
+mod metrics;
 mod node;
 mod pki;
 pub mod process;
@@ -32,6 +33,7 @@ pub use cluster::{Cluster, ClusterMode, KUBECONFIG_ENV, run};
 pub use control_plane::{
     ControlPlane, FAKE_NODES, FAKE_VOLUMES, HpaController, PlaneOptions, fake_node_name,
 };
+pub use metrics::{METRIC_RESOLUTION_SECS, METRICS_SERVER_PORT};
 pub use node::{LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT, RealNode};
 pub use pki::REAL_NODE_NAME;
 pub use process::{Process, log_tail};

@@ -1,8 +1,9 @@
 //! One real node next to KWOK's fake ones: containerd and runc with the CNI bridge, the
 //! kubelet and kube-proxy at the control plane's release, CoreDNS for Service names, an OCI
 //! registry on loopback that pods pull io360's images from, local PersistentVolumes that
-//! claims bind and mount for real, and kube-router's firewall, which enforces NetworkPolicies
-//! on the node's pods with iptables and ipsets.
+//! claims bind and mount for real, kube-router's firewall, which enforces NetworkPolicies
+//! on the node's pods with iptables and ipsets, and metrics-server, so autoscalers read the
+//! pods' real CPU.
 //!
 //! Everything runs inside the run's namespaces (see [`crate::isolate`]); the node's address, the
 //! pods' and the Services' addresses exist only there. The node is tainted
@@ -36,6 +37,9 @@ pub const LOCAL_VOLUMES: usize = 24;
 #[derive(Debug)]
 pub struct RealNode {
     procs: std::sync::Mutex<Vec<Process>>,
+    /// metrics-server, kept apart so a test can take the metrics pipeline away and bring it
+    /// back, and whether it should be running.
+    metrics: std::sync::Mutex<(Option<Process>, bool)>,
     registry: String,
     dir: PathBuf,
 }
@@ -76,6 +80,7 @@ impl RealNode {
         let registry_bin = tools.bin("registry")?;
         let pause = tools.bin("pause")?;
         let kube_router = tools.bin("kube-router")?;
+        tools.bin("metrics-server")?;
         for (tool, path) in [
             ("containerd", "/usr/bin/containerd"),
             ("runc", "/usr/sbin/runc"),
@@ -96,6 +101,7 @@ impl RealNode {
         let log = |name: &str| dir.join(format!("{name}.log"));
         let mut node = RealNode {
             procs: std::sync::Mutex::new(Vec::new()),
+            metrics: std::sync::Mutex::new((None, true)),
             registry: String::new(),
             dir: dir.clone(),
         };
@@ -374,6 +380,13 @@ oom_score = 0
             .await
             .map_err(|e| node.enrich(e))?;
         node.create_volumes(plane).await?;
+
+        // --- metrics-server, so autoscalers and `kubectl top` read the pods' real usage
+        *node.metrics.lock().expect("poisoned") =
+            (Some(crate::metrics::start(plane, tools, &dir)?), true);
+        crate::metrics::register(plane, || node.check_running())
+            .await
+            .map_err(|e| node.enrich(e))?;
         Ok(node)
     }
 
@@ -396,12 +409,41 @@ oom_score = 0
         self.procs.lock().expect("process list poisoned").push(proc);
     }
 
-    /// Fails with a log tail if a node component has died.
+    /// Fails with a log tail if a node component has died (metrics-server counts unless a
+    /// test stopped it).
     pub fn check_running(&self) -> Result<()> {
         for proc in self.procs.lock().expect("process list poisoned").iter_mut() {
             proc.check_running()?;
         }
+        if let (Some(proc), true) = &mut *self.metrics.lock().expect("poisoned") {
+            proc.check_running()?;
+        }
         Ok(())
+    }
+
+    /// Stops metrics-server, as an outage of the metrics pipeline: `metrics.k8s.io` stays
+    /// registered and answers 503, so autoscalers get no reading.
+    pub fn stop_metrics_server(&self) {
+        let mut metrics = self.metrics.lock().expect("poisoned");
+        metrics.1 = false;
+        if let Some(proc) = metrics.0.as_mut() {
+            proc.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts metrics-server again after [`RealNode::stop_metrics_server`] and waits until it
+    /// reports the node's usage.
+    pub async fn start_metrics_server(&self, plane: &ControlPlane) -> Result<()> {
+        {
+            let mut metrics = self.metrics.lock().expect("poisoned");
+            if let Some(proc) = metrics.0.as_mut() {
+                proc.restart(Duration::from_secs(5))?;
+            }
+            metrics.1 = true;
+        }
+        crate::metrics::register(plane, || self.check_running())
+            .await
+            .map_err(|e| self.enrich(e))
     }
 
     fn enrich(&self, error: Error) -> Error {
@@ -583,6 +625,10 @@ impl Drop for RealNode {
     /// The kubelet goes first so it restarts nothing; the run's teardown then kills what the
     /// containers and shims left.
     fn drop(&mut self) {
+        let metrics = self.metrics.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(proc) = metrics.0.as_mut() {
+            proc.stop(Duration::from_secs(5));
+        }
         let procs = self.procs.get_mut().unwrap_or_else(|p| p.into_inner());
         while let Some(mut proc) = procs.pop() {
             proc.stop(Duration::from_secs(5));

@@ -30,7 +30,21 @@ pub(crate) struct Pki {
     /// kube-proxy's client certificate (`system:kube-proxy`, bound to `system:node-proxier`).
     pub proxy_cert: PathBuf,
     pub proxy_key: PathBuf,
+    /// The API server's client certificate towards aggregated APIs (`front-proxy-client`),
+    /// whose requests carry the caller in `X-Remote-*` headers.
+    pub front_proxy_cert: PathBuf,
+    pub front_proxy_key: PathBuf,
+    /// metrics-server's serving certificate, for the name the aggregator dials.
+    pub metrics_serving_cert: PathBuf,
+    pub metrics_serving_key: PathBuf,
 }
+
+/// The name the API server's proxy to aggregated APIs presents.
+pub const FRONT_PROXY_NAME: &str = "front-proxy-client";
+
+/// The Service name metrics-server is registered under (`kube-system`), which the aggregator
+/// puts in its TLS server name as `<name>.<namespace>.svc`.
+pub const METRICS_SERVER_SERVICE: &str = "metrics-server";
 
 /// The real node's name, which its kubelet certificate carries.
 pub const REAL_NODE_NAME: &str = "io360-node";
@@ -104,6 +118,17 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
     let (kubelet_client_cert, kubelet_client_key) =
         client(&format!("system:node:{REAL_NODE_NAME}"), "system:nodes")?;
     let (proxy_cert, proxy_key) = client("system:kube-proxy", "system:node-proxier")?;
+    let (front_proxy_cert, front_proxy_key) = client(FRONT_PROXY_NAME, "system:front-proxy")?;
+    let metrics_serving_key = KeyPair::generate()?;
+    let mut metrics_serving = CertificateParams::new(vec![
+        format!("{METRICS_SERVER_SERVICE}.kube-system.svc"),
+        crate::isolate::NODE_IP.to_string(),
+    ])?;
+    metrics_serving
+        .distinguished_name
+        .push(DnType::CommonName, METRICS_SERVER_SERVICE);
+    metrics_serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let metrics_serving_cert = metrics_serving.signed_by(&metrics_serving_key, &ca)?;
     let kubelet_serving_key = KeyPair::generate()?;
     let mut kubelet_serving = CertificateParams::new(vec![
         REAL_NODE_NAME.to_string(),
@@ -133,5 +158,9 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
         kubelet_serving_key: write("kubelet.key", kubelet_serving_key.serialize_pem())?,
         proxy_cert: write("kube-proxy.crt", proxy_cert)?,
         proxy_key: write("kube-proxy.key", proxy_key)?,
+        front_proxy_cert: write("front-proxy-client.crt", front_proxy_cert)?,
+        front_proxy_key: write("front-proxy-client.key", front_proxy_key)?,
+        metrics_serving_cert: write("metrics-server.crt", metrics_serving_cert.pem())?,
+        metrics_serving_key: write("metrics-server.key", metrics_serving_key.serialize_pem())?,
     })
 }

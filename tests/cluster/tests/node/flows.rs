@@ -121,7 +121,11 @@ fn comment(text: &str) -> Value {
 
 /// Posts a comment to thread `/` through `base` (the frontend's public `/api` path); the
 /// status and body.
-async fn post(s: &Suite, base: &str, text: &str) -> Result<(u16, Value, Option<String>)> {
+pub(crate) async fn post(
+    s: &Suite,
+    base: &str,
+    text: &str,
+) -> Result<(u16, Value, Option<String>)> {
     let response = s
         .http
         .post(format!("{base}/api/v1/comments?thread=/"))
@@ -167,8 +171,9 @@ async fn listed_ids(s: &Suite, base: &str) -> Result<Vec<i64>> {
 /// A live client of thread `/` through the longpoll Service: polls from its last sequence
 /// number, checks that every event is the next one (or an explicit reset, after which it
 /// reloads the thread), and keeps every comment id it saw.
-struct LiveClient {
+pub(crate) struct LiveClient {
     seen: Arc<std::sync::Mutex<Vec<i64>>>,
+    states: Arc<std::sync::Mutex<Vec<String>>>,
     problems: Arc<std::sync::Mutex<Vec<String>>>,
     last: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -176,15 +181,21 @@ struct LiveClient {
 }
 
 impl LiveClient {
-    fn start(s: &Suite, longpoll: String, frontend: String, since: u64) -> LiveClient {
+    pub(crate) fn start(s: &Suite, longpoll: String, frontend: String, since: u64) -> LiveClient {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let states = Arc::new(std::sync::Mutex::new(Vec::new()));
         let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
         let last = Arc::new(AtomicU64::new(since));
         let stop = Arc::new(AtomicBool::new(false));
         let http = s.http.clone();
         let task = tokio::spawn({
-            let (seen, problems, last, stop) =
-                (seen.clone(), problems.clone(), last.clone(), stop.clone());
+            let (seen, states, problems, last, stop) = (
+                seen.clone(),
+                states.clone(),
+                problems.clone(),
+                last.clone(),
+                stop.clone(),
+            );
             async move {
                 while !stop.load(Ordering::Relaxed) {
                     let since = last.load(Ordering::Relaxed);
@@ -201,6 +212,12 @@ impl LiveClient {
                     let Some(answer) = answer else { continue };
                     for event in answer["events"].as_array().into_iter().flatten() {
                         let seq = event["seq"].as_u64().unwrap_or_default();
+                        // Comments suspended or resumed: no change of the thread, its seq is
+                        // the client's own position. Noted, and polled on from where it was.
+                        if let Some(kind @ ("suspended" | "resumed")) = event["kind"].as_str() {
+                            states.lock().expect("poisoned").push(kind.to_string());
+                            continue;
+                        }
                         if event["kind"] == "reset" {
                             // Reload the thread, as a client must, and continue from the head.
                             if let Ok(page) = http
@@ -234,6 +251,7 @@ impl LiveClient {
         });
         LiveClient {
             seen,
+            states,
             problems,
             last,
             stop,
@@ -241,8 +259,13 @@ impl LiveClient {
         }
     }
 
+    /// The suspension state events the client's polls were answered with, in order.
+    pub(crate) fn states(&self) -> Vec<String> {
+        self.states.lock().expect("poisoned").clone()
+    }
+
     /// Waits until the client has seen sequence number `seq`.
-    async fn wait_for(&self, s: &Suite, seq: u64, secs: u64) -> Result<()> {
+    pub(crate) async fn wait_for(&self, s: &Suite, seq: u64, secs: u64) -> Result<()> {
         s.wait(
             &format!("the live client to reach seq {seq}"),
             secs,
@@ -258,7 +281,7 @@ impl LiveClient {
         .await
     }
 
-    async fn finish(self) -> (Vec<i64>, Vec<String>) {
+    pub(crate) async fn finish(self) -> (Vec<i64>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         self.task.abort();
         let _ = self.task.await;

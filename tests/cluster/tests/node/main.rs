@@ -2,7 +2,8 @@
 //! CommentCluster's tiers run as `restricted` pods that pull from a registry, talk over
 //! Services and keep the store's data on a real claim; pods are killed, comments suspended,
 //! images rolled, and a broken image reported; NetworkPolicies are enforced and tried from
-//! inside pods.
+//! inside pods; a page spike is autoscaled on the pods' real CPU and comments are suspended
+//! and resumed by the operator on its own.
 //!
 //! The process first moves into a network and mount namespace of its own
 //! ([`io360_cluster_tests::isolate`]): the control plane, containerd, the kubelet and this
@@ -12,6 +13,7 @@
 
 mod flows;
 mod netpol;
+mod spike;
 mod support;
 
 use std::process::ExitCode;
@@ -26,6 +28,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "operator_runs_as_two_real_pods_from_the_local_registry",
         flows::operator_runs_in_real_pods,
+    ),
+    (
+        "metrics_server_reports_real_cpu_and_memory_of_io360_pods",
+        spike::resource_metrics_of_real_pods,
     ),
     (
         "cluster_serves_pages_and_live_comments_through_services",
@@ -46,6 +52,14 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "new_image_tag_rolls_every_tier_without_a_failed_request",
         flows::rolling_update_under_load,
+    ),
+    (
+        "spike_on_real_metrics_suspends_and_resumes_comments",
+        spike::spike_on_real_metrics,
+    ),
+    (
+        "spike_without_metrics_holds_replicas_and_never_suspends",
+        spike::spike_without_metrics,
     ),
     (
         "missing_image_and_crash_loop_are_named_in_status",
