@@ -66,6 +66,15 @@ pub enum Error {
     MissingMetadata(&'static str),
 }
 
+impl Error {
+    /// Whether the API server refused a write because the cluster's namespace is being
+    /// deleted: the cluster goes with it, so this is the end of its story, not a failure.
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. }
+            if s.code == 403 && s.message.contains("because it is being terminated"))
+    }
+}
+
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let action = action.into();
     move |source| Error::Kube { action, source }
@@ -166,6 +175,15 @@ pub async fn reconcile(cc: Arc<CommentCluster>, ctx: Arc<Context>) -> Result<Act
         Ok(action) => {
             ctx.with_memory(&uid, |m| m.failures = 0);
             Ok(action)
+        }
+        Err(e) if e.namespace_terminating() => {
+            info!(
+                cluster = %cc.name_any(),
+                namespace = ?cc.namespace(),
+                "the namespace is being deleted, and the cluster with it; nothing more to apply"
+            );
+            ctx.with_memory(&uid, |m| m.failures = 0);
+            Ok(Action::await_change())
         }
         Err(e) => {
             warn!(cluster = %cc.name_any(), namespace = ?cc.namespace(), error = %e, "reconcile failed");
@@ -592,4 +610,31 @@ async fn write_status(
     .await
     .map_err(kube_err("write status"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn refused(code: u16, message: &str) -> Error {
+        Error::Kube {
+            action: "applying Deployment news-frontend".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: message.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn a_write_refused_in_a_terminating_namespace_is_told_apart() {
+        let terminating = "deployments.apps \"news-frontend\" is forbidden: unable to create new content in namespace prod because it is being terminated";
+        assert!(refused(403, terminating).namespace_terminating());
+        assert!(
+            !refused(403, "forbidden: the operator may not patch secrets").namespace_terminating()
+        );
+        assert!(!refused(409, terminating).namespace_terminating());
+        assert!(!Error::MissingMetadata("uid").namespace_terminating());
+    }
 }

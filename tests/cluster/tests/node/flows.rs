@@ -547,19 +547,33 @@ pub fn store_restarts_on_its_claim(s: &Suite) -> BoxFuture<'_, Result<()>> {
                 now.as_deref() == Some(claim.as_str()),
                 "store came back on {now:?}, not {claim}"
             );
-            // Logic is unready while it cannot reach the store; wait for every tier again.
-            s.wait("every pod Ready again", 120, || async {
-                let pods = s
-                    .pods(&ns, "app.kubernetes.io/instance=notes")
+            // Logic stays Ready while the store is away (it serves what it has cached), so
+            // Ready says nothing of the store: wait, as a reader would retry, until a thread
+            // read through the frontend reaches the store again.
+            s.wait("a thread read to reach the store again", 120, || async {
+                let r = s
+                    .http
+                    .get(format!(
+                        "{frontend}/api/v1/comments?thread=/&after=0&limit=1"
+                    ))
+                    .send()
                     .await
                     .map_err(|e| e.to_string())?;
-                all_ready(&pods)
+                if r.status() == 200 {
+                    Ok(())
+                } else {
+                    Err(format!("the read answered {}", r.status()))
+                }
             })
             .await?;
             post_some(&format!("after {how}"), 3, &mut acknowledged).await?;
         }
 
-        let listed = listed_ids(s, &frontend).await?;
+        let listed = s
+            .wait("the whole thread to be listed", 60, || async {
+                listed_ids(s, &frontend).await.map_err(|e| format!("{e:#}"))
+            })
+            .await?;
         let lost: Vec<&i64> = acknowledged
             .iter()
             .filter(|id| !listed.contains(id))
