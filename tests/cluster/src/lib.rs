@@ -19,6 +19,7 @@
 //! started here is stopped when its [`Cluster`] drops, and is killed by the kernel if the test
 //! process dies first.
 
+pub mod cc;
 mod cluster;
 mod control_plane;
 pub mod isolate;

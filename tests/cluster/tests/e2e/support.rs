@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use io360_cluster_tests::{Cluster, ClusterMode, Process, run, wait};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod, Secret};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 /// A test of the suite.
@@ -350,37 +350,21 @@ impl Suite {
             .await
     }
 
-    /// The CommentCluster API in a namespace, seen as untyped JSON so the suite checks what
-    /// the server holds, not what the operator's types make of it.
-    pub fn comment_clusters(&self, ns: &str) -> Api<DynamicObject> {
-        let gvk = GroupVersionKind::gvk("io360.dev", "v1alpha1", "CommentCluster");
-        Api::namespaced_with(self.client.clone(), ns, &ApiResource::from_gvk(&gvk))
-    }
-
     /// A CommentCluster as JSON (metadata, spec and status), or an error string for waits.
     pub async fn cc(&self, ns: &str, name: &str) -> std::result::Result<Value, String> {
-        let cc = self
-            .comment_clusters(ns)
-            .get(name)
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::to_value(cc).map_err(|e| e.to_string())
+        io360_cluster_tests::cc::get(&self.client, ns, name).await
     }
 
     /// Waits until the CommentCluster is Ready for its current generation.
     pub async fn wait_ready(&self, ns: &str, name: &str, secs: u64) -> Result<Value> {
-        self.wait(&format!("CommentCluster {ns}/{name} Ready"), secs, || async move {
-            let cc = self.cc(ns, name).await?;
-            let generation = cc["metadata"]["generation"].as_i64();
-            let observed = cc["status"]["observedGeneration"].as_i64();
-            match condition(&cc, "Ready") {
-                Some((status, _)) if status == "True" && observed == generation => Ok(cc),
-                other => Err(format!(
-                    "Ready={other:?}, observedGeneration {observed:?} of {generation:?}; status {}",
-                    cc["status"]
-                )),
-            }
-        })
+        self.wait(
+            &format!("CommentCluster {ns}/{name} Ready"),
+            secs,
+            || async move {
+                let cc = self.cc(ns, name).await?;
+                io360_cluster_tests::cc::ready_for_generation(&cc).map(|()| cc)
+            },
+        )
         .await
     }
 

@@ -14,7 +14,7 @@ use io360_cluster_tests::{
     Cluster, LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT, run, wait,
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
 /// A test of the suite.
@@ -290,34 +290,24 @@ impl Suite {
 
     /// The CommentCluster API of a namespace, untyped.
     pub fn comment_clusters(&self, ns: &str) -> Api<DynamicObject> {
-        let gvk = GroupVersionKind::gvk("io360.dev", "v1alpha1", "CommentCluster");
-        Api::namespaced_with(self.client.clone(), ns, &ApiResource::from_gvk(&gvk))
+        io360_cluster_tests::cc::api(&self.client, ns)
     }
 
     /// A CommentCluster as JSON, or an error string for waits.
     pub async fn cc(&self, ns: &str, name: &str) -> std::result::Result<Value, String> {
-        let cc = self
-            .comment_clusters(ns)
-            .get(name)
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::to_value(cc).map_err(|e| e.to_string())
+        io360_cluster_tests::cc::get(&self.client, ns, name).await
     }
 
     /// Waits until the CommentCluster is Ready for its current generation.
     pub async fn wait_ready(&self, ns: &str, name: &str, secs: u64) -> Result<Value> {
-        self.wait(&format!("CommentCluster {ns}/{name} Ready"), secs, || async move {
-            let cc = self.cc(ns, name).await?;
-            let generation = cc["metadata"]["generation"].as_i64();
-            let observed = cc["status"]["observedGeneration"].as_i64();
-            match condition(&cc, "Ready") {
-                Some((status, _, _)) if status == "True" && observed == generation => Ok(cc),
-                other => Err(format!(
-                    "Ready={other:?}, observedGeneration {observed:?} of {generation:?}; tiers {}",
-                    cc["status"]["tiers"]
-                )),
-            }
-        })
+        self.wait(
+            &format!("CommentCluster {ns}/{name} Ready"),
+            secs,
+            || async move {
+                let cc = self.cc(ns, name).await?;
+                io360_cluster_tests::cc::ready_for_generation(&cc).map(|()| cc)
+            },
+        )
         .await
     }
 
@@ -442,16 +432,7 @@ pub fn comment_cluster(suite: &Suite, name: &str, tag: &str, spec: Value) -> Val
 pub use io360_cluster_tests::merge_json as merge;
 
 /// A condition's status, reason and message from `status.conditions`.
-pub fn condition(object: &Value, type_: &str) -> Option<(String, String, String)> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-            (s("status"), s("reason"), s("message"))
-        })
-}
+pub use io360_cluster_tests::cc::condition;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
