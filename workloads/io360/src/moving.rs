@@ -133,11 +133,11 @@ pub struct RemapArgs {
     #[arg(long, env = "IO360_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 
-    /// Threads whose name starts with this are renamed (`https://old.example/`).
+    /// Threads whose name starts with this are renamed (`/blog/`).
     #[arg(long)]
     from: String,
 
-    /// What replaces that start (`/`).
+    /// What replaces that start (`/posts/`).
     #[arg(long)]
     to: String,
 
