@@ -4,11 +4,10 @@
 //! utilization left in that autoscaler's status. The test plays the HPA controller (the
 //! harness runs none), writing the autoscalers' status as it would.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use io360_cluster_tests::{Cluster, Process};
+use io360_cluster_tests::Cluster;
 use io360_operator::crd::CommentCluster;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -17,7 +16,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 mod support;
-use support::{install_crd, until};
+use support::{install_crd, start_operator, until};
 
 const NS: &str = "autoscaling";
 const CC: &str = "spiky";
@@ -75,22 +74,7 @@ async fn unreadable_metrics_show_in_status_and_give_degrade_no_reading() -> Resu
     let client = cluster.client().await?;
     install_crd(&client, "operator-test").await?;
 
-    let _operator = Process::start_with_env(
-        "operator",
-        Path::new(env!("CARGO_BIN_EXE_io360-operator")),
-        vec![
-            "run".into(),
-            "--identity=operator".into(),
-            "--lease-namespace=default".into(),
-            "--metrics-addr=127.0.0.1:0".into(),
-            "--degrade-interval=1".into(),
-        ],
-        vec![(
-            "KUBECONFIG".into(),
-            cluster.kubeconfig().display().to_string(),
-        )],
-        cluster.scratch().join("operator.log"),
-    )?;
+    let _operator = start_operator(&cluster, "operator", 0)?;
 
     Api::<Namespace>::all(client.clone())
         .create(

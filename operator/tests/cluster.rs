@@ -6,11 +6,10 @@
 
 #![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use io360_cluster_tests::{Cluster, Process};
+use io360_cluster_tests::Cluster;
 use io360_operator::crd::CommentCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -23,29 +22,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::{install_crd, until};
+use support::{install_crd, start_operator as operator, until};
 
 const NS: &str = "operator-flows";
 const CC: &str = "flows";
-
-fn operator(cluster: &Cluster, identity: &str, port: u16) -> Result<Process> {
-    Ok(Process::start_with_env(
-        identity,
-        Path::new(env!("CARGO_BIN_EXE_io360-operator")),
-        vec![
-            "run".into(),
-            format!("--identity={identity}"),
-            "--lease-namespace=default".into(),
-            format!("--metrics-addr=127.0.0.1:{port}"),
-            "--degrade-interval=1".into(),
-        ],
-        vec![(
-            "KUBECONFIG".into(),
-            cluster.kubeconfig().display().to_string(),
-        )],
-        cluster.scratch().join(format!("{identity}.log")),
-    )?)
-}
 
 async fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;

@@ -1,10 +1,13 @@
-//! What the operator's tests on a real API server share: installing the CRD and waiting.
+//! What the operator's tests on a real API server share: installing the CRD, running the
+//! operator, and waiting.
 
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use io360_cluster_tests::{Cluster, Process};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 
@@ -54,4 +57,25 @@ pub async fn install_crd(client: &kube::Client, field_manager: &str) -> Result<(
         }
     })
     .await
+}
+
+/// Runs the operator binary against `cluster` as `identity`, its metrics on `port` of
+/// 127.0.0.1 (0: any), automatic degrade checked every second.
+pub fn start_operator(cluster: &Cluster, identity: &str, port: u16) -> Result<Process> {
+    Ok(Process::start_with_env(
+        identity,
+        Path::new(env!("CARGO_BIN_EXE_io360-operator")),
+        vec![
+            "run".into(),
+            format!("--identity={identity}"),
+            "--lease-namespace=default".into(),
+            format!("--metrics-addr=127.0.0.1:{port}"),
+            "--degrade-interval=1".into(),
+        ],
+        vec![(
+            "KUBECONFIG".into(),
+            cluster.kubeconfig().display().to_string(),
+        )],
+        cluster.scratch().join(format!("{identity}.log")),
+    )?)
 }

@@ -142,6 +142,30 @@ pub(crate) async fn post(
     Ok((status, body, retry_after))
 }
 
+/// Posts `text` to thread `/` until it is acknowledged (at most `secs` seconds), as a reader
+/// retries; answers the comment's answer and the statuses of the attempts refused before it.
+pub(crate) async fn post_until_acknowledged(
+    s: &Suite,
+    base: &str,
+    text: &str,
+    secs: u64,
+) -> Result<(Value, Vec<u16>)> {
+    let refused = std::sync::Mutex::new(Vec::new());
+    let body = s
+        .wait(&format!("{text:?} to be acknowledged"), secs, || async {
+            match post(s, base, text).await {
+                Ok((201, body, _)) => Ok(body),
+                Ok((status, body, _)) => {
+                    refused.lock().map_err(|e| e.to_string())?.push(status);
+                    Err(format!("{status}: {body}"))
+                }
+                Err(e) => Err(format!("{e:#}")),
+            }
+        })
+        .await?;
+    Ok((body, refused.into_inner().unwrap_or_default()))
+}
+
 /// Every comment id of thread `/`, read through the public API.
 async fn listed_ids(s: &Suite, base: &str) -> Result<Vec<i64>> {
     let mut ids = Vec::new();
@@ -489,25 +513,14 @@ pub fn store_restarts_on_its_claim(s: &Suite) -> BoxFuture<'_, Result<()>> {
         let mut last_seq = 0;
         // The first posts, as a reader makes them: retried until acknowledged. Just after the
         // cluster is Ready, a post was once refused; what was refused, if anything, is printed.
-        let refused = std::sync::Mutex::new(Vec::new());
+        let mut refused = Vec::new();
         for i in 0..5 {
-            let body = s
-                .wait(&format!("post {i} to be acknowledged"), 60, || async {
-                    let (status, body, _) = post(s, &frontend, &format!("before {i}"))
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
-                    if status == 201 {
-                        Ok(body)
-                    } else {
-                        refused.lock().map_err(|e| e.to_string())?.push(status);
-                        Err(format!("answered {status}: {body}"))
-                    }
-                })
-                .await?;
+            let (body, before) =
+                post_until_acknowledged(s, &frontend, &format!("before {i}"), 60).await?;
+            refused.extend(before);
             acknowledged.push(body["comment"]["id"].as_i64().unwrap_or_default());
             last_seq = last_seq.max(body["comment"]["seq"].as_u64().unwrap_or_default());
         }
-        let refused = refused.into_inner().unwrap_or_default();
         if !refused.is_empty() {
             s.measure(format!(
                 "store: first posts refused before one was acknowledged: {refused:?}"
@@ -737,15 +750,7 @@ pub fn suspension_on_real_pods(s: &Suite) -> BoxFuture<'_, Result<()>> {
             .await
             .unwrap_or(longpoll);
         let live = LiveClient::start(s, longpoll, frontend.clone(), 0);
-        let posted = s
-            .wait("writes accepted again", 30, || async {
-                match post(s, &frontend, "after resuming").await {
-                    Ok((201, body, _)) => Ok(body),
-                    Ok((status, body, _)) => Err(format!("{status}: {body}")),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-            .await?;
+        let (posted, _) = post_until_acknowledged(s, &frontend, "after resuming", 30).await?;
         let seq = posted["comment"]["seq"].as_u64().context("no seq")?;
         live.wait_for(s, seq, 30).await?;
         let (_, problems) = live.finish().await;

@@ -22,7 +22,7 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::flows::{LiveClient, post, start_cluster};
+use crate::flows::{LiveClient, post_until_acknowledged, start_cluster};
 use crate::support::{Suite, all_ready, condition};
 
 /// `kubectl top pods` and the metrics API give a running io360 pod's real CPU and memory,
@@ -630,15 +630,7 @@ pub fn spike_on_real_metrics(s: &Suite) -> BoxFuture<'_, Result<()>> {
         })
         .await?;
         // Live delivery again, through a poll held on the new longpoll pod.
-        let posted = s
-            .wait("writes accepted again", 30, || async {
-                match post(s, &frontend, "after the spike").await {
-                    Ok((201, body, _)) => Ok(body),
-                    Ok((status, body, _)) => Err(format!("{status}: {body}")),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-            .await?;
+        let (posted, _) = post_until_acknowledged(s, &frontend, "after the spike", 30).await?;
         let seq = posted["comment"]["seq"].as_u64().context("no seq")?;
         live.wait_for(s, seq, 40).await?;
         let states = live.states();
