@@ -236,6 +236,28 @@ build_metrics_server() {
         "sigs.k8s.io/metrics-server/cmd/metrics-server@${METRICS_SERVER_VERSION}"
 }
 
+# --- Prometheus, for the per-tier metrics custom autoscalers read: from Debian's package,
+# unpacked, not installed (no service is set up on this machine). Debian builds it without
+# Kubernetes service discovery, so the harness hands it the node's pods as a file.
+build_prometheus() {
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download prometheus) || {
+        apt-get update
+        (cd "$tmp" && apt-get download prometheus)
+    }
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    cp "$tmp/x/usr/bin/prometheus" "$bin/prometheus"
+    rm -rf "$tmp"
+}
+
+# --- the custom metrics adapter (tests/cluster/metrics-adapter): serves
+# custom.metrics.k8s.io from that Prometheus, as prometheus-adapter would in a cluster.
+adapter_src="$(cd "$(dirname "$0")" && pwd)/metrics-adapter"
+build_metrics_adapter() {
+    (cd "$adapter_src" && go build -ldflags "-s -w" -o "$bin/io360-metrics-adapter" .)
+}
+
 # --- pause: the sandbox process of every pod, from the Kubernetes module's own source,
 # linked statically so it runs in an image with nothing else in it.
 build_pause() {
@@ -291,6 +313,17 @@ if ! stamp_ok metrics-server "metrics-server ${METRICS_SERVER_VERSION}"; then
     stamp_write metrics-server "metrics-server ${METRICS_SERVER_VERSION}"
     built=1
 fi
+if ! stamp_ok prometheus "prometheus debian"; then
+    run_logged prometheus build_prometheus
+    stamp_write prometheus "prometheus debian"
+    built=1
+fi
+adapter_pin="metrics-adapter $(cat "$adapter_src/go.mod" "$adapter_src/go.sum" "$adapter_src/main.go" | sha256sum | cut -c1-16)"
+if ! stamp_ok io360-metrics-adapter "$adapter_pin"; then
+    run_logged metrics-adapter build_metrics_adapter
+    stamp_write io360-metrics-adapter "$adapter_pin"
+    built=1
+fi
 if ! stamp_ok helm "helm ${HELM_VERSION}"; then
     run_logged helm build_helm
     stamp_write helm "helm ${HELM_VERSION}"
@@ -301,6 +334,7 @@ fi
 for check in "kube-apiserver --version" "kube-controller-manager --version" "kube-scheduler --version" \
     "kubectl version --client" "kubelet --version" "kube-proxy --version" "etcd --version" \
     "coredns -version" "registry --version" "pause -v" "kube-router --version" "metrics-server --version" \
+    "prometheus --version" "io360-metrics-adapter --help" \
     "kwok --version" "helm version --short"; do
     read -r b args <<<"$check"
     # shellcheck disable=SC2086 # args is a word list on purpose

@@ -254,6 +254,18 @@ impl Cluster {
         }
     }
 
+    /// Starts the real node's per-tier metrics pipeline (Prometheus scraping the node's io360
+    /// pods, and a custom metrics adapter serving `custom.metrics.k8s.io` from it) and waits
+    /// until the API server serves it; dropping the handle stops and unregisters it.
+    pub async fn custom_metrics(&self) -> Result<crate::CustomMetrics> {
+        match (&self.node, &self.plane) {
+            (Some(node), Some(plane)) => {
+                crate::CustomMetrics::start(plane, &self.tools, node.dir()).await
+            }
+            _ => Err(Error::NotOwned("starting the custom metrics pipeline")),
+        }
+    }
+
     /// Stops the real node's metrics-server (an outage of the metrics pipeline).
     pub fn stop_metrics_server(&self) -> Result<()> {
         match &self.node {

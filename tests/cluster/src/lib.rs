@@ -22,6 +22,7 @@
 pub mod cc;
 mod cluster;
 mod control_plane;
+mod custom_metrics;
 pub mod isolate;
 mod metrics;
 mod node;
@@ -34,6 +35,7 @@ pub use cluster::{Cluster, ClusterMode, KUBECONFIG_ENV, run};
 pub use control_plane::{
     ControlPlane, FAKE_NODES, FAKE_VOLUMES, HpaController, PlaneOptions, fake_node_name,
 };
+pub use custom_metrics::{ADAPTER_PORT, CustomMetrics, SCRAPE_EVERY_SECS, SERVED_METRICS};
 pub use metrics::{METRIC_RESOLUTION_SECS, METRICS_SERVER_PORT};
 pub use node::{LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT, RealNode};
 pub use pki::REAL_NODE_NAME;

@@ -34,7 +34,8 @@ pub(crate) struct Pki {
     /// whose requests carry the caller in `X-Remote-*` headers.
     pub front_proxy_cert: PathBuf,
     pub front_proxy_key: PathBuf,
-    /// metrics-server's serving certificate, for the name the aggregator dials.
+    /// The serving certificate of the node's metrics APIs (metrics-server and the custom
+    /// metrics adapter), for the names the aggregator dials.
     pub metrics_serving_cert: PathBuf,
     pub metrics_serving_key: PathBuf,
 }
@@ -45,6 +46,9 @@ pub const FRONT_PROXY_NAME: &str = "front-proxy-client";
 /// The Service name metrics-server is registered under (`kube-system`), which the aggregator
 /// puts in its TLS server name as `<name>.<namespace>.svc`.
 pub const METRICS_SERVER_SERVICE: &str = "metrics-server";
+
+/// The Service name the custom metrics adapter is registered under (`kube-system`).
+pub const CUSTOM_METRICS_SERVICE: &str = "io360-metrics-adapter";
 
 /// The real node's name, which its kubelet certificate carries.
 pub const REAL_NODE_NAME: &str = "io360-node";
@@ -122,6 +126,7 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki> {
     let metrics_serving_key = KeyPair::generate()?;
     let mut metrics_serving = CertificateParams::new(vec![
         format!("{METRICS_SERVER_SERVICE}.kube-system.svc"),
+        format!("{CUSTOM_METRICS_SERVICE}.kube-system.svc"),
         crate::isolate::NODE_IP.to_string(),
     ])?;
     metrics_serving

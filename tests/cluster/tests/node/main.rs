@@ -12,6 +12,7 @@
 //! two-core machine.
 
 mod flows;
+mod held;
 mod netpol;
 mod spike;
 mod support;
@@ -60,6 +61,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "spike_without_metrics_holds_replicas_and_never_suspends",
         spike::spike_without_metrics,
+    ),
+    (
+        "longpoll_scales_on_held_connections_read_from_prometheus",
+        held::longpoll_scales_on_held_connections,
     ),
     (
         "missing_image_and_crash_loop_are_named_in_status",
