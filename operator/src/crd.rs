@@ -60,10 +60,11 @@ pub struct CommentClusterSpec {
     #[serde(default)]
     pub longpoll: TierSpec,
 
-    /// The store tier: durable comments on a PersistentVolume. Always one replica (the
-    /// storage engine is single-writer).
+    /// The store tier: durable comments. By default on its own PersistentVolume (engine
+    /// `Fjall`, one replica: the embedded engine is single-writer); with engine `Postgres`,
+    /// on a PostgreSQL database, with several replicas.
     #[serde(default)]
-    pub store: StatefulTierSpec,
+    pub store: StoreSpec,
 
     /// The logger tier: the audit and event log, on its own PersistentVolume. Always one
     /// replica.
@@ -517,6 +518,98 @@ pub struct StatefulTierSpec {
     /// Node and pod affinity of the tier's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+}
+
+/// How the store tier runs. Engine `Fjall` (the default): comments in the embedded engine
+/// on the tier's own PersistentVolume, a StatefulSet of exactly one replica. Engine
+/// `Postgres`: comments in a PostgreSQL database the site already runs (highly available by
+/// its own means: streaming replicas, a managed service, CloudNativePG), and the store a
+/// Deployment of several replicas, scaled by `replicas` or `autoscaling`, any of which may
+/// fail without stopping writes. The engine is chosen once: moving a site from one engine to
+/// the other is a data move (see the README), not a spec change.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.engine == 'Postgres') == has(self.postgres)").message("engine Postgres needs store.postgres, and store.postgres needs engine Postgres"))]
+#[x_kube(validation = Rule::new("self.engine == 'Postgres' || (!has(self.replicas) && !has(self.autoscaling) && !has(self.podDisruptionBudget))").message("replicas, autoscaling and podDisruptionBudget apply to engine Postgres only: the Fjall store is always one replica"))]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("set either replicas or autoscaling, not both"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || ((!has(self.autoscaling.metric) || self.autoscaling.metric != 'HeldConnections') && !has(self.autoscaling.targetHeldConnections))").message("HeldConnections and targetHeldConnections are longpoll's alone: only longpoll pods report io360_longpoll_held_connections"))]
+#[x_kube(validation = Rule::new("self.engine == oldSelf.engine").message("the store's engine cannot change: a site changes engine by moving its data into a new CommentCluster"))]
+pub struct StoreSpec {
+    /// Where comments are kept: `Fjall` (default) or `Postgres`.
+    #[serde(default)]
+    pub engine: StoreEngine,
+
+    /// The database, with engine `Postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
+
+    /// Engine `Postgres`: a fixed number of store replicas. Default 2, so one pod's loss
+    /// never stops writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: Option<i32>,
+
+    /// Engine `Postgres`: scale the store with a HorizontalPodAutoscaler (on `CPU` by
+    /// default, or `RequestsInFlight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// Engine `Postgres`: the store's PodDisruptionBudget. Default: enabled with
+    /// maxUnavailable 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PdbSpec>,
+
+    /// The pod's storage, resources and placement (with engine `Postgres`, `storage` is
+    /// unused and `startupSeconds` is the budget to reach the database and apply migrations,
+    /// default 120).
+    #[serde(flatten)]
+    pub tier: StatefulTierSpec,
+}
+
+impl StoreSpec {
+    /// Whether the store runs on PostgreSQL: a Deployment of replicas rather than a
+    /// StatefulSet of one on its own volume.
+    pub fn on_postgres(&self) -> bool {
+        self.engine == StoreEngine::Postgres && self.postgres.is_some()
+    }
+}
+
+/// The store's engine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum StoreEngine {
+    /// The embedded engine, on the store's own PersistentVolume: the fastest path, one
+    /// replica.
+    #[default]
+    Fjall,
+    /// A PostgreSQL database (`store.postgres`): several store replicas, and the database's
+    /// own high availability.
+    Postgres,
+}
+
+/// The PostgreSQL database of a store with engine `Postgres`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// The Secret key holding the connection URL,
+    /// `postgres://USER:PASSWORD@HOST:5432/DATABASE?sslmode=verify-full` (libpq's URL form;
+    /// `sslmode=require` or `verify-full` turns TLS on). Mounted read-only into store pods
+    /// only; the operator never reads it. Key default `token`: set `key` to the Secret's key,
+    /// e.g. `uri` for a CloudNativePG application Secret.
+    pub url_secret: SecretKeyRef,
+
+    /// The database's port, which the store's NetworkPolicy lets it reach. Default 5432.
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Where the database is, for the store's NetworkPolicy egress (e.g. a podSelector of
+    /// the database's pods, or an ipBlock). Empty: any address on `port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<NetworkPolicyPeer>,
+}
+
+fn default_postgres_port() -> i32 {
+    5432
 }
 
 /// A PersistentVolumeClaim's size and class. Both are fixed once the claim exists.

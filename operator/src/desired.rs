@@ -38,7 +38,8 @@ use serde::Serialize;
 use crate::children::{ChildKind, ChildRef};
 use crate::crd::{
     AutoscalingSpec, CommentCluster, DEFAULT_TARGET_HELD_CONNECTIONS,
-    DEFAULT_TARGET_REQUESTS_IN_FLIGHT, PdbSpec, ScalingMetric, StatefulTierSpec, TierSpec,
+    DEFAULT_TARGET_REQUESTS_IN_FLIGHT, PdbSpec, ScalingMetric, StatefulTierSpec, StoreSpec,
+    TierSpec,
 };
 use crate::degrade::SuspensionReason;
 
@@ -50,6 +51,12 @@ pub const METRICS_PORT: i32 = 9090;
 /// Seconds a tier keeps answering after SIGTERM (after the preStop sleep), closing each
 /// connection after its answer.
 pub const SHUTDOWN_DELAY_SECS: i64 = 2;
+/// Where the database URL Secret is mounted in the pods of a store on PostgreSQL.
+pub const DATABASE_URL_DIR: &str = "/var/run/secrets/io360/database";
+/// Store replicas on PostgreSQL when the spec sets neither replicas nor autoscaling: two, so
+/// one pod's loss never stops writes.
+pub const DEFAULT_POSTGRES_STORE_REPLICAS: i32 = 2;
+
 /// Where the admin token Secret is mounted in logic pods.
 pub const ADMIN_TOKEN_DIR: &str = "/var/run/secrets/io360/admin";
 
@@ -278,7 +285,18 @@ pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
     for tier in Tier::ALL {
         out.push(DesiredObject::new(service(&ctx, tier)));
     }
-    out.push(DesiredObject::new(store_statefulset(&ctx)));
+    let store = store_as_tier(&cc.spec.store);
+    match &store {
+        Some(spec) => out.push(DesiredObject::new(tier_deployment(
+            &ctx,
+            Tier::Store,
+            spec,
+            spec.autoscaling
+                .is_none()
+                .then(|| spec.replicas.unwrap_or(DEFAULT_POSTGRES_STORE_REPLICAS)),
+        ))),
+        None => out.push(DesiredObject::new(store_statefulset(&ctx))),
+    }
     let suspended = inputs.suspension.is_some();
     for (tier, spec) in Tier::scalable(cc) {
         let replicas = match (&spec.autoscaling, tier, suspended) {
@@ -291,12 +309,15 @@ pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
         )));
     }
     out.push(DesiredObject::new(logger_deployment(&ctx)));
-    for (tier, spec) in Tier::scalable(cc) {
+    let replicated = Tier::scalable(cc)
+        .into_iter()
+        .chain(store.as_ref().map(|spec| (Tier::Store, spec)));
+    for (tier, spec) in replicated.clone() {
         if let Some(hpa) = hpa(&ctx, tier, spec) {
             out.push(DesiredObject::new(hpa));
         }
     }
-    for (tier, spec) in Tier::scalable(cc) {
+    for (tier, spec) in replicated {
         if let Some(pdb) = pdb(&ctx, tier, spec.pod_disruption_budget.as_ref()) {
             out.push(DesiredObject::new(pdb));
         }
@@ -411,8 +432,9 @@ fn logger_claim(ctx: &Ctx) -> PersistentVolumeClaim {
     }
 }
 
-/// A tier's Service: its API and its metrics port. The store's is headless (the governing
-/// Service of its StatefulSet): its name resolves to the one store pod.
+/// A tier's Service: its API and its metrics port. A Fjall store's is headless (the governing
+/// Service of its StatefulSet): its name resolves to the one store pod. A Postgres store's
+/// spreads requests over its replicas like the other tiers'.
 fn service(ctx: &Ctx, tier: Tier) -> Service {
     let port = |name: &str, port: i32| ServicePort {
         name: Some(name.into()),
@@ -424,7 +446,8 @@ fn service(ctx: &Ctx, tier: Tier) -> Service {
     Service {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
         spec: Some(ServiceSpec {
-            cluster_ip: (tier == Tier::Store).then(|| "None".into()),
+            cluster_ip: (tier == Tier::Store && !ctx.cc.spec.store.on_postgres())
+                .then(|| "None".into()),
             selector: Some(selector_labels(&ctx.name, tier)),
             ports: Some(vec![port("http", HTTP_PORT), port("metrics", METRICS_PORT)]),
             ..Default::default()
@@ -461,6 +484,13 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         vars.push(env("IO360_LOGGER_URL", ctx.url(Tier::Logger)));
     }
     match tier {
+        Tier::Store if ctx.cc.spec.store.on_postgres() => {
+            vars.push(env("IO360_STORE_ENGINE", "postgres"));
+            vars.push(env(
+                "IO360_DATABASE_URL_FILE",
+                format!("{DATABASE_URL_DIR}/url"),
+            ));
+        }
         Tier::Store | Tier::Logger => vars.push(env("IO360_DATA_DIR", "/data")),
         Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
         Tier::Longpoll => {
@@ -668,7 +698,17 @@ impl<'a> Placement<'a> {
             tolerations: spec.tolerations.as_ref(),
             affinity: Some(affinity),
             spread,
-            startup_seconds: STATELESS_STARTUP_SECONDS,
+            // A store on PostgreSQL reaches its database and applies migrations at start.
+            startup_seconds: match tier {
+                Tier::Store => ctx
+                    .cc
+                    .spec
+                    .store
+                    .tier
+                    .startup_seconds
+                    .unwrap_or(STATELESS_STARTUP_SECONDS),
+                _ => STATELESS_STARTUP_SECONDS,
+            },
         }
     }
 
@@ -749,7 +789,7 @@ fn pod_template(
     }
     volumes.push(tier_keys_volume(ctx, tier));
     let (vols, mut mounts): (Vec<Volume>, Vec<VolumeMount>) = volumes.into_iter().unzip();
-    if tier == Tier::Store {
+    if tier == Tier::Store && !ctx.cc.spec.store.on_postgres() {
         mounts.push(VolumeMount {
             name: "data".into(),
             mount_path: "/data".into(),
@@ -808,12 +848,17 @@ fn pod_template(
     };
     // The hash covers what a tier reads at start and would not see change otherwise: the
     // admin token's revision only for logic, the one tier that reads the token.
-    let hashed = serde_json::json!({
+    let mut hashed = serde_json::json!({
         "env": container.env,
         "volumes": vols,
         "image": container.image,
         "secret": (tier == Tier::Logic).then_some(&spec.admin_token_secret),
     });
+    // A store on PostgreSQL rolls when the database URL's revision changes (only then, so
+    // that no other pod's hash moved when this was added).
+    if let (Tier::Store, Some(pg)) = (tier, &spec.store.postgres) {
+        hashed["database"] = serde_json::json!(pg.url_secret);
+    }
     let hash = format!("{:016x}", fnv1a(hashed.to_string().as_bytes()));
     let pull_secrets =
         (!spec.image.pull_secrets.is_empty()).then(|| spec.image.pull_secrets.clone());
@@ -926,11 +971,54 @@ fn site_volume(ctx: &Ctx) -> Vec<(Volume, VolumeMount)> {
     )]
 }
 
+/// A store on PostgreSQL, as the replicated tier it then is; `None` for a Fjall store.
+pub fn store_as_tier(store: &StoreSpec) -> Option<TierSpec> {
+    store.on_postgres().then(|| TierSpec {
+        replicas: store.replicas,
+        autoscaling: store.autoscaling.clone(),
+        resources: store.tier.resources.clone(),
+        node_selector: store.tier.node_selector.clone(),
+        tolerations: store.tier.tolerations.clone(),
+        affinity: store.tier.affinity.clone(),
+        topology_spread_constraints: None,
+        pod_disruption_budget: store.pod_disruption_budget.clone(),
+    })
+}
+
+/// The Secret key holding the database URL, as `url` in [`DATABASE_URL_DIR`].
+fn database_url_volume(ctx: &Ctx) -> Vec<(Volume, VolumeMount)> {
+    let Some(pg) = &ctx.cc.spec.store.postgres else {
+        return Vec::new();
+    };
+    vec![(
+        Volume {
+            name: "database-url".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(pg.url_secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: pg.url_secret.key.clone(),
+                    path: "url".into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "database-url".into(),
+            mount_path: DATABASE_URL_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )]
+}
+
 fn tier_deployment(ctx: &Ctx, tier: Tier, spec: &TierSpec, replicas: Option<i32>) -> Deployment {
-    let volumes = if tier == Tier::Frontend {
-        site_volume(ctx)
-    } else {
-        Vec::new()
+    let volumes = match tier {
+        Tier::Frontend => site_volume(ctx),
+        Tier::Store => database_url_volume(ctx),
+        _ => Vec::new(),
     };
     Deployment {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
@@ -976,7 +1064,7 @@ fn logger_deployment(ctx: &Ctx) -> Deployment {
 
 fn store_statefulset(ctx: &Ctx) -> StatefulSet {
     let tier = Tier::Store;
-    let store = &ctx.cc.spec.store;
+    let store = &ctx.cc.spec.store.tier;
     StatefulSet {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
         spec: Some(StatefulSetSpec {
@@ -1175,6 +1263,12 @@ fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
         egress.push(NetworkPolicyEgressRule {
             to: Some(callees.iter().map(|t| pods_of(ctx, *t)).collect()),
             ports: Some(vec![tcp(HTTP_PORT)]),
+        });
+    }
+    if let (Tier::Store, Some(pg)) = (tier, &ctx.cc.spec.store.postgres) {
+        egress.push(NetworkPolicyEgressRule {
+            to: (!pg.peers.is_empty()).then(|| pg.peers.clone()),
+            ports: Some(vec![tcp(pg.port)]),
         });
     }
     if matches!(tier, Tier::Frontend | Tier::Logic) {

@@ -566,8 +566,10 @@ pub fn autoscalers<'a>(
         .filter(|(c, _)| c.kind == ChildKind::HorizontalPodAutoscaler)
         .map(|(c, v)| (c.name.as_str(), v))
         .collect();
+    let store = desired::store_as_tier(&cc.spec.store);
     Tier::scalable(cc)
         .into_iter()
+        .chain(store.as_ref().map(|spec| (Tier::Store, spec)))
         .filter_map(|(tier, spec)| {
             let auto = spec.autoscaling.as_ref()?;
             let hpa: Option<HorizontalPodAutoscaler> = hpas

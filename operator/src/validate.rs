@@ -6,7 +6,9 @@ use std::fmt;
 
 use kube::ResourceExt;
 
-use crate::crd::{AutoscalingSpec, CommentCluster, ScalingMetric, TierSpec};
+use crate::crd::{
+    AutoscalingSpec, CommentCluster, ScalingMetric, StoreEngine, StoreSpec, TierSpec,
+};
 use crate::desired::{self, Tier};
 
 /// One problem with a spec: the field at fault and what is allowed there.
@@ -60,6 +62,7 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
     for (tier, t) in Tier::scalable(cc) {
         tier_errors(tier, &format!("spec.{}", tier.as_str()), t, &mut err);
     }
+    store_errors(&spec.store, &mut err);
 
     let ad = &spec.auto_degrade;
     if ad.enabled
@@ -180,7 +183,7 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
     }
 
     for (tier, storage) in [
-        ("store", &spec.store.storage),
+        ("store", &spec.store.tier.storage),
         ("logger", &spec.logger.storage),
     ] {
         if !is_quantity(&storage.size) {
@@ -195,6 +198,50 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
         Ok(())
     } else {
         Err(InvalidSpec(errs))
+    }
+}
+
+/// The store's engine and what goes with it (the CRD's rules, checked again for an API server
+/// that did not run them).
+fn store_errors(store: &StoreSpec, err: &mut impl FnMut(String, String)) {
+    match (store.engine, &store.postgres) {
+        (StoreEngine::Postgres, None) => err(
+            "spec.store.postgres".into(),
+            "engine Postgres needs the database: set postgres.urlSecret".into(),
+        ),
+        (StoreEngine::Fjall, Some(_)) => err(
+            "spec.store.engine".into(),
+            "must be Postgres when store.postgres is set".into(),
+        ),
+        (StoreEngine::Postgres, Some(pg)) if pg.url_secret.name.is_empty() => err(
+            "spec.store.postgres.urlSecret.name".into(),
+            "must name the Secret holding the database URL".into(),
+        ),
+        _ => {}
+    }
+    if store.engine == StoreEngine::Fjall {
+        for (field, set) in [
+            ("replicas", store.replicas.is_some()),
+            ("autoscaling", store.autoscaling.is_some()),
+            ("podDisruptionBudget", store.pod_disruption_budget.is_some()),
+        ] {
+            if set {
+                err(
+                    format!("spec.store.{field}"),
+                    "applies to engine Postgres only: the Fjall store is always one replica".into(),
+                );
+            }
+        }
+    } else {
+        if store.replicas.is_some() && store.autoscaling.is_some() {
+            err(
+                "spec.store".into(),
+                "set either replicas or autoscaling, not both".into(),
+            );
+        }
+        if let Some(auto) = &store.autoscaling {
+            metric_errors(Tier::Store, "spec.store.autoscaling", auto, err);
+        }
     }
 }
 

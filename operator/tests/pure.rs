@@ -335,7 +335,7 @@ fn startup_budget_scales_with_the_data_and_liveness_waits_for_it() {
     }
     // An explicit budget wins; a huge volume is capped at an hour.
     let mut big = auto.clone();
-    big.spec.store.startup_seconds = Some(1800);
+    big.spec.store.tier.startup_seconds = Some(1800);
     big.spec.logger.storage.size = "2Ti".into();
     let objs = desired::build(&big, &Inputs::default());
     let threshold = |key: &str| {

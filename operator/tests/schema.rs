@@ -139,8 +139,12 @@ async fn crd_and_chart_on_a_real_api_server() -> Result<()> {
             applied += 1;
             let cc = format!("v{applied}");
             // An autoscaler needs its maximum.
-            let nested = nested_yaml(&field.path[1..], text, 2)
+            let mut nested = nested_yaml(&field.path[1..], text, 2)
                 .replace("autoscaling:\n", "autoscaling:\n      maxReplicas: 4\n");
+            // A store on PostgreSQL needs its database.
+            if name == "spec.store.engine" && text == "Postgres" {
+                nested.push_str("    postgres:\n      urlSecret:\n        name: db\n");
+            }
             let yaml = format!(
                 "apiVersion: io360.dev/v1alpha1\nkind: CommentCluster\nmetadata:\n  name: {cc}\n  namespace: {ns}\nspec:\n  adminTokenSecret:\n    name: admin\n{nested}",
             );
@@ -197,6 +201,33 @@ async fn crd_and_chart_on_a_real_api_server() -> Result<()> {
         refused += 1;
     }
     ensure!(refused >= 10, "invalid fixtures went missing");
+
+    // The store's engine is chosen once: a Fjall store cannot be switched to PostgreSQL.
+    let engine = |engine: &str| {
+        let database = if engine == "Postgres" {
+            "    postgres:\n      urlSecret:\n        name: db\n"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: io360.dev/v1alpha1\nkind: CommentCluster\nmetadata:\n  name: engine\n  namespace: {ns}\nspec:\n  adminTokenSecret:\n    name: admin\n  store:\n    engine: {engine}\n{database}"
+        )
+    };
+    let file = cluster.scratch().join("engine.yaml");
+    std::fs::write(&file, engine("Fjall"))?;
+    run(cluster.kubectl().args(["apply", "-f"]).arg(&file)).await?;
+    std::fs::write(&file, engine("Postgres"))?;
+    let out = cluster
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("engine cannot change"),
+        "switching the store's engine was not refused as such: {err}"
+    );
 
     // The example's token is made once and kept: an upgrade must not hand logic replicas a
     // new one (the CommentCluster's revision, in the pods' config hash, stays too).
