@@ -205,3 +205,110 @@ pub fn example_cluster_converges_to_ready(s: &Suite) -> BoxFuture<'_, Result<()>
         Ok(())
     })
 }
+
+/// A store on PostgreSQL: the operator runs it as a Deployment of the replicas the spec asks
+/// for, behind a ClusterIP Service, with no StatefulSet or volume claim, a
+/// PodDisruptionBudget, and a NetworkPolicy letting it out to the database's port; the
+/// status counts its replicas, and an autoscaler replaces the fixed count when asked.
+pub fn store_on_postgres_runs_as_replicas(s: &Suite) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        let ns = s.namespace("store-pg").await?;
+        let name = "shop";
+        let database = json!({
+            "engine": "Postgres",
+            "postgres": {"urlSecret": {"name": "shop-db", "key": "uri"}, "port": 6432},
+            "replicas": 3,
+        });
+        s.apply(&ns, &comment_cluster(name, json!({"store": database})))
+            .await?;
+        let cc = s.wait_ready(&ns, name, 120).await?;
+        let store = &cc["status"]["tiers"]["store"];
+        ensure!(
+            store["desiredReplicas"] == 3 && store["readyReplicas"] == 3,
+            "status.tiers.store = {store}, wanted 3 desired and ready"
+        );
+        let children = objects(s, &ns).await?;
+        let has = |kind: &str, n: &str| children.iter().any(|(k, c, _)| k == kind && c == n);
+        let store_name = format!("{name}-store");
+        ensure!(
+            has("Deployment", &store_name) && !has("StatefulSet", &store_name),
+            "store is not a Deployment alone: {children:?}"
+        );
+        ensure!(
+            !children
+                .iter()
+                .any(|(k, c, _)| k == "PersistentVolumeClaim" && c.contains("-store")),
+            "a store on PostgreSQL got a volume claim: {children:?}"
+        );
+        ensure!(
+            has("PodDisruptionBudget", &store_name),
+            "no PodDisruptionBudget for the store: {children:?}"
+        );
+        let deployment: Api<Deployment> = Api::namespaced(s.client.clone(), &ns);
+        let pod = serde_json::to_value(deployment.get(&store_name).await?)?;
+        let container = &pod["spec"]["template"]["spec"]["containers"][0];
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_string(),
+                    e["value"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        for wanted in [
+            ("IO360_STORE_ENGINE", "postgres"),
+            (
+                "IO360_DATABASE_URL_FILE",
+                "/var/run/secrets/io360/database/url",
+            ),
+        ] {
+            ensure!(
+                env.iter().any(|(k, v)| k == wanted.0 && v == wanted.1),
+                "store env lacks {wanted:?}: {env:?}"
+            );
+        }
+        ensure!(
+            !env.iter().any(|(k, _)| k == "IO360_DATA_DIR"),
+            "a store on PostgreSQL was given a data directory: {env:?}"
+        );
+        let service = s
+            .kubectl(&["get", "service", &store_name, "-n", &ns, "-o", "json"])
+            .await?;
+        let service: Value = serde_json::from_str(&service)?;
+        ensure!(
+            service["spec"]["clusterIP"] != "None",
+            "the store's Service is headless: {}",
+            service["spec"]
+        );
+        let policy = s
+            .kubectl(&["get", "networkpolicy", &store_name, "-n", &ns, "-o", "json"])
+            .await?;
+        ensure!(
+            policy.contains("6432"),
+            "the store's NetworkPolicy does not let it reach the database's port: {policy}"
+        );
+
+        // An autoscaler instead of a fixed count.
+        let mut autoscaled = database.clone();
+        autoscaled["replicas"] = Value::Null;
+        autoscaled["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 5});
+        s.apply(&ns, &comment_cluster(name, json!({"store": autoscaled})))
+            .await?;
+        s.wait("the store's HorizontalPodAutoscaler", 60, || async {
+            let children = objects(s, &ns).await.map_err(|e| e.to_string())?;
+            if children
+                .iter()
+                .any(|(k, c, _)| k == "HorizontalPodAutoscaler" && c == &store_name)
+            {
+                Ok(())
+            } else {
+                Err(format!("{children:?}"))
+            }
+        })
+        .await?;
+        Ok(())
+    })
+}

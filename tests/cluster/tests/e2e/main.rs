@@ -44,6 +44,11 @@ const TESTS: &[(&str, TestFn, bool)] = &[
         false,
     ),
     (
+        "store_on_postgres_runs_as_a_deployment_of_replicas",
+        lifecycle::store_on_postgres_runs_as_replicas,
+        false,
+    ),
+    (
         "manual_suspension_scales_longpoll_to_zero_and_back",
         suspension::manual_suspension_round_trip,
         false,
