@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::{GenericClient, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::{StreamExt, TryStreamExt};
 use io360_common::model::{Change, ChangeKind, FeedPos, Seq, Status, ThreadMeta, ThreadPage};
@@ -35,7 +36,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::Transaction;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::api::{
@@ -607,7 +608,7 @@ impl PgDb {
         let r = async {
             let mut c = self.client().await?;
             let tx = snapshot(&mut c).await?;
-            let Some(rec) = thread_record(&*tx, &thread).await? else {
+            let Some(rec) = thread_record(&tx, &thread).await? else {
                 return Ok(ThreadPage {
                     thread,
                     ..ThreadPage::default()
@@ -639,7 +640,7 @@ impl PgDb {
     pub async fn meta(&self, thread: String) -> Result<ThreadMeta, StoreError> {
         let r = async {
             let c = self.client().await?;
-            let rec = thread_record(&**c, &thread).await?.unwrap_or_default();
+            let rec = thread_record(&c, &thread).await?.unwrap_or_default();
             Ok(ThreadMeta {
                 thread,
                 head: rec.head,
@@ -676,7 +677,7 @@ impl PgDb {
     pub async fn comment(&self, id: u64) -> Result<Option<StoredComment>, StoreError> {
         let r = async {
             let c = self.client().await?;
-            comment(&**c, id).await
+            comment(&c, id).await
         }
         .await;
         self.read(r).await
@@ -692,7 +693,7 @@ impl PgDb {
         let r = async {
             let mut c = self.client().await?;
             let tx = snapshot(&mut c).await?;
-            let Some(rec) = thread_record(&*tx, &thread).await? else {
+            let Some(rec) = thread_record(&tx, &thread).await? else {
                 return Ok(ThreadChanges {
                     thread,
                     head: 0,
@@ -790,11 +791,42 @@ async fn snapshot(
         .await?)
 }
 
+/// Runs `sql` as a statement prepared once per connection; answers its row, if any.
+async fn opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&st, params).await?)
+}
+
+/// Runs `sql` as a statement prepared once per connection; answers its rows.
+async fn all(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query(&st, params).await?)
+}
+
+/// Runs `sql` as a statement prepared once per connection; answers the rows it changed.
+async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.execute(&st, params).await?)
+}
+
 async fn thread_record(
-    c: &impl tokio_postgres::GenericClient,
+    c: &impl GenericClient,
     name: &str,
 ) -> Result<Option<ThreadRecord>, StoreError> {
-    Ok(c.query_opt(
+    Ok(opt(
+        c,
         "SELECT id, head, count, closed FROM threads WHERE name = $1",
         &[&name],
     )
@@ -807,14 +839,8 @@ async fn thread_record(
     }))
 }
 
-async fn comment(
-    c: &impl tokio_postgres::GenericClient,
-    id: u64,
-) -> Result<Option<StoredComment>, StoreError> {
-    match c
-        .query_opt("SELECT record FROM comments WHERE id = $1", &[&big(id)])
-        .await?
-    {
+async fn comment(c: &impl GenericClient, id: u64) -> Result<Option<StoredComment>, StoreError> {
+    match opt(c, "SELECT record FROM comments WHERE id = $1", &[&big(id)]).await? {
         Some(r) => Ok(Some(read_comment(r.get(0))?)),
         None => Ok(None),
     }
@@ -1252,13 +1278,13 @@ impl<'a, 'c> Tx<'a, 'c> {
     }
 
     async fn set(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        self.tx
-            .execute(
-                "INSERT INTO settings (name, value) VALUES ($1, $2) \
+        exec(
+            self.tx,
+            "INSERT INTO settings (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                &[&name, &value],
-            )
-            .await?;
+            &[&name, &value],
+        )
+        .await?;
         Ok(())
     }
 
@@ -1299,13 +1325,12 @@ impl<'a, 'c> Tx<'a, 'c> {
             }
             WriteOp::Vote { id, voter, value } => {
                 io360_common::rules::vote(value)?;
-                let voted = self
-                    .tx
-                    .query_opt(
-                        "SELECT 1 FROM votes WHERE comment_id = $1 AND voter = $2",
-                        &[&big(id), &voter],
-                    )
-                    .await?;
+                let voted = opt(
+                    self.tx,
+                    "SELECT 1 FROM votes WHERE comment_id = $1 AND voter = $2",
+                    &[&big(id), &voter],
+                )
+                .await?;
                 if voted.is_some() {
                     return Err(StoreError::AlreadyVoted(id));
                 }
@@ -1322,12 +1347,12 @@ impl<'a, 'c> Tx<'a, 'c> {
                         Ok(0)
                     })
                     .await?;
-                self.tx
-                    .execute(
-                        "INSERT INTO votes (comment_id, voter, value) VALUES ($1, $2, $3)",
-                        &[&big(id), &voter, &i16::from(value)],
-                    )
-                    .await?;
+                exec(
+                    self.tx,
+                    "INSERT INTO votes (comment_id, voter, value) VALUES ($1, $2, $3)",
+                    &[&big(id), &voter, &i16::from(value)],
+                )
+                .await?;
                 Ok(r)
             }
         }
@@ -1365,59 +1390,70 @@ impl<'a, 'c> Tx<'a, 'c> {
             kind,
             comment: comment.map(|c| c.comment.clone()),
         };
-        if created_thread {
-            self.tx
-                .execute(
+        let (id, head, count) = (big(rec.id), big(rec.head), big(rec.count));
+        let thread = async {
+            if created_thread {
+                exec(
+                    self.tx,
                     "INSERT INTO threads (id, name, head, count, closed) VALUES ($1, $2, $3, $4, $5)",
-                    &[&big(rec.id), &name, &big(rec.head), &big(rec.count), &rec.closed],
+                    &[&id, &name, &head, &count, &rec.closed],
                 )
-                .await?;
-            self.n.thread = rec.id;
-        } else {
-            self.tx
-                .execute(
+                .await
+            } else {
+                exec(
+                    self.tx,
                     "UPDATE threads SET head = $2, count = $3, closed = $4 WHERE id = $1",
-                    &[&big(rec.id), &big(rec.head), &big(rec.count), &rec.closed],
+                    &[&id, &head, &count, &rec.closed],
                 )
-                .await?;
-        }
+                .await
+            }
+        };
         let comment_id = comment.map(|c| big(c.comment.id));
-        self.tx
-            .execute(
+        let bytes = change_bytes(&change);
+        // Both go out at once (pipelined on the connection), answered in one round trip.
+        let at = big(pos);
+        let feed = async {
+            exec(
+                self.tx,
                 "INSERT INTO feed (pos, thread_id, seq, comment_id, change) VALUES ($1, $2, $3, $4, $5)",
-                &[&big(pos), &big(rec.id), &big(rec.head), &comment_id, &change_bytes(&change)],
+                &[&at, &id, &head, &comment_id, &bytes],
             )
-            .await?;
+            .await
+        };
+        futures::try_join!(thread, feed)?;
+        if created_thread {
+            self.n.thread = rec.id;
+        }
         self.n.feed = pos;
         Ok(change)
     }
 
     async fn bump_author(&self, key: &str) -> Result<(), StoreError> {
-        self.tx
-            .execute(
-                "INSERT INTO authors (key, approved) VALUES ($1, 1) \
+        exec(
+            self.tx,
+            "INSERT INTO authors (key, approved) VALUES ($1, 1) \
                  ON CONFLICT (key) DO UPDATE SET approved = authors.approved + 1",
-                &[&key],
-            )
-            .await?;
+            &[&key],
+        )
+        .await?;
         Ok(())
     }
 
     async fn insert_comment(&self, c: &StoredComment, thread_id: u64) -> Result<(), StoreError> {
-        self.tx
-            .execute(
-                "INSERT INTO comments (id, thread_id, seq, parent_id, author_key, record) \
+        exec(
+            self.tx,
+            "INSERT INTO comments (id, thread_id, seq, parent_id, author_key, record) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &big(c.comment.id),
-                    &big(thread_id),
-                    &big(c.comment.seq),
-                    &c.comment.parent.map(big),
-                    &c.author_key,
-                    &comment_bytes(c),
-                ],
-            )
-            .await?;
+            &[
+                &big(c.comment.id),
+                &big(thread_id),
+                &big(c.comment.seq),
+                &c.comment.parent.map(big),
+                &c.author_key,
+                &comment_bytes(c),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -1454,13 +1490,12 @@ impl<'a, 'c> Tx<'a, 'c> {
         let at = now_unix();
         if let Some(i) = &idempotency
             && !created_thread
-            && let Some(r) = self
-                .tx
-                .query_opt(
-                    "SELECT pos, fingerprint, at FROM idempotency WHERE thread_id = $1 AND key = $2",
-                    &[&big(rec.id), &i.key],
-                )
-                .await?
+            && let Some(r) = opt(
+                self.tx,
+                "SELECT pos, fingerprint, at FROM idempotency WHERE thread_id = $1 AND key = $2",
+                &[&big(rec.id), &i.key],
+            )
+            .await?
         {
             let record = IdemRecord {
                 pos: small(r.get(0)),
@@ -1471,15 +1506,17 @@ impl<'a, 'c> Tx<'a, 'c> {
                 Replay::Fresh => {}
                 Replay::Conflict => return Err(StoreError::IdempotencyKeyReused),
                 Replay::Of(pos) => {
-                    let row = self
-                        .tx
-                        .query_opt("SELECT change FROM feed WHERE pos = $1", &[&big(pos)])
-                        .await?
-                        .ok_or_else(|| {
-                            StoreError::Internal(format!(
-                                "the idempotency record of position {pos} has no change"
-                            ))
-                        })?;
+                    let row = opt(
+                        self.tx,
+                        "SELECT change FROM feed WHERE pos = $1",
+                        &[&big(pos)],
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Internal(format!(
+                            "the idempotency record of position {pos} has no change"
+                        ))
+                    })?;
                     return Ok(WriteResult {
                         change: read_change(row.get(0))?,
                         replayed: true,
@@ -1534,26 +1571,40 @@ impl<'a, 'c> Tx<'a, 'c> {
                 Some(&stored),
             )
             .await?;
-        self.insert_comment(&stored, rec.id).await?;
-        if let Some(i) = idempotency {
-            self.tx
-                .execute(
+        let idem = async {
+            match &idempotency {
+                Some(i) => exec(
+                    self.tx,
                     "INSERT INTO idempotency (thread_id, key, pos, fingerprint, at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (thread_id, key) DO UPDATE SET pos = excluded.pos, fingerprint = excluded.fingerprint, at = excluded.at",
                     &[&big(rec.id), &i.key, &big(change.pos), &i.fingerprint, &at],
                 )
-                .await?;
-        }
-        if status == Status::Pending {
-            self.tx
-                .execute("INSERT INTO pending (comment_id) VALUES ($1)", &[&big(id)])
-                .await?;
-        }
-        if status == Status::Approved
-            && let Some(key) = &stored.author_key
-        {
-            self.bump_author(key).await?;
-        }
+                .await
+                .map(drop),
+                None => Ok(()),
+            }
+        };
+        let pending = async {
+            if status == Status::Pending {
+                exec(
+                    self.tx,
+                    "INSERT INTO pending (comment_id) VALUES ($1)",
+                    &[&big(id)],
+                )
+                .await
+                .map(drop)
+            } else {
+                Ok(())
+            }
+        };
+        let author = async {
+            match &stored.author_key {
+                Some(key) if status == Status::Approved => self.bump_author(key).await,
+                _ => Ok(()),
+            }
+        };
+        // Independent writes, pipelined.
+        futures::try_join!(self.insert_comment(&stored, rec.id), idem, pending, author)?;
         self.n.comment = id;
         Ok(WriteResult {
             change,
@@ -1583,21 +1634,24 @@ impl<'a, 'c> Tx<'a, 'c> {
         let change = self
             .record_change(&thread, &mut rec, false, kind, Some(&stored))
             .await?;
-        self.tx
-            .execute(
-                "UPDATE comments SET seq = $2, author_key = $3, record = $4 WHERE id = $1",
-                &[
-                    &big(id),
-                    &big(stored.comment.seq),
-                    &stored.author_key,
-                    &comment_bytes(&stored),
-                ],
+        exec(
+            self.tx,
+            "UPDATE comments SET seq = $2, author_key = $3, record = $4 WHERE id = $1",
+            &[
+                &big(id),
+                &big(stored.comment.seq),
+                &stored.author_key,
+                &comment_bytes(&stored),
+            ],
+        )
+        .await?;
+        if was_pending && stored.comment.status != Status::Pending {
+            exec(
+                self.tx,
+                "DELETE FROM pending WHERE comment_id = $1",
+                &[&big(id)],
             )
             .await?;
-        if was_pending && stored.comment.status != Status::Pending {
-            self.tx
-                .execute("DELETE FROM pending WHERE comment_id = $1", &[&big(id)])
-                .await?;
         }
         if kind == ChangeKind::Approved
             && let Some(key) = &stored.author_key
@@ -1614,17 +1668,14 @@ impl<'a, 'c> Tx<'a, 'c> {
     /// comments and scrubs the feed's copies of them. Answers the deletions, and whether none
     /// was left (then the author's approved count is forgotten too).
     async fn erase_step(&mut self, key: &str) -> Result<(Vec<Change>, bool), StoreError> {
-        let rows = self
-            .tx
-            .query(
-                "SELECT id FROM comments WHERE author_key = $1 ORDER BY id LIMIT $2",
-                &[&key, &ERASE_STEP],
-            )
-            .await?;
+        let rows = all(
+            self.tx,
+            "SELECT id FROM comments WHERE author_key = $1 ORDER BY id LIMIT $2",
+            &[&key, &ERASE_STEP],
+        )
+        .await?;
         if rows.is_empty() {
-            self.tx
-                .execute("DELETE FROM authors WHERE key = $1", &[&key])
-                .await?;
+            exec(self.tx, "DELETE FROM authors WHERE key = $1", &[&key]).await?;
             return Ok((Vec::new(), true));
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
@@ -1644,21 +1695,20 @@ impl<'a, 'c> Tx<'a, 'c> {
                 changes.push(r.change);
             } else {
                 c.author_key = None;
-                self.tx
-                    .execute(
-                        "UPDATE comments SET author_key = NULL, record = $2 WHERE id = $1",
-                        &[&big(id), &comment_bytes(&c)],
-                    )
-                    .await?;
+                exec(
+                    self.tx,
+                    "UPDATE comments SET author_key = NULL, record = $2 WHERE id = $1",
+                    &[&big(id), &comment_bytes(&c)],
+                )
+                .await?;
             }
         }
-        let copies = self
-            .tx
-            .query(
-                "SELECT pos, change FROM feed WHERE comment_id = ANY($1)",
-                &[&ids],
-            )
-            .await?;
+        let copies = all(
+            self.tx,
+            "SELECT pos, change FROM feed WHERE comment_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
         for row in copies {
             let pos: i64 = row.get(0);
             let mut ch = read_change(row.get(1))?;
@@ -1666,12 +1716,12 @@ impl<'a, 'c> Tx<'a, 'c> {
                 && c.has_content()
             {
                 c.scrub();
-                self.tx
-                    .execute(
-                        "UPDATE feed SET change = $2 WHERE pos = $1",
-                        &[&pos, &change_bytes(&ch)],
-                    )
-                    .await?;
+                exec(
+                    self.tx,
+                    "UPDATE feed SET change = $2 WHERE pos = $1",
+                    &[&pos, &change_bytes(&ch)],
+                )
+                .await?;
             }
         }
         Ok((changes, false))
@@ -1680,10 +1730,12 @@ impl<'a, 'c> Tx<'a, 'c> {
     async fn import(&mut self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
         let mut out = Imported::default();
         for c in comments {
-            let known = self
-                .tx
-                .query_opt("SELECT 1 FROM sources WHERE source = $1", &[&c.source])
-                .await?;
+            let known = opt(
+                self.tx,
+                "SELECT 1 FROM sources WHERE source = $1",
+                &[&c.source],
+            )
+            .await?;
             if known.is_some() {
                 out.skipped += 1;
                 continue;
@@ -1693,10 +1745,12 @@ impl<'a, 'c> Tx<'a, 'c> {
             let parent = match &c.parent_source {
                 None => None,
                 Some(p) => {
-                    let found = match self
-                        .tx
-                        .query_opt("SELECT comment_id FROM sources WHERE source = $1", &[p])
-                        .await?
+                    let found = match opt(
+                        self.tx,
+                        "SELECT comment_id FROM sources WHERE source = $1",
+                        &[p],
+                    )
+                    .await?
                     {
                         Some(r) => comment(self.tx, small(r.get(0)))
                             .await?
@@ -1748,16 +1802,19 @@ impl<'a, 'c> Tx<'a, 'c> {
             )
             .await?;
             self.insert_comment(&stored, rec.id).await?;
-            self.tx
-                .execute(
-                    "INSERT INTO sources (source, comment_id) VALUES ($1, $2)",
-                    &[&c.source, &big(id)],
+            exec(
+                self.tx,
+                "INSERT INTO sources (source, comment_id) VALUES ($1, $2)",
+                &[&c.source, &big(id)],
+            )
+            .await?;
+            if c.status == Status::Pending {
+                exec(
+                    self.tx,
+                    "INSERT INTO pending (comment_id) VALUES ($1)",
+                    &[&big(id)],
                 )
                 .await?;
-            if c.status == Status::Pending {
-                self.tx
-                    .execute("INSERT INTO pending (comment_id) VALUES ($1)", &[&big(id)])
-                    .await?;
             }
             if c.status == Status::Approved
                 && let Some(key) = &stored.author_key
@@ -1782,14 +1839,13 @@ impl<'a, 'c> Tx<'a, 'c> {
                 "must not be empty (it would rename every thread)",
             ));
         }
-        let rows = self
-            .tx
-            .query(
-                "SELECT t.id, t.name, (SELECT count(*) FROM comments c WHERE c.thread_id = t.id) \
+        let rows = all(
+            self.tx,
+            "SELECT t.id, t.name, (SELECT count(*) FROM comments c WHERE c.thread_id = t.id) \
                  FROM threads t WHERE starts_with(t.name, $1) ORDER BY t.name COLLATE \"C\"",
-                &[&from],
-            )
-            .await?;
+            &[&from],
+        )
+        .await?;
         let mut plan = Vec::new();
         for r in rows {
             let (id, name): (i64, String) = (r.get(0), r.get(1));
@@ -1820,39 +1876,43 @@ impl<'a, 'c> Tx<'a, 'c> {
         // Names are unique: every moving thread steps aside first, so `/a` may become `/b`
         // while `/b` becomes `/c`.
         for (id, ..) in &plan {
-            self.tx
-                .execute(
-                    "UPDATE threads SET name = $2 WHERE id = $1",
-                    &[id, &format!("\u{1}remap {id}")],
-                )
-                .await?;
+            exec(
+                self.tx,
+                "UPDATE threads SET name = $2 WHERE id = $1",
+                &[id, &format!("\u{1}remap {id}")],
+            )
+            .await?;
         }
         for (id, _, new, _) in &plan {
-            self.tx
-                .execute("UPDATE threads SET name = $2 WHERE id = $1", &[id, new])
-                .await?;
-            let rows = self
-                .tx
-                .query(
-                    "SELECT id, record FROM comments WHERE thread_id = $1",
-                    &[id],
-                )
-                .await?;
+            exec(
+                self.tx,
+                "UPDATE threads SET name = $2 WHERE id = $1",
+                &[id, new],
+            )
+            .await?;
+            let rows = all(
+                self.tx,
+                "SELECT id, record FROM comments WHERE thread_id = $1",
+                &[id],
+            )
+            .await?;
             for r in rows {
                 let mut c = read_comment(r.get(1))?;
                 c.comment.thread = new.clone();
                 let cid: i64 = r.get(0);
-                self.tx
-                    .execute(
-                        "UPDATE comments SET record = $2 WHERE id = $1",
-                        &[&cid, &comment_bytes(&c)],
-                    )
-                    .await?;
-            }
-            let rows = self
-                .tx
-                .query("SELECT pos, change FROM feed WHERE thread_id = $1", &[id])
+                exec(
+                    self.tx,
+                    "UPDATE comments SET record = $2 WHERE id = $1",
+                    &[&cid, &comment_bytes(&c)],
+                )
                 .await?;
+            }
+            let rows = all(
+                self.tx,
+                "SELECT pos, change FROM feed WHERE thread_id = $1",
+                &[id],
+            )
+            .await?;
             for r in rows {
                 let mut ch = read_change(r.get(1))?;
                 ch.thread = new.clone();
@@ -1860,12 +1920,12 @@ impl<'a, 'c> Tx<'a, 'c> {
                     c.thread = new.clone();
                 }
                 let pos: i64 = r.get(0);
-                self.tx
-                    .execute(
-                        "UPDATE feed SET change = $2 WHERE pos = $1",
-                        &[&pos, &change_bytes(&ch)],
-                    )
-                    .await?;
+                exec(
+                    self.tx,
+                    "UPDATE feed SET change = $2 WHERE pos = $1",
+                    &[&pos, &change_bytes(&ch)],
+                )
+                .await?;
             }
         }
         Ok(answer)
