@@ -263,3 +263,48 @@ impl Engine {
         either!(self, db => db.suspension().await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_string_comes_from_the_variable_or_the_file_never_both() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("dsn");
+        std::fs::write(&file, "postgres://io360@db/io360?sslmode=require\n").expect("writing");
+        let from_file = EngineConfig {
+            engine: EngineKind::Postgres,
+            database_url_file: Some(file.clone()),
+            ..EngineConfig::default()
+        };
+        assert_eq!(
+            from_file.url().as_deref(),
+            Ok("postgres://io360@db/io360?sslmode=require")
+        );
+        assert_eq!(from_file.validate(), Ok(()));
+        let both = EngineConfig {
+            database_url: Some("postgres://x@y/z".into()),
+            ..from_file.clone()
+        };
+        assert!(both.url().is_err_and(|e| e.contains("not both")));
+        let neither = EngineConfig {
+            engine: EngineKind::Postgres,
+            ..EngineConfig::default()
+        };
+        assert!(
+            neither
+                .validate()
+                .is_err_and(|e| e.contains("IO360_DATABASE_URL"))
+        );
+        // fjall needs neither.
+        assert_eq!(EngineConfig::default().validate(), Ok(()));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").expect("writing");
+        let empty = EngineConfig {
+            database_url_file: Some(empty),
+            ..from_file
+        };
+        assert!(empty.url().is_err_and(|e| e.contains("empty")));
+    }
+}

@@ -496,5 +496,12 @@ mod tests {
         assert_eq!(p.field.as_deref(), Some("thread"));
         let p = Problem::from(StoreError::Busy);
         assert_eq!((p.status, p.retry_after), (503, Some(1)));
+        // The database away is the caller's to retry, never a 500; its detail stays in the log.
+        let p = Problem::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(
+            (p.status, p.slug(), p.retry_after),
+            (503, "store-unavailable", Some(2))
+        );
+        assert!(!p.title.contains("refused"), "{}", p.title);
     }
 }
