@@ -55,7 +55,7 @@ pub const SYNC: TierInfo = TierInfo {
 pub const STORE: TierInfo = TierInfo {
     name: "store",
     default_addr: "127.0.0.1:8084",
-    about: "Durable comments on fjall: sequence numbers, idempotency, the change feed",
+    about: "Durable comments on fjall or PostgreSQL: sequence numbers, idempotency, the change feed",
 };
 /// The audit trail.
 pub const LOGGER: TierInfo = TierInfo {
