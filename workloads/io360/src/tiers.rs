@@ -55,7 +55,7 @@ pub const SYNC: TierInfo = TierInfo {
 pub const STORE: TierInfo = TierInfo {
     name: "store",
     default_addr: "127.0.0.1:8084",
-    about: "Durable comments on fjall: sequence numbers, idempotency, the change feed",
+    about: "Durable comments on fjall or PostgreSQL: sequence numbers, idempotency, the change feed",
 };
 /// The audit trail.
 pub const LOGGER: TierInfo = TierInfo {
@@ -135,6 +135,8 @@ pub enum Tier {
         listen: Listen,
         #[command(flatten)]
         config: io360_store::Config,
+        #[command(flatten)]
+        engine: io360_store::EngineConfig,
     },
     #[command(about = FRONTEND.help())]
     Frontend {
@@ -230,7 +232,9 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
     )
     .await?;
     match tier {
-        Tier::Store { config, .. } => io360_store::serve(config, l, shutdown).await?,
+        Tier::Store { config, engine, .. } => {
+            io360_store::serve_on(config, engine, l, shutdown).await?
+        }
         Tier::Frontend { config, .. } => io360_frontend::serve(config, l, shutdown).await?,
         Tier::Logic { config, .. } => io360_logic::serve(config, l, shutdown).await?,
         Tier::Logger { config, .. } => io360_logger::serve(config, l, shutdown).await?,

@@ -1613,7 +1613,7 @@ impl Writer {
 
 /// Turns a comment into a tombstone: its text and private data are erased. Answers how the
 /// thread's visible count changes.
-fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, StoreError> {
+pub(crate) fn tombstone(id: u64, c: &mut StoredComment) -> Result<i64, StoreError> {
     let delta = match c.comment.status {
         Status::Deleted => return Err(gone(id)),
         Status::Approved => -1,
@@ -1632,7 +1632,7 @@ fn now_unix() -> i64 {
 
 /// What an idempotency record says about a new request with the same key.
 #[derive(Debug, PartialEq, Eq)]
-enum Replay {
+pub(crate) enum Replay {
     /// Nothing usable is remembered: append.
     Fresh,
     /// The same request again: answer the first result (at this feed position).
@@ -1642,7 +1642,7 @@ enum Replay {
 }
 
 impl IdemRecord {
-    fn replay(&self, fingerprint: &str, now: i64) -> Replay {
+    pub(crate) fn replay(&self, fingerprint: &str, now: i64) -> Replay {
         let window = crate::api::IDEMPOTENCY_WINDOW.as_secs() as i64;
         if self.at == i64::MIN || now.saturating_sub(self.at) > window {
             Replay::Fresh

@@ -43,6 +43,11 @@ pub enum StoreError {
     /// refuses every write until it is restarted.
     #[error("the store refuses writes since a write to disk failed; restart it")]
     Poisoned,
+    /// The database (of the PostgreSQL engine) cannot be reached, or gave up on this request
+    /// (a restart, a failover): nothing was written, try again shortly. The detail is for the
+    /// log.
+    #[error("the store's database cannot be reached; try again shortly")]
+    Unavailable(String),
     /// fjall failed.
     #[error("storage error: {0}")]
     Storage(#[from] fjall::Error),

@@ -1,6 +1,8 @@
 //! io360's store tier: the durable home of every comment.
 //!
-//! Comments live in fjall on disk. One writer thread assigns each thread's next sequence
+//! Comments live in fjall on disk by default, or in PostgreSQL ([`PgDb`], chosen with
+//! `IO360_STORE_ENGINE=postgres`) where the store must survive a node failure; both engines
+//! keep one contract behind [`Engine`]. On fjall, one writer thread assigns each thread's next sequence
 //! number and the next change-feed position, applies a batch of concurrent writes, and makes
 //! them durable with a single fsync before any of them is acknowledged (group commit). Reads
 //! run on tokio's blocking pool, never on the async workers. Committed changes stream to
@@ -11,15 +13,17 @@
 //! [`StoreError`]s; and the records on disk (`record`), private and versioned (`format`),
 //! apart from the wire types in [`api`] that logic and sync use through [`StoreClient`].
 //!
-//! The public surface is [`Config`], [`serve`], the [`Db`] itself (for tests and tools) and
-//! the wire types.
+//! The public surface is [`Config`], [`EngineConfig`], [`serve`], the engines ([`Db`],
+//! [`PgDb`], [`Engine`]: for tests and tools) and the wire types.
 
 pub mod api;
 mod client;
 mod db;
+mod engine;
 mod error;
 mod format;
 mod keys;
+mod pg;
 mod record;
 mod routes;
 
@@ -32,7 +36,9 @@ use tokio::net::TcpListener;
 
 pub use client::StoreClient;
 pub use db::{DEFAULT_WRITE_QUEUE, Db, OpenError};
+pub use engine::{Engine, EngineConfig, EngineKind};
 pub use error::StoreError;
+pub use pg::{PgDb, PgOpenError, PgOptions};
 
 /// Configuration of the store tier.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,6 +76,9 @@ pub enum ServeError {
     /// The data directory could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The database could not be used.
+    #[error(transparent)]
+    Database(#[from] PgOpenError),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Io(#[from] std::io::Error),
@@ -84,7 +93,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    serve_on(config, EngineConfig::default(), listener, shutdown).await
+}
+
+/// Opens the engine `engine` chooses and serves the store API on `listener` until `shutdown`.
+pub async fn serve_on(
+    config: Config,
+    engine: EngineConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     config.audit.validate().map_err(ServeError::Config)?;
+    engine.validate().map_err(ServeError::Config)?;
     config.limits.validate().map_err(ServeError::Config)?;
     if config.write_queue_max == 0 {
         return Err(ServeError::Config(
@@ -99,15 +119,29 @@ pub async fn serve(
         .map_err(ServeError::Config)?;
     let audit = io360_logger::Shipper::new("store", &config.audit, &config.tier_auth, &telemetry)
         .map_err(ServeError::Config)?;
-    // Opening replays the journal: disk work, kept off the async workers.
     let (dir, group, queue) = (
         config.data_dir.clone(),
         config.group_commit_max,
         config.write_queue_max,
     );
-    let db = tokio::task::spawn_blocking(move || Db::open_bounded(&dir, group, queue))
-        .await
-        .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
+    let db = match engine.engine {
+        EngineKind::Fjall => {
+            // Opening replays the journal: disk work, kept off the async workers.
+            let db = tokio::task::spawn_blocking(move || Db::open_bounded(&dir, group, queue))
+                .await
+                .map_err(|e| std::io::Error::other(format!("opening the store panicked: {e}")))??;
+            Engine::Fjall(db)
+        }
+        EngineKind::Postgres => Engine::Postgres(
+            PgDb::connect(PgOptions {
+                url: engine.url().map_err(ServeError::Config)?,
+                pool_max: engine.database_pool_max,
+                group_commit_max: group,
+                write_queue_max: queue,
+            })
+            .await?,
+        ),
+    };
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);

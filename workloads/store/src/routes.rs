@@ -47,7 +47,7 @@ use crate::api::{
     Author, Bans, Counts, CountsRequest, EraseAuthor, ErasedComments, Found, MAX_LIMIT, Pending,
     Position, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
 };
-use crate::db::Db;
+use crate::engine::Engine;
 use crate::error::StoreError;
 
 impl From<StoreError> for Problem {
@@ -72,6 +72,10 @@ impl From<StoreError> for Problem {
             StoreError::Busy => Problem::unavailable("store-busy", title, Duration::from_secs(1)),
             StoreError::Stopping => {
                 Problem::unavailable("store-stopping", title, Duration::from_secs(2))
+            }
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "the database is unavailable");
+                Problem::unavailable("store-unavailable", title, Duration::from_secs(2))
             }
             StoreError::Poisoned
             | StoreError::Storage(_)
@@ -132,12 +136,12 @@ async fn source(
 
 #[derive(Clone)]
 struct AppState {
-    db: Arc<Db>,
+    db: Arc<Engine>,
     shutdown: Shutdown,
 }
 
 /// The store's routes.
-pub fn router(db: Arc<Db>, shutdown: Shutdown, verifier: &Verifier) -> Router {
+pub fn router(db: Arc<Engine>, shutdown: Shutdown, verifier: &Verifier) -> Router {
     let logic = Router::new()
         .route("/store/v1/write", post(write))
         .route("/store/v1/comments", get(comments))
@@ -492,5 +496,12 @@ mod tests {
         assert_eq!(p.field.as_deref(), Some("thread"));
         let p = Problem::from(StoreError::Busy);
         assert_eq!((p.status, p.retry_after), (503, Some(1)));
+        // The database away is the caller's to retry, never a 500; its detail stays in the log.
+        let p = Problem::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(
+            (p.status, p.slug(), p.retry_after),
+            (503, "store-unavailable", Some(2))
+        );
+        assert!(!p.title.contains("refused"), "{}", p.title);
     }
 }

@@ -4,16 +4,32 @@ mod support;
 
 use io360_common::model::Status;
 use io360_store::api::{NewComment, WriteOp};
+use support::engines::{Kind, on_both};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_write_queue_answers_503_with_retry_after() {
+on_both!(
+    a_full_write_queue_answers_503_with_retry_after,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn a_full_write_queue_answers_503_with_retry_after(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let store = support::start(io360_store::Config {
-        // One write per fsync and room for one more: a burst must overflow.
-        group_commit_max: 1,
-        write_queue_max: 1,
-        ..support::config(dir.path())
-    })
+    let pg = match kind {
+        Kind::Fjall => None,
+        Kind::Postgres => Some(support::pg::Postgres::start().await),
+    };
+    let engine = match &pg {
+        None => io360_store::EngineConfig::default(),
+        Some(pg) => support::postgres(pg.url()),
+    };
+    let store = support::start_on(
+        io360_store::Config {
+            // One write per commit and room for one more: a burst must overflow.
+            group_commit_max: 1,
+            write_queue_max: 1,
+            ..support::config(dir.path())
+        },
+        engine,
+    )
     .await;
     let base = store.base.clone();
     let http = support::as_logic();

@@ -1,11 +1,15 @@
-//! The store's guarantees, exercised on a real fjall directory.
+//! The store's guarantees, exercised on both engines: a real fjall directory and a real
+//! PostgreSQL server.
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use io360_common::model::{ChangeKind, Status};
+use io360_store::StoreError;
 use io360_store::api::{Idempotency, NewComment, WriteOp};
-use io360_store::{Db, StoreError};
+use support::engines::{self, Kind, on_both};
 
 fn new_comment(text: &str) -> NewComment {
     NewComment {
@@ -35,10 +39,13 @@ fn append(thread: &str, text: &str, key: Option<&str>) -> WriteOp {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_get_gap_free_sequences_and_feed_positions() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path(), 64).unwrap());
+on_both!(
+    concurrent_appends_get_gap_free_sequences_and_feed_positions,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn concurrent_appends_get_gap_free_sequences_and_feed_positions(kind: Kind) {
+    let db = Arc::new(engines::open(kind, 64).await);
     let mut tasks = Vec::new();
     for w in 0..32 {
         let db = db.clone();
@@ -92,10 +99,9 @@ async fn concurrent_appends_get_gap_free_sequences_and_feed_positions() {
     assert_eq!(seen, 640);
 }
 
-#[tokio::test]
-async fn idempotent_retry_returns_the_first_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(idempotent_retry_returns_the_first_result);
+async fn idempotent_retry_returns_the_first_result(kind: Kind) {
+    let db = engines::open(kind, 64).await;
     let a = db.write(append("/p", "hello", Some("k1"))).await.unwrap();
     let b = db.write(append("/p", "hello", Some("k1"))).await.unwrap();
     assert!(!a.replayed);
@@ -114,10 +120,9 @@ async fn idempotent_retry_returns_the_first_result() {
     assert!(!c.replayed);
 }
 
-#[tokio::test]
-async fn updates_are_changes_with_new_sequence_numbers() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(updates_are_changes_with_new_sequence_numbers);
+async fn updates_are_changes_with_new_sequence_numbers(kind: Kind) {
+    let db = engines::open(kind, 64).await;
     let a = db.write(append("/p", "one", None)).await.unwrap().change;
     let b = db.write(append("/p", "two", None)).await.unwrap().change;
     let id = a.comment.unwrap().id;
@@ -184,10 +189,9 @@ async fn updates_are_changes_with_new_sequence_numbers() {
     let _ = b;
 }
 
-#[tokio::test]
-async fn closed_threads_refuse_comments_and_pending_ones_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(closed_threads_refuse_comments_and_pending_ones_queue);
+async fn closed_threads_refuse_comments_and_pending_ones_queue(kind: Kind) {
+    let db = engines::open(kind, 64).await;
     db.write(WriteOp::Close {
         thread: "/c".into(),
     })
@@ -219,29 +223,40 @@ async fn closed_threads_refuse_comments_and_pending_ones_queue() {
     assert_eq!(db.author_approved("ann".into()).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn data_survives_reopen_and_a_second_process_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let db = Db::open(dir.path(), 64).unwrap();
-        for i in 0..10 {
-            db.write(append("/r", &format!("{i}"), None)).await.unwrap();
-        }
-        let second = Db::open(dir.path(), 64);
-        let msg = second.err().expect("a second open must fail").to_string();
-        assert!(msg.contains("in use"), "{msg}");
+on_both!(data_survives_reopen_and_a_second_process_is_refused);
+async fn data_survives_reopen_and_a_second_process_is_refused(kind: Kind) {
+    let db = engines::open(kind, 64).await;
+    for i in 0..10 {
+        db.write(append("/r", &format!("{i}"), None)).await.unwrap();
     }
-    let db = Db::open(dir.path(), 64).unwrap();
+    match kind {
+        // One process at a time on a data directory.
+        Kind::Fjall => {
+            let second = db.second().await;
+            let msg = second.err().expect("a second open must fail").to_string();
+            assert!(msg.contains("in use"), "{msg}");
+        }
+        // Replicas share a database: a second one reads what the first wrote.
+        Kind::Postgres => {
+            let second = db.second().await.unwrap();
+            let page = second.page("/r".into(), 0, 100).await.unwrap();
+            assert_eq!(page.comments.len(), 10);
+        }
+    }
+    let db = db.reopen().await;
     let page = db.page("/r".into(), 0, 100).await.unwrap();
     assert_eq!(page.comments.len(), 10);
     let next = db.write(append("/r", "after", None)).await.unwrap().change;
     assert_eq!((next.seq, next.pos), (11, 11));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erasing_an_author_deletes_their_comments_and_scrubs_the_feed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(
+    erasing_an_author_deletes_their_comments_and_scrubs_the_feed,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn erasing_an_author_deletes_their_comments_and_scrubs_the_feed(kind: Kind) {
+    let db = engines::open(kind, 64).await;
     db.write(append("/erase", "ann's first", None))
         .await
         .unwrap();

@@ -6,9 +6,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use io360_common::model::Status;
-use io360_store::Db;
+use io360_store::Engine;
 use io360_store::api::{NewComment, WriteOp};
+use support::engines::{self, Kind, on_both};
 
 /// Comments in the store when the erase starts.
 const COMMENTS: usize = 100_000;
@@ -39,16 +42,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// One write at a time, as a single reader posting would; answers each one's latency.
-async fn timed_write(db: &Db, i: usize) -> Duration {
+async fn timed_write(db: &Engine, i: usize) -> Duration {
     let start = Instant::now();
     db.write(append(i, "bystander")).await.unwrap();
     start.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_keep_flowing_while_an_author_is_erased() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path(), 512).unwrap());
+on_both!(
+    writes_keep_flowing_while_an_author_is_erased,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn writes_keep_flowing_while_an_author_is_erased(kind: Kind) {
+    let db = Arc::new(engines::open(kind, 512).await);
     // Fill the store with concurrent writers, so group commit makes it quick.
     let started = Instant::now();
     let mut fill = Vec::new();

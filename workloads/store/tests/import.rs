@@ -1,8 +1,10 @@
 //! Imported comments: kept times, states and votes, idempotent on their source ids.
 
+mod support;
+
 use io360_common::model::{ChangeKind, Status, Votes};
-use io360_store::Db;
 use io360_store::api::{ExportItem, ImportedComment};
+use support::engines::{self, Kind, on_both};
 
 fn imported(source: &str, parent: Option<&str>, created: &str, status: Status) -> ImportedComment {
     ImportedComment {
@@ -23,10 +25,9 @@ fn imported(source: &str, parent: Option<&str>, created: &str, status: Status) -
     }
 }
 
-#[tokio::test]
-async fn imports_keep_their_history_and_a_second_run_adds_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(imports_keep_their_history_and_a_second_run_adds_nothing);
+async fn imports_keep_their_history_and_a_second_run_adds_nothing(kind: Kind) {
+    let db = engines::open(kind, 64).await;
     let batch = vec![
         imported("disqus:1", None, "2015-03-01T10:00:00Z", Status::Approved),
         imported(
@@ -103,21 +104,17 @@ async fn imports_keep_their_history_and_a_second_run_adds_nothing() {
     assert_eq!(emails, 0, "an erase leaves no imported email behind");
 }
 
-#[tokio::test]
-async fn the_source_map_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let db = Db::open(dir.path(), 64).unwrap();
-        let one = vec![imported(
-            "isso:7",
-            None,
-            "2020-01-01T00:00:00Z",
-            Status::Approved,
-        )];
-        assert_eq!(db.import(one).await.unwrap().created, 1);
-        db.close();
-    }
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(the_source_map_survives_a_reopen);
+async fn the_source_map_survives_a_reopen(kind: Kind) {
+    let db = engines::open(kind, 64).await;
+    let one = vec![imported(
+        "isso:7",
+        None,
+        "2020-01-01T00:00:00Z",
+        Status::Approved,
+    )];
+    assert_eq!(db.import(one).await.unwrap().created, 1);
+    let db = db.reopen().await;
     let one = vec![imported(
         "isso:7",
         None,
@@ -128,10 +125,9 @@ async fn the_source_map_survives_a_reopen() {
     assert_eq!((r.created, r.skipped), (0, 1));
 }
 
-#[tokio::test]
-async fn a_remap_moves_threads_with_their_comments_and_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path(), 64).unwrap();
+on_both!(a_remap_moves_threads_with_their_comments_and_history);
+async fn a_remap_moves_threads_with_their_comments_and_history(kind: Kind) {
+    let db = engines::open(kind, 64).await;
     let mut batch = vec![
         imported("wp:1", None, "2015-03-01T10:00:00Z", Status::Approved),
         imported(

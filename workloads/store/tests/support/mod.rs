@@ -1,6 +1,13 @@
 //! Starting a store over HTTP on loopback, for the tests that need its HTTP face.
 
-#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+#![allow(
+    clippy::unwrap_used,
+    dead_code,
+    reason = "in tests a panic is the failure report; each test uses part of the support"
+)]
+
+pub mod engines;
+pub mod pg;
 
 use io360_common::serve::{Shutdown, ShutdownTrigger};
 
@@ -14,10 +21,15 @@ pub struct Served {
 
 /// Starts a store with `config` and waits until it is ready.
 pub async fn start(config: io360_store::Config) -> Served {
+    start_on(config, io360_store::EngineConfig::default()).await
+}
+
+/// Starts a store with `config` on the engine `engine` chooses and waits until it is ready.
+pub async fn start_on(config: io360_store::Config, engine: io360_store::EngineConfig) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (trigger, shutdown) = Shutdown::new();
-    let task = tokio::spawn(io360_store::serve(config, listener, shutdown));
+    let task = tokio::spawn(io360_store::serve_on(config, engine, listener, shutdown));
     let http = reqwest::Client::new();
     for _ in 0..100 {
         if http
@@ -68,6 +80,15 @@ pub fn config(dir: &std::path::Path) -> io360_store::Config {
         limits: Default::default(),
         audit: Default::default(),
         tier_auth: io360_common::auth::TierAuthConfig::in_memory(&KEYS),
+    }
+}
+
+/// The engine settings of a store on the PostgreSQL database at `url`.
+pub fn postgres(url: String) -> io360_store::EngineConfig {
+    io360_store::EngineConfig {
+        engine: io360_store::EngineKind::Postgres,
+        database_url: Some(url),
+        ..Default::default()
     }
 }
 
