@@ -124,7 +124,7 @@ enum Job {
 /// one process or in many) may write to one database at once.
 pub struct PgDb {
     pool: Pool,
-    pg: tokio_postgres::Config,
+    pg: Arc<tokio_postgres::Config>,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     durable: watch::Receiver<FeedPos>,
@@ -305,7 +305,7 @@ impl PgDb {
         tracing::info!(feed_position = last, "store opened on PostgreSQL");
         Ok(PgDb {
             pool,
-            pg,
+            pg: Arc::new(pg),
             tls,
             queue: Mutex::new(Some(tx)),
             durable,
@@ -478,7 +478,7 @@ impl PgDb {
         mut out: impl FnMut(ExportItem) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ExportItem, StoreError>>(256);
-        let (pg, tls) = (self.pg.clone(), self.tls.clone());
+        let (pg, tls) = ((*self.pg).clone(), self.tls.clone());
         let reader = std::thread::Builder::new()
             .name("io360-store-export".into())
             .spawn(move || {
@@ -993,7 +993,7 @@ struct Writer {
 }
 
 enum Done {
-    Write(Reply<WriteResult>, Result<WriteResult, StoreError>),
+    Write(Reply<WriteResult>, Box<Result<WriteResult, StoreError>>),
     Suspend(Reply<Suspension>, Result<Suspension, StoreError>),
     Erase(
         Reply<(Vec<Change>, bool)>,
@@ -1011,7 +1011,7 @@ impl Done {
             other => StoreError::Unavailable(other.to_string()),
         };
         match self {
-            Done::Write(_, r) => *r = Err(again()),
+            Done::Write(_, r) => **r = Err(again()),
             Done::Suspend(_, r) => *r = Err(again()),
             Done::Erase(_, r) => *r = Err(again()),
             Done::Bans(_, r) => *r = Err(again()),
@@ -1026,7 +1026,7 @@ impl Done {
                 if r.is_ok() {
                     metrics.writes.inc();
                 }
-                let _ = reply.send(r);
+                let _ = reply.send(*r);
             }
             Done::Suspend(reply, r) => {
                 let _ = reply.send(r);
@@ -1191,7 +1191,7 @@ impl Writer {
 /// A job the transaction never reached, answered with why.
 fn unanswered(job: Job, e: &StoreError) -> Done {
     let mut d = match job {
-        Job::Write(_, r) => Done::Write(r, Err(writer_stopped())),
+        Job::Write(_, r) => Done::Write(r, Box::new(Err(writer_stopped()))),
         Job::Suspend(_, r) => Done::Suspend(r, Err(writer_stopped())),
         Job::EraseStep(_, r) => Done::Erase(r, Err(writer_stopped())),
         Job::Bans(_, r) => Done::Bans(r, Err(writer_stopped())),
@@ -1252,7 +1252,9 @@ impl<'a, 'c> Tx<'a, 'c> {
 
     async fn job(&mut self, job: Job) -> Outcome {
         match job {
-            Job::Write(op, reply) => outcome(self.apply(op).await, |r| Done::Write(reply, r)),
+            Job::Write(op, reply) => {
+                outcome(self.apply(op).await, |r| Done::Write(reply, Box::new(r)))
+            }
             Job::Suspend(s, reply) => outcome(
                 self.set("suspension", encode(&SuspensionRecord::from(&s)))
                     .await

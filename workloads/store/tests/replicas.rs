@@ -1,6 +1,8 @@
 //! The store on PostgreSQL as a highly available store runs it: several store replicas on one
 //! database, and a database that restarts or crashes under them.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
