@@ -1170,7 +1170,12 @@ impl Writer {
                 }
             };
             if let Err(e) = tx.batch_execute(end).await {
-                return Err(StoreError::from(e));
+                // The jobs not reached yet are answered too: none is left without a reply.
+                let e = StoreError::from(e);
+                for job in jobs.by_ref() {
+                    done.push(unanswered(job, &e));
+                }
+                return Err(e);
             }
         }
         let n = w.n;
