@@ -228,6 +228,14 @@ impl PgDb {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_WAIT);
         }
+        // A replica that stops in the middle of a transaction (a frozen process, a network
+        // partition) must not hold the counters' lock, and with it every replica's writes,
+        // for long: the server ends such a session after a few seconds.
+        let options = match pg.get_options() {
+            Some(o) => format!("{o} -c idle_in_transaction_session_timeout=10000"),
+            None => "-c idle_in_transaction_session_timeout=10000".to_owned(),
+        };
+        pg.options(&options);
         let tls = tls();
         let manager = Manager::from_config(
             pg.clone(),
@@ -1124,7 +1132,14 @@ impl Writer {
                 return Err(e);
             }
         };
-        let tx = match client.transaction().await {
+        // Read committed, whatever the database's default: each statement after the lock
+        // reads what the transaction before committed.
+        let tx = match client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+        {
             Ok(tx) => tx,
             Err(e) => {
                 let e = StoreError::from(e);
