@@ -324,3 +324,25 @@ async fn a_database_restarted_or_killed_mid_posting_loses_nothing_acknowledged()
     }
     store.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_string_asking_for_tls_never_falls_back_to_plain_text() {
+    // The test's server has no certificate: a store told `sslmode=require` must refuse it.
+    let pg = Postgres::start().await;
+    let refused = PgDb::connect(support::engines::pg_options(
+        format!("{}&sslmode=require", pg.url()),
+        64,
+    ))
+    .await;
+    let err = refused
+        .err()
+        .expect("a plain-text server was accepted under sslmode=require");
+    assert!(
+        err.to_string().contains("cannot reach the database"),
+        "{err}"
+    );
+    // The same server without the demand is used.
+    PgDb::connect(support::engines::pg_options(pg.url(), 64))
+        .await
+        .unwrap();
+}
