@@ -2,6 +2,8 @@
 //! string from the environment (the string in a file, as a mounted Secret), a store process
 //! killed and another taking over on the same database, and the database away for a while.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod common;
 
 #[path = "../../store/tests/support/pg.rs"]

@@ -124,7 +124,7 @@ enum Job {
 /// one process or in many) may write to one database at once.
 pub struct PgDb {
     pool: Pool,
-    pg: tokio_postgres::Config,
+    pg: Arc<tokio_postgres::Config>,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     durable: watch::Receiver<FeedPos>,
@@ -228,6 +228,14 @@ impl PgDb {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_WAIT);
         }
+        // A replica that stops in the middle of a transaction (a frozen process, a network
+        // partition) must not hold the counters' lock, and with it every replica's writes,
+        // for long: the server ends such a session after a few seconds.
+        let options = match pg.get_options() {
+            Some(o) => format!("{o} -c idle_in_transaction_session_timeout=10000"),
+            None => "-c idle_in_transaction_session_timeout=10000".to_owned(),
+        };
+        pg.options(&options);
         let tls = tls();
         let manager = Manager::from_config(
             pg.clone(),
@@ -305,7 +313,7 @@ impl PgDb {
         tracing::info!(feed_position = last, "store opened on PostgreSQL");
         Ok(PgDb {
             pool,
-            pg,
+            pg: Arc::new(pg),
             tls,
             queue: Mutex::new(Some(tx)),
             durable,
@@ -478,7 +486,7 @@ impl PgDb {
         mut out: impl FnMut(ExportItem) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<ExportItem, StoreError>>(256);
-        let (pg, tls) = (self.pg.clone(), self.tls.clone());
+        let (pg, tls) = ((*self.pg).clone(), self.tls.clone());
         let reader = std::thread::Builder::new()
             .name("io360-store-export".into())
             .spawn(move || {
@@ -993,7 +1001,7 @@ struct Writer {
 }
 
 enum Done {
-    Write(Reply<WriteResult>, Result<WriteResult, StoreError>),
+    Write(Reply<WriteResult>, Box<Result<WriteResult, StoreError>>),
     Suspend(Reply<Suspension>, Result<Suspension, StoreError>),
     Erase(
         Reply<(Vec<Change>, bool)>,
@@ -1011,7 +1019,7 @@ impl Done {
             other => StoreError::Unavailable(other.to_string()),
         };
         match self {
-            Done::Write(_, r) => *r = Err(again()),
+            Done::Write(_, r) => **r = Err(again()),
             Done::Suspend(_, r) => *r = Err(again()),
             Done::Erase(_, r) => *r = Err(again()),
             Done::Bans(_, r) => *r = Err(again()),
@@ -1026,7 +1034,7 @@ impl Done {
                 if r.is_ok() {
                     metrics.writes.inc();
                 }
-                let _ = reply.send(r);
+                let _ = reply.send(*r);
             }
             Done::Suspend(reply, r) => {
                 let _ = reply.send(r);
@@ -1124,7 +1132,14 @@ impl Writer {
                 return Err(e);
             }
         };
-        let tx = match client.transaction().await {
+        // Read committed, whatever the database's default: each statement after the lock
+        // reads what the transaction before committed.
+        let tx = match client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+        {
             Ok(tx) => tx,
             Err(e) => {
                 let e = StoreError::from(e);
@@ -1170,7 +1185,12 @@ impl Writer {
                 }
             };
             if let Err(e) = tx.batch_execute(end).await {
-                return Err(StoreError::from(e));
+                // The jobs not reached yet are answered too: none is left without a reply.
+                let e = StoreError::from(e);
+                for job in jobs.by_ref() {
+                    done.push(unanswered(job, &e));
+                }
+                return Err(e);
             }
         }
         let n = w.n;
@@ -1191,7 +1211,7 @@ impl Writer {
 /// A job the transaction never reached, answered with why.
 fn unanswered(job: Job, e: &StoreError) -> Done {
     let mut d = match job {
-        Job::Write(_, r) => Done::Write(r, Err(writer_stopped())),
+        Job::Write(_, r) => Done::Write(r, Box::new(Err(writer_stopped()))),
         Job::Suspend(_, r) => Done::Suspend(r, Err(writer_stopped())),
         Job::EraseStep(_, r) => Done::Erase(r, Err(writer_stopped())),
         Job::Bans(_, r) => Done::Bans(r, Err(writer_stopped())),
@@ -1252,7 +1272,9 @@ impl<'a, 'c> Tx<'a, 'c> {
 
     async fn job(&mut self, job: Job) -> Outcome {
         match job {
-            Job::Write(op, reply) => outcome(self.apply(op).await, |r| Done::Write(reply, r)),
+            Job::Write(op, reply) => {
+                outcome(self.apply(op).await, |r| Done::Write(reply, Box::new(r)))
+            }
             Job::Suspend(s, reply) => outcome(
                 self.set("suspension", encode(&SuspensionRecord::from(&s)))
                     .await

@@ -1,5 +1,7 @@
 //! A full write queue is answered 503 with `Retry-After`, over HTTP, instead of growing.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod support;
 
 use io360_common::model::Status;

@@ -1,6 +1,8 @@
 //! The store's guarantees, exercised on both engines: a real fjall directory and a real
 //! PostgreSQL server.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod support;
 
 use std::collections::BTreeSet;

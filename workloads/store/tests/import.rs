@@ -1,5 +1,7 @@
 //! Imported comments: kept times, states and votes, idempotent on their source ids.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod support;
 
 use io360_common::model::{ChangeKind, Status, Votes};

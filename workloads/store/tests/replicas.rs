@@ -1,6 +1,8 @@
 //! The store on PostgreSQL as a highly available store runs it: several store replicas on one
 //! database, and a database that restarts or crashes under them.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -321,4 +323,63 @@ async fn a_database_restarted_or_killed_mid_posting_loses_nothing_acknowledged()
         assert!(seen_pos.contains(&r.change.pos));
     }
     store.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_string_asking_for_tls_never_falls_back_to_plain_text() {
+    // The test's server has no certificate: a store told `sslmode=require` must refuse it.
+    let pg = Postgres::start().await;
+    let refused = PgDb::connect(support::engines::pg_options(
+        format!("{}&sslmode=require", pg.url()),
+        64,
+    ))
+    .await;
+    let err = refused
+        .err()
+        .expect("a plain-text server was accepted under sslmode=require");
+    assert!(
+        err.to_string().contains("cannot reach the database"),
+        "{err}"
+    );
+    // The same server without the demand is used.
+    PgDb::connect(support::engines::pg_options(pg.url(), 64))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_store_is_refused() {
+    let pg = Postgres::start().await;
+    // The first start makes the schema; a second finds it current.
+    drop(
+        PgDb::connect(support::engines::pg_options(pg.url(), 64))
+            .await
+            .unwrap(),
+    );
+    PgDb::connect(support::engines::pg_options(pg.url(), 64))
+        .await
+        .unwrap();
+    // A newer store applied a migration this one does not know.
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    client
+        .batch_execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (99, 'from_the_future', '2030-01-01T00:00:00Z', '0')",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    let err = PgDb::connect(support::engines::pg_options(pg.url(), 64))
+        .await
+        .err()
+        .expect("a schema from a newer store was used");
+    let err = err.to_string();
+    assert!(
+        err.contains("newer io360 store") && err.contains("99"),
+        "{err}"
+    );
 }

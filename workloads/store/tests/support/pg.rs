@@ -20,6 +20,7 @@ pub struct Postgres {
     bin: PathBuf,
     port: u16,
     child: Option<Child>,
+    fsync: bool,
 }
 
 /// The newest PostgreSQL's binaries under `/usr/lib/postgresql/*/bin`.
@@ -73,7 +74,27 @@ fn free_port() -> u16 {
 
 impl Postgres {
     /// Makes a database cluster and starts its server; answers once it takes connections.
+    /// The tests' server does not fsync: a killed server loses nothing all the same, as the
+    /// machine stays up.
     pub async fn start() -> Postgres {
+        Postgres::start_with(false).await
+    }
+
+    /// A server that makes every commit durable with fsync, as in production.
+    pub async fn start_durable() -> Postgres {
+        Postgres::start_with(true).await
+    }
+
+    /// The server's major version, as its binaries' directory names it.
+    pub fn version(&self) -> String {
+        self.bin
+            .parent()
+            .and_then(|v| v.file_name())
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    async fn start_with(fsync: bool) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("io360-pg")
@@ -123,6 +144,7 @@ impl Postgres {
             bin,
             port: free_port(),
             child: None,
+            fsync,
         };
         pg.up().await;
         pg
@@ -171,11 +193,10 @@ impl Postgres {
                 .arg(self.port.to_string())
                 .arg("-k")
                 .arg(self.dir.path().join("socket"))
+                .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
                 .args([
                     "-c",
                     "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
                     "-c",
                     "max_connections=200",
                     "-c",
