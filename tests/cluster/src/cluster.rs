@@ -266,6 +266,15 @@ impl Cluster {
         }
     }
 
+    /// Starts a PostgreSQL server on the real node's address, for store pods on engine
+    /// Postgres; dropping the handle stops it.
+    pub async fn postgres(&self) -> Result<crate::PostgresServer> {
+        match &self.node {
+            Some(node) => crate::PostgresServer::start(node.dir()).await,
+            None => Err(Error::NotOwned("starting PostgreSQL")),
+        }
+    }
+
     /// Stops the real node's metrics-server (an outage of the metrics pipeline).
     pub fn stop_metrics_server(&self) -> Result<()> {
         match &self.node {

@@ -27,6 +27,7 @@ pub mod isolate;
 mod metrics;
 mod node;
 mod pki;
+mod postgres;
 pub mod process;
 mod tools;
 pub mod wait;
@@ -39,6 +40,7 @@ pub use custom_metrics::{ADAPTER_PORT, CustomMetrics, SCRAPE_EVERY_SECS, SERVED_
 pub use metrics::{METRIC_RESOLUTION_SECS, METRICS_SERVER_PORT};
 pub use node::{LOCAL_STORAGE_CLASS, REAL_NODE_LABEL, REAL_NODE_TAINT, RealNode};
 pub use pki::REAL_NODE_NAME;
+pub use postgres::{POSTGRES_PORT, PostgresServer};
 pub use process::{Process, log_tail};
 pub use tools::{K8S_VERSION, Tools};
 

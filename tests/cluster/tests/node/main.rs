@@ -14,6 +14,7 @@
 mod flows;
 mod held;
 mod netpol;
+mod postgres;
 mod spike;
 mod support;
 
@@ -49,6 +50,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "suspension_stops_longpoll_and_writes_while_pages_keep_flowing",
         flows::suspension_on_real_pods,
+    ),
+    (
+        "store_on_postgres_keeps_every_write_through_a_store_pod_loss",
+        postgres::store_on_postgres_survives_a_pod_loss,
     ),
     (
         "new_image_tag_rolls_every_tier_without_a_failed_request",
