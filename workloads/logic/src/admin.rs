@@ -45,9 +45,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/sources", get(by_source))
 }
 
+/// The import's routes: an upload lasts as long as the file takes, so they are served outside
+/// the API's request timeout, under a bound of their own (`IO360_IMPORT_TIMEOUT_SECS`).
+pub fn import_router() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/admin/import",
+        post(crate::import::upload).get(crate::import::status),
+    )
+}
+
 /// Proof that the request carries the admin token, and who says they are acting.
-struct Admin {
-    actor: String,
+pub(crate) struct Admin {
+    pub(crate) actor: String,
 }
 
 /// The header a moderator's name travels in.
