@@ -711,3 +711,90 @@ async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_t
     let third: Value = r.json().await.unwrap();
     assert_eq!(third["skipped"], 33, "{third}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_and_an_export_are_in_the_audit_trail_with_who_and_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let (_up, base) = up(&data).await;
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let token = token.trim();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=disqus"))
+        .bearer_auth(token)
+        .header("x-io360-actor", "mover")
+        .body(std::fs::read(&file).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=remark42"))
+        .bearer_auth(token)
+        .body("{\"version\": 1, \"users\": [], \"posts\": []}\n{\"id\": \"broken\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let export = http
+        .get(format!("{base}/api/v1/admin/export"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!export.is_empty());
+
+    // The trail is read back through the logger's read API.
+    let events = |kind: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let v: Value = http
+                .get(format!("{base}/api/v1/admin/events"))
+                .query(&[("kind", kind)])
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["events"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (imported, exported) = loop {
+        let (i, e) = (events("site.imported").await, events("site.exported").await);
+        if i.len() >= 2 && !e.is_empty() {
+            break (i, e);
+        }
+        assert!(Instant::now() < deadline, "{i:?} {e:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let good = imported
+        .iter()
+        .find(|e| e["reason"] == "disqus")
+        .unwrap_or_else(|| panic!("{imported:?}"));
+    assert_eq!(good["actor"], "admin:mover", "{good}");
+    let detail = good["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("33 comments, 30 imported, 3 already imported"),
+        "{detail}"
+    );
+    let bad = imported
+        .iter()
+        .find(|e| e["reason"] == "remark42")
+        .unwrap_or_else(|| panic!("{imported:?}"));
+    assert_eq!(bad["actor"], "admin", "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("line 2"), "{bad}");
+    let detail = exported[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("3 threads, 30 comments, sent whole"),
+        "{detail}"
+    );
+}

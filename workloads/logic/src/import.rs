@@ -358,18 +358,38 @@ pub async fn upload(
         pumped.and(loaded)
     };
     let received = received.load(Ordering::Relaxed);
-    match &result {
-        Ok(summary) => s.imports.set(|p| {
-            p.running = false;
-            p.received = received;
-            p.summary = summary.clone();
-        }),
-        Err(problem) => s.imports.set(|p| {
-            p.running = false;
-            p.received = received;
-            p.error = Some(problem.title.clone());
-        }),
-    }
+    let detail = match &result {
+        Ok(summary) => {
+            s.imports.set(|p| {
+                p.running = false;
+                p.received = received;
+                p.summary = summary.clone();
+            });
+            format!(
+                "{} bytes: {} threads, {} comments, {} imported, {} already imported, {} without their parent, {} threads closed",
+                summary.bytes,
+                summary.threads,
+                summary.comments,
+                summary.imported,
+                summary.skipped,
+                summary.orphans,
+                summary.closed
+            )
+        }
+        Err(problem) => {
+            s.imports.set(|p| {
+                p.running = false;
+                p.received = received;
+                p.error = Some(problem.title.clone());
+            });
+            format!("stopped after {received} bytes: {}", problem.title)
+        }
+    };
+    s.audit.emit(
+        crate::audit::event(io360_logger::Kind::SiteImported, &admin.actor)
+            .reason(format.name())
+            .detail(detail),
+    );
     result.map(axum::Json)
 }
 
