@@ -279,6 +279,12 @@ pub async fn load<T: Target>(
     })?;
     drop(records);
     s.bytes = bytes();
+    // The sort's last memtables go to disk before the store's writing begins, so the two
+    // do not hold memory at once.
+    tokio::task::block_in_place(|| {
+        threads.rotate_memtable_and_wait()?;
+        comments.rotate_memtable_and_wait()
+    })?;
 
     // Pass 2: oldest first per thread, in batches through the store's writer.
     let mut batch = Vec::with_capacity(BATCH);
