@@ -129,6 +129,16 @@ pub struct Config {
     #[arg(long, env = "IO360_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// The largest upload forwarded to `POST /api/v1/admin/import`, in bytes (logic reads the
+    /// same setting). Every other `/api` body is bounded at 256 KiB.
+    #[arg(long, env = "IO360_IMPORT_MAX_BYTES", default_value_t = 4 << 30)]
+    pub import_max_bytes: u64,
+
+    /// The longest an import's request may take, upload and answer, in seconds; other `/api`
+    /// requests get 30 s. An upload that sends nothing for 60 s is cut sooner.
+    #[arg(long, env = "IO360_IMPORT_TIMEOUT_SECS", default_value_t = 4 * 3600)]
+    pub import_timeout_secs: u64,
+
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
@@ -157,6 +167,8 @@ impl Default for Config {
             max_requests_per_client: 64,
             page_reserve_fds: 0,
             trusted_proxies: Vec::new(),
+            import_max_bytes: 4 << 30,
+            import_timeout_secs: 4 * 3600,
             audit: io360_logger::ShipperConfig::default(),
             tier_auth: Default::default(),
         }
@@ -201,6 +213,8 @@ pub(crate) struct Frontend {
     widget: assets::Widget,
     not_found: site::Asset,
     api: proxy::Upstream,
+    /// `POST /api/v1/admin/import`: streamed, under its own size and time bounds.
+    import: proxy::Upstream,
     live: proxy::Upstream,
     clients: Arc<clients::Clients>,
     asset_max_age: u64,
@@ -359,6 +373,11 @@ async fn to_logic(State(front): State<Arc<Frontend>>, req: Request) -> Response 
     forward(&front, &front.api, req).await
 }
 
+/// An import's upload: streamed to logic, under its own bounds.
+async fn to_import(State(front): State<Arc<Frontend>>, req: Request) -> Response {
+    forward(&front, &front.import, req).await
+}
+
 async fn to_longpoll(State(front): State<Arc<Frontend>>, req: Request) -> Response {
     forward(&front, &front.live, req).await
 }
@@ -493,6 +512,15 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
             Some(Duration::from_secs(30)),
             io360_common::extract::MAX_API_BODY,
         )
+        .presenting(credential.clone())
+        .trusting(config.trusted_proxies.clone()),
+        import: proxy::Upstream::new(
+            "logic",
+            config.logic_url.as_deref(),
+            Some(Duration::from_secs(config.import_timeout_secs.max(1))),
+            usize::try_from(config.import_max_bytes).unwrap_or(usize::MAX),
+        )
+        .streaming()
         .presenting(credential)
         .trusting(config.trusted_proxies.clone()),
         // Live updates take no bodies; a small one is sent on for longpoll to refuse.
@@ -541,6 +569,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: Shutdown) ->
     let router = Router::new()
         .route("/embed.js", get(embed_js))
         .route("/embed.css", get(embed_css))
+        .route("/api/v1/admin/import", any(to_import))
         .route("/api", any(to_logic))
         .route("/api/{*rest}", any(to_logic))
         .route("/admin", any(to_logic))

@@ -8,8 +8,13 @@
 //! gets 408, and a request without a body is sent without one (an empty chunked body is
 //! still a body to longpoll). When the other tier is not configured or cannot be reached,
 //! the browser gets a 503 problem with `Retry-After`, never a hang or an HTML error page.
+//!
+//! One route streams its body instead: an import's upload (`POST /api/v1/admin/import`),
+//! which may be gigabytes. It is sent on as it arrives, bounded in size (413, as a whole
+//! body is), by [`STALL`] without a byte (408), and by the route's own time limit.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -48,6 +53,8 @@ pub(crate) struct Upstream {
     credential: Option<Credential>,
     /// Proxies whose `X-Forwarded-For` is believed.
     trusted: Vec<IpNet>,
+    /// Whether the request body is streamed through instead of read whole.
+    streaming: bool,
 }
 
 impl Upstream {
@@ -74,7 +81,14 @@ impl Upstream {
             http,
             credential: None,
             trusted: Vec::new(),
+            streaming: false,
         }
+    }
+
+    /// Streams request bodies through as they arrive (still bounded by `max_body`).
+    pub fn streaming(mut self) -> Upstream {
+        self.streaming = true;
+        self
     }
 
     /// Presents `credential` on every forwarded request.
@@ -137,16 +151,45 @@ impl Upstream {
         headers
             .entry("x-forwarded-proto")
             .or_insert(HeaderValue::from_static("http"));
-        let body = match read_body(&parts.headers, body, self.max_body).await {
-            Ok(b) => b,
-            Err(p) => return p.into_response(),
+        let mut out = if self.streaming {
+            let cut = Arc::new(std::sync::Mutex::new(None));
+            let body = match stream_body(&parts.headers, body, self.max_body, cut.clone()).await {
+                Ok(b) => b,
+                Err(p) => return p.into_response(),
+            };
+            // The length stays as the client declared it: the stream refuses a body over it.
+            let mut out = self
+                .http
+                .request(parts.method, &url)
+                .headers(headers)
+                .body(body);
+            if let Some(t) = self.timeout {
+                out = out.timeout(t);
+            }
+            return match out.send().await {
+                Ok(a) => self.answer(a),
+                Err(e) => {
+                    // A body refused on the way explains the failed exchange.
+                    if let Some(p) = cut.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        return p.into_response();
+                    }
+                    tracing::warn!(tier = self.tier, %url, error = %e, "forwarding failed");
+                    self.unavailable("cannot be reached")
+                }
+            };
+        } else {
+            let body = match read_body(&parts.headers, body, self.max_body).await {
+                Ok(b) => b,
+                Err(p) => return p.into_response(),
+            };
+            // The length is the one of the bytes read, whatever the request said.
+            headers.remove(header::CONTENT_LENGTH);
+            let mut out = self.http.request(parts.method, &url).headers(headers);
+            if let Some(b) = body {
+                out = out.body(b);
+            }
+            out
         };
-        // The length is the one of the bytes read, whatever the request said.
-        headers.remove(header::CONTENT_LENGTH);
-        let mut out = self.http.request(parts.method, &url).headers(headers);
-        if let Some(b) = body {
-            out = out.body(b);
-        }
         if let Some(t) = self.timeout {
             out = out.timeout(t);
         }
@@ -157,6 +200,11 @@ impl Upstream {
                 return self.unavailable("cannot be reached");
             }
         };
+        self.answer(answer)
+    }
+
+    /// The tier's answer, streamed back.
+    fn answer(&self, answer: reqwest::Response) -> Response {
         let status = answer.status();
         let headers = strip_hop_by_hop(answer.headers());
         let mut res = Response::new(Body::from_stream(
@@ -169,6 +217,81 @@ impl Upstream {
 }
 
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// How long a streamed upload may go without a byte.
+pub(crate) const STALL: Duration = Duration::from_secs(60);
+
+fn too_large(max: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the request body is larger than the {max} bytes this route accepts"),
+    )
+}
+
+/// A streamed request body, bounded: a declared length over `max` is refused at once (after
+/// reading and dropping up to [`DRAIN_MAX`] of it, so the client reads the answer); an
+/// undeclared one is cut at `max`, and one that stalls for [`STALL`] is cut, with the reason
+/// left in `cut` for the answer.
+async fn stream_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    cut: Arc<std::sync::Mutex<Option<Problem>>>,
+) -> Result<reqwest::Body, Problem> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > max as u64
+    {
+        if n <= (max + DRAIN_MAX) as u64 {
+            let mut stream = body.into_data_stream();
+            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = tokio::time::timeout(STALL, drain).await;
+        }
+        return Err(too_large(max));
+    }
+    let state = (body.into_data_stream(), 0usize, cut);
+    let stream = futures::stream::unfold(state, move |(mut body, seen, cut)| async move {
+        let fail = |p: Problem, cut: &Arc<std::sync::Mutex<Option<Problem>>>| {
+            let title = p.title.clone();
+            *cut.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+            std::io::Error::other(title)
+        };
+        match tokio::time::timeout(STALL, body.next()).await {
+            Err(_) => {
+                let p = Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-stalled",
+                    format!(
+                        "no byte of the request body arrived for {} s",
+                        STALL.as_secs()
+                    ),
+                );
+                Some((Err(fail(p, &cut)), (body, seen, cut)))
+            }
+            Ok(None) => None,
+            Ok(Some(Err(_))) => {
+                let p = Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable-body",
+                    "the request body could not be read",
+                );
+                Some((Err(fail(p, &cut)), (body, seen, cut)))
+            }
+            Ok(Some(Ok(chunk))) => {
+                let seen = seen + chunk.len();
+                if seen > max {
+                    return Some((Err(fail(too_large(max), &cut)), (body, seen, cut)));
+                }
+                Some((Ok(chunk), (body, seen, cut)))
+            }
+        }
+    });
+    Ok(reqwest::Body::wrap_stream(stream))
+}
 
 /// The client's address: the connection's, unless it comes from a trusted proxy; then the
 /// rightmost address of `X-Forwarded-For` that is not itself a trusted proxy (each proxy

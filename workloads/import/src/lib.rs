@@ -284,7 +284,7 @@ pub fn read_path_counting(
         message,
         read: 0,
     };
-    let mut head = vec![0u8; 4096];
+    let mut head = vec![0u8; HEAD_BYTES];
     let n = {
         use std::io::Read;
         let mut f = std::fs::File::open(path)
@@ -300,22 +300,7 @@ pub fn read_path_counting(
         n
     };
     head.truncate(n);
-    match sniff(&head) {
-        Some(found) if found != format => {
-            return Err(fail(format!(
-                "{} looks like a {found} export, not {format}; name the format it is",
-                path.display()
-            )));
-        }
-        None if n == 0 => return Err(fail(format!("{} is empty", path.display()))),
-        None => {
-            return Err(fail(format!(
-                "{} is not a {format} export (nor any format io360 knows)",
-                path.display()
-            )));
-        }
-        Some(_) => {}
-    }
+    check_head(format, &head).map_err(|m| fail(format!("{} {m}", path.display())))?;
     if format == Format::Isso {
         return isso::read(path);
     }
@@ -327,6 +312,25 @@ pub fn read_path_counting(
         Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
     ))
 }
+
+/// Checks that an export's first bytes (up to [`HEAD_BYTES`]) look like `format`; if not,
+/// answers why, as the end of a sentence whose subject is the file ("looks like a disqus
+/// export, not wordpress; name the format it is").
+pub fn check_head(format: Format, head: &[u8]) -> Result<(), String> {
+    match sniff(head) {
+        Some(found) if found != format => Err(format!(
+            "looks like a {found} export, not {format}; name the format it is"
+        )),
+        None if head.is_empty() => Err("is empty".into()),
+        None => Err(format!(
+            "is not a {format} export (nor any format io360 knows)"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// How many of an export's first bytes [`check_head`] wants to see.
+pub const HEAD_BYTES: usize = 4096;
 
 /// Which format a file's first bytes look like.
 pub fn sniff(head: &[u8]) -> Option<Format> {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use io360_common::model::{Status, Votes};
-use io360_store::api::{ImportedComment, WriteOp};
-use io360_store::{Db, StoreError};
+use io360_store::api::{Imported, ImportedComment, WriteOp};
+use io360_store::{Db, StoreClient, StoreError};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
@@ -26,6 +26,60 @@ use crate::{Body, Format, ImportError, Record, Records, State};
 
 /// Comments written to the store in one batch (one durable group).
 const BATCH: usize = 512;
+
+/// Bytes of sorted comments in one batch at most (a batch sent over HTTP is one request).
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Where an import writes: the store itself (the offline commands hold its data directory),
+/// or a running store through its client (logic's `POST /api/v1/admin/import`).
+pub trait Target: Sync {
+    /// What the store answers when it fails.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Writes a batch, oldest first per thread; idempotent on source ids.
+    fn import(
+        &self,
+        batch: Vec<ImportedComment>,
+    ) -> impl Future<Output = Result<Imported, Self::Error>> + Send;
+
+    /// Whether `thread` is closed to new comments.
+    fn closed(&self, thread: &str) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
+    /// Closes `thread` to new comments.
+    fn close(&self, thread: String) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl Target for Db {
+    type Error = StoreError;
+
+    async fn import(&self, batch: Vec<ImportedComment>) -> Result<Imported, StoreError> {
+        Db::import(self, batch).await
+    }
+
+    async fn closed(&self, thread: &str) -> Result<bool, StoreError> {
+        Ok(self.meta(thread.to_owned()).await?.closed)
+    }
+
+    async fn close(&self, thread: String) -> Result<(), StoreError> {
+        self.write(WriteOp::Close { thread }).await.map(|_| ())
+    }
+}
+
+impl Target for StoreClient {
+    type Error = io360_common::client::ClientError;
+
+    async fn import(&self, batch: Vec<ImportedComment>) -> Result<Imported, Self::Error> {
+        StoreClient::import(self, &batch).await
+    }
+
+    async fn closed(&self, thread: &str) -> Result<bool, Self::Error> {
+        Ok(self.meta(thread).await?.closed)
+    }
+
+    async fn close(&self, thread: String) -> Result<(), Self::Error> {
+        self.write(&WriteOp::Close { thread }).await.map(|_| ())
+    }
+}
 
 /// How records become io360 comments.
 pub struct Options<'a> {
@@ -95,9 +149,9 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Why an import stopped.
+/// Why an import stopped; `E` is the store's error (see [`Target`]).
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum LoadError<E: std::error::Error + 'static = StoreError> {
     /// The file is wrong at some place; what was imported before it stays.
     #[error(
         "{source}; nothing was written from this run (fix the file and run again: comments already imported are skipped)"
@@ -124,14 +178,14 @@ pub enum LoadError {
         /// Comments written before the failure.
         imported: u64,
         /// The store's error.
-        source: StoreError,
+        source: E,
     },
     /// The temporary sort space failed.
     #[error("the temporary sort space failed: {0}")]
     Scratch(String),
 }
 
-impl From<fjall::Error> for LoadError {
+impl<E: std::error::Error + 'static> From<fjall::Error> for LoadError<E> {
     fn from(e: fjall::Error) -> Self {
         LoadError::Scratch(e.to_string())
     }
@@ -182,13 +236,13 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 /// Reads `records` into a temporary sort, then writes them into `db`, calling `progress`
 /// about once a second with the counts so far. `bytes` reports how much of the file has been
 /// read.
-pub async fn load(
+pub async fn load<T: Target>(
     records: Records,
-    db: &Db,
+    db: &T,
     opts: &Options<'_>,
     bytes: &(dyn Fn() -> u64 + Sync),
     progress: &mut (dyn FnMut(&Summary) + Send),
-) -> Result<Summary, LoadError> {
+) -> Result<Summary, LoadError<T::Error>> {
     let started = Instant::now();
     let scratch = tempdir_in(opts.scratch)?;
     let sort = Database::builder(scratch.path())
@@ -225,9 +279,16 @@ pub async fn load(
     })?;
     drop(records);
     s.bytes = bytes();
+    // The sort's last memtables go to disk before the store's writing begins, so the two
+    // do not hold memory at once.
+    tokio::task::block_in_place(|| {
+        threads.rotate_memtable_and_wait()?;
+        comments.rotate_memtable_and_wait()
+    })?;
 
     // Pass 2: oldest first per thread, in batches through the store's writer.
     let mut batch = Vec::with_capacity(BATCH);
+    let mut batch_bytes = 0;
     let mut iter = comments.iter();
     loop {
         let next = tokio::task::block_in_place(|| iter.next());
@@ -236,9 +297,11 @@ pub async fn load(
             let (_, v) = kv.into_inner()?;
             let c: ImportedComment = serde_json::from_slice(&v)
                 .map_err(|e| LoadError::Scratch(format!("a sorted comment does not read: {e}")))?;
+            batch_bytes += v.len();
             batch.push(c);
         }
-        if batch.len() >= BATCH || (done && !batch.is_empty()) {
+        if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES || (done && !batch.is_empty()) {
+            batch_bytes = 0;
             let r = db
                 .import(std::mem::take(&mut batch))
                 .await
@@ -277,10 +340,8 @@ pub async fn load(
             imported: s.imported,
             source,
         };
-        if !db.meta(t.name.clone()).await.map_err(store)?.closed {
-            db.write(WriteOp::Close { thread: t.name })
-                .await
-                .map_err(store)?;
+        if !db.closed(&t.name).await.map_err(store)? {
+            db.close(t.name).await.map_err(store)?;
             s.closed += 1;
         }
     }
@@ -289,14 +350,14 @@ pub async fn load(
     Ok(s)
 }
 
-fn sort_pass(
+fn sort_pass<E: std::error::Error + 'static>(
     opts: &Options<'_>,
     records: &mut Records,
     threads: &Keyspace,
     comments: &Keyspace,
     s: &mut Summary,
     tick: &mut dyn FnMut(&Summary),
-) -> Result<(), LoadError> {
+) -> Result<(), LoadError<E>> {
     let format = opts.format;
     for record in records {
         let record = record.map_err(|source| LoadError::Read { source })?;
@@ -385,7 +446,9 @@ fn sort_pass(
 }
 
 /// A fresh directory under `root`, removed when dropped.
-fn tempdir_in(root: &Path) -> Result<tempfile::TempDir, LoadError> {
+fn tempdir_in<E: std::error::Error + 'static>(
+    root: &Path,
+) -> Result<tempfile::TempDir, LoadError<E>> {
     std::fs::create_dir_all(root)
         .map_err(|e| LoadError::Scratch(format!("cannot create {}: {e}", root.display())))?;
     tempfile::Builder::new()

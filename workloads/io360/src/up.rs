@@ -131,6 +131,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     logic.audit = audit.clone();
     logic.admin_token = Some(token.clone());
     logic.public_url = format!("http://{public_addr}");
+    // An uploaded import sorts next to the data it goes into.
+    logic
+        .import_scratch_dir
+        .get_or_insert_with(|| args.data_dir.clone());
     // Browsers reach logic through the frontend, which appends their address to this header.
     logic
         .trusted_proxy_header

@@ -75,10 +75,15 @@ impl Drop for Up {
 }
 
 async fn up(data: &Path) -> (Up, String) {
+    up_with(data, &[]).await
+}
+
+async fn up_with(data: &Path, env: &[(&str, &str)]) -> (Up, String) {
     let addr = free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_io360"))
         .args(["up", "--addr", &addr, "--data-dir"])
         .arg(data)
+        .envs(env.iter().copied())
         .env_remove("IO360_ADMIN_TOKEN")
         .env_remove("IO360_SIGNING_KEY")
         .env("IO360_NO_RATE_LIMITS", "true")
@@ -469,4 +474,327 @@ async fn a_remap_lists_then_moves_threads_and_up_shows_them_at_their_new_names()
         serde_json::json!([])
     );
     assert_eq!(list(&base, "/blog/1/").await["closed"], true);
+}
+
+/// A problem body's status, type and title.
+async fn problem(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(ct, "application/problem+json", "{body}");
+    (
+        status,
+        body["type"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned(),
+        body["title"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let bytes = std::fs::read(&file).unwrap();
+    let (_up, base) = up_with(&data, &[("IO360_IMPORT_MAX_BYTES", "1048576")]).await;
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let token = token.trim();
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v1/admin/import?from=disqus");
+
+    // Without the admin token nothing is read.
+    let r = http.post(&url).body(bytes.clone()).send().await.unwrap();
+    assert_eq!(problem(r).await.0, 401);
+
+    // The file, streamed from disk as a chunked upload.
+    let upload = |path: PathBuf| {
+        let url = url.clone();
+        async move {
+            let f = tokio::fs::File::open(path).await.unwrap();
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .header("x-io360-actor", "mover")
+                .body(reqwest::Body::from(f))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = upload(file.clone()).await;
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["comments"], 33, "{first}");
+    assert_eq!(first["imported"], 30, "{first}");
+    assert_eq!(
+        first["skipped"], 3,
+        "the same post twice in a thread: {first}"
+    );
+    assert_eq!(first["orphans"], 3, "{first}");
+    assert_eq!(first["closed"], 1, "{first}");
+    assert_eq!(first["bytes"], bytes.len(), "{first}");
+    let page = list(&base, "/posts/0/").await;
+    assert_eq!(page["comments"].as_array().unwrap().len(), 9, "{page}");
+
+    // Again: nothing new.
+    let r = upload(file.clone()).await;
+    assert_eq!(r.status(), 200);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["imported"], 0, "{again}");
+    assert_eq!(again["skipped"], 33, "{again}");
+    let page = list(&base, "/posts/0/").await;
+    assert_eq!(page["comments"].as_array().unwrap().len(), 9, "{page}");
+
+    // The last import is shown, with who ran it.
+    let status: Value = http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["import"]["running"], false, "{status}");
+    assert_eq!(status["import"]["actor"], "admin:mover", "{status}");
+    assert_eq!(status["import"]["summary"]["skipped"], 33, "{status}");
+
+    // A bad line is named, with the records read before it, and nothing of it is written.
+    let mut buf = Vec::new();
+    generate::remark42(&mut buf, 2, 10).unwrap();
+    let good = String::from_utf8(buf).unwrap();
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines[15] = "{\"id\": \"broken".to_owned();
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=remark42"))
+        .bearer_auth(token)
+        .body(lines.join("\n") + "\n")
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, title) = problem(r).await;
+    assert_eq!((status, kind.as_str()), (400, "import-invalid"), "{title}");
+    assert!(
+        title.contains("line 16") && title.contains("records read before it"),
+        "{title}"
+    );
+    let page = list(&base, "/r/0").await;
+    assert_eq!(page["comments"].as_array().map(Vec::len), Some(0), "{page}");
+    // Fixed, it imports.
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=remark42"))
+        .bearer_auth(token)
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let fixed: Value = r.json().await.unwrap();
+    assert_eq!(fixed["imported"], 20, "{fixed}");
+    let page = list(&base, "/r/0").await;
+    assert_eq!(
+        page["comments"].as_array().map(Vec::len),
+        Some(10),
+        "{page}"
+    );
+
+    // A file of another format than named.
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=wordpress"))
+        .bearer_auth(token)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, title) = problem(r).await;
+    assert_eq!((status, kind.as_str()), (415, "wrong-format"), "{title}");
+    assert!(title.contains("looks like a disqus export"), "{title}");
+
+    // Over the bound: 413, declared or not.
+    let mut big = bytes.clone();
+    big.resize(1536 * 1024, b' ');
+    let r = http
+        .post(&url)
+        .bearer_auth(token)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(r).await.0, 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let r = http
+        .post(&url)
+        .bearer_auth(token)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(r).await.0, 413);
+
+    // One import at a time: while one is being uploaded, another is refused, and the running
+    // one shows in the progress. (The upload cut at the bound above ends first.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: Value = http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["import"]["running"] == false {
+            assert!(s["import"]["error"].is_string(), "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cut upload never ended: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let held = tokio::spawn({
+        let http = http.clone();
+        let url = url.clone();
+        let token = token.to_owned();
+        async move {
+            http.post(&url)
+                .bearer_auth(token)
+                .header("x-io360-actor", "holder")
+                .body(reqwest::Body::wrap_stream(rx))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    use futures::SinkExt;
+    tx.send(Ok(bytes[..5000].to_vec())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: Value = http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["import"]["running"] == true && s["import"]["actor"] == "admin:holder" {
+            assert!(s["import"]["received"].as_u64().unwrap() >= 5000, "{s}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upload never showed as running: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = http
+        .post(&url)
+        .bearer_auth(token)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, kind, _) = problem(r).await;
+    assert_eq!((status, kind.as_str()), (409, "import-running"));
+    tx.send(Ok(bytes[5000..].to_vec())).await.unwrap();
+    drop(tx);
+    let r = held.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let third: Value = r.json().await.unwrap();
+    assert_eq!(third["skipped"], 33, "{third}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_and_an_export_are_in_the_audit_trail_with_who_and_what() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let (_up, base) = up(&data).await;
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let token = token.trim();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=disqus"))
+        .bearer_auth(token)
+        .header("x-io360-actor", "mover")
+        .body(std::fs::read(&file).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/api/v1/admin/import?from=remark42"))
+        .bearer_auth(token)
+        .body("{\"version\": 1, \"users\": [], \"posts\": []}\n{\"id\": \"broken\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let export = http
+        .get(format!("{base}/api/v1/admin/export"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!export.is_empty());
+
+    // The trail is read back through the logger's read API.
+    let events = |kind: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let v: Value = http
+                .get(format!("{base}/api/v1/admin/events"))
+                .query(&[("kind", kind)])
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["events"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (imported, exported) = loop {
+        let (i, e) = (events("site.imported").await, events("site.exported").await);
+        if i.len() >= 2 && !e.is_empty() {
+            break (i, e);
+        }
+        assert!(Instant::now() < deadline, "{i:?} {e:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let good = imported
+        .iter()
+        .find(|e| e["reason"] == "disqus")
+        .unwrap_or_else(|| panic!("{imported:?}"));
+    assert_eq!(good["actor"], "admin:mover", "{good}");
+    let detail = good["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("33 comments, 30 imported, 3 already imported"),
+        "{detail}"
+    );
+    let bad = imported
+        .iter()
+        .find(|e| e["reason"] == "remark42")
+        .unwrap_or_else(|| panic!("{imported:?}"));
+    assert_eq!(bad["actor"], "admin", "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("line 2"), "{bad}");
+    let detail = exported[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("3 threads, 30 comments, sent whole"),
+        "{detail}"
+    );
 }

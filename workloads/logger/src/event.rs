@@ -69,6 +69,13 @@ pub enum Kind {
     /// An author's personal data was exported on request.
     #[serde(rename = "author.exported")]
     AuthorExported,
+    /// A moderator imported another system's export into the site (`reason`: the format;
+    /// `detail`: the counts, or why it stopped).
+    #[serde(rename = "site.imported")]
+    SiteImported,
+    /// A moderator exported the whole site (`detail`: what the export held).
+    #[serde(rename = "site.exported")]
+    SiteExported,
     /// A tier started.
     #[serde(rename = "tier.started")]
     TierStarted,
@@ -99,6 +106,8 @@ impl Kind {
             Kind::BanLifted => "ban.lifted",
             Kind::AuthorErased => "author.erased",
             Kind::AuthorExported => "author.exported",
+            Kind::SiteImported => "site.imported",
+            Kind::SiteExported => "site.exported",
             Kind::TierStarted => "tier.started",
             Kind::TierStopped => "tier.stopped",
         }

@@ -100,6 +100,12 @@ enum KindRecord {
     AuthorErased,
     #[serde(rename = "author.exported")]
     AuthorExported,
+    // Added in format 2 without a new version: new kinds only add records older data never
+    // holds.
+    #[serde(rename = "site.imported")]
+    SiteImported,
+    #[serde(rename = "site.exported")]
+    SiteExported,
     #[serde(rename = "tier.started")]
     TierStarted,
     #[serde(rename = "tier.stopped")]
@@ -146,6 +152,8 @@ kinds!(
     BanLifted,
     AuthorErased,
     AuthorExported,
+    SiteImported,
+    SiteExported,
     TierStarted,
     TierStopped,
 );

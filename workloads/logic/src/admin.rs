@@ -45,9 +45,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/sources", get(by_source))
 }
 
+/// The import's routes: an upload lasts as long as the file takes, so they are served outside
+/// the API's request timeout, under a bound of their own (`IO360_IMPORT_TIMEOUT_SECS`).
+pub fn import_router() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/admin/import",
+        post(crate::import::upload).get(crate::import::status),
+    )
+}
+
 /// Proof that the request carries the admin token, and who says they are acting.
-struct Admin {
-    actor: String,
+pub(crate) struct Admin {
+    pub(crate) actor: String,
 }
 
 /// The header a moderator's name travels in.
@@ -650,7 +659,7 @@ async fn export(
 /// `GET /api/v1/admin/export`: everything the store holds, in io360's export format (versioned
 /// NDJSON, as `io360 export` writes it), streamed from the store a chunk at a time.
 async fn export_site(
-    _admin: Admin,
+    admin: Admin,
     State(s): State<AppState>,
 ) -> Result<axum::response::Response, Problem> {
     use axum::response::IntoResponse;
@@ -661,19 +670,45 @@ async fn export_site(
     let mut header = Vec::new();
     io360_import::io360::write_line(&mut header, &Header::current())
         .map_err(|e| Problem::internal(format!("encoding the export header: {e}")))?;
-    let lines = items.map(|item| {
-        let line = match item {
-            Ok(ExportItem::Thread(t)) => Line::Thread(ThreadLine {
-                thread: t.thread,
-                closed: t.closed,
-            }),
-            Ok(ExportItem::Comment(c)) => Line::Comment(Box::new((*c).into())),
-            Err(e) => return Err(std::io::Error::other(e.to_string())),
-        };
-        let mut out = Vec::with_capacity(512);
-        io360_import::io360::write_line(&mut out, &line)?;
-        Ok(bytes::Bytes::from(out))
-    });
+    let audit = ExportAudit {
+        state: s.clone(),
+        actor: admin.actor,
+        threads: 0,
+        comments: 0,
+        end: None,
+    };
+    let lines = futures::stream::unfold(
+        (items.boxed(), audit),
+        |(mut items, mut audit)| async move {
+            let line = match items.next().await {
+                // The audit is dropped here, having seen the end.
+                None => {
+                    audit.end.get_or_insert_with(|| "sent whole".to_owned());
+                    return None;
+                }
+                Some(Ok(ExportItem::Thread(t))) => {
+                    audit.threads += 1;
+                    Line::Thread(ThreadLine {
+                        thread: t.thread,
+                        closed: t.closed,
+                    })
+                }
+                Some(Ok(ExportItem::Comment(c))) => {
+                    audit.comments += 1;
+                    Line::Comment(Box::new((*c).into()))
+                }
+                Some(Err(e)) => {
+                    audit.end = Some(format!("stopped: {e}"));
+                    let stop = Err(std::io::Error::other(e.to_string()));
+                    return Some((stop, (futures::stream::empty().boxed(), audit)));
+                }
+            };
+            let mut out = Vec::with_capacity(512);
+            let line =
+                io360_import::io360::write_line(&mut out, &line).map(|()| bytes::Bytes::from(out));
+            Some((line, (items, audit)))
+        },
+    );
     let body = futures::stream::once(async move { Ok(bytes::Bytes::from(header)) }).chain(lines);
     Ok((
         [
@@ -686,6 +721,33 @@ async fn export_site(
         axum::body::Body::from_stream(body),
     )
         .into_response())
+}
+
+/// Records a site export in the trail once its stream is done with (sent whole, failed, or
+/// dropped by a client that left), with what it held.
+struct ExportAudit {
+    state: AppState,
+    actor: String,
+    threads: u64,
+    comments: u64,
+    /// How the stream ended; `None`: the client left before the end.
+    end: Option<String>,
+}
+
+impl Drop for ExportAudit {
+    fn drop(&mut self) {
+        let end = self
+            .end
+            .take()
+            .unwrap_or_else(|| "cut short: the client left".to_owned());
+        let detail = format!(
+            "{} threads, {} comments, {end}",
+            self.threads, self.comments
+        );
+        self.state
+            .audit
+            .emit(audit::event(Kind::SiteExported, &self.actor).detail(detail));
+    }
 }
 
 #[derive(Debug, Deserialize)]

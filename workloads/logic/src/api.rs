@@ -39,7 +39,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 200;
 /// the frontend's credential: a process that reaches logic's port directly gets 401, and the
 /// client address the frontend forwards can be believed. `/api/v1/status` also answers
 /// longpoll, which tells open pages when comments are suspended.
-pub fn router(state: AppState, verifier: &Verifier) -> Router {
+pub fn router(
+    state: AppState,
+    verifier: &Verifier,
+    limits: &io360_common::limits::Limits,
+) -> Router {
     let cors = cors(&state.config.allowed_origins);
     let routes = Router::new()
         .route("/api/v1/comments", get(list).post(create))
@@ -56,14 +60,28 @@ pub fn router(state: AppState, verifier: &Verifier) -> Router {
         .merge(io360_console::router());
     // Longpoll asks whether comments are suspended, to tell every open page at once.
     let status_route = Router::new().route("/api/v1/status", get(status));
-    verifier
+    let limited = verifier
         .guard(&["frontend"], routes)
         .merge(verifier.guard(&["frontend", "longpoll"], status_route))
+        .with_state(state.clone());
+    // An import's upload takes as long as the file does: its own time bound, not the API's.
+    let import = io360_common::limits::Limits {
+        max_in_flight: 8,
+        request_timeout_secs: state.config.import_timeout_secs as f64,
+    }
+    .apply(
+        "logic",
+        verifier
+            .guard(&["frontend"], crate::admin::import_router())
+            .with_state(state.clone()),
+    );
+    limits
+        .apply("logic", limited)
+        .merge(import)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(cors)
-        .with_state(state)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -11,6 +11,7 @@ mod api;
 mod atom;
 mod audit;
 mod cache;
+mod import;
 mod limits;
 mod render;
 mod state;
@@ -130,6 +131,22 @@ pub struct Config {
     #[arg(long, env = "IO360_CONTROL_NAMESPACE")]
     pub control_namespace: Option<String>,
 
+    /// The largest upload `POST /api/v1/admin/import` takes, in bytes (the frontend, where it
+    /// forwards the upload, reads the same setting).
+    #[arg(long, env = "IO360_IMPORT_MAX_BYTES", default_value_t = DEFAULT_IMPORT_MAX_BYTES)]
+    pub import_max_bytes: u64,
+
+    /// The longest an import's request may take, upload and writing, in seconds (in place of
+    /// the API's request timeout, which would cut a large upload).
+    #[arg(long, env = "IO360_IMPORT_TIMEOUT_SECS", default_value_t = DEFAULT_IMPORT_TIMEOUT_SECS)]
+    pub import_timeout_secs: u64,
+
+    /// Where an import sorts its comments (and keeps an uploaded Isso database) while it
+    /// runs: about the size of the upload at most, removed at the end. Default: the system's
+    /// temporary directory.
+    #[arg(long, env = "IO360_IMPORT_SCRATCH_DIR")]
+    pub import_scratch_dir: Option<std::path::PathBuf>,
+
     /// Where audit events go.
     #[command(flatten)]
     pub audit: io360_logger::ShipperConfig,
@@ -144,7 +161,20 @@ pub struct Config {
     pub tier_auth: io360_common::auth::TierAuthConfig,
 }
 
+/// The default bound of an import's upload: 4 GiB.
+pub const DEFAULT_IMPORT_MAX_BYTES: u64 = 4 << 30;
+
+/// The default bound of an import's request: 4 hours.
+pub const DEFAULT_IMPORT_TIMEOUT_SECS: u64 = 4 * 3600;
+
 impl Config {
+    /// Where an import's scratch files go.
+    pub fn import_scratch_dir(&self) -> std::path::PathBuf {
+        self.import_scratch_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
     /// Reads the admin token from `admin_token_file` when no token was given directly.
     pub fn read_admin_token_file(&mut self) -> Result<(), String> {
         if self.admin_token.is_none()
@@ -171,6 +201,11 @@ impl Config {
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err("IO360_ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        if self.import_max_bytes == 0 || self.import_timeout_secs == 0 {
+            return Err(
+                "IO360_IMPORT_MAX_BYTES and IO360_IMPORT_TIMEOUT_SECS must be at least 1".into(),
+            );
         }
         if self.max_text_bytes == 0 {
             return Err("IO360_MAX_TEXT_BYTES must be at least 1".into());
@@ -245,7 +280,7 @@ pub async fn serve(
     audit
         .around(async move {
             state.start_background(shutdown.clone(), telemetry.ready.clone());
-            let router = telemetry.instrument(limits.apply("logic", api::router(state, &verifier)));
+            let router = telemetry.instrument(api::router(state, &verifier, &limits));
             io360_common::serve::serve("logic", listener, router, shutdown).await
         })
         .await?;

@@ -43,6 +43,8 @@ pub struct Shared {
     pub audit: io360_logger::Shipper,
     /// Banned authors and address ranges, refreshed from store.
     pub bans: crate::audit::BanList,
+    /// The import slot and the running import's progress.
+    pub imports: crate::import::Imports,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             audit,
             bans: crate::audit::BanList::default(),
+            imports: crate::import::Imports::new(),
             store: StoreClient::new(&config.store_url, credential),
             keys: Keys::new(secret.as_bytes()),
             cache,

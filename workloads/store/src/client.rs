@@ -113,6 +113,14 @@ impl StoreClient {
         Ok(a.approved)
     }
 
+    /// Writes a batch of imported comments (see `POST /store/v1/import`); returns once durable.
+    pub async fn import(
+        &self,
+        batch: &[crate::api::ImportedComment],
+    ) -> Result<crate::api::Imported, ClientError> {
+        self.inner.post("/store/v1/import", batch).await
+    }
+
     /// The id of the comment imported under `source` (`disqus:12`), if any.
     pub async fn by_source(&self, source: &str) -> Result<Option<u64>, ClientError> {
         let m: crate::api::SourceMatch = self

@@ -17,6 +17,7 @@
 //! | `GET /store/v1/search?thread&author&text&status&before&limit` | comments, newest first |
 //! | `GET /store/v1/author/comments?key` | every comment of an author, private fields included |
 //! | `POST /store/v1/author/erase` | `{authorKey}`: deletes and scrubs every comment of an author |
+//! | `POST /store/v1/import` | a batch of [`ImportedComment`](crate::api::ImportedComment)s, oldest first per thread → [`Imported`](crate::api::Imported) once durable |
 //! | `GET /store/v1/source?source` | the id of the comment imported under a source id (`disqus:12`) |
 //! | `GET /store/v1/export` | every thread, then every comment with its private fields and source ids, as NDJSON [`ExportItem`](crate::api::ExportItem)s from one snapshot |
 //!
@@ -134,6 +135,21 @@ async fn source(
     }))
 }
 
+/// The largest batch of imported comments taken in one request: logic sends at most about
+/// 4 MiB, and one comment may be large.
+const MAX_IMPORT_BATCH: usize = 64 << 20;
+
+async fn import(
+    State(s): State<AppState>,
+    Json(mut batch): Json<Vec<crate::api::ImportedComment>>,
+) -> Result<axum::Json<crate::api::Imported>, Problem> {
+    // As for any write: no HTML is kept that the sanitizer would not have let through.
+    for c in &mut batch {
+        c.html = sanitize(&c.html);
+    }
+    Ok(axum::Json(s.db.import(batch).await?))
+}
+
 #[derive(Clone)]
 struct AppState {
     db: Arc<Engine>,
@@ -156,7 +172,11 @@ pub fn router(db: Arc<Engine>, shutdown: Shutdown, verifier: &Verifier) -> Route
         .route("/store/v1/author/comments", get(author_comments))
         .route("/store/v1/author/erase", post(erase_author))
         .route("/store/v1/export", get(export))
-        .route("/store/v1/source", get(source));
+        .route("/store/v1/source", get(source))
+        .route(
+            "/store/v1/import",
+            post(import).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BATCH)),
+        );
     let feed = Router::new()
         .route("/store/v1/feed", get(feed))
         .route("/store/v1/position", get(position));

@@ -407,6 +407,58 @@ loaders.audit = () => loadAudit(false);
 
 // ---- wiring ----
 
+// ---- import ----
+
+function importLine(i) {
+  if (!i) return 'No import since logic started.';
+  const s = i.summary;
+  const mib = (i.received / 1048576).toFixed(1);
+  const counts = `${s.records} records, ${mib} MiB received: ${s.threads} threads, ${s.comments} comments, ` +
+    `${s.imported} imported, ${s.skipped} already imported`;
+  if (i.running) return `Importing ${i.format} (by ${i.actor}, since ${when(i.started)}): ${counts}`;
+  if (i.error) return `The ${i.format} import by ${i.actor} stopped: ${i.error}`;
+  return `The ${i.format} import by ${i.actor} finished in ${s.elapsed} s: ${counts}, ` +
+    `${s.orphans} without their parent, ${s.closed} threads closed.`;
+}
+
+let importTimer = null;
+
+async function loadImport() {
+  clearTimeout(importTimer);
+  try {
+    const { import: i } = await api('GET', '/api/v1/admin/import');
+    $('#import-progress').textContent = importLine(i);
+    if (i && i.running && !$('#panel-import').hidden) importTimer = setTimeout(loadImport, 1000);
+  } catch (e) {
+    $('#import-progress').textContent = `Cannot read the import's progress: ${e.message}`;
+  }
+}
+loaders.import = loadImport;
+
+async function upload(ev) {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  const file = form.get('file');
+  const from = form.get('from');
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN) || ''}` };
+  const actor = sessionStorage.getItem(ACTOR);
+  if (actor) headers['X-IO360-Actor'] = actor;
+  say(`Uploading ${file.name}…`);
+  importTimer = setTimeout(loadImport, 1000);
+  try {
+    // The file is the body, sent as the browser reads it.
+    const res = await fetch(`/api/v1/admin/import?from=${encodeURIComponent(from)}`, {
+      method: 'POST', headers, body: file,
+    });
+    const data = await res.json().catch(() => null);
+    if (!res.ok) throw new ApiError(res.status, data);
+    say(`Imported ${file.name}: ${data.imported} comments written, ${data.skipped} already there.`);
+  } catch (e) {
+    say(`The import of ${file.name} failed: ${e.message}`, true);
+  }
+  loadImport();
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   $('#login-form').addEventListener('submit', login);
   $('#logout').addEventListener('click', () => logout('Logged out.'));
@@ -424,6 +476,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#ban-email-form').addEventListener('submit', (ev) => ban(ev, 'email'));
   $('#audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); loadAudit(false); });
   $('#audit-more').addEventListener('click', () => loadAudit(true));
+  $('#import-form').addEventListener('submit', upload);
   const actor = sessionStorage.getItem(ACTOR);
   if (actor) $('#actor').value = actor;
   if (sessionStorage.getItem(TOKEN)) enter(); else $('#token').focus();
