@@ -53,6 +53,7 @@ pub fn router(state: AppState, verifier: &Verifier) -> Router {
         .route("/api/v1/preview", post(preview))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
+        .merge(crate::notify::router())
         .merge(io360_console::router());
     // Longpoll asks whether comments are suspended, to tell every open page at once.
     let status_route = Router::new().route("/api/v1/status", get(status));
@@ -204,7 +205,7 @@ struct Posted {
 }
 
 /// Counts a write against the client's rate limit; a refusal is counted in the audit trail.
-fn limit_writes(s: &AppState, ip: IpAddr) -> Result<(), Problem> {
+pub(crate) fn limit_writes(s: &AppState, ip: IpAddr) -> Result<(), Problem> {
     s.writes.check(ip).inspect_err(|_| {
         s.audit.reject(Kind::RateLimitRejected, ip, "writes");
     })

@@ -43,6 +43,8 @@ pub struct Shared {
     pub audit: io360_logger::Shipper,
     /// Banned authors and address ranges, refreshed from store.
     pub bans: crate::audit::BanList,
+    /// The notify tier, when the site sends email notifications.
+    pub notify: Option<io360_notify::NotifyClient>,
 }
 
 impl AppState {
@@ -89,6 +91,10 @@ impl AppState {
         AppState(Arc::new(Shared {
             audit,
             bans: crate::audit::BanList::default(),
+            notify: config
+                .notify_url
+                .as_deref()
+                .map(|u| io360_notify::NotifyClient::new(u, credential.clone())),
             store: StoreClient::new(&config.store_url, credential),
             keys: Keys::new(secret.as_bytes()),
             cache,

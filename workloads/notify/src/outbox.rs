@@ -138,6 +138,12 @@ fn row_key(email: &str, event: &str) -> Vec<u8> {
     format!("{}\0{event}", email.to_ascii_lowercase()).into_bytes()
 }
 
+fn address_key(email: &str, sub: &[u8]) -> Vec<u8> {
+    let mut k = format!("{}\0", email.to_ascii_lowercase()).into_bytes();
+    k.extend_from_slice(sub);
+    k
+}
+
 fn sent_key(event: &str, email: &str) -> Vec<u8> {
     format!("{event}\0{}", email.to_ascii_lowercase()).into_bytes()
 }
@@ -150,6 +156,8 @@ pub struct Outbox {
     rows: Keyspace,
     sent: Keyspace,
     meta: Keyspace,
+    /// Address → the keys of its subscriptions, for the per-address cap, export and erase.
+    addresses: Keyspace,
 }
 
 const CURSOR: &[u8] = b"cursor";
@@ -174,6 +182,7 @@ impl Outbox {
             rows: ks("outbox")?,
             sent: ks("sent")?,
             meta: ks("meta")?,
+            addresses: ks("addresses")?,
             db,
         })
     }
@@ -230,6 +239,7 @@ impl Outbox {
             },
         };
         let mut batch = self.db.batch();
+        batch.insert(&self.addresses, address_key(&sub.email, &sub.key()), b"");
         batch.insert(
             &self.subs,
             sub.key(),
@@ -245,6 +255,44 @@ impl Outbox {
         batch.commit()?;
         self.sync()?;
         Ok(true)
+    }
+
+    /// Every subscription of one address.
+    pub fn subscriptions_of(&self, email: &str) -> Result<Vec<Subscription>, OutboxError> {
+        let prefix = format!("{}\0", email.to_ascii_lowercase());
+        let mut out = Vec::new();
+        for kv in self.addresses.prefix(prefix.as_bytes()) {
+            let (k, _) = kv.into_inner()?;
+            if let Some(v) = self.subs.get(&k[prefix.len()..])? {
+                out.push(decode("subscription", &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Erases everything kept about an address: its subscriptions, its queued rows (even
+    /// those being sent: an erased address is mailed nothing more) and its entries in the
+    /// sent log. Answers how many subscriptions there were.
+    pub fn erase(&self, email: &str) -> Result<usize, OutboxError> {
+        let subs = self.subscriptions_of(email)?;
+        let mut batch = self.db.batch();
+        for sub in &subs {
+            batch.remove(&self.subs, sub.key());
+            batch.remove(&self.addresses, address_key(email, &sub.key()));
+        }
+        for row in self.rows_of(email)? {
+            batch.remove(&self.rows, row_key(&row.email, &row.event));
+        }
+        let suffix = format!("\0{}", email.to_ascii_lowercase());
+        for kv in self.sent.iter() {
+            let k = kv.key()?;
+            if k.ends_with(suffix.as_bytes()) {
+                batch.remove(&self.sent, k.to_vec());
+            }
+        }
+        batch.commit()?;
+        self.sync()?;
+        Ok(subs.len())
     }
 
     /// Marks a subscription confirmed. Answers false when there is no such subscription
@@ -265,6 +313,10 @@ impl Outbox {
     pub fn unsubscribe(&self, thread: &str, scope: &Scope, email: &str) -> Result<(), OutboxError> {
         let mut batch = self.db.batch();
         batch.remove(&self.subs, sub_key(thread, scope, email));
+        batch.remove(
+            &self.addresses,
+            address_key(email, &sub_key(thread, scope, email)),
+        );
         for row in self.rows_of(email)? {
             let ours = match &row.item {
                 Item::Reply { thread: t, sub, .. } => t == thread && sub == scope,
@@ -349,7 +401,11 @@ impl Outbox {
             batch.insert(&self.meta, CURSOR, change.pos.to_be_bytes());
         }
         batch.commit()?;
-        self.sync()?;
+        // Rows are made durable before the feed moves on. A change that queued nothing need
+        // not be: replayed after a crash, it queues nothing again.
+        if queued > 0 {
+            self.sync()?;
+        }
         Ok(queued)
     }
 

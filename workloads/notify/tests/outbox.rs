@@ -245,7 +245,7 @@ async fn a_mail_server_down_for_a_while_delays_and_loses_nothing() {
             .unwrap();
         outbox.confirm("/t", &Scope::Replies(1), who).unwrap();
     }
-    mail.down();
+    mail.down().await;
     let (_stop, wake, metrics, _task) = start_sender(&outbox, &mail, Duration::from_secs(0));
     for id in 2..5 {
         outbox
@@ -326,6 +326,33 @@ async fn a_send_interrupted_by_a_crash_goes_again_under_the_same_message_id() {
     assert_eq!(
         outbox
             .apply(&change(1, "/t", 1, None, Status::Approved), now())
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_address_keeps_nothing_and_is_mailed_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path()).unwrap();
+    outbox
+        .subscribe(sub("e@site.test", "/t", Scope::Thread), now())
+        .unwrap();
+    outbox
+        .subscribe(sub("e@site.test", "/u", Scope::Replies(3)), now())
+        .unwrap();
+    outbox.confirm("/t", &Scope::Thread, "e@site.test").unwrap();
+    outbox
+        .apply(&change(1, "/t", 1, None, Status::Approved), now())
+        .unwrap();
+    let kept = outbox.subscriptions_of("E@site.test").unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(outbox.erase("e@site.test").unwrap(), 2);
+    assert!(outbox.subscriptions_of("e@site.test").unwrap().is_empty());
+    assert!(outbox.rows_of("e@site.test").unwrap().is_empty());
+    assert_eq!(
+        outbox
+            .apply(&change(2, "/t", 2, None, Status::Approved), now())
             .unwrap(),
         0
     );

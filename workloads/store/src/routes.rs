@@ -159,7 +159,7 @@ pub fn router(db: Arc<Db>, shutdown: Shutdown, verifier: &Verifier) -> Router {
     let sync = Router::new().route("/store/v1/changes", get(changes));
     verifier
         .guard(&["logic"], logic)
-        .merge(verifier.guard(&["sync", "logic"], feed))
+        .merge(verifier.guard(&["sync", "logic", "notify"], feed))
         .merge(verifier.guard(&["sync"], sync))
         .with_state(AppState { db, shutdown })
 }

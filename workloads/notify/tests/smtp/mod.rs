@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -71,6 +72,9 @@ impl Received {
 pub struct MailServer {
     pub port: u16,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// When set, a message is kept but its `250` is never answered: the state of a server
+    /// that took a message just before its client died.
+    pub stall: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -82,23 +86,34 @@ impl MailServer {
         let mut s = MailServer {
             port,
             received: Arc::default(),
+            stall: Arc::default(),
             task: None,
         };
-        s.task = Some(tokio::spawn(accept(listener, s.received.clone())));
+        s.task = Some(tokio::spawn(accept(
+            listener,
+            s.received.clone(),
+            s.stall.clone(),
+        )));
         s
     }
 
     /// Stops listening: connections are refused until [`MailServer::up`].
-    pub fn down(&mut self) {
+    pub async fn down(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            // The listener closes when the aborted task is dropped: wait for that.
+            let _ = t.await;
         }
     }
 
     /// Listens again on the same port.
     pub async fn up(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.task = Some(tokio::spawn(accept(listener, self.received.clone())));
+        self.task = Some(tokio::spawn(accept(
+            listener,
+            self.received.clone(),
+            self.stall.clone(),
+        )));
     }
 
     pub fn url(&self) -> String {
@@ -119,21 +134,31 @@ impl MailServer {
 
 impl Drop for MailServer {
     fn drop(&mut self) {
-        self.down();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 
-async fn accept(listener: TcpListener, received: Arc<Mutex<Vec<Received>>>) {
+async fn accept(
+    listener: TcpListener,
+    received: Arc<Mutex<Vec<Received>>>,
+    stall: Arc<AtomicBool>,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             return;
         };
-        conns.spawn(session(sock, received.clone()));
+        conns.spawn(session(sock, received.clone(), stall.clone()));
     }
 }
 
-async fn session(sock: tokio::net::TcpStream, received: Arc<Mutex<Vec<Received>>>) {
+async fn session(
+    sock: tokio::net::TcpStream,
+    received: Arc<Mutex<Vec<Received>>>,
+    stall: Arc<AtomicBool>,
+) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
     let _ = w.write_all(b"220 mail.test ESMTP\r\n").await;
@@ -180,6 +205,9 @@ async fn session(sock: tokio::net::TcpStream, received: Arc<Mutex<Vec<Received>>
                 rcpt: std::mem::take(&mut rcpt),
                 data,
             });
+            if stall.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             b"250 queued\r\n"
         } else if cmd.starts_with("RSET") {
             rcpt.clear();

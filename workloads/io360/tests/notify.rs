@@ -1,0 +1,369 @@
+//! Reply notifications under `io360 up`, against a mail server on loopback that the test
+//! reads: a subscription is confirmed before anything is sent, replies arrive as one digest,
+//! one-click unsubscribe is honoured, bad input is refused with nothing sent, a mail server
+//! that is down delays and loses nothing, and `kill -9` in the middle of a send loses nothing
+//! and delivers nothing twice (a message the server took just before the kill is sent again
+//! under the same `Message-ID`, which is how a receiver drops the copy).
+
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
+mod common;
+#[path = "../../notify/tests/smtp/mod.rs"]
+mod smtp;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use smtp::MailServer;
+
+struct Up(Child);
+
+impl Up {
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn up(addr: &str, data: &Path, mail: &MailServer) -> Up {
+    let child = Command::new(env!("CARGO_BIN_EXE_io360"))
+        .args(["up", "--addr", addr, "--data-dir"])
+        .arg(data)
+        .env("IO360_LOG", "warn")
+        .env("IO360_SMTP_URL", mail.url())
+        .env("IO360_NOTIFY_FROM", "Comments <comments@site.test>")
+        .env("IO360_NOTIFY_DIGEST_SECS", "3")
+        .env("IO360_NO_RATE_LIMITS", "true")
+        .env("IO360_LONGPOLL_HOLD_SECS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    common::wait_ready(
+        &reqwest::Client::new(),
+        &format!("http://{addr}/api/v1/status"),
+    )
+    .await;
+    Up(child)
+}
+
+async fn post(http: &reqwest::Client, base: &str, thread: &str, body: Value) -> Value {
+    for _ in 0..100 {
+        let r = http
+            .post(format!("{base}/api/v1/comments?thread={thread}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            return r.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the post was never accepted");
+}
+
+async fn subscribe(http: &reqwest::Client, base: &str, body: Value) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}/api/v1/notifications/subscribe"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    common::status_json(r).await
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    for _ in 0..secs * 20 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The first link to `/api/v1/notifications/{action}` in a text, as a path and query.
+fn link(text: &str, action: &str) -> String {
+    let needle = format!("/api/v1/notifications/{action}?token=");
+    let at = text
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {action} link in:\n{text}"));
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '?' | '='))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_in_digest_and_one_click_unsubscribe_under_io360_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = MailServer::start().await;
+    let addr = common::free_addr().to_string();
+    let _up = up(&addr, &dir.path().join("data"), &mail).await;
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+
+    let root = post(
+        &http,
+        &base,
+        "/post",
+        json!({"text": "the root", "author": "Ann"}),
+    )
+    .await;
+    let root_id = root["comment"]["id"].as_u64().unwrap();
+
+    // Bad input: a clear 4xx, and nothing sent.
+    for (email, field) in [
+        ("not-an-address", "email"),
+        ("a@site.test\r\nBcc: victim@else.test", "email"),
+        ("a@site.test", "thread"),
+    ] {
+        let thread = if field == "thread" { "" } else { "/post" };
+        let (status, body) =
+            subscribe(&http, &base, json!({"email": email, "thread": thread})).await;
+        assert_eq!(status, 400, "{email:?}: {body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+
+    let (status, body) = subscribe(
+        &http,
+        &base,
+        json!({"email": "reader@site.test", "thread": "/post", "comment": root_id}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("pending")),
+        "{body}"
+    );
+    wait_for("the confirmation", 10, || {
+        mail.to("reader@site.test").len() == 1
+    })
+    .await;
+    let confirmation = mail.to("reader@site.test").remove(0);
+    let confirm = link(&confirmation.body(), "confirm");
+
+    // Not yet confirmed: a reply sends nothing.
+    post(
+        &http,
+        &base,
+        "/post",
+        json!({"text": "early reply", "parent": root_id}),
+    )
+    .await;
+    // Opening the link (as a mail scanner would) shows a form and confirms nothing.
+    let page = http.get(format!("{base}{confirm}")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<form method=\"post\""), "{html}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        mail.to("reader@site.test").len(),
+        1,
+        "{:?}",
+        mail.messages()
+    );
+
+    let r = http.post(format!("{base}{confirm}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // A flood of subscriptions in someone else's name: a few confirmations, then 429.
+    let mut refused = 0;
+    for i in 0..8 {
+        let (status, _) = subscribe(
+            &http,
+            &base,
+            json!({"email": "victim@site.test", "thread": format!("/flood/{i}")}),
+        )
+        .await;
+        if status == 429 {
+            refused += 1;
+        } else {
+            assert_eq!(status, 202);
+        }
+    }
+    assert_eq!(refused, 3);
+
+    // Three replies in the window: one digest.
+    for n in 1..=3 {
+        post(
+            &http,
+            &base,
+            "/post",
+            json!({"text": format!("reply number {n}"), "author": "Bob", "parent": root_id}),
+        )
+        .await;
+    }
+    // A comment that is not a reply to the root: not for this subscription.
+    post(&http, &base, "/post", json!({"text": "unrelated"})).await;
+    wait_for("the digest", 15, || mail.to("reader@site.test").len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let messages = mail.to("reader@site.test");
+    assert_eq!(messages.len(), 2, "one digest, not three emails");
+    let digest = &messages[1];
+    let body = digest.body();
+    for n in 1..=3 {
+        assert!(body.contains(&format!("reply number {n}")), "{body}");
+    }
+    assert!(
+        !body.contains("early reply") && !body.contains("unrelated"),
+        "{body}"
+    );
+    assert_eq!(
+        digest.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let unsubscribe = link(&digest.header("List-Unsubscribe").unwrap(), "unsubscribe");
+
+    // What a mail client's one-click unsubscribe sends (RFC 8058).
+    let r = http
+        .post(format!("{base}{unsubscribe}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    post(
+        &http,
+        &base,
+        "/post",
+        json!({"text": "after", "parent": root_id}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        mail.to("reader@site.test").len(),
+        2,
+        "{:?}",
+        mail.messages()
+    );
+    // An altered link is refused.
+    let r = http
+        .post(format!("{base}{}x", unsubscribe))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The flood's victim got five confirmations, nothing else.
+    assert_eq!(mail.to("victim@site.test").len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_server_down_then_kill_9_mid_send_loses_nothing_and_sends_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut mail = MailServer::start().await;
+    let addr = common::free_addr().to_string();
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let mut io360 = up(&addr, &data, &mail).await;
+
+    let readers = ["one@site.test", "two@site.test"];
+    for r in readers {
+        let (status, _) = subscribe(&http, &base, json!({"email": r, "thread": "/busy"})).await;
+        assert_eq!(status, 202);
+    }
+    wait_for("confirmations", 10, || {
+        readers.iter().all(|r| mail.to(r).len() == 1)
+    })
+    .await;
+    for r in readers {
+        let c = link(&mail.to(r)[0].body(), "confirm");
+        let res = http.post(format!("{base}{c}")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    // The mail server goes away; comments keep coming and are accepted at once.
+    mail.down().await;
+    for n in 0..6 {
+        let started = std::time::Instant::now();
+        post(
+            &http,
+            &base,
+            "/busy",
+            json!({"text": format!("busy comment {n}")}),
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a post waited for mail"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // It comes back, but takes a message and dies before saying so; io360 is killed -9
+    // while it waits for the answer.
+    mail.stall.store(true, Ordering::SeqCst);
+    mail.up().await;
+    wait_for("a message in flight", 30, || {
+        mail.messages().len() > readers.len()
+    })
+    .await;
+    io360.kill9();
+    mail.down().await;
+    mail.stall.store(false, Ordering::SeqCst);
+    mail.up().await;
+
+    // Restarted: everything queued arrives.
+    let _io360 = up(&addr, &data, &mail).await;
+    let all_there = || {
+        readers.iter().all(|r| {
+            let bodies: String = mail.to(r).iter().map(|m| m.body()).collect();
+            (0..6).all(|n| bodies.contains(&format!("busy comment {n}\r\n")))
+        })
+    };
+    wait_for("every comment to every reader", 60, all_there).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+
+    // The message the server took before the kill went again, under its own Message-ID.
+    let copies: usize = readers
+        .iter()
+        .map(|r| {
+            let ids: Vec<String> = mail
+                .to(r)
+                .iter()
+                .filter(|m| m.body().contains("busy comment"))
+                .map(|m| m.header("Message-ID").unwrap())
+                .collect();
+            ids.len() - ids.iter().collect::<BTreeSet<_>>().len()
+        })
+        .sum();
+    assert_eq!(copies, 1, "{:?}", mail.messages());
+    for r in readers {
+        let digests: Vec<_> = mail
+            .to(r)
+            .into_iter()
+            .filter(|m| m.body().contains("busy comment"))
+            .collect();
+        // A comment appears in two messages only as the same message sent again.
+        let ids: BTreeSet<String> = digests
+            .iter()
+            .map(|m| m.header("Message-ID").unwrap())
+            .collect();
+        for n in 0..6 {
+            let carrying: BTreeSet<String> = digests
+                .iter()
+                .filter(|m| m.body().contains(&format!("busy comment {n}\r\n")))
+                .map(|m| m.header("Message-ID").unwrap())
+                .collect();
+            assert_eq!(
+                carrying.len(),
+                1,
+                "{r}: comment {n} in messages {carrying:?}"
+            );
+        }
+        assert!(!ids.is_empty());
+    }
+}
