@@ -258,6 +258,33 @@ async fn opt_in_digest_and_one_click_unsubscribe_under_io360_up() {
     assert_eq!(r.status(), 400);
     // The flood's victim got five confirmations, nothing else.
     assert_eq!(mail.to("victim@site.test").len(), 5);
+
+    // An address is personal data: an author's export and erase cover its subscriptions.
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    let admin = |path: &str| {
+        http.post(format!("{base}/api/v1/admin/authors/{path}"))
+            .bearer_auth(token.trim())
+            .json(&json!({"email": "Victim@site.test"}))
+    };
+    let (status, body) = common::status_json(admin("export").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["subscriptions"].as_array().unwrap().len(), 5, "{body}");
+    let (status, body) = common::status_json(admin("erase").send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["subscriptions"].as_u64()),
+        (200, Some(5)),
+        "{body}"
+    );
+    let (_, body) = common::status_json(admin("export").send().await.unwrap()).await;
+    assert_eq!(body["subscriptions"], json!([]), "{body}");
+    // Erased, the address may ask again: it is a new subscription, not a sixth pending one.
+    let (status, _) = subscribe(
+        &http,
+        &base,
+        json!({"email": "victim@site.test", "thread": "/again"}),
+    )
+    .await;
+    assert_eq!(status, 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
