@@ -169,6 +169,13 @@ for action, page_summary, act_summary in [
                "description": off + " An altered link answers 400 (invalid-link); an expired confirmation link 400 (expired-link).",
                "responses": {**html_page, **problems(400, 404, 429, 503)}}}
 
+paths["/api/v1/notifications/moderate"] = {
+  "get": {"operationId": "moderatePage", "summary": "A page with a button that uses a moderator's approve or delete link (opening the link changes nothing)", "description": off, "tags": ["notifications"], "parameters": [token_q],
+          "responses": {**html_page, **problems(400, 404, 429, 503)}},
+  "post": {"operationId": "moderate", "summary": "Approve or delete a held comment with a moderator's link from a notification email; each link works once and expires after 3 days", "tags": ["notifications"], "parameters": [token_q],
+           "description": off + " A link used before answers 410 (link-used); an altered one 400 (invalid-link), an expired one 400 (expired-link).",
+           "responses": {**html_page, **problems(400, 404, 410, 429, 503)}}}
+
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "io360 comments API", "version": "1",

@@ -36,6 +36,10 @@ impl Drop for Up {
 }
 
 async fn up(addr: &str, data: &Path, mail: &MailServer) -> Up {
+    up_with(addr, data, mail, &[]).await
+}
+
+async fn up_with(addr: &str, data: &Path, mail: &MailServer, env: &[(&str, &str)]) -> Up {
     let child = Command::new(env!("CARGO_BIN_EXE_io360"))
         .args(["up", "--addr", addr, "--data-dir"])
         .arg(data)
@@ -45,6 +49,7 @@ async fn up(addr: &str, data: &Path, mail: &MailServer) -> Up {
         .env("IO360_NOTIFY_DIGEST_SECS", "3")
         .env("IO360_NO_RATE_LIMITS", "true")
         .env("IO360_LONGPOLL_HOLD_SECS", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -393,4 +398,146 @@ async fn mail_server_down_then_kill_9_mid_send_loses_nothing_and_sends_nothing_t
         }
         assert!(!ids.is_empty());
     }
+}
+
+/// Every link to `/api/v1/notifications/{action}` in a text, in order.
+fn links(text: &str, action: &str) -> Vec<String> {
+    let needle = format!("/api/v1/notifications/{action}?token=");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(&needle) {
+        out.push(link(&rest[at..], action));
+        rest = &rest[at + needle.len()..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_approves_or_deletes_a_held_comment_from_the_email_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = MailServer::start().await;
+    let addr = common::free_addr().to_string();
+    let env = [
+        ("IO360_MODERATION", "all"),
+        ("IO360_NOTIFY_MODERATORS", "mod@site.test, second@site.test"),
+    ];
+    let _up = up_with(&addr, &dir.path().join("data"), &mail, &env).await;
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+
+    let a = post(
+        &http,
+        &base,
+        "/held",
+        json!({"text": "held one", "author": "Cy"}),
+    )
+    .await;
+    let b = post(&http, &base, "/held", json!({"text": "held two"})).await;
+    let (a, b) = (
+        a["comment"]["id"].as_u64().unwrap(),
+        b["comment"]["id"].as_u64().unwrap(),
+    );
+    wait_for("both moderators told of both", 10, || {
+        mail.to("mod@site.test").len() == 2 && mail.to("second@site.test").len() == 2
+    })
+    .await;
+    let about = |id: u64, text: &str| {
+        mail.to("mod@site.test")
+            .into_iter()
+            .find(|m| m.body().contains(text))
+            .unwrap_or_else(|| panic!("no message about comment {id}"))
+    };
+    let for_a = about(a, "held one");
+    assert!(
+        for_a
+            .header("Subject")
+            .unwrap()
+            .starts_with("Held for moderation")
+    );
+    let a_links = links(&for_a.body(), "moderate");
+    let b_links = links(&about(b, "held two").body(), "moderate");
+    let (approve_a, delete_b) = (&a_links[0], &b_links[1]);
+    assert_ne!(a_links[0], a_links[1]);
+
+    let visible = |http: reqwest::Client, base: String| async move {
+        let r: Value = http
+            .get(format!("{base}/api/v1/comments?thread=/held"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] != "deleted")
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    // Opening the link (a mail scanner) does nothing.
+    let page = http.get(format!("{base}{approve_a}")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(visible(http.clone(), base.clone()).await.is_empty());
+
+    let r = http
+        .post(format!("{base}{approve_a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(visible(http.clone(), base.clone()).await, vec![a]);
+    // Once only.
+    let (status, body) = common::status_json(
+        http.post(format!("{base}{approve_a}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 410, "{body}");
+    assert!(
+        body["type"].as_str().unwrap().ends_with("link-used"),
+        "{body}"
+    );
+
+    let r = http.post(format!("{base}{delete_b}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let b_now: Value = http
+        .get(format!("{base}/api/v1/comments?thread=/held"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        b_now["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == b && c["status"] == "deleted"),
+        "{b_now}"
+    );
+    let token = std::fs::read_to_string(dir.path().join("data/admin-token")).unwrap();
+    let queue: Value = http
+        .get(format!("{base}/api/v1/admin/queue"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!queue.to_string().contains("held two"), "{queue}");
+    assert_eq!(visible(http.clone(), base.clone()).await, vec![a]);
+
+    // An altered link, or a reader's unsubscribe link used as a moderation link: 400.
+    let r = http
+        .post(format!("{base}{}A", b_links[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

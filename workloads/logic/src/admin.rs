@@ -172,6 +172,20 @@ async fn moderate(
     Ok(axum::Json(One { comment }))
 }
 
+/// Approves or deletes a comment for a moderator who followed a one-time link from a
+/// notification email (the link was checked and spent by notify).
+pub(crate) async fn moderate_by_link(s: &AppState, approve: bool, id: u64) -> Result<(), Problem> {
+    let admin = Admin {
+        actor: "moderation link".into(),
+    };
+    let (op, kind) = if approve {
+        (WriteOp::Approve { id }, Kind::CommentApproved)
+    } else {
+        (WriteOp::Delete { id }, Kind::CommentDeleted)
+    };
+    moderate(s, &admin, op, kind).await.map(|_| ())
+}
+
 async fn remove(
     admin: Admin,
     State(s): State<AppState>,

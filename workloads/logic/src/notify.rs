@@ -35,6 +35,10 @@ pub fn router() -> Router<AppState> {
             "/api/v1/notifications/unsubscribe",
             get(unsubscribe_page).post(unsubscribe),
         )
+        .route(
+            "/api/v1/notifications/moderate",
+            get(moderate_page).post(moderate),
+        )
 }
 
 fn notify(s: &AppState) -> Result<&io360_notify::NotifyClient, Problem> {
@@ -151,5 +155,38 @@ async fn unsubscribe(
     Ok(page(
         "Unsubscribed",
         &format!("<p>No more emails about {}.</p>", escape(&state.thread)),
+    ))
+}
+
+async fn moderate_page(
+    State(s): State<AppState>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Html<String>, Problem> {
+    notify(&s)?;
+    check_token(&q.token)?;
+    Ok(form(
+        "moderate",
+        &q.token,
+        "Go ahead",
+        "Approve or delete the held comment, as the link in the email said.",
+    ))
+}
+
+async fn moderate(
+    State(s): State<AppState>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Html<String>, Problem> {
+    let notify = notify(&s)?;
+    check_token(&q.token)?;
+    let m = notify.moderate(&q.token).await?;
+    let approve = m.action == "approve";
+    crate::admin::moderate_by_link(&s, approve, m.comment).await?;
+    Ok(page(
+        if approve { "Approved" } else { "Deleted" },
+        &format!(
+            "<p>Comment {} is {}.</p>",
+            m.comment,
+            if approve { "approved" } else { "deleted" }
+        ),
     ))
 }

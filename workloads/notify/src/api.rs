@@ -5,6 +5,7 @@
 //! - `POST /notify/v1/subscriptions` `{email, thread, comment?}` → 202 `{status}`
 //! - `POST /notify/v1/confirm` `{token}` → 200 `{status, thread}`
 //! - `POST /notify/v1/unsubscribe` `{token}` → 200 `{status, thread}`
+//! - `POST /notify/v1/moderate` `{token}` → 200 `{action, comment, moderator}`, once per link
 //! - `POST /notify/v1/addresses/export` `{email}` → 200 `{subscriptions}`
 //! - `POST /notify/v1/addresses/erase` `{email}` → 200 `{erased}`
 
@@ -57,6 +58,17 @@ pub struct TokenRequest {
     pub token: String,
 }
 
+/// What a moderator's link is for, answered once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Moderation {
+    /// `approve` or `delete`.
+    pub action: String,
+    /// The comment.
+    pub comment: u64,
+    /// The moderator the link was sent to.
+    pub moderator: String,
+}
+
 /// An address, for export and erase.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +108,7 @@ pub(crate) fn router(
         .route("/notify/v1/subscriptions", post(subscribe))
         .route("/notify/v1/confirm", post(confirm))
         .route("/notify/v1/unsubscribe", post(unsubscribe))
+        .route("/notify/v1/moderate", post(moderate))
         .route("/notify/v1/addresses/export", post(export))
         .route("/notify/v1/addresses/erase", post(erase));
     verifier.guard(&["logic"], routes).with_state(AppState {
@@ -234,6 +247,35 @@ async fn unsubscribe(
     Ok(axum::Json(SubscriptionState {
         status: "unsubscribed".into(),
         thread: claim.t,
+    }))
+}
+
+async fn moderate(
+    State(s): State<AppState>,
+    Json(r): Json<TokenRequest>,
+) -> Result<axum::Json<Moderation>, Problem> {
+    let claim = s.signer.verify(&r.token, now()).map_err(link_problem)?;
+    let (action, Scope::Replies(comment)) = (claim.a, claim.s) else {
+        return Err(link_problem(LinkError::Invalid));
+    };
+    let action = match action {
+        Action::Approve => "approve",
+        Action::Delete => "delete",
+        _ => return Err(link_problem(LinkError::Invalid)),
+    };
+    let token = r.token;
+    if !blocking(&s, move |o| o.redeem(&token)).await? {
+        return Err(Problem::new(
+            StatusCode::GONE,
+            "link-used",
+            "this link was used already; each moderation link works once",
+        )
+        .with_field("token"));
+    }
+    Ok(axum::Json(Moderation {
+        action: action.into(),
+        comment,
+        moderator: claim.e,
     }))
 }
 

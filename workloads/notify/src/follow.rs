@@ -18,6 +18,7 @@ use crate::outbox::Outbox;
 pub(crate) async fn run(
     outbox: Outbox,
     store: StoreClient,
+    moderators: Arc<Vec<String>>,
     wake: Arc<tokio::sync::Notify>,
     ready: Readiness,
     position: Gauge,
@@ -50,9 +51,12 @@ pub(crate) async fn run(
                 match item {
                     Ok(Some(change)) => {
                         let o = outbox.clone();
+                        let m = moderators.clone();
                         let now = time::OffsetDateTime::now_utc().unix_timestamp();
                         let pos = change.pos;
-                        match tokio::task::spawn_blocking(move || o.apply(&change, now)).await {
+                        match tokio::task::spawn_blocking(move || o.apply_for(&change, now, &m))
+                            .await
+                        {
                             Ok(Ok(queued)) => {
                                 progressed = true;
                                 position.set(pos as i64);

@@ -12,6 +12,8 @@ use crate::outbox::{Item, Row, Scope};
 
 /// How long a confirmation link stays valid.
 pub const CONFIRM_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long a moderator's approve or delete link stays valid.
+pub const MODERATE_TTL_SECS: i64 = 3 * 24 * 3600;
 
 /// What every message shares: who sends it, where links point, how they are signed.
 #[derive(Debug, Clone)]
@@ -39,17 +41,62 @@ impl Letters {
             e: email.to_owned(),
             t: thread.to_owned(),
             s: scope.clone(),
-            x: (action == Action::Confirm).then_some(now + CONFIRM_TTL_SECS),
+            x: match action {
+                Action::Confirm => Some(now + CONFIRM_TTL_SECS),
+                Action::Unsubscribe => None,
+                Action::Approve | Action::Delete => Some(now + MODERATE_TTL_SECS),
+            },
         };
         let path = match action {
             Action::Confirm => "confirm",
             Action::Unsubscribe => "unsubscribe",
+            Action::Approve | Action::Delete => "moderate",
         };
         format!(
             "{}/api/v1/notifications/{path}?token={}",
             self.public_url,
             self.signer.sign(&claim)
         )
+    }
+
+    /// The message to a moderator about a held comment: its text and one-time links.
+    fn held(
+        &self,
+        h: &crate::outbox::Held,
+        to: Mailbox,
+        email: &str,
+        message_id: &str,
+        now: i64,
+    ) -> Result<Message, String> {
+        let on = Scope::Replies(h.comment);
+        let approve = self.link(Action::Approve, email, &h.thread, &on, now);
+        let delete = self.link(Action::Delete, email, &h.thread, &on, now);
+        let who = h.author.as_deref().unwrap_or("Someone");
+        let text = format!(
+            "{who} wrote on {}:\n\n  {}\n\nApprove: {approve}\nDelete: {delete}\n\n\
+             Each link works once, for {} days.\n",
+            h.thread,
+            h.excerpt,
+            MODERATE_TTL_SECS / 86400
+        );
+        let html = format!(
+            "<!doctype html><html><body><p><b>{}</b> wrote on {}:</p><blockquote>{}</blockquote>\
+             <p><a href=\"{}\">Approve</a> &middot; <a href=\"{}\">Delete</a></p>\
+             <p>Each link works once, for {} days.</p></body></html>",
+            escape(who),
+            escape(&h.thread),
+            escape(&h.excerpt),
+            escape(&approve),
+            escape(&delete),
+            MODERATE_TTL_SECS / 86400
+        );
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!("Held for moderation on {}", h.thread))
+            .message_id(Some(message_id.to_owned()))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| e.to_string())
     }
 
     /// A fresh `Message-ID` under the sender's domain.
@@ -76,6 +123,7 @@ impl Letters {
         let (thread, scope) = match &first.item {
             Item::Confirm { thread, scope } => (thread, scope),
             Item::Reply { thread, sub, .. } => (thread, sub),
+            Item::Held(h) => return self.held(h, to, &first.email, message_id, now).map_err(err),
         };
         let unsubscribe = self.link(Action::Unsubscribe, &first.email, thread, scope, now);
         let what = match scope {
@@ -101,7 +149,7 @@ impl Letters {
                     ),
                 )
             }
-            Item::Reply { .. } => {
+            Item::Reply { .. } | Item::Held(_) => {
                 let mut text = String::new();
                 let mut html = String::new();
                 for row in rows {

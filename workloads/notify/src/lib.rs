@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, env = "IO360_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Addresses (comma-separated) emailed when a comment is held for moderation, with
+    /// one-time approve and delete links.
+    #[arg(long, env = "IO360_NOTIFY_MODERATORS", value_delimiter = ',')]
+    pub moderators: Vec<String>,
+
     /// Seconds replies wait before they go, so a busy thread sends one digest.
     #[arg(long, env = "IO360_NOTIFY_DIGEST_SECS", default_value_t = 300)]
     pub digest_secs: u64,
@@ -179,6 +184,20 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     config.limits.validate().map_err(ServeError::Config)?;
+    let moderators: Vec<String> = config
+        .moderators
+        .iter()
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    for m in &moderators {
+        api::check_email(m).map_err(|p| {
+            ServeError::Config(format!(
+                "--moderators (IO360_NOTIFY_MODERATORS): `{m}` {}",
+                p.title
+            ))
+        })?;
+    }
     let mailer = config.mailer()?;
     let secret = config.secret()?;
     let letters = Arc::new(config.letters(&secret)?);
@@ -236,6 +255,7 @@ pub async fn serve(
     let follow = tokio::spawn(follow::run(
         outbox.clone(),
         store,
+        Arc::new(moderators),
         wake.clone(),
         telemetry.ready.clone(),
         position,
@@ -298,6 +318,14 @@ impl NotifyClient {
             token: token.into(),
         };
         self.inner.post("/notify/v1/unsubscribe", &r).await
+    }
+
+    /// Uses a moderator's one-time link: answers what it is for, once.
+    pub async fn moderate(&self, token: &str) -> Result<api::Moderation, ClientError> {
+        let r = api::TokenRequest {
+            token: token.into(),
+        };
+        self.inner.post("/notify/v1/moderate", &r).await
     }
 
     /// Every subscription of an address.

@@ -21,6 +21,10 @@ pub enum Action {
     Confirm,
     /// Withdraws a subscription.
     Unsubscribe,
+    /// Approves a held comment (a moderator's link; works once, expires).
+    Approve,
+    /// Deletes a held comment (a moderator's link; works once, expires).
+    Delete,
 }
 
 /// What a link acts on.
@@ -32,7 +36,7 @@ pub struct Claim {
     pub e: String,
     /// The thread.
     pub t: String,
-    /// The scope.
+    /// The scope; for a moderator's link, `Replies(id)` names the comment acted on.
     pub s: Scope,
     /// Expiry, Unix seconds; none for unsubscribe links.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -113,6 +113,22 @@ pub enum Item {
         /// The subscription it was queued for, so an unsubscribe stops it.
         sub: Scope,
     },
+    /// A comment was held for moderation; sent at once to each moderator, with one-time
+    /// approve and delete links.
+    Held(Held),
+}
+
+/// A comment held for moderation, for a moderator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The thread.
+    pub thread: String,
+    /// The held comment.
+    pub comment: u64,
+    /// Its author's display name.
+    pub author: Option<String>,
+    /// The start of its text.
+    pub excerpt: String,
 }
 
 /// One queued message part for one recipient.
@@ -156,6 +172,9 @@ pub struct Outbox {
     rows: Keyspace,
     sent: Keyspace,
     meta: Keyspace,
+    /// Moderator links already used (their MAC), so each works once.
+    used: Keyspace,
+    redeeming: std::sync::Arc<std::sync::Mutex<()>>,
     /// Address → the keys of its subscriptions, for the per-address cap, export and erase.
     addresses: Keyspace,
 }
@@ -183,6 +202,8 @@ impl Outbox {
             sent: ks("sent")?,
             meta: ks("meta")?,
             addresses: ks("addresses")?,
+            used: ks("used-links")?,
+            redeeming: Default::default(),
             db,
         })
     }
@@ -257,6 +278,26 @@ impl Outbox {
         Ok(true)
     }
 
+    /// Records a one-time link as used, durably. Answers false when it was used before.
+    pub fn redeem(&self, token: &str) -> Result<bool, OutboxError> {
+        let mac = token.rsplit('.').next().unwrap_or(token);
+        let _one_at_a_time = self
+            .redeeming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.used.contains_key(mac)? {
+            return Ok(false);
+        }
+        self.used.insert(
+            mac,
+            time::OffsetDateTime::now_utc()
+                .unix_timestamp()
+                .to_be_bytes(),
+        )?;
+        self.sync()?;
+        Ok(true)
+    }
+
     /// Every subscription of one address.
     pub fn subscriptions_of(&self, email: &str) -> Result<Vec<Subscription>, OutboxError> {
         let prefix = format!("{}\0", email.to_ascii_lowercase());
@@ -324,6 +365,7 @@ impl Outbox {
                     thread: t,
                     scope: s,
                 } => t == thread && s == scope,
+                Item::Held(_) => false,
             };
             if ours && row.sending.is_none() {
                 batch.remove(&self.rows, row_key(&row.email, &row.event));
@@ -361,6 +403,17 @@ impl Outbox {
         change: &io360_common::model::Change,
         now: i64,
     ) -> Result<usize, OutboxError> {
+        self.apply_for(change, now, &[])
+    }
+
+    /// As [`Outbox::apply`], also queueing a message to each of `moderators` for a comment
+    /// held for moderation.
+    pub fn apply_for(
+        &self,
+        change: &io360_common::model::Change,
+        now: i64,
+        moderators: &[String],
+    ) -> Result<usize, OutboxError> {
         use io360_common::model::{ChangeKind, Status};
         let mut batch = self.db.batch();
         let mut queued = 0;
@@ -392,6 +445,34 @@ impl Outbox {
                         excerpt: excerpt(&c.text),
                         sub: sub.scope.clone(),
                     },
+                };
+                batch.insert(&self.rows, key, encode(&row));
+                queued += 1;
+            }
+        }
+        if let Some(c) = &change.comment
+            && c.status == Status::Pending
+            && change.kind == ChangeKind::Created
+        {
+            let event = format!("held:{}", c.id);
+            for m in moderators {
+                let key = row_key(m, &event);
+                if self.rows.contains_key(&key)? || self.sent.contains_key(sent_key(&event, m))? {
+                    continue;
+                }
+                let row = Row {
+                    v: 1,
+                    email: m.clone(),
+                    event: event.clone(),
+                    queued: now,
+                    sending: None,
+                    attempts: 0,
+                    item: Item::Held(Held {
+                        thread: change.thread.clone(),
+                        comment: c.id,
+                        author: c.author.clone(),
+                        excerpt: excerpt(&c.text),
+                    }),
                 };
                 batch.insert(&self.rows, key, encode(&row));
                 queued += 1;
@@ -443,6 +524,7 @@ impl Outbox {
             Item::Reply { thread, sub, .. } => self
                 .subscription(thread, sub, &row.email)?
                 .is_some_and(|s| s.confirmed),
+            Item::Held(_) => true,
         })
     }
 

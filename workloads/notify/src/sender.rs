@@ -54,6 +54,7 @@ fn group_key(row: &Row) -> (String, String, String) {
     let (kind, thread, scope) = match &row.item {
         Item::Confirm { thread, scope } => ("c", thread, scope),
         Item::Reply { thread, sub, .. } => ("r", thread, sub),
+        Item::Held(h) => return ("h".into(), h.thread.clone(), h.comment.to_string()),
     };
     let scope = match scope {
         Scope::Thread => "*".to_owned(),
@@ -88,7 +89,7 @@ fn due(rows: Vec<Row>, now: i64, digest: i64) -> (Vec<Vec<Row>>, Option<i64>) {
     let mut out = interrupted;
     let mut next = None;
     for (key, group) in fresh {
-        if key.0 == "c" {
+        if key.0 == "c" || key.0 == "h" {
             out.extend(group.into_iter().map(|r| vec![r]));
             continue;
         }
