@@ -45,8 +45,10 @@ pub struct Config {
     #[arg(long, env = "IO360_DATA_DIR", default_value = "./data/notify")]
     pub data_dir: PathBuf,
 
-    /// The mail server: `smtp://[user:pass@]host[:port]` (plain, or STARTTLS when offered),
-    /// `smtp://...?tls=required` (STARTTLS or fail), `smtps://...` (TLS from the start).
+    /// The mail server: `smtp://[user:pass@]host[:port]` (plain, port 25),
+    /// `smtp://...?tls=required` (STARTTLS or fail, port 587), `smtp://...?tls=opportunistic`
+    /// (STARTTLS when offered), `smtps://...` (TLS from the first byte, port 465). User and
+    /// password are percent-decoded.
     #[arg(long, env = "IO360_SMTP_URL")]
     pub smtp_url: Option<String>,
 
