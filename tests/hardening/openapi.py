@@ -175,6 +175,7 @@ paths["/api/v1/notifications/moderate"] = {
   "post": {"operationId": "moderate", "summary": "Approve or delete a held comment with a moderator's link from a notification email; each link works once and expires after 3 days", "tags": ["notifications"], "parameters": [token_q],
            "description": off + " A link used before answers 410 (link-used); an altered one 400 (invalid-link), an expired one 400 (expired-link).",
            "responses": {**html_page, **problems(400, 404, 410, 429, 503)}}}
+schemas["NewComment"]["properties"]["notify"] = {"type": "string", "enum": ["replies", "thread"], "description": "Email me replies to this comment, or every new comment in the thread; needs `email`, and a confirmation goes there first. 400 on a site that sends no email."}
 
 doc = {
   "openapi": "3.0.3",

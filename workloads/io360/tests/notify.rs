@@ -200,6 +200,37 @@ async fn opt_in_digest_and_one_click_unsubscribe_under_io360_up() {
     }
     assert_eq!(refused, 3);
 
+    // Asking when posting: a confirmation to the poster's address; a post that asks without
+    // an address is refused whole.
+    let r = http
+        .post(format!("{base}/api/v1/comments?thread=/post"))
+        .json(&json!({"text": "no address", "notify": "replies"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::status_json(r).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("notify")),
+        "{body}"
+    );
+    post(
+        &http,
+        &base,
+        "/other",
+        json!({"text": "tell me", "email": "poster@site.test", "notify": "replies"}),
+    )
+    .await;
+    wait_for("the poster's confirmation", 10, || {
+        mail.to("poster@site.test").len() == 1
+    })
+    .await;
+    assert!(
+        mail.to("poster@site.test")[0]
+            .body()
+            .contains("replies to comment")
+    );
+
     // Three replies in the window: one digest.
     for n in 1..=3 {
         post(
