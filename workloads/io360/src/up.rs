@@ -140,6 +140,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         notify.store_url = store_url.clone();
         notify.data_dir = args.data_dir.join("notify");
         notify.tier_auth = tier_auth.clone();
+        notify.audit = audit.clone();
         notify
             .public_url
             .get_or_insert_with(|| logic.public_url.clone());

@@ -313,6 +313,24 @@ async fn opt_in_digest_and_one_click_unsubscribe_under_io360_up() {
     );
     let (_, body) = common::status_json(admin("export").send().await.unwrap()).await;
     assert_eq!(body["subscriptions"], json!([]), "{body}");
+    // Notify reports its start to the audit trail, as every tier does.
+    let mut started = false;
+    for _ in 0..100 {
+        let r = http
+            .get(format!(
+                "{base}/api/v1/admin/events?kind=tier.started&limit=100"
+            ))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 && r.text().await.unwrap().contains("\"tier\":\"notify\"") {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "notify's start is not in the audit trail");
     // Erased, the address may ask again: it is a new subscription, not a sixth pending one.
     let (status, _) = subscribe(
         &http,

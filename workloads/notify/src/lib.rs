@@ -74,6 +74,10 @@ pub struct Config {
     #[arg(long, env = "IO360_NOTIFY_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
+    /// Where audit events (this tier's start and stop) go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
+
     /// Requests handled at once, and how long each may take.
     #[command(flatten)]
     pub limits: io360_common::limits::Limits,
@@ -186,6 +190,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     config.limits.validate().map_err(ServeError::Config)?;
+    config.audit.validate().map_err(ServeError::Config)?;
     let moderators: Vec<String> = config
         .moderators
         .iter()
@@ -213,6 +218,8 @@ pub async fn serve(
     let verifier = config
         .tier_auth
         .verifier("notify")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("notify", &config.audit, &config.tier_auth, &telemetry)
         .map_err(ServeError::Config)?;
     let dir = config.data_dir.clone();
     let outbox = tokio::task::spawn_blocking(move || Outbox::open(&dir))
@@ -277,7 +284,11 @@ pub async fn serve(
         "notify",
         api::router(outbox, Signer::new(&secret), wake, &verifier),
     ));
-    let served = io360_common::serve::serve("notify", listener, router, shutdown).await;
+    let served = audit
+        .around(io360_common::serve::serve(
+            "notify", listener, router, shutdown,
+        ))
+        .await;
     follow.abort();
     send.abort();
     served?;
