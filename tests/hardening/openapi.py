@@ -144,6 +144,39 @@ schemas = {
   "Ban": {"type": "object", "additionalProperties": False, "description": "One of: the author of a comment, the author using an email, or an address range (CIDR).", "properties": {"comment": {"type": "integer", "format": "int64"}, "email": {"type": "string"}, "range": {"type": "string"}}},
   "Author": {"type": "object", "additionalProperties": False, "description": "One of: the email they commented with, or the edit token of one of their comments.", "properties": {"email": {"type": "string"}, "editToken": {"type": "string"}}},
 }
+# Email notifications: every route answers 404 (notifications-off) on a site without a notify tier.
+off = "404 when the site sends no email notifications (problem type notifications-off)."
+schemas["Subscribe"] = {"type": "object", "required": ["email", "thread"], "additionalProperties": False, "properties": {
+  "email": {"type": "string", "minLength": 3, "maxLength": 254, "description": "Where the emails go: one address, no spaces or line breaks. A confirmation is sent to it first; nothing else is sent until its link is followed."},
+  "thread": thread_q["schema"] | {"description": thread_q["description"]},
+  "comment": {"type": "integer", "format": "int64", "minimum": 1, "description": "Only replies to this comment; absent: every new comment in the thread."}}}
+schemas["Subscription"] = {"type": "object", "required": ["status", "thread"], "properties": {
+  "status": {"type": "string", "enum": ["pending", "confirmed", "unsubscribed"]}, "thread": {"type": "string"}}}
+paths["/api/v1/notifications/subscribe"] = {"post": {"operationId": "subscribe", "tags": ["notifications"],
+  "summary": "Ask to be emailed about new comments in a thread, or replies to one comment (double opt-in)",
+  "description": "Rate-limited like posting. At most 5 subscriptions of one address may wait for confirmation at once (429). " + off,
+  "requestBody": json_body("#/components/schemas/Subscribe"),
+  "responses": {**ok("#/components/schemas/Subscription", "202", "Accepted: a confirmation email is on its way (or the subscription was already confirmed)"), **problems(400, 404, 413, 415, 429, 503)}}}
+token_q = {"name": "token", "in": "query", "required": True, "description": "The token of a link from a notification email.", "schema": {"type": "string", "minLength": 1, "maxLength": 2048}}
+html_page = {"200": {"description": "A small HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+for action, page_summary, act_summary in [
+    ("confirm", "A page with a button that confirms a subscription (opening the link changes nothing)", "Confirm a subscription"),
+    ("unsubscribe", "A page with a button that withdraws a subscription (opening the link changes nothing)", "Withdraw a subscription; also the one-click unsubscribe of RFC 8058 (List-Unsubscribe-Post)")]:
+    paths[f"/api/v1/notifications/{action}"] = {
+      "get": {"operationId": f"{action}Page", "summary": page_summary, "description": off, "tags": ["notifications"], "parameters": [token_q],
+              "responses": {**html_page, **problems(400, 404, 429, 503)}},
+      "post": {"operationId": action, "summary": act_summary, "tags": ["notifications"], "parameters": [token_q],
+               "description": off + " An altered link answers 400 (invalid-link); an expired confirmation link 400 (expired-link).",
+               "responses": {**html_page, **problems(400, 404, 429, 503)}}}
+
+paths["/api/v1/notifications/moderate"] = {
+  "get": {"operationId": "moderatePage", "summary": "A page with a button that uses a moderator's approve or delete link (opening the link changes nothing)", "description": off, "tags": ["notifications"], "parameters": [token_q],
+          "responses": {**html_page, **problems(400, 404, 429, 503)}},
+  "post": {"operationId": "moderate", "summary": "Approve or delete a held comment with a moderator's link from a notification email; each link works once and expires after 3 days", "tags": ["notifications"], "parameters": [token_q],
+           "description": off + " A link used before answers 410 (link-used); an altered one 400 (invalid-link), an expired one 400 (expired-link).",
+           "responses": {**html_page, **problems(400, 404, 410, 429, 503)}}}
+schemas["NewComment"]["properties"]["notify"] = {"type": "string", "enum": ["replies", "thread"], "description": "Email me replies to this comment, or every new comment in the thread; needs `email`, and a confirmation goes there first. 400 on a site that sends no email."}
+
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "io360 comments API", "version": "1",

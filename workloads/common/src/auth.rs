@@ -37,7 +37,9 @@ pub const HEADER: HeaderName = HeaderName::from_static("io360-tier");
 pub const SCHEME: &str = "Io360-Tier";
 
 /// The tiers a credential may name.
-pub const TIERS: [&str; 6] = ["frontend", "logic", "store", "sync", "longpoll", "logger"];
+pub const TIERS: [&str; 7] = [
+    "frontend", "logic", "store", "sync", "longpoll", "logger", "notify",
+];
 
 /// How often a credential or keyring file is checked for a change.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);

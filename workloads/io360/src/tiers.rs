@@ -64,8 +64,15 @@ pub const LOGGER: TierInfo = TierInfo {
     about: "The audit trail: every tier's events, kept and searchable",
 };
 
+/// Email notifications.
+pub const NOTIFY: TierInfo = TierInfo {
+    name: "notify",
+    default_addr: "127.0.0.1:8088",
+    about: "Emails readers about replies from the store's change feed, through a durable outbox",
+};
+
 /// Every tier, from the public face inwards.
-pub const TABLE: [TierInfo; 6] = [FRONTEND, LOGIC, LONGPOLL, SYNC, STORE, LOGGER];
+pub const TABLE: [TierInfo; 7] = [FRONTEND, LOGIC, LONGPOLL, SYNC, STORE, LOGGER, NOTIFY];
 
 /// Where a tier listens, and how it stops.
 #[derive(Debug, Clone, Args)]
@@ -109,7 +116,8 @@ impl Tier {
             | Tier::Logic { listen, .. }
             | Tier::Logger { listen, .. }
             | Tier::Sync { listen, .. }
-            | Tier::Longpoll { listen, .. } => listen,
+            | Tier::Longpoll { listen, .. }
+            | Tier::Notify { listen, .. } => listen,
         }
     }
 
@@ -122,6 +130,7 @@ impl Tier {
             Tier::Logger { .. } => LOGGER,
             Tier::Sync { .. } => SYNC,
             Tier::Longpoll { .. } => LONGPOLL,
+            Tier::Notify { .. } => NOTIFY,
         }
     }
 }
@@ -172,6 +181,13 @@ pub enum Tier {
         listen: Listen,
         #[command(flatten)]
         config: io360_longpoll::Config,
+    },
+    #[command(about = NOTIFY.help())]
+    Notify {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        config: io360_notify::Config,
     },
 }
 
@@ -240,6 +256,7 @@ pub async fn serve_one(tier: Tier) -> anyhow::Result<()> {
         Tier::Logger { config, .. } => io360_logger::serve(config, l, shutdown).await?,
         Tier::Sync { config, .. } => io360_sync::serve(config, l, shutdown).await?,
         Tier::Longpoll { config, .. } => io360_longpoll::serve(config, l, shutdown).await?,
+        Tier::Notify { config, .. } => io360_notify::serve(config, l, shutdown).await?,
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use io360_common::serve::Shutdown;
 use tokio::task::JoinSet;
 
-use crate::tiers::{FRONTEND, LOGGER, LOGIC, LONGPOLL, STORE, SYNC, TABLE, TierInfo, bind};
+use crate::tiers::{FRONTEND, LOGGER, LOGIC, LONGPOLL, NOTIFY, STORE, SYNC, TABLE, TierInfo, bind};
 
 /// What `io360 up --help` says after its flags.
 const AFTER_HELP: &str = "\
@@ -113,6 +113,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let (sync_l, sync_url) = take(SYNC)?;
     let (longpoll_l, longpoll_url) = take(LONGPOLL)?;
     let (logic_l, logic_url) = take(LOGIC)?;
+    let (notify_l, notify_url) = take(NOTIFY)?;
     let public = bind("public face", &args.addr).await?;
     let public_addr = public.local_addr()?;
 
@@ -135,6 +136,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     logic
         .import_scratch_dir
         .get_or_insert_with(|| args.data_dir.clone());
+    // Email notifications run when a mail server is configured (IO360_SMTP_URL).
+    let mut notify = default_config::<io360_notify::Config>();
+    let notify_on = notify.enabled();
+    if notify_on {
+        logic.notify_url = Some(notify_url);
+        notify.store_url = store_url.clone();
+        notify.data_dir = args.data_dir.join("notify");
+        notify.tier_auth = tier_auth.clone();
+        notify.audit = audit.clone();
+        notify
+            .public_url
+            .get_or_insert_with(|| logic.public_url.clone());
+    }
     // Browsers reach logic through the frontend, which appends their address to this header.
     logic
         .trusted_proxy_header
@@ -197,6 +211,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         LONGPOLL.name,
         io360_longpoll::serve(longpoll, longpoll_l, shutdown.clone()),
     ));
+    if notify_on {
+        tiers.spawn(tier(
+            NOTIFY.name,
+            io360_notify::serve(notify, notify_l, shutdown.clone()),
+        ));
+    } else {
+        drop(notify_l);
+    }
     tiers.spawn(tier(
         LOGIC.name,
         io360_logic::serve(logic, logic_l, shutdown.clone()),

@@ -181,6 +181,20 @@ async fn moderate(
     Ok(axum::Json(One { comment }))
 }
 
+/// Approves or deletes a comment for a moderator who followed a one-time link from a
+/// notification email (the link was checked and spent by notify).
+pub(crate) async fn moderate_by_link(s: &AppState, approve: bool, id: u64) -> Result<(), Problem> {
+    let admin = Admin {
+        actor: "moderation link".into(),
+    };
+    let (op, kind) = if approve {
+        (WriteOp::Approve { id }, Kind::CommentApproved)
+    } else {
+        (WriteOp::Delete { id }, Kind::CommentDeleted)
+    };
+    moderate(s, &admin, op, kind).await.map(|_| ())
+}
+
 async fn remove(
     admin: Admin,
     State(s): State<AppState>,
@@ -602,6 +616,25 @@ struct ErasedAuthor {
     comments: usize,
     /// Audit events whose personal data was removed.
     events: u64,
+    /// Email notification subscriptions of the address removed (with anything queued for it).
+    subscriptions: usize,
+}
+
+/// The address an author request names: the one given, or the one kept with the comment an
+/// edit token is for (none once that comment was erased).
+async fn author_email(s: &AppState, req: &AuthorRequest) -> Result<Option<String>, Problem> {
+    if let Some(e) = &req.email {
+        return Ok(Some(e.trim().to_lowercase()));
+    }
+    let Some(id) = req
+        .edit_token
+        .as_deref()
+        .and_then(|t| t.split('.').next())
+        .and_then(|i| i.parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    Ok(s.store.comment(id).await?.and_then(|c| c.email))
 }
 
 async fn erase(
@@ -609,9 +642,14 @@ async fn erase(
     State(s): State<AppState>,
     Json(req): Json<AuthorRequest>,
 ) -> Result<axum::Json<ErasedAuthor>, Problem> {
+    let email = author_email(&s, &req).await?;
     let key = author_key(&s, req).await?;
     let logger = s.audit.client().ok_or_else(logger_unavailable)?;
     let erased = s.store.erase_author(&key).await?;
+    let subscriptions = match (&s.notify, email) {
+        (Some(n), Some(e)) => n.erase(&e).await?.erased,
+        _ => 0,
+    };
     for ch in &erased.changes {
         s.cache.changed(&ch.thread, ch.seq);
     }
@@ -628,6 +666,7 @@ async fn erase(
     Ok(axum::Json(ErasedAuthor {
         comments: erased.changes.len(),
         events: events.erased,
+        subscriptions,
     }))
 }
 
@@ -635,6 +674,7 @@ async fn erase(
 struct ExportedAuthor {
     comments: Vec<io360_store::api::StoredComment>,
     events: Vec<io360_logger::Event>,
+    subscriptions: Vec<io360_notify::outbox::Subscription>,
 }
 
 async fn export(
@@ -642,9 +682,14 @@ async fn export(
     State(s): State<AppState>,
     Json(req): Json<AuthorRequest>,
 ) -> Result<axum::Json<ExportedAuthor>, Problem> {
+    let email = author_email(&s, &req).await?;
     let key = author_key(&s, req).await?;
     let logger = s.audit.client().ok_or_else(logger_unavailable)?;
     let comments = s.store.author_comments(&key).await?.comments;
+    let subscriptions = match (&s.notify, email) {
+        (Some(n), Some(e)) => n.export(&e).await?.subscriptions,
+        _ => Vec::new(),
+    };
     let events = logger.export(&key).await.map_err(from_logger)?.events;
     s.audit.emit(
         audit::event(Kind::AuthorExported, &admin.actor).detail(format!(
@@ -653,7 +698,11 @@ async fn export(
             events.len()
         )),
     );
-    Ok(axum::Json(ExportedAuthor { comments, events }))
+    Ok(axum::Json(ExportedAuthor {
+        comments,
+        events,
+        subscriptions,
+    }))
 }
 
 /// `GET /api/v1/admin/export`: everything the store holds, in io360's export format (versioned

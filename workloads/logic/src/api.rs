@@ -57,6 +57,7 @@ pub fn router(
         .route("/api/v1/preview", post(preview))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
+        .merge(crate::notify::router())
         .merge(io360_console::router());
     // Longpoll asks whether comments are suspended, to tell every open page at once.
     let status_route = Router::new().route("/api/v1/status", get(status));
@@ -211,6 +212,20 @@ struct PostBody {
     /// The honeypot: hidden from people, filled in by bots.
     #[serde(default)]
     homepage: Option<String>,
+    /// Email me replies to this comment, or every new comment in the thread (double opt-in:
+    /// a confirmation goes to `email` first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notify: Option<NotifyChoice>,
+}
+
+/// What a reader posting a comment asks to be emailed about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NotifyChoice {
+    /// Replies to the comment posted.
+    Replies,
+    /// Every new comment in the thread.
+    Thread,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,7 +237,7 @@ struct Posted {
 }
 
 /// Counts a write against the client's rate limit; a refusal is counted in the audit trail.
-fn limit_writes(s: &AppState, ip: IpAddr) -> Result<(), Problem> {
+pub(crate) fn limit_writes(s: &AppState, ip: IpAddr) -> Result<(), Problem> {
     s.writes.check(ip).inspect_err(|_| {
         s.audit.reject(Kind::RateLimitRejected, ip, "writes");
     })
@@ -399,6 +414,19 @@ async fn create(
     optional("title", body.title, MAX_TITLE)?;
     check_website(&website)?;
     check_email(&email)?;
+    let subscribe = match body.notify {
+        None => None,
+        Some(choice) => {
+            let notify = s.notify.clone().ok_or_else(|| {
+                Problem::invalid("notify", "is not offered: this site sends no email")
+            })?;
+            let address = email
+                .clone()
+                .ok_or_else(|| Problem::invalid("notify", "needs an email to write to"))?;
+            io360_notify::api::check_email(&address)?;
+            Some((notify, address, choice))
+        }
+    };
     let digest: [u8; 32] = Sha256::digest(body.text.trim().as_bytes()).into();
     let dup_key = (client.0, q.thread.clone(), digest);
     if idempotency.is_none() && s.recent.contains_key(&dup_key) {
@@ -481,6 +509,24 @@ async fn create(
         } else {
             s.audit.emit(e);
         }
+    }
+    if !result.replayed
+        && let Some((notify, email, choice)) = subscribe
+    {
+        // Recorded off the request's path: the comment is in, whatever notify is doing.
+        let req = io360_notify::api::SubscribeRequest {
+            email,
+            thread: q.thread.clone(),
+            comment: match choice {
+                NotifyChoice::Replies => Some(comment.id),
+                NotifyChoice::Thread => None,
+            },
+        };
+        tokio::spawn(async move {
+            if let Err(e) = notify.subscribe(&req).await {
+                tracing::warn!(error = %e, "could not record the subscription asked for with a post");
+            }
+        });
     }
     let expires = created_unix(&comment) + s.config.edit_window as i64;
     let body = Posted {

@@ -13,6 +13,7 @@ mod audit;
 mod cache;
 mod import;
 mod limits;
+mod notify;
 mod render;
 mod state;
 mod suspension;
@@ -47,6 +48,11 @@ pub struct Config {
     /// Base URL of the store tier.
     #[arg(long, env = "IO360_STORE_URL", default_value = "http://127.0.0.1:8084")]
     pub store_url: String,
+
+    /// Base URL of the notify tier, when the site sends email notifications; unset: the
+    /// `/api/v1/notifications/...` routes answer 404.
+    #[arg(long, env = "IO360_NOTIFY_URL")]
+    pub notify_url: Option<String>,
 
     /// Bearer token for the admin API. Without one (and no token file), the admin API is
     /// closed.

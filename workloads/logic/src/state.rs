@@ -45,6 +45,8 @@ pub struct Shared {
     pub bans: crate::audit::BanList,
     /// The import slot and the running import's progress.
     pub imports: crate::import::Imports,
+    /// The notify tier, when the site sends email notifications.
+    pub notify: Option<io360_notify::NotifyClient>,
 }
 
 impl AppState {
@@ -92,6 +94,10 @@ impl AppState {
             audit,
             bans: crate::audit::BanList::default(),
             imports: crate::import::Imports::new(),
+            notify: config
+                .notify_url
+                .as_deref()
+                .map(|u| io360_notify::NotifyClient::new(u, credential.clone())),
             store: StoreClient::new(&config.store_url, credential),
             keys: Keys::new(secret.as_bytes()),
             cache,

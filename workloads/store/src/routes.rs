@@ -183,7 +183,7 @@ pub fn router(db: Arc<Engine>, shutdown: Shutdown, verifier: &Verifier) -> Route
     let sync = Router::new().route("/store/v1/changes", get(changes));
     verifier
         .guard(&["logic"], logic)
-        .merge(verifier.guard(&["sync", "logic"], feed))
+        .merge(verifier.guard(&["sync", "logic", "notify"], feed))
         .merge(verifier.guard(&["sync"], sync))
         .with_state(AppState { db, shutdown })
 }

@@ -1,0 +1,359 @@
+//! io360's notify tier: emails readers about replies they subscribed to.
+//!
+//! Notify follows the store's change feed from a position it keeps in its own database
+//! ([`outbox`]); each new comment becomes rows in a durable outbox, one per confirmed
+//! subscriber, written in the same batch as the feed position past it. A sender ([`sender`])
+//! drains the outbox to an SMTP server, batching replies into digests, and retries with
+//! backoff while the server is away. Links in the messages ([`link`]) are signed, so
+//! confirming and unsubscribing need no table of issued links. Nothing here runs on a
+//! request's path: a post never waits for a mail server.
+//!
+//! The public surface is [`Config`], [`serve`], the wire types in [`api`] and
+//! [`NotifyClient`].
+
+pub mod api;
+mod follow;
+pub mod letter;
+pub mod link;
+pub mod outbox;
+pub mod sender;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use io360_common::client::{ClientError, TierClient};
+use io360_common::serve::Shutdown;
+use io360_common::telemetry::Telemetry;
+use io360_store::StoreClient;
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
+use tokio::net::TcpListener;
+
+pub use letter::Letters;
+pub use link::Signer;
+pub use outbox::Outbox;
+pub use sender::Sender;
+
+/// Configuration of the notify tier.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Base URL of the store tier, whose change feed notify follows.
+    #[arg(long, env = "IO360_STORE_URL", default_value = "http://127.0.0.1:8084")]
+    pub store_url: String,
+
+    /// Where subscriptions, the outbox and the feed position are kept. One process at a time.
+    #[arg(long, env = "IO360_DATA_DIR", default_value = "./data/notify")]
+    pub data_dir: PathBuf,
+
+    /// The mail server: `smtp://[user:pass@]host[:port]` (plain, port 25),
+    /// `smtp://...?tls=required` (STARTTLS or fail, port 587), `smtp://...?tls=opportunistic`
+    /// (STARTTLS when offered), `smtps://...` (TLS from the first byte, port 465). User and
+    /// password are percent-decoded.
+    #[arg(long, env = "IO360_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The sender of every message, e.g. `Comments <comments@example.org>`.
+    #[arg(long, env = "IO360_NOTIFY_FROM")]
+    pub from: Option<String>,
+
+    /// The site's public base URL; links in messages point under it.
+    #[arg(long, env = "IO360_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Addresses (comma-separated) emailed when a comment is held for moderation, with
+    /// one-time approve and delete links.
+    #[arg(long, env = "IO360_NOTIFY_MODERATORS", value_delimiter = ',')]
+    pub moderators: Vec<String>,
+
+    /// Seconds replies wait before they go, so a busy thread sends one digest.
+    #[arg(long, env = "IO360_NOTIFY_DIGEST_SECS", default_value_t = 300)]
+    pub digest_secs: u64,
+
+    /// The secret links are signed with (at least 16 bytes). Unset: one kept in the data
+    /// directory (file `link-secret`), made on first start.
+    #[arg(long, env = "IO360_NOTIFY_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Where audit events (this tier's start and stop) go.
+    #[command(flatten)]
+    pub audit: io360_logger::ShipperConfig,
+
+    /// Requests handled at once, and how long each may take.
+    #[command(flatten)]
+    pub limits: io360_common::limits::Limits,
+
+    /// This tier's credential (for the store) and the keyring logic's credential is checked
+    /// against.
+    #[command(flatten)]
+    pub tier_auth: io360_common::auth::TierAuthConfig,
+}
+
+/// Why the notify tier stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error("invalid notify configuration: {0}")]
+    Config(String),
+    /// The database could not be opened.
+    #[error("{0}")]
+    Outbox(#[from] outbox::OutboxError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Config {
+    /// Whether notifications are configured at all (`io360 up` starts notify only then).
+    pub fn enabled(&self) -> bool {
+        self.smtp_url.is_some()
+    }
+
+    fn letters(&self, secret: &[u8]) -> Result<Letters, ServeError> {
+        let bad = |m: String| ServeError::Config(m);
+        let from = self
+            .from
+            .as_deref()
+            .ok_or_else(|| bad("--from (IO360_NOTIFY_FROM) is required".into()))?
+            .parse()
+            .map_err(|e| bad(format!("--from (IO360_NOTIFY_FROM) is not an address: {e}")))?;
+        let public_url = self
+            .public_url
+            .as_deref()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .ok_or_else(|| {
+                bad("--public-url (IO360_PUBLIC_URL) must be the site's http(s):// URL".into())
+            })?
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Letters {
+            from,
+            public_url,
+            signer: Signer::new(secret),
+        })
+    }
+
+    fn mailer(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, ServeError> {
+        let url = self
+            .smtp_url
+            .as_deref()
+            .ok_or_else(|| ServeError::Config("--smtp-url (IO360_SMTP_URL) is required".into()))?;
+        Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| {
+                ServeError::Config(format!(
+                    "--smtp-url (IO360_SMTP_URL) must be smtp:// or smtps://: {e}"
+                ))
+            })?
+            .timeout(Some(Duration::from_secs(30)))
+            .build())
+    }
+
+    fn secret(&self) -> Result<Vec<u8>, ServeError> {
+        if let Some(s) = &self.secret {
+            if s.len() < 16 {
+                return Err(ServeError::Config(
+                    "--secret (IO360_NOTIFY_SECRET) must be at least 16 bytes".into(),
+                ));
+            }
+            return Ok(s.as_bytes().to_vec());
+        }
+        let path = self.data_dir.join("link-secret");
+        if let Ok(s) = std::fs::read_to_string(&path)
+            && s.trim().len() >= 16
+        {
+            return Ok(s.trim().as_bytes().to_vec());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let secret: String = (0..32)
+            .map(|_| format!("{:02x}", fastrand::u8(..)))
+            .collect();
+        write_private(&path, &secret)?;
+        Ok(secret.into_bytes())
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+/// Follows the store's feed, sends what it queues, and serves notify's API on `listener`
+/// until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    config.limits.validate().map_err(ServeError::Config)?;
+    config.audit.validate().map_err(ServeError::Config)?;
+    let moderators: Vec<String> = config
+        .moderators
+        .iter()
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    for m in &moderators {
+        api::check_email(m).map_err(|p| {
+            ServeError::Config(format!(
+                "--moderators (IO360_NOTIFY_MODERATORS): `{m}` {}",
+                p.title
+            ))
+        })?;
+    }
+    let mailer = config.mailer()?;
+    let secret = config.secret()?;
+    let letters = Arc::new(config.letters(&secret)?);
+    let digest = Duration::from_secs(config.digest_secs);
+    let telemetry = Telemetry::new("notify");
+    shutdown.attach(&telemetry);
+    let credential = config
+        .tier_auth
+        .credential("notify")
+        .map_err(ServeError::Config)?;
+    let verifier = config
+        .tier_auth
+        .verifier("notify")
+        .map_err(ServeError::Config)?;
+    let audit = io360_logger::Shipper::new("notify", &config.audit, &config.tier_auth, &telemetry)
+        .map_err(ServeError::Config)?;
+    let dir = config.data_dir.clone();
+    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&dir))
+        .await
+        .map_err(std::io::Error::other)??;
+    let store = StoreClient::new(&config.store_url, credential);
+
+    let metrics = sender::SendMetrics::default();
+    telemetry.register(
+        "notify_queued",
+        "Notifications waiting in the outbox",
+        metrics.queued.clone(),
+    );
+    telemetry.register(
+        "notify_sent",
+        "Messages the mail server accepted",
+        metrics.sent.clone(),
+    );
+    telemetry.register(
+        "notify_retried",
+        "Sends the mail server refused for now, to be retried",
+        metrics.retried.clone(),
+    );
+    telemetry.register(
+        "notify_failed",
+        "Messages refused for good (not retried)",
+        metrics.failed.clone(),
+    );
+    let position = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    telemetry.register(
+        "notify_feed_position",
+        "Last change-feed position turned into notifications",
+        position.clone(),
+    );
+    tracing::info!(
+        store = %config.store_url,
+        digest_secs = config.digest_secs,
+        "notify starting"
+    );
+
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let follow = tokio::spawn(follow::run(
+        outbox.clone(),
+        store,
+        Arc::new(moderators),
+        wake.clone(),
+        telemetry.ready.clone(),
+        position,
+        shutdown.clone(),
+    ));
+    let send = tokio::spawn(
+        Sender {
+            outbox: outbox.clone(),
+            mailer,
+            letters,
+            digest,
+            metrics,
+        }
+        .run(wake.clone(), shutdown.clone()),
+    );
+    let router = telemetry.instrument(config.limits.apply(
+        "notify",
+        api::router(outbox, Signer::new(&secret), wake, &verifier),
+    ));
+    let served = audit
+        .around(io360_common::serve::serve(
+            "notify", listener, router, shutdown,
+        ))
+        .await;
+    follow.abort();
+    send.abort();
+    served?;
+    Ok(())
+}
+
+/// How logic calls notify.
+#[derive(Debug, Clone)]
+pub struct NotifyClient {
+    inner: TierClient,
+}
+
+impl NotifyClient {
+    /// A client of the notify tier at `base`, calling with `credential`.
+    pub fn new(base: &str, credential: io360_common::auth::Credential) -> Self {
+        NotifyClient {
+            inner: TierClient::new("notify", base, credential),
+        }
+    }
+
+    /// Asks for a subscription (a confirmation message goes out).
+    pub async fn subscribe(
+        &self,
+        r: &api::SubscribeRequest,
+    ) -> Result<api::SubscriptionState, ClientError> {
+        self.inner.post("/notify/v1/subscriptions", r).await
+    }
+
+    /// Follows a confirmation link.
+    pub async fn confirm(&self, token: &str) -> Result<api::SubscriptionState, ClientError> {
+        let r = api::TokenRequest {
+            token: token.into(),
+        };
+        self.inner.post("/notify/v1/confirm", &r).await
+    }
+
+    /// Follows an unsubscribe link.
+    pub async fn unsubscribe(&self, token: &str) -> Result<api::SubscriptionState, ClientError> {
+        let r = api::TokenRequest {
+            token: token.into(),
+        };
+        self.inner.post("/notify/v1/unsubscribe", &r).await
+    }
+
+    /// Uses a moderator's one-time link: answers what it is for, once.
+    pub async fn moderate(&self, token: &str) -> Result<api::Moderation, ClientError> {
+        let r = api::TokenRequest {
+            token: token.into(),
+        };
+        self.inner.post("/notify/v1/moderate", &r).await
+    }
+
+    /// Every subscription of an address.
+    pub async fn export(&self, email: &str) -> Result<api::AddressExport, ClientError> {
+        let r = api::AddressRequest {
+            email: email.into(),
+        };
+        self.inner.post("/notify/v1/addresses/export", &r).await
+    }
+
+    /// Erases an address.
+    pub async fn erase(&self, email: &str) -> Result<api::Erased, ClientError> {
+        let r = api::AddressRequest {
+            email: email.into(),
+        };
+        self.inner.post("/notify/v1/addresses/erase", &r).await
+    }
+}
