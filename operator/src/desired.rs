@@ -12,13 +12,14 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -56,6 +57,10 @@ pub const DATABASE_URL_DIR: &str = "/var/run/secrets/io360/database";
 /// Store replicas on PostgreSQL when the spec sets neither replicas nor autoscaling: two, so
 /// one pod's loss never stops writes.
 pub const DEFAULT_POSTGRES_STORE_REPLICAS: i32 = 2;
+
+/// Where logic sorts an uploaded import (`POST /api/v1/admin/import`): an emptyDir, as the
+/// root filesystem is read-only.
+pub const IMPORT_SCRATCH_DIR: &str = "/var/lib/io360/import";
 
 /// Where the admin token Secret is mounted in logic pods.
 pub const ADMIN_TOKEN_DIR: &str = "/var/run/secrets/io360/admin";
@@ -527,6 +532,7 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         // Logic answers only the frontend, which replaces a client's `X-Forwarded-For` with
         // the address it saw (or the one its trusted proxies report).
         vars.push(env("IO360_TRUSTED_PROXY_HEADER", "x-forwarded-for"));
+        vars.push(env("IO360_IMPORT_SCRATCH_DIR", IMPORT_SCRATCH_DIR));
     }
     let (token, keys) = tier_key_items(tier);
     if token {
@@ -763,6 +769,19 @@ fn pod_template(
         }
     }
     if tier == Tier::Logic {
+        // An import's on-disk sort: about the size of the upload at most, gone with the pod.
+        volumes.push((
+            Volume {
+                name: "import-scratch".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "import-scratch".into(),
+                mount_path: IMPORT_SCRATCH_DIR.into(),
+                ..Default::default()
+            },
+        ));
         let secret = &spec.admin_token_secret;
         volumes.push((
             Volume {
