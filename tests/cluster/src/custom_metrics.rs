@@ -19,9 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{Api, ListParams};
 
 use crate::control_plane::ControlPlane;
 use crate::isolate::NODE_IP;
@@ -230,67 +228,19 @@ impl CustomMetrics {
     }
 
     async fn register(&self, plane: &ControlPlane, client: &kube::Client) -> Result<()> {
-        let ca = std::fs::read(plane.ca_cert())
-            .map_err(|e| Error::io(format!("reading {}", plane.ca_cert().display()), e))?;
-        let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca)).expect("bytes serialize");
-        let mut objects = vec![
-            (
-                ("", "v1", "Service"),
-                serde_json::json!({
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": {"name": CUSTOM_METRICS_SERVICE, "namespace": "kube-system"},
-                    "spec": {"ports": [{"name": "https", "port": ADAPTER_PORT,
-                                        "targetPort": ADAPTER_PORT}]},
-                }),
-            ),
-            (
-                ("", "v1", "Endpoints"),
-                serde_json::json!({
-                    "apiVersion": "v1",
-                    "kind": "Endpoints",
-                    "metadata": {"name": CUSTOM_METRICS_SERVICE, "namespace": "kube-system"},
-                    "subsets": [{
-                        "addresses": [{"ip": NODE_IP.to_string()}],
-                        "ports": [{"name": "https", "port": ADAPTER_PORT}],
-                    }],
-                }),
-            ),
-        ];
-        for version in VERSIONS {
-            objects.push((
-                ("apiregistration.k8s.io", "v1", "APIService"),
-                serde_json::json!({
-                    "apiVersion": "apiregistration.k8s.io/v1",
-                    "kind": "APIService",
-                    "metadata": {"name": format!("{version}.custom.metrics.k8s.io")},
-                    "spec": {
-                        "group": "custom.metrics.k8s.io",
-                        "version": version,
-                        "service": {"name": CUSTOM_METRICS_SERVICE, "namespace": "kube-system",
-                                    "port": ADAPTER_PORT},
-                        "caBundle": ca_bundle,
-                        "groupPriorityMinimum": 100,
-                        "versionPriority": if version == "v1beta2" { 200 } else { 100 },
-                    },
-                }),
-            ));
-        }
-        for ((group, version, kind), object) in objects {
-            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-            let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-                None => Api::all_with(client.clone(), &resource),
-            };
-            let name = object["metadata"]["name"].as_str().unwrap_or_default();
-            api.patch(
-                name,
-                &PatchParams::apply("io360-cluster-tests").force(),
-                &Patch::Apply(&object),
-            )
-            .await
-            .map_err(|e| Error::kube(format!("applying {kind} {name}"), e))?;
-        }
+        let versions: Vec<(&str, i32)> = VERSIONS
+            .iter()
+            .map(|v| (*v, if *v == "v1beta2" { 200 } else { 100 }))
+            .collect();
+        crate::metrics::register_aggregated(
+            plane,
+            client,
+            CUSTOM_METRICS_SERVICE,
+            ADAPTER_PORT,
+            "custom.metrics.k8s.io",
+            &versions,
+        )
+        .await?;
         wait::until_alive(
             "custom.metrics.k8s.io served by the adapter",
             Duration::from_secs(120),

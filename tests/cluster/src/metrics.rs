@@ -65,23 +65,30 @@ pub(crate) fn start(plane: &ControlPlane, tools: &Tools, dir: &Path) -> Result<P
     )
 }
 
-/// Registers metrics-server as `v1beta1.metrics.k8s.io` and waits until the API server calls it
-/// Available and it reports the real node's usage.
-pub(crate) async fn register(plane: &ControlPlane, alive: impl Fn() -> Result<()>) -> Result<()> {
-    let client = crate::cluster::client_for(plane.kubeconfig()).await?;
+/// Registers an aggregated API served by a process at the node's address: a Service without a
+/// selector in `kube-system` named `service`, whose one endpoint is the node's `port` (the API
+/// server routes aggregated APIs to endpoints, not ClusterIPs), and an `APIService` for each of
+/// `versions` (version, priority) of `group`, trusted through the harness CA.
+pub(crate) async fn register_aggregated(
+    plane: &ControlPlane,
+    client: &kube::Client,
+    service: &str,
+    port: u16,
+    group: &str,
+    versions: &[(&str, i32)],
+) -> Result<()> {
     let ca = std::fs::read(plane.ca_cert())
         .map_err(|e| Error::io(format!("reading {}", plane.ca_cert().display()), e))?;
     // ByteString serializes as base64, as the API wants the bundle.
     let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca)).expect("bytes serialize");
-    let objects = [
+    let mut objects = vec![
         (
             ("", "v1", "Service"),
             serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": METRICS_SERVER_SERVICE, "namespace": "kube-system"},
-                "spec": {"ports": [{"name": "https", "port": METRICS_SERVER_PORT,
-                                    "targetPort": METRICS_SERVER_PORT}]},
+                "metadata": {"name": service, "namespace": "kube-system"},
+                "spec": {"ports": [{"name": "https", "port": port, "targetPort": port}]},
             }),
         ),
         (
@@ -89,31 +96,32 @@ pub(crate) async fn register(plane: &ControlPlane, alive: impl Fn() -> Result<()
             serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Endpoints",
-                "metadata": {"name": METRICS_SERVER_SERVICE, "namespace": "kube-system"},
+                "metadata": {"name": service, "namespace": "kube-system"},
                 "subsets": [{
                     "addresses": [{"ip": NODE_IP.to_string()}],
-                    "ports": [{"name": "https", "port": METRICS_SERVER_PORT}],
+                    "ports": [{"name": "https", "port": port}],
                 }],
             }),
         ),
-        (
+    ];
+    for (version, priority) in versions {
+        objects.push((
             ("apiregistration.k8s.io", "v1", "APIService"),
             serde_json::json!({
                 "apiVersion": "apiregistration.k8s.io/v1",
                 "kind": "APIService",
-                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "metadata": {"name": format!("{version}.{group}")},
                 "spec": {
-                    "group": "metrics.k8s.io",
-                    "version": "v1beta1",
-                    "service": {"name": METRICS_SERVER_SERVICE, "namespace": "kube-system",
-                                "port": METRICS_SERVER_PORT},
+                    "group": group,
+                    "version": version,
+                    "service": {"name": service, "namespace": "kube-system", "port": port},
                     "caBundle": ca_bundle,
                     "groupPriorityMinimum": 100,
-                    "versionPriority": 100,
+                    "versionPriority": priority,
                 },
             }),
-        ),
-    ];
+        ));
+    }
     for ((group, version, kind), object) in objects {
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
         let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
@@ -129,6 +137,22 @@ pub(crate) async fn register(plane: &ControlPlane, alive: impl Fn() -> Result<()
         .await
         .map_err(|e| Error::kube(format!("applying {kind} {name}"), e))?;
     }
+    Ok(())
+}
+
+/// Registers metrics-server as `v1beta1.metrics.k8s.io` and waits until the API server calls it
+/// Available and it reports the real node's usage.
+pub(crate) async fn register(plane: &ControlPlane, alive: impl Fn() -> Result<()>) -> Result<()> {
+    let client = crate::cluster::client_for(plane.kubeconfig()).await?;
+    register_aggregated(
+        plane,
+        &client,
+        METRICS_SERVER_SERVICE,
+        METRICS_SERVER_PORT,
+        "metrics.k8s.io",
+        &[("v1beta1", 100)],
+    )
+    .await?;
 
     wait::until_alive(
         "metrics.k8s.io serving the real node's usage",
