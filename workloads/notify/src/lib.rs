@@ -52,6 +52,15 @@ pub struct Config {
     #[arg(long, env = "IO360_SMTP_URL")]
     pub smtp_url: Option<String>,
 
+    /// A file holding the user name to log in to the mail server with (instead of one in the
+    /// URL); on Kubernetes, a Secret's key mounted as a file. Needs `--smtp-password-file`.
+    #[arg(long, env = "IO360_SMTP_USERNAME_FILE")]
+    pub smtp_username_file: Option<PathBuf>,
+
+    /// A file holding the password that goes with `--smtp-username-file`.
+    #[arg(long, env = "IO360_SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
+
     /// The sender of every message, e.g. `Comments <comments@example.org>`.
     #[arg(long, env = "IO360_NOTIFY_FROM")]
     pub from: Option<String>,
@@ -132,19 +141,52 @@ impl Config {
         })
     }
 
-    fn mailer(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, ServeError> {
+    /// The mail server connection `--smtp-url` and the login files describe.
+    pub fn mailer(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, ServeError> {
         let url = self
             .smtp_url
             .as_deref()
             .ok_or_else(|| ServeError::Config("--smtp-url (IO360_SMTP_URL) is required".into()))?;
-        Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| {
                 ServeError::Config(format!(
                     "--smtp-url (IO360_SMTP_URL) must be smtp:// or smtps://: {e}"
                 ))
             })?
-            .timeout(Some(Duration::from_secs(30)))
-            .build())
+            .timeout(Some(Duration::from_secs(30)));
+        if let Some(login) = self.smtp_login()? {
+            builder = builder.credentials(login);
+        }
+        Ok(builder.build())
+    }
+
+    /// The login from `--smtp-username-file` and `--smtp-password-file`: both or neither.
+    fn smtp_login(
+        &self,
+    ) -> Result<Option<lettre::transport::smtp::authentication::Credentials>, ServeError> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| {
+                    ServeError::Config(format!("{flag}: cannot read {}: {e}", path.display()))
+                })
+        };
+        match (&self.smtp_username_file, &self.smtp_password_file) {
+            (None, None) => Ok(None),
+            (Some(user), Some(password)) => {
+                let user = read("--smtp-username-file (IO360_SMTP_USERNAME_FILE)", user)?;
+                let password = read("--smtp-password-file (IO360_SMTP_PASSWORD_FILE)", password)?;
+                if user.is_empty() {
+                    return Err(ServeError::Config(
+                        "--smtp-username-file (IO360_SMTP_USERNAME_FILE) is empty".into(),
+                    ));
+                }
+                Ok(Some(lettre::transport::smtp::authentication::Credentials::new(user, password)))
+            }
+            _ => Err(ServeError::Config(
+                "--smtp-username-file and --smtp-password-file (IO360_SMTP_USERNAME_FILE, IO360_SMTP_PASSWORD_FILE) go together: set both or neither".into(),
+            )),
+        }
     }
 
     fn secret(&self) -> Result<Vec<u8>, ServeError> {

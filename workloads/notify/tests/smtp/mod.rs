@@ -1,6 +1,6 @@
-//! A mail server for tests: speaks SMTP on loopback (EHLO, MAIL, RCPT, DATA, RSET, NOOP,
-//! QUIT), keeps every message it accepts, and can be stopped and started on the same port to
-//! play a mail server that is down for a while.
+//! A mail server for tests: speaks SMTP on loopback (EHLO, AUTH PLAIN, MAIL, RCPT, DATA,
+//! RSET, NOOP, QUIT), keeps every message it accepts, and can be stopped and started on the
+//! same port to play a mail server that is down for a while.
 
 #![allow(dead_code)]
 
@@ -75,26 +75,56 @@ pub struct MailServer {
     /// When set, a message is kept but its `250` is never answered: the state of a server
     /// that took a message just before its client died.
     pub stall: Arc<AtomicBool>,
+    /// The user name and password a client must log in with (`AUTH PLAIN`) before `MAIL`;
+    /// `None`: no login.
+    pub login: Option<(String, String)>,
+    /// Every login a client tried, as (user, accepted).
+    pub logins: Arc<Mutex<Vec<(String, bool)>>>,
     task: Option<JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    received: Arc<Mutex<Vec<Received>>>,
+    stall: Arc<AtomicBool>,
+    login: Option<(String, String)>,
+    logins: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 impl MailServer {
     /// Starts on a free loopback port.
     pub async fn start() -> MailServer {
+        Self::start_with(None).await
+    }
+
+    /// Starts on a free loopback port, taking mail only from a client logged in as `user`
+    /// with `password`.
+    pub async fn start_with_login(user: &str, password: &str) -> MailServer {
+        Self::start_with(Some((user.to_owned(), password.to_owned()))).await
+    }
+
+    async fn start_with(login: Option<(String, String)>) -> MailServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut s = MailServer {
             port,
             received: Arc::default(),
             stall: Arc::default(),
+            login,
+            logins: Arc::default(),
             task: None,
         };
-        s.task = Some(tokio::spawn(accept(
-            listener,
-            s.received.clone(),
-            s.stall.clone(),
-        )));
+        s.task = Some(tokio::spawn(accept(listener, s.shared())));
         s
+    }
+
+    fn shared(&self) -> Shared {
+        Shared {
+            received: self.received.clone(),
+            stall: self.stall.clone(),
+            login: self.login.clone(),
+            logins: self.logins.clone(),
+        }
     }
 
     /// Stops listening: connections are refused until [`MailServer::up`].
@@ -109,11 +139,7 @@ impl MailServer {
     /// Listens again on the same port.
     pub async fn up(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.task = Some(tokio::spawn(accept(
-            listener,
-            self.received.clone(),
-            self.stall.clone(),
-        )));
+        self.task = Some(tokio::spawn(accept(listener, self.shared())));
     }
 
     pub fn url(&self) -> String {
@@ -140,29 +166,48 @@ impl Drop for MailServer {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    received: Arc<Mutex<Vec<Received>>>,
-    stall: Arc<AtomicBool>,
-) {
+async fn accept(listener: TcpListener, shared: Shared) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             return;
         };
-        conns.spawn(session(sock, received.clone(), stall.clone()));
+        conns.spawn(session(sock, shared.clone()));
     }
 }
 
-async fn session(
-    sock: tokio::net::TcpStream,
-    received: Arc<Mutex<Vec<Received>>>,
-    stall: Arc<AtomicBool>,
-) {
+/// Checks `AUTH PLAIN <base64 of "\0user\0password">` against the expected login.
+fn plain_login(arg: &str, shared: &Shared) -> bool {
+    use base64::Engine as _;
+    let Some((user, password)) = shared.login.as_ref() else {
+        return false;
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(arg.trim())
+        .unwrap_or_default();
+    let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
+    let (got_user, got_password) = match parts.as_slice() {
+        [_, u, p] => (String::from_utf8_lossy(u), String::from_utf8_lossy(p)),
+        _ => return false,
+    };
+    let ok = got_user == user.as_str() && got_password == password.as_str();
+    shared
+        .logins
+        .lock()
+        .unwrap()
+        .push((got_user.into_owned(), ok));
+    ok
+}
+
+async fn session(sock: tokio::net::TcpStream, shared: Shared) {
+    let Shared {
+        received, stall, ..
+    } = shared.clone();
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
     let _ = w.write_all(b"220 mail.test ESMTP\r\n").await;
     let mut rcpt = Vec::new();
+    let mut logged_in = shared.login.is_none();
     let mut line = String::new();
     loop {
         line.clear();
@@ -170,8 +215,21 @@ async fn session(
             return;
         }
         let cmd = line.trim_end().to_ascii_uppercase();
-        let reply: &[u8] = if cmd.starts_with("EHLO") {
+        let reply: &[u8] = if cmd.starts_with("EHLO") && shared.login.is_some() {
+            b"250-mail.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"
+        } else if cmd.starts_with("EHLO") {
             b"250-mail.test\r\n250 8BITMIME\r\n"
+        } else if cmd.starts_with("AUTH PLAIN ") {
+            // The argument is case-sensitive base64: take it from the line as sent.
+            let raw = line.trim_end()["AUTH PLAIN ".len()..].to_owned();
+            if plain_login(&raw, &shared) {
+                logged_in = true;
+                b"235 2.7.0 accepted\r\n"
+            } else {
+                b"535 5.7.8 bad user name or password\r\n"
+            }
+        } else if cmd.starts_with("MAIL FROM") && !logged_in {
+            b"530 5.7.0 log in first\r\n"
         } else if cmd.starts_with("HELO") || cmd.starts_with("NOOP") {
             b"250 OK\r\n"
         } else if cmd.starts_with("MAIL FROM") {
