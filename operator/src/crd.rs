@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// An io360 comment system on Kubernetes: every tier (frontend, logic, store, sync, longpoll,
-/// logger) deployed and scaled on its own, with live comments that can be suspended by hand or
-/// automatically under overload while pages keep being served.
+/// logger, and notify when email is on) deployed and scaled on its own, with live comments
+/// that can be suspended by hand or automatically under overload while pages keep being served.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "io360.dev",
@@ -128,6 +128,141 @@ pub struct CommentClusterSpec {
     /// `io360.dev/rotate-tier-keys` on this CommentCluster to any new value.
     #[serde(default)]
     pub tier_keys: TierKeysSpec,
+
+    /// Email: readers told of replies they subscribed to, moderators of comments held for
+    /// them. Unset: no notify tier, and the comment API refuses subscriptions with
+    /// `notifications-off`. Set: the notify tier, a Deployment of one replica on its own
+    /// PersistentVolume (`<name>-notify-data`, holding the outbox, the subscriptions and the
+    /// key links are signed with), which logic hands subscriptions to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsSpec>,
+}
+
+/// Email to readers and moderators, sent by the notify tier from a durable outbox: a post
+/// never waits for the mail server, and a mail server that is down delays messages, it does
+/// not drop them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// The mail server messages are handed to.
+    pub smtp: SmtpSpec,
+
+    /// The sender of every message, e.g. `Comments <comments@example.org>`.
+    #[schemars(length(min = 3, max = 320), regex(pattern = r"^[^\r\n]*@[^\r\n]*$"))]
+    pub from: String,
+
+    /// The site's public base URL, e.g. `https://example.org`: the confirm, unsubscribe and
+    /// moderation links in messages point under it.
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s?#]+$"))]
+    pub public_url: String,
+
+    /// Addresses emailed at once when a comment is held for moderation, with one-time approve
+    /// and delete links that expire. Empty: no moderator email.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(max = 254), regex(pattern = r"^[^\s@,]+@[^\s@,]+$"))
+    )]
+    pub moderators: Vec<String>,
+
+    /// Seconds replies wait to be batched into one message per reader and subscription, so a
+    /// busy thread sends one digest, not fifty emails. Default 300.
+    #[serde(default = "default_digest_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub digest_seconds: i64,
+
+    /// The notify pod's storage, resources and placement.
+    #[serde(flatten)]
+    pub tier: StatefulTierSpec,
+}
+
+fn default_digest_seconds() -> i64 {
+    300
+}
+
+/// The mail server notify hands messages to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpSpec {
+    /// Host name or address of the mail server.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9.:\[\]-]+$"))]
+    pub host: String,
+
+    /// The mail server's port, which notify's NetworkPolicy lets it reach. Default 587
+    /// (submission, with STARTTLS).
+    #[serde(default = "default_smtp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// How the connection is secured: `StartTLS` (default: upgrade to TLS, or fail),
+    /// `StartTLSIfOffered` (upgrade when the server offers it), `ImplicitTLS` (TLS from the
+    /// first byte, usually port 465) or `Plain` (no TLS: a relay on the same network only).
+    #[serde(default)]
+    pub tls: SmtpTls,
+
+    /// A Secret with the user name and password to log in with, in the keys `username` and
+    /// `password` (a `kubernetes.io/basic-auth` Secret). Mounted read-only into notify pods
+    /// only; the operator never reads it. Unset: no login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SmtpCredentials>,
+
+    /// Where the mail server is, for notify's NetworkPolicy egress (an ipBlock, or a
+    /// podSelector of a relay in the cluster). Empty: any address on `port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<NetworkPolicyPeer>,
+}
+
+fn default_smtp_port() -> i32 {
+    587
+}
+
+/// The Secret holding the mail server's login.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpCredentials {
+    /// Name of the Secret, with the keys `username` and `password`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Anything that changes when the Secret's content does. It is part of notify's config
+    /// hash: after changing the Secret, change this too, and notify restarts with the new
+    /// login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub revision: Option<String>,
+}
+
+/// How notify's connection to the mail server is secured.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum SmtpTls {
+    /// STARTTLS, required: a server that does not offer it is not used.
+    #[default]
+    #[serde(rename = "StartTLS")]
+    StartTls,
+    /// STARTTLS when the server offers it, plain otherwise.
+    #[serde(rename = "StartTLSIfOffered")]
+    StartTlsIfOffered,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    #[serde(rename = "ImplicitTLS")]
+    ImplicitTls,
+    /// No TLS: only for a relay on the same network.
+    Plain,
+}
+
+impl NotificationsSpec {
+    /// The mail server as notify's `IO360_SMTP_URL` (without the login, which notify reads
+    /// from files).
+    pub fn smtp_url(&self) -> String {
+        let s = &self.smtp;
+        match s.tls {
+            SmtpTls::StartTls => format!("smtp://{}:{}?tls=required", s.host, s.port),
+            SmtpTls::StartTlsIfOffered => {
+                format!("smtp://{}:{}?tls=opportunistic", s.host, s.port)
+            }
+            SmtpTls::ImplicitTls => format!("smtps://{}:{}", s.host, s.port),
+            SmtpTls::Plain => format!("smtp://{}:{}", s.host, s.port),
+        }
+    }
 }
 
 /// Rotation of the keys behind the tiers' credentials.

@@ -54,6 +54,9 @@ pub const METRICS_PORT: i32 = 9090;
 pub const SHUTDOWN_DELAY_SECS: i64 = 2;
 /// Where the database URL Secret is mounted in the pods of a store on PostgreSQL.
 pub const DATABASE_URL_DIR: &str = "/var/run/secrets/io360/database";
+
+/// Where the mail server's login (`username`, `password`) is mounted in notify pods.
+pub const SMTP_CREDENTIALS_DIR: &str = "/var/run/secrets/io360/smtp";
 /// Store replicas on PostgreSQL when the spec sets neither replicas nor autoscaling: two, so
 /// one pod's loss never stops writes.
 pub const DEFAULT_POSTGRES_STORE_REPLICAS: i32 = 2;
@@ -74,7 +77,7 @@ pub const TIER_KEYS_DIR: &str = "/var/run/secrets/io360/tier";
 pub fn tier_key_items(tier: Tier) -> (bool, bool) {
     match tier {
         Tier::Frontend | Tier::Longpoll => (true, false),
-        Tier::Logic | Tier::Store | Tier::Sync => (true, true),
+        Tier::Logic | Tier::Store | Tier::Sync | Tier::Notify => (true, true),
         Tier::Logger => (false, true),
     }
 }
@@ -91,7 +94,7 @@ pub const COMPONENT: &str = "app.kubernetes.io/component";
 /// Pod template annotation that changes when a tier's configuration does, rolling its pods.
 pub const CONFIG_HASH: &str = "io360.dev/config-hash";
 
-/// The six tiers.
+/// The tiers: six in every cluster, and notify in those with email.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
     /// Serves pages.
@@ -106,10 +109,12 @@ pub enum Tier {
     Longpoll,
     /// Audit log.
     Logger,
+    /// Email to readers and moderators (`spec.notifications`).
+    Notify,
 }
 
 impl Tier {
-    /// Every tier, in a stable order.
+    /// The tiers every cluster has, in a stable order.
     pub const ALL: [Tier; 6] = [
         Tier::Frontend,
         Tier::Logic,
@@ -128,7 +133,28 @@ impl Tier {
             Tier::Sync => "sync",
             Tier::Longpoll => "longpoll",
             Tier::Logger => "logger",
+            Tier::Notify => "notify",
         }
+    }
+
+    /// Every tier there is, whether or not a cluster runs it.
+    pub const EVERY: [Tier; 7] = [
+        Tier::Frontend,
+        Tier::Logic,
+        Tier::Store,
+        Tier::Sync,
+        Tier::Longpoll,
+        Tier::Logger,
+        Tier::Notify,
+    ];
+
+    /// The tiers `cc` runs: [`Tier::ALL`], and notify when `spec.notifications` is set.
+    pub fn of(cc: &CommentCluster) -> Vec<Tier> {
+        let mut tiers = Tier::ALL.to_vec();
+        if cc.spec.notifications.is_some() {
+            tiers.push(Tier::Notify);
+        }
+        tiers
     }
 
     /// The stateless tiers that scale out, with their spec.
@@ -161,6 +187,10 @@ pub mod names {
     /// `<cc>-logger-data`: logger's PersistentVolumeClaim.
     pub fn logger_data(cc: &str) -> String {
         format!("{cc}-logger-data")
+    }
+    /// `<cc>-notify-data`: notify's PersistentVolumeClaim.
+    pub fn notify_data(cc: &str) -> String {
+        format!("{cc}-notify-data")
     }
 }
 
@@ -287,7 +317,11 @@ pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
         DesiredObject::new(role_binding(&ctx)),
         DesiredObject::new(logger_claim(&ctx)),
     ];
-    for tier in Tier::ALL {
+    if let Some(claim) = notify_claim(&ctx) {
+        out.push(DesiredObject::new(claim));
+    }
+    let tiers = Tier::of(cc);
+    for tier in tiers.iter().copied() {
         out.push(DesiredObject::new(service(&ctx, tier)));
     }
     let store = store_as_tier(&cc.spec.store);
@@ -313,7 +347,18 @@ pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
             &ctx, tier, spec, replicas,
         )));
     }
-    out.push(DesiredObject::new(logger_deployment(&ctx)));
+    out.push(DesiredObject::new(single_writer_deployment(
+        &ctx,
+        Tier::Logger,
+        &cc.spec.logger,
+    )));
+    if let Some(notifications) = &cc.spec.notifications {
+        out.push(DesiredObject::new(single_writer_deployment(
+            &ctx,
+            Tier::Notify,
+            &notifications.tier,
+        )));
+    }
     let replicated = Tier::scalable(cc)
         .into_iter()
         .chain(store.as_ref().map(|spec| (Tier::Store, spec)));
@@ -327,7 +372,7 @@ pub fn build(cc: &CommentCluster, inputs: &Inputs) -> Vec<DesiredObject> {
             out.push(DesiredObject::new(pdb));
         }
     }
-    for tier in Tier::ALL {
+    for tier in tiers {
         out.push(DesiredObject::new(network_policy(&ctx, tier)));
     }
     if let Some(ing) = ingress(&ctx) {
@@ -437,6 +482,15 @@ fn logger_claim(ctx: &Ctx) -> PersistentVolumeClaim {
     }
 }
 
+fn notify_claim(ctx: &Ctx) -> Option<PersistentVolumeClaim> {
+    let notifications = ctx.cc.spec.notifications.as_ref()?;
+    Some(PersistentVolumeClaim {
+        metadata: ctx.meta(names::notify_data(&ctx.name), Some(Tier::Notify)),
+        spec: Some(claim_spec(&notifications.tier.storage)),
+        ..Default::default()
+    })
+}
+
 /// A tier's Service: its API and its metrics port. A Fjall store's is headless (the governing
 /// Service of its StatefulSet): its name resolves to the one store pod. A Postgres store's
 /// spreads requests over its replicas like the other tiers'.
@@ -497,6 +551,34 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
             ));
         }
         Tier::Store | Tier::Logger => vars.push(env("IO360_DATA_DIR", "/data")),
+        Tier::Notify => {
+            let n = spec
+                .notifications
+                .as_ref()
+                .expect("notify runs only with spec.notifications");
+            vars.push(env("IO360_DATA_DIR", "/data"));
+            vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store)));
+            vars.push(env("IO360_SMTP_URL", n.smtp_url()));
+            if n.smtp.credentials_secret.is_some() {
+                vars.push(env(
+                    "IO360_SMTP_USERNAME_FILE",
+                    format!("{SMTP_CREDENTIALS_DIR}/username"),
+                ));
+                vars.push(env(
+                    "IO360_SMTP_PASSWORD_FILE",
+                    format!("{SMTP_CREDENTIALS_DIR}/password"),
+                ));
+            }
+            vars.push(env("IO360_NOTIFY_FROM", n.from.clone()));
+            vars.push(env("IO360_PUBLIC_URL", n.public_url.clone()));
+            if !n.moderators.is_empty() {
+                vars.push(env("IO360_NOTIFY_MODERATORS", n.moderators.join(",")));
+            }
+            vars.push(env(
+                "IO360_NOTIFY_DIGEST_SECS",
+                n.digest_seconds.to_string(),
+            ));
+        }
         Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
         Tier::Longpoll => {
             vars.push(env("IO360_SYNC_URL", ctx.url(Tier::Sync)));
@@ -560,6 +642,11 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
     }
     if tier == Tier::Logic {
         vars.push(env("IO360_MODERATION", spec.moderation.as_str()));
+        // Only with email on, so that turning it on is what rolls logic, and nothing else.
+        if let Some(n) = &spec.notifications {
+            vars.push(env("IO360_NOTIFY_URL", ctx.url(Tier::Notify)));
+            vars.push(env("IO360_PUBLIC_URL", n.public_url.clone()));
+        }
     }
     if matches!(tier, Tier::Logic | Tier::Longpoll) && !spec.allowed_origins.is_empty() {
         vars.push(env("IO360_ALLOWED_ORIGINS", spec.allowed_origins.join(",")));
@@ -748,25 +835,36 @@ fn pod_template(
     let shutdown = &spec.shutdown;
     let env = tier_env(ctx, tier);
     let (startup, liveness, readiness) = probes(place.startup_seconds);
-    if matches!(tier, Tier::Store | Tier::Logger) {
-        // The data volume itself comes from the StatefulSet's claim template for store.
-        if tier == Tier::Logger {
-            volumes.push((
-                Volume {
-                    name: "data".into(),
-                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                        claim_name: names::logger_data(&ctx.name),
-                        read_only: Some(false),
-                    }),
-                    ..Default::default()
-                },
-                VolumeMount {
-                    name: "data".into(),
-                    mount_path: "/data".into(),
-                    ..Default::default()
-                },
-            ));
-        }
+    // The data volume of a Fjall store comes from the StatefulSet's claim template.
+    let claim = match tier {
+        Tier::Logger => Some(names::logger_data(&ctx.name)),
+        Tier::Notify => Some(names::notify_data(&ctx.name)),
+        _ => None,
+    };
+    if let Some(claim_name) = claim {
+        volumes.push((
+            Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name,
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..Default::default()
+            },
+        ));
+    }
+    if tier == Tier::Notify
+        && let Some(login) = spec
+            .notifications
+            .as_ref()
+            .and_then(|n| n.smtp.credentials_secret.as_ref())
+    {
+        volumes.push(smtp_credentials_volume(&login.name));
     }
     if tier == Tier::Logic {
         // An import's on-disk sort: about the size of the upload at most, gone with the pod.
@@ -877,6 +975,9 @@ fn pod_template(
     // that no other pod's hash moved when this was added).
     if let (Tier::Store, Some(pg)) = (tier, &spec.store.postgres) {
         hashed["database"] = serde_json::json!(pg.url_secret);
+    }
+    if let (Tier::Notify, Some(n)) = (tier, &spec.notifications) {
+        hashed["smtp"] = serde_json::json!(n.smtp.credentials_secret);
     }
     let hash = format!("{:016x}", fnv1a(hashed.to_string().as_bytes()));
     let pull_secrets =
@@ -1054,8 +1155,37 @@ fn tier_deployment(ctx: &Ctx, tier: Tier, spec: &TierSpec, replicas: Option<i32>
     }
 }
 
-fn logger_deployment(ctx: &Ctx) -> Deployment {
-    let tier = Tier::Logger;
+/// The Secret with the mail server's login, as `username` and `password` in
+/// [`SMTP_CREDENTIALS_DIR`].
+fn smtp_credentials_volume(secret: &str) -> (Volume, VolumeMount) {
+    let item = |key: &str| KeyToPath {
+        key: key.into(),
+        path: key.into(),
+        ..Default::default()
+    };
+    (
+        Volume {
+            name: "smtp-credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                items: Some(vec![item("username"), item("password")]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "smtp-credentials".into(),
+            mount_path: SMTP_CREDENTIALS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// A tier of one writer on its own volume (logger, notify): one replica, replaced by
+/// stopping the old pod first.
+fn single_writer_deployment(ctx: &Ctx, tier: Tier, spec: &StatefulTierSpec) -> Deployment {
     Deployment {
         metadata: ctx.meta(names::tier(&ctx.name, tier), Some(tier)),
         spec: Some(DeploymentSpec {
@@ -1069,12 +1199,7 @@ fn logger_deployment(ctx: &Ctx) -> Deployment {
                 match_labels: Some(selector_labels(&ctx.name, tier)),
                 ..Default::default()
             },
-            template: pod_template(
-                ctx,
-                tier,
-                Placement::of_stateful(&ctx.cc.spec.logger),
-                Vec::new(),
-            ),
+            template: pod_template(ctx, tier, Placement::of_stateful(spec), Vec::new()),
             ..Default::default()
         }),
         ..Default::default()
@@ -1207,22 +1332,34 @@ fn pdb(ctx: &Ctx, tier: Tier, spec: Option<&PdbSpec>) -> Option<PodDisruptionBud
     })
 }
 
-/// Who may call a tier's API port. `None`: anyone (the tiers an Ingress routes to).
-fn callers(tier: Tier) -> Option<&'static [Tier]> {
-    match tier {
-        Tier::Frontend | Tier::Logic | Tier::Longpoll => None,
-        Tier::Store => Some(&[Tier::Logic, Tier::Sync]),
-        Tier::Sync => Some(&[Tier::Longpoll]),
+/// Who of the cluster's `tiers` may call a tier's API port. `None`: anyone (the tiers an
+/// Ingress routes to).
+fn callers(tier: Tier, tiers: &[Tier]) -> Option<Vec<Tier>> {
+    let wanted: &[Tier] = match tier {
+        Tier::Frontend | Tier::Logic | Tier::Longpoll => return None,
+        // Notify follows the change feed.
+        Tier::Store => &[Tier::Logic, Tier::Sync, Tier::Notify],
+        Tier::Sync => &[Tier::Longpoll],
         // Every tier sends audit events.
-        Tier::Logger => Some(&Tier::ALL),
-    }
+        Tier::Logger => &Tier::EVERY,
+        // Logic hands it subscriptions and moderators' clicks.
+        Tier::Notify => &[Tier::Logic],
+    };
+    Some(
+        wanted
+            .iter()
+            .copied()
+            .filter(|t| tiers.contains(t))
+            .collect(),
+    )
 }
 
-/// The tiers whose API a tier calls.
-fn callees(tier: Tier) -> Vec<Tier> {
-    Tier::ALL
-        .into_iter()
-        .filter(|t| *t != tier && callers(*t).is_some_and(|c| c.contains(&tier)))
+/// The tiers of the cluster's `tiers` whose API a tier calls.
+fn callees(tier: Tier, tiers: &[Tier]) -> Vec<Tier> {
+    tiers
+        .iter()
+        .copied()
+        .filter(|t| *t != tier && callers(*t, tiers).is_some_and(|c| c.contains(&tier)))
         .chain(match tier {
             Tier::Frontend => vec![Tier::Logic, Tier::Longpoll],
             // The comments' status, for the suspension events it sends to open pages.
@@ -1258,8 +1395,9 @@ fn pods_of(ctx: &Ctx, tier: Tier) -> NetworkPolicyPeer {
 /// 6443 when unset).
 fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
     let network = &ctx.cc.spec.network;
+    let tiers = Tier::of(ctx.cc);
     let mut ingress = vec![NetworkPolicyIngressRule {
-        from: callers(tier).map(|from| from.iter().map(|t| pods_of(ctx, *t)).collect()),
+        from: callers(tier, &tiers).map(|from| from.iter().map(|t| pods_of(ctx, *t)).collect()),
         ports: Some(vec![tcp(HTTP_PORT)]),
     }];
     ingress.push(NetworkPolicyIngressRule {
@@ -1277,7 +1415,7 @@ fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
             tcp(53),
         ]),
     }];
-    let callees = callees(tier);
+    let callees = callees(tier, &tiers);
     if !callees.is_empty() {
         egress.push(NetworkPolicyEgressRule {
             to: Some(callees.iter().map(|t| pods_of(ctx, *t)).collect()),
@@ -1288,6 +1426,12 @@ fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
         egress.push(NetworkPolicyEgressRule {
             to: (!pg.peers.is_empty()).then(|| pg.peers.clone()),
             ports: Some(vec![tcp(pg.port)]),
+        });
+    }
+    if let (Tier::Notify, Some(n)) = (tier, &ctx.cc.spec.notifications) {
+        egress.push(NetworkPolicyEgressRule {
+            to: (!n.smtp.peers.is_empty()).then(|| n.smtp.peers.clone()),
+            ports: Some(vec![tcp(n.smtp.port)]),
         });
     }
     if matches!(tier, Tier::Frontend | Tier::Logic) {

@@ -249,10 +249,21 @@ pub fn plan(o: &Observed) -> Plan {
         }
     }
     let keep: BTreeSet<ChildRef> = wanted.iter().map(|d| d.child()).collect();
+    // Notify's workload, Service and NetworkPolicy go with `spec.notifications`; its volume
+    // claim stays (the subscriptions and the outbox), as a StatefulSet's claims do.
+    let notify = names::tier(&o.cc.name_any(), Tier::Notify);
     let mut prune: Vec<ChildRef> = o
         .children
         .keys()
-        .filter(|c| c.kind.pruned() && !keep.contains(c))
+        .filter(|c| {
+            let optional = c.kind.pruned()
+                || (c.name == notify
+                    && matches!(
+                        c.kind,
+                        ChildKind::Deployment | ChildKind::Service | ChildKind::NetworkPolicy
+                    ));
+            optional && !keep.contains(c)
+        })
         .cloned()
         .collect();
     prune.sort();
@@ -425,7 +436,7 @@ pub fn tier_replicas<'a>(
         if !child.kind.workload() {
             continue;
         }
-        if let Some(tier) = Tier::ALL
+        if let Some(tier) = Tier::EVERY
             .into_iter()
             .find(|t| child.name == names::tier(cc, *t))
         {
@@ -736,7 +747,7 @@ pub fn status(o: &Observed, plan: &Plan, tiers: &Tiers) -> CommentClusterStatus 
             message,
         )
     };
-    let ready = lagging.is_empty() && tiers.len() == Tier::ALL.len();
+    let ready = lagging.is_empty() && Tier::of(cc).iter().all(|t| tiers.contains_key(t.as_str()));
     if ready {
         set(
             "Ready",
@@ -1149,6 +1160,36 @@ mod tests {
     }
 
     #[test]
+    fn turning_email_off_deletes_notify_but_keeps_its_volume() {
+        let mut cc = autoscaled();
+        let email = cluster(include_str!("../tests/fixtures/notifications.yaml"), 1);
+        cc.spec.notifications = email.spec.notifications;
+        let mut o = observed(&cc, at(0));
+        for d in desired::build(&cc, &Inputs::default()) {
+            o.children
+                .insert(d.child(), serde_json::to_value(&d.object).unwrap());
+        }
+        assert!(plan(&o).prune.is_empty());
+        let mut off = cc.clone();
+        off.spec.notifications = None;
+        let mut o2 = observed(&off, at(1));
+        o2.children = o.children.clone();
+        let p = plan(&o2);
+        assert_eq!(
+            p.prune,
+            vec![
+                ChildRef::new(ChildKind::Service, "news-notify"),
+                ChildRef::new(ChildKind::Deployment, "news-notify"),
+                ChildRef::new(ChildKind::NetworkPolicy, "news-notify"),
+            ]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn a_suspended_pass_scales_longpoll_from_what_the_cache_shows() {
         let mut cc = autoscaled();
         cc.spec.comments_suspended = true;
@@ -1314,6 +1355,29 @@ mod tests {
         let mut five = all_ready();
         five.replicas.remove("logger");
         assert_eq!(condition(&status(&o, &p, &five), "Ready").status, "False");
+    }
+
+    #[test]
+    fn with_email_on_the_cluster_is_ready_only_with_notify_ready_too() {
+        let mut cc = minimal();
+        let email = cluster(include_str!("../tests/fixtures/notifications.yaml"), 1);
+        cc.spec.notifications = email.spec.notifications;
+        let o = observed(&cc, at(0));
+        let p = plan(&o);
+        let six = all_ready();
+        let s = status(&o, &p, &six);
+        assert_eq!(condition(&s, "Ready").status, "False", "notify is missing");
+        let mut seven = all_ready();
+        seven.replicas.insert("notify".into(), (1, 0));
+        let s = status(&o, &p, &seven);
+        assert_eq!(
+            condition(&s, "Ready").message,
+            "waiting for ready replicas: notify 0/1"
+        );
+        seven.replicas.insert("notify".into(), (1, 1));
+        let s = status(&o, &p, &seven);
+        assert_eq!(condition(&s, "Ready").status, "True");
+        assert_eq!(s.tiers.len(), 7);
     }
 
     #[test]

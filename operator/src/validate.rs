@@ -7,7 +7,8 @@ use std::fmt;
 use kube::ResourceExt;
 
 use crate::crd::{
-    AutoscalingSpec, CommentCluster, ScalingMetric, StoreEngine, StoreSpec, TierSpec,
+    AutoscalingSpec, CommentCluster, NotificationsSpec, ScalingMetric, StoreEngine, StoreSpec,
+    TierSpec,
 };
 use crate::desired::{self, Tier};
 
@@ -63,6 +64,9 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
         tier_errors(tier, &format!("spec.{}", tier.as_str()), t, &mut err);
     }
     store_errors(&spec.store, &mut err);
+    if let Some(n) = &spec.notifications {
+        notifications_errors(n, &mut err);
+    }
 
     let ad = &spec.auto_degrade;
     if ad.enabled
@@ -203,6 +207,88 @@ pub fn validate(cc: &CommentCluster) -> Result<(), InvalidSpec> {
 
 /// The store's engine and what goes with it (the CRD's rules, checked again for an API server
 /// that did not run them).
+/// What goes into a mail header or an SMTP command must not break out of it.
+fn has_line_break(s: &str) -> bool {
+    s.contains(['\r', '\n'])
+}
+
+/// An address as notify sends to it: `local@domain`, no spaces, commas or line breaks.
+fn is_address(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains('@')
+            && !s.contains(|c: char| c.is_whitespace() || c == ',' || c.is_control())
+    })
+}
+
+fn notifications_errors(n: &NotificationsSpec, err: &mut impl FnMut(String, String)) {
+    let smtp = &n.smtp;
+    if smtp.host.is_empty()
+        || smtp
+            .host
+            .contains(|c: char| !(c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+    {
+        err(
+            "spec.notifications.smtp.host".into(),
+            format!(
+                "must be a host name or address (letters, digits, `.`, `-`, `:`, `[]`), got {:?}",
+                smtp.host
+            ),
+        );
+    }
+    if !(1..=65535).contains(&smtp.port) {
+        err(
+            "spec.notifications.smtp.port".into(),
+            format!("must be 1 to 65535, got {}", smtp.port),
+        );
+    }
+    if smtp
+        .credentials_secret
+        .as_ref()
+        .is_some_and(|c| c.name.is_empty())
+    {
+        err(
+            "spec.notifications.smtp.credentialsSecret.name".into(),
+            "must name the Secret with the keys username and password".into(),
+        );
+    }
+    if has_line_break(&n.from) || !n.from.contains('@') {
+        err(
+            "spec.notifications.from".into(),
+            format!(
+                "must be one address, e.g. `Comments <comments@example.org>`, on one line, got {:?}",
+                n.from
+            ),
+        );
+    }
+    let url = n.public_url.as_str();
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+    {
+        err(
+            "spec.notifications.publicUrl".into(),
+            format!(
+                "must be the site's http(s):// base URL without query or fragment, got {url:?}"
+            ),
+        );
+    }
+    for (i, m) in n.moderators.iter().enumerate() {
+        if !is_address(m) {
+            err(
+                format!("spec.notifications.moderators[{i}]"),
+                format!("must be one email address (local@domain), got {m:?}"),
+            );
+        }
+    }
+    if !(0..=86_400).contains(&n.digest_seconds) {
+        err(
+            "spec.notifications.digestSeconds".into(),
+            format!("must be 0 to 86400, got {}", n.digest_seconds),
+        );
+    }
+}
+
 fn store_errors(store: &StoreSpec, err: &mut impl FnMut(String, String)) {
     match (store.engine, &store.postgres) {
         (StoreEngine::Postgres, None) => err(

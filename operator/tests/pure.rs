@@ -673,3 +673,109 @@ fn store_has_a_headless_governing_service_and_images_are_pinned() {
         );
     }
 }
+
+#[test]
+fn email_adds_the_notify_tier_rolls_only_logic_and_keeps_the_login_in_notify() {
+    let plain = load(&dir("tests/fixtures/minimal.yaml"));
+    let with_email = load(&dir("tests/fixtures/notifications.yaml"));
+    let name = plain.metadata.name.clone().unwrap();
+    let mut on = plain.clone();
+    on.spec.notifications = with_email.spec.notifications.clone();
+    let before = desired::build(&plain, &Inputs::default());
+    let after = desired::build(&on, &Inputs::default());
+    let hash = |objs: &[desired::DesiredObject], key: &str| {
+        find(objs, key).unwrap().object.data["spec"]["template"]["metadata"]["annotations"]
+            [desired::CONFIG_HASH]
+            .clone()
+    };
+    // Without email there is no notify object at all.
+    assert!(before.iter().all(|d| !d.key().contains("notify")));
+    for (key, _) in pod_specs(&before) {
+        if key.ends_with("-logic") {
+            assert_ne!(hash(&before, &key), hash(&after, &key), "{key}");
+        } else {
+            assert_eq!(hash(&before, &key), hash(&after, &key), "{key} rolled");
+        }
+    }
+    for key in [
+        format!("Deployment/{name}-notify"),
+        format!("Service/{name}-notify"),
+        format!("NetworkPolicy/{name}-notify"),
+        format!("PersistentVolumeClaim/{name}-notify-data"),
+    ] {
+        assert!(find(&after, &key).is_some(), "{key} missing");
+    }
+    let env_of = |objs: &[desired::DesiredObject], key: &str| -> Vec<(String, String)> {
+        find(objs, key).unwrap().object.data["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let logic = env_of(&after, &format!("Deployment/{name}-logic"));
+    assert!(logic.contains(&(
+        "IO360_NOTIFY_URL".into(),
+        format!("http://{name}-notify:8080")
+    )));
+    // The login is a file in notify pods only; the URL in the environment holds no password.
+    for (key, spec) in pod_specs(&after) {
+        let mounts_login = spec["volumes"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "forum-smtp"));
+        assert_eq!(mounts_login, key.ends_with("-notify"), "{key}");
+    }
+    let notify = env_of(&after, &format!("Deployment/{name}-notify"));
+    assert!(notify.contains(&(
+        "IO360_SMTP_URL".into(),
+        "smtp://smtp.example.org:587?tls=required".into()
+    )));
+    // Notify may call store (the feed) and logger, is called by logic only, and reaches the
+    // mail server on its port; store and logger let notify in.
+    let np = |tier: &str| {
+        find(&after, &format!("NetworkPolicy/{name}-{tier}"))
+            .unwrap()
+            .object
+            .data["spec"]
+            .clone()
+    };
+    let notify_np = np("notify");
+    assert_eq!(
+        components(&notify_np["ingress"][0], "from"),
+        vec!["logic".to_string()]
+    );
+    assert_eq!(
+        components(&notify_np["egress"][1], "to"),
+        vec!["store".to_string(), "logger".to_string()]
+    );
+    assert_eq!(
+        ports_of(&notify_np["egress"][2]),
+        vec![(587, "TCP".to_string())]
+    );
+    for tier in ["store", "logger"] {
+        assert!(
+            components(&np(tier)["ingress"][0], "from").contains(&"notify".to_string()),
+            "{tier} lets notify in"
+        );
+    }
+    assert!(components(&np("logic")["egress"][1], "to").contains(&"notify".to_string()));
+
+    // A new login revision restarts notify, and nothing else.
+    let mut rotated = on.clone();
+    if let Some(n) = rotated.spec.notifications.as_mut() {
+        n.smtp.credentials_secret.as_mut().unwrap().revision = Some("2026-02".into());
+    }
+    let rolled = desired::build(&rotated, &Inputs::default());
+    for (key, _) in pod_specs(&after) {
+        assert_eq!(
+            hash(&after, &key) != hash(&rolled, &key),
+            key.ends_with("-notify"),
+            "{key}"
+        );
+    }
+}

@@ -312,3 +312,117 @@ pub fn store_on_postgres_runs_as_replicas(s: &Suite) -> BoxFuture<'_, Result<()>
         Ok(())
     })
 }
+
+/// Email on: the notify tier joins (a Deployment of one on its own claim, a Service, a
+/// NetworkPolicy), logic learns where it is, and the status waits for it. Email off: notify's
+/// workload, Service and NetworkPolicy go; its claim (subscriptions, outbox) stays.
+pub fn email_on_adds_notify_and_off_removes_it(s: &Suite) -> BoxFuture<'_, Result<()>> {
+    Box::pin(async move {
+        let ns = s.namespace("email").await?;
+        let name = "forum";
+        let email = json!({"notifications": {
+            "smtp": {"host": "smtp.example.org", "port": 2525, "tls": "StartTLS",
+                     "credentialsSecret": {"name": "forum-smtp"}},
+            "from": "Comments <comments@example.org>",
+            "publicUrl": "https://forum.example.org",
+            "moderators": ["desk@example.org"],
+        }});
+        s.apply(&ns, &comment_cluster(name, email)).await?;
+        let cc = s.wait_ready(&ns, name, 120).await?;
+        let notify = &cc["status"]["tiers"]["notify"];
+        ensure!(
+            notify["desiredReplicas"] == 1 && notify["readyReplicas"] == 1,
+            "status.tiers.notify = {notify}, wanted 1 desired and ready"
+        );
+        let notify_name = format!("{name}-notify");
+        let children = objects(s, &ns).await?;
+        let has = |children: &[(String, String, Vec<String>)], kind: &str, n: &str| {
+            children.iter().any(|(k, c, _)| k == kind && c == n)
+        };
+        let claim = format!("{name}-notify-data");
+        for (kind, n) in [
+            ("Deployment", notify_name.as_str()),
+            ("Service", notify_name.as_str()),
+            ("NetworkPolicy", notify_name.as_str()),
+            ("PersistentVolumeClaim", claim.as_str()),
+        ] {
+            ensure!(has(&children, kind, n), "no {kind}/{n}: {children:?}");
+        }
+        let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &ns);
+        let env_of = |d: &Deployment| -> Vec<(String, String)> {
+            d.spec
+                .iter()
+                .flat_map(|s| s.template.spec.iter())
+                .flat_map(|p| p.containers[0].env.clone().unwrap_or_default())
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect()
+        };
+        let logic = env_of(&deployments.get(&format!("{name}-logic")).await?);
+        ensure!(
+            logic
+                .iter()
+                .any(|(k, v)| k == "IO360_NOTIFY_URL" && v == &format!("http://{notify_name}:8080")),
+            "logic does not know where notify is: {logic:?}"
+        );
+        let notify_env = env_of(&deployments.get(&notify_name).await?);
+        ensure!(
+            notify_env
+                .iter()
+                .any(|(k, v)| k == "IO360_SMTP_URL"
+                    && v == "smtp://smtp.example.org:2525?tls=required"),
+            "notify's mail server: {notify_env:?}"
+        );
+        let policy = s
+            .kubectl(&[
+                "get",
+                "networkpolicy",
+                &notify_name,
+                "-n",
+                &ns,
+                "-o",
+                "json",
+            ])
+            .await?;
+        ensure!(
+            policy.contains("2525"),
+            "notify's NetworkPolicy does not let it reach the mail server's port: {policy}"
+        );
+
+        // Email off.
+        s.apply(&ns, &comment_cluster(name, json!({}))).await?;
+        s.wait(
+            "notify's workload, Service and NetworkPolicy gone",
+            60,
+            || async {
+                let children = objects(s, &ns).await.map_err(|e| e.to_string())?;
+                let left: Vec<_> = children
+                    .iter()
+                    .filter(|(_, c, _)| c == &notify_name)
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still there: {left:?}"))
+                }
+            },
+        )
+        .await?;
+        let children = objects(s, &ns).await?;
+        ensure!(
+            has(&children, "PersistentVolumeClaim", &claim),
+            "notify's claim was deleted with email off: {children:?}"
+        );
+        let logic = env_of(&deployments.get(&format!("{name}-logic")).await?);
+        ensure!(
+            !logic.iter().any(|(k, _)| k == "IO360_NOTIFY_URL"),
+            "logic still points at notify: {logic:?}"
+        );
+        let cc = s.wait_ready(&ns, name, 120).await?;
+        ensure!(
+            cc["status"]["tiers"].get("notify").is_none(),
+            "status still lists notify: {}",
+            cc["status"]["tiers"]
+        );
+        Ok(())
+    })
+}

@@ -49,6 +49,11 @@ const TESTS: &[(&str, TestFn, bool)] = &[
         false,
     ),
     (
+        "email_on_adds_the_notify_tier_and_off_removes_it",
+        lifecycle::email_on_adds_notify_and_off_removes_it,
+        false,
+    ),
+    (
         "manual_suspension_scales_longpoll_to_zero_and_back",
         suspension::manual_suspension_round_trip,
         false,
