@@ -1,6 +1,8 @@
 //! Notify logs in to the mail server with a user name and password read from files (how a
 //! Kubernetes Secret reaches it), never from its environment.
 
+#![allow(clippy::unwrap_used, reason = "in tests a panic is the failure report")]
+
 mod smtp;
 
 use clap::Parser;
@@ -83,8 +85,7 @@ fn a_user_name_without_a_password_or_an_unreadable_file_is_a_clear_error() {
         &user,
     ])
     .mailer()
-    .err()
-    .expect("refused")
+    .expect_err("refused")
     .to_string();
     assert!(err.contains("set both or neither"), "{err}");
 
@@ -98,8 +99,7 @@ fn a_user_name_without_a_password_or_an_unreadable_file_is_a_clear_error() {
         &missing,
     ])
     .mailer()
-    .err()
-    .expect("refused")
+    .expect_err("refused")
     .to_string();
     assert!(
         err.contains("IO360_SMTP_PASSWORD_FILE") && err.contains("absent"),
