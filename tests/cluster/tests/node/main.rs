@@ -11,6 +11,7 @@
 //! inside it. The tests run one at a time: each starts a CommentCluster of seven real pods on a
 //! two-core machine.
 
+mod email;
 mod flows;
 mod held;
 mod netpol;
@@ -54,6 +55,10 @@ const TESTS: &[(&str, TestFn)] = &[
     (
         "store_on_postgres_keeps_every_write_through_a_store_pod_loss",
         postgres::store_on_postgres_survives_a_pod_loss,
+    ),
+    (
+        "email_goes_out_through_the_notify_pod_logged_in_from_a_secret",
+        email::email_goes_out_through_the_notify_pod,
     ),
     (
         "new_image_tag_rolls_every_tier_without_a_failed_request",
