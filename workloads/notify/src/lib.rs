@@ -205,9 +205,10 @@ impl Config {
             return Ok(s.trim().as_bytes().to_vec());
         }
         std::fs::create_dir_all(&self.data_dir)?;
-        let secret: String = (0..32)
-            .map(|_| format!("{:02x}", fastrand::u8(..)))
-            .collect();
+        // From the operating system's generator: whoever could guess this key could
+        // confirm, unsubscribe and moderate with links of their own.
+        let bytes: [u8; 32] = rand::random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         write_private(&path, &secret)?;
         Ok(secret.into_bytes())
     }
