@@ -59,12 +59,14 @@ fn chown_nobody(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("giving {} to nobody", path.display()), e))
 }
 
-/// `setpriv` arguments that run a program as `nobody`.
+/// `setpriv` arguments that run a program as `nobody`. The kernel forgets a parent-death
+/// signal when the user changes, so `setpriv` sets it again: a killed run leaves no server.
 fn as_nobody(program: &Path) -> Vec<String> {
     vec![
         format!("--reuid={UID}"),
         format!("--regid={UID}"),
         "--clear-groups".into(),
+        "--pdeathsig=INT".into(),
         program.display().to_string(),
     ]
 }
