@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use crate::flows::start_cluster;
-use crate::support::Suite;
+use crate::support::{Suite, merge, on_the_node_with_storage};
 
 const USER: &str = "comments@mail.test";
 const PASSWORD: &str = "node pass 1";
@@ -146,25 +146,31 @@ pub fn email_goes_out_through_the_notify_pod(s: &Suite) -> BoxFuture<'_, Result<
             }),
         )
         .await?;
+        // The notify pod goes where the other tiers do, with a volume on the node.
+        let mut notifications = on_the_node_with_storage();
+        merge(
+            &mut notifications,
+            json!({
+                "smtp": {
+                    "host": NODE_IP.to_string(),
+                    "port": port,
+                    "tls": "Plain",
+                    "credentialsSecret": {"name": "smtp"},
+                    "peers": [{"ipBlock": {"cidr": format!("{NODE_IP}/32")}}],
+                },
+                "from": "Comments <comments@mail.test>",
+                "publicUrl": "https://blog.mail.test",
+                "moderators": ["desk@mail.test"],
+                "digestSeconds": 1,
+            }),
+        );
         start_cluster(
             s,
             &ns,
             name,
             json!({
                 "moderation": "all",
-                "notifications": {
-                    "smtp": {
-                        "host": NODE_IP.to_string(),
-                        "port": port,
-                        "tls": "Plain",
-                        "credentialsSecret": {"name": "smtp"},
-                        "peers": [{"ipBlock": {"cidr": format!("{NODE_IP}/32")}}],
-                    },
-                    "from": "Comments <comments@mail.test>",
-                    "publicUrl": "https://blog.mail.test",
-                    "moderators": ["desk@mail.test"],
-                    "digestSeconds": 1,
-                },
+                "notifications": notifications,
                 "network": {"apiServerCidrs": [format!("{NODE_IP}/32")]},
             }),
         )

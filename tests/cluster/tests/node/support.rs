@@ -387,21 +387,31 @@ pub fn toleration() -> Value {
     })
 }
 
-/// A CommentCluster on the real node: every tier tolerates the node's taint and selects it,
-/// asks for little CPU (seven pods per cluster share two cores), keeps its data on the node's
-/// local volumes, and serves the site from ConfigMap `site`. `spec` is merged over that.
-pub fn comment_cluster(suite: &Suite, name: &str, tag: &str, spec: Value) -> Value {
-    let place = json!({
+/// Where a tier's pods go in these tests: the real node, with little CPU asked for.
+pub fn on_the_node() -> Value {
+    json!({
         "nodeSelector": { REAL_NODE_LABEL.0: REAL_NODE_LABEL.1 },
         "tolerations": [toleration()],
         "resources": {
             "requests": {"cpu": "20m", "memory": "32Mi"},
             "limits": {"memory": "256Mi"},
         },
-    });
-    let storage = json!({"size": "1Gi", "storageClassName": LOCAL_STORAGE_CLASS});
-    let mut data_tier = place.clone();
-    data_tier["storage"] = storage;
+    })
+}
+
+/// [`on_the_node`], for a tier with a volume of its own on the node's local storage.
+pub fn on_the_node_with_storage() -> Value {
+    let mut tier = on_the_node();
+    tier["storage"] = json!({"size": "1Gi", "storageClassName": LOCAL_STORAGE_CLASS});
+    tier
+}
+
+/// A CommentCluster on the real node: every tier tolerates the node's taint and selects it,
+/// asks for little CPU (seven pods per cluster share two cores), keeps its data on the node's
+/// local volumes, and serves the site from ConfigMap `site`. `spec` is merged over that.
+pub fn comment_cluster(suite: &Suite, name: &str, tag: &str, spec: Value) -> Value {
+    let place = on_the_node();
+    let data_tier = on_the_node_with_storage();
     let mut scaled = place.clone();
     scaled["replicas"] = json!(1);
     let mut base = json!({
