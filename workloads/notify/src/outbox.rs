@@ -167,7 +167,7 @@ fn sent_key(event: &str, email: &str) -> Vec<u8> {
 /// The notification database.
 #[derive(Clone)]
 pub struct Outbox {
-    db: Database,
+    pub(crate) db: Database,
     subs: Keyspace,
     rows: Keyspace,
     sent: Keyspace,
@@ -177,15 +177,39 @@ pub struct Outbox {
     redeeming: std::sync::Arc<std::sync::Mutex<()>>,
     /// Address → the keys of its subscriptions, for the per-address cap, export and erase.
     addresses: Keyspace,
+    /// Webhook endpoints by id.
+    pub(crate) endpoints: Keyspace,
+    /// Webhook deliveries waiting, by endpoint and feed position.
+    pub(crate) deliveries: Keyspace,
+    /// The last attempts of each endpoint.
+    pub(crate) hook_log: Keyspace,
+    pub(crate) registering: std::sync::Arc<std::sync::Mutex<()>>,
+    pub(crate) log_seq: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Deliveries one endpoint may have waiting; past it, new events are dropped and logged.
+    pub(crate) hook_queue: usize,
 }
 
 const CURSOR: &[u8] = b"cursor";
 
-fn decode<T: for<'a> Deserialize<'a>>(what: &'static str, v: &[u8]) -> Result<T, OutboxError> {
+/// What one change of the feed queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Outbox rows (emails).
+    pub emails: usize,
+    /// Webhook deliveries.
+    pub hooks: usize,
+    /// Webhook deliveries dropped because their endpoint's queue was full.
+    pub dropped: usize,
+}
+
+pub(crate) fn decode<T: for<'a> Deserialize<'a>>(
+    what: &'static str,
+    v: &[u8],
+) -> Result<T, OutboxError> {
     serde_json::from_slice(v).map_err(|source| OutboxError::Decode { what, source })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
 }
 
@@ -204,11 +228,23 @@ impl Outbox {
             addresses: ks("addresses")?,
             used: ks("used-links")?,
             redeeming: Default::default(),
+            endpoints: ks("webhooks")?,
+            deliveries: ks("webhook-deliveries")?,
+            hook_log: ks("webhook-log")?,
+            registering: Default::default(),
+            log_seq: Default::default(),
+            hook_queue: 1000,
             db,
         })
     }
 
-    fn sync(&self) -> Result<(), OutboxError> {
+    /// Sets how many deliveries one webhook endpoint may have waiting (at least 1).
+    pub fn with_webhook_queue(mut self, n: usize) -> Outbox {
+        self.hook_queue = n.max(1);
+        self
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), OutboxError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
     }
 
@@ -414,6 +450,17 @@ impl Outbox {
         now: i64,
         moderators: &[String],
     ) -> Result<usize, OutboxError> {
+        Ok(self.apply_all(change, now, moderators)?.emails)
+    }
+
+    /// As [`Outbox::apply_for`], also queueing a delivery to every webhook endpoint that
+    /// wants the change's kind, in the same durable batch.
+    pub fn apply_all(
+        &self,
+        change: &io360_common::model::Change,
+        now: i64,
+        moderators: &[String],
+    ) -> Result<Applied, OutboxError> {
         use io360_common::model::{ChangeKind, Status};
         let mut batch = self.db.batch();
         let mut queued = 0;
@@ -478,16 +525,21 @@ impl Outbox {
                 queued += 1;
             }
         }
+        let (hooks, dropped) = self.queue_hooks(&mut batch, change, now)?;
         if change.pos > self.cursor()? {
             batch.insert(&self.meta, CURSOR, change.pos.to_be_bytes());
         }
         batch.commit()?;
         // Rows are made durable before the feed moves on. A change that queued nothing need
         // not be: replayed after a crash, it queues nothing again.
-        if queued > 0 {
+        if queued + hooks + dropped > 0 {
             self.sync()?;
         }
-        Ok(queued)
+        Ok(Applied {
+            emails: queued,
+            hooks,
+            dropped,
+        })
     }
 
     /// Every queued row for one recipient.
