@@ -58,6 +58,7 @@ pub fn router(
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(crate::notify::router())
+        .merge(crate::webhooks::router())
         .merge(io360_console::router());
     // Longpoll asks whether comments are suspended, to tell every open page at once.
     let status_route = Router::new().route("/api/v1/status", get(status));

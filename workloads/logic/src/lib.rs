@@ -18,6 +18,7 @@ mod render;
 mod state;
 mod suspension;
 mod token;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -333,10 +333,7 @@ impl Outbox {
 
     /// Every delivery due by `now_ms`, by endpoint in queue order, and when the soonest one
     /// not yet due falls due.
-    pub fn due(
-        &self,
-        now_ms: i64,
-    ) -> Result<(Due, Option<i64>), OutboxError> {
+    pub fn due(&self, now_ms: i64) -> Result<(Due, Option<i64>), OutboxError> {
         let mut due = Due::new();
         let mut next: Option<i64> = None;
         for kv in self.deliveries.iter() {

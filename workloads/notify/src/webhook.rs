@@ -16,8 +16,8 @@
 //!
 //! Server-side request forgery: a URL whose host is, or resolves to, a loopback, private,
 //! link-local or otherwise non-public address is refused, at registration and again at each
-//! connection (the resolver filters the addresses it answers), unless the operator allows
-//! private addresses. Redirects are not followed.
+//! connection (made to the address just checked), unless the operator allows private
+//! addresses. Redirects are not followed, and no proxy is used.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -197,11 +197,11 @@ pub enum UrlError {
 }
 
 /// Parses a webhook URL: http or https, a host, no credentials.
-pub fn parse_url(raw: &str) -> Result<reqwest::Url, UrlError> {
+pub fn parse_url(raw: &str) -> Result<url::Url, UrlError> {
     if raw.len() > 2048 {
         return Err(UrlError::Malformed);
     }
-    let url = reqwest::Url::parse(raw).map_err(|_| UrlError::Malformed)?;
+    let url = url::Url::parse(raw).map_err(|_| UrlError::Malformed)?;
     if !matches!(url.scheme(), "http" | "https")
         || url.host().is_none()
         || !url.username().is_empty()
@@ -214,7 +214,7 @@ pub fn parse_url(raw: &str) -> Result<reqwest::Url, UrlError> {
 
 /// Checks that `url` reaches only public addresses (unless `allow_private`), resolving its
 /// host name.
-pub async fn check_reachable(url: &reqwest::Url, allow_private: bool) -> Result<(), UrlError> {
+pub async fn check_reachable(url: &url::Url, allow_private: bool) -> Result<(), UrlError> {
     if allow_private {
         return Ok(());
     }
@@ -235,28 +235,148 @@ pub async fn check_reachable(url: &reqwest::Url, allow_private: bool) -> Result<
     }
 }
 
-/// A resolver that answers only public addresses, so a name that resolves differently at
-/// delivery time than at registration (DNS rebinding) still cannot reach inside.
-struct PublicOnly;
+/// Posts one delivery over a connection of its own, made to an address checked just before:
+/// the name is resolved once, non-public addresses are dropped (unless allowed), and the
+/// connection goes to what is left, so a name that resolves differently at delivery time
+/// than at registration (DNS rebinding) still cannot reach inside. No proxy, no redirects.
+struct Poster {
+    tls: tokio_rustls::TlsConnector,
+    allow_private: bool,
+    timeout: Duration,
+}
 
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> =
-                all.iter().copied().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                let e: Box<dyn std::error::Error + Send + Sync> = format!(
-                    "{host} resolves to no public address ({all:?}); set IO360_WEBHOOK_ALLOW_PRIVATE to allow it"
-                )
-                .into();
-                return Err(e);
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
-            Ok(addrs)
-        })
+impl Poster {
+    fn new(config: &WebhookConfig) -> Poster {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            tracing::warn!("no trusted root certificates found: https webhooks will fail");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Poster {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            allow_private: config.allow_private,
+            timeout: Duration::from_secs(config.timeout_secs),
+        }
     }
+
+    /// The addresses `url` may be reached at.
+    async fn addresses(&self, url: &url::Url) -> Result<Vec<SocketAddr>, String> {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let all: Vec<SocketAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(ip.into(), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(ip.into(), port)],
+            Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+                .await
+                .map_err(|e| UrlError::Unresolvable(e.to_string()).to_string())?
+                .collect(),
+            None => return Err(UrlError::Malformed.to_string()),
+        };
+        if self.allow_private {
+            return Ok(all);
+        }
+        let public: Vec<SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+        match (public.is_empty(), all.first()) {
+            (true, Some(a)) => Err(UrlError::Private(a.ip()).to_string()),
+            (true, None) => Err(UrlError::Unresolvable("no address".into()).to_string()),
+            (false, _) => Ok(public),
+        }
+    }
+
+    /// POSTs `body` with `headers`; answers the receiver's status.
+    async fn post(
+        &self,
+        url: &url::Url,
+        headers: &[(&'static str, String)],
+        body: String,
+    ) -> Result<u16, String> {
+        tokio::time::timeout(self.timeout, self.post_now(url, headers, body))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
+    }
+
+    async fn post_now(
+        &self,
+        url: &url::Url,
+        headers: &[(&'static str, String)],
+        body: String,
+    ) -> Result<u16, String> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| UrlError::Malformed.to_string())?;
+        let mut tcp = None;
+        let mut last = String::from("no address");
+        for addr in self.addresses(url).await? {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = format!("cannot connect to {addr}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
+        let _ = tcp.set_nodelay(true);
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut req = http::Request::post(path).header(http::header::HOST, authority);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        if url.scheme() == "https" {
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| e.to_string())?;
+            let tls = self
+                .tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
+            send(tls, req).await
+        } else {
+            send(tcp, req).await
+        }
+    }
+}
+
+async fn send<S>(
+    io: S,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| error_chain(&e))?;
+    let conn = tokio::spawn(conn);
+    let answer = sender
+        .send_request(req)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| error_chain(&e));
+    // The answer's body is not read: one request per connection.
+    conn.abort();
+    answer
 }
 
 /// The webhook counters.
@@ -275,7 +395,7 @@ pub struct HookMetrics {
 /// Sends what the webhook queue holds.
 pub struct Deliverer {
     outbox: Outbox,
-    http: reqwest::Client,
+    poster: Poster,
     config: WebhookConfig,
     metrics: HookMetrics,
 }
@@ -308,21 +428,9 @@ enum Outcome {
 impl Deliverer {
     /// A deliverer for `outbox`'s webhook queue.
     pub fn new(outbox: Outbox, config: WebhookConfig, metrics: HookMetrics) -> Deliverer {
-        // reqwest uses rustls without a built-in provider: ring, as lettre does. Another part
-        // of the process may have installed one first, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(config.timeout_secs.min(5)))
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent("io360-webhooks/1");
-        if !config.allow_private {
-            b = b.dns_resolver(Arc::new(PublicOnly));
-        }
         Deliverer {
             outbox,
-            http: b.build().expect("building the webhook client"),
+            poster: Poster::new(&config),
             config,
             metrics,
         }
@@ -345,34 +453,15 @@ impl Deliverer {
         let result = match parse_url(&ep.url) {
             Err(e) => Err(e.to_string()),
             Ok(url) => {
-                // An IP literal does not go through the resolver: checked here.
-                let literal_ok = self.config.allow_private
-                    || match url.host() {
-                        Some(url::Host::Ipv4(ip)) => is_public(ip.into()),
-                        Some(url::Host::Ipv6(ip)) => is_public(ip.into()),
-                        _ => true,
-                    };
-                if !literal_ok {
-                    Err(UrlError::Private(
-                        url.host_str()
-                            .and_then(|h| h.trim_matches(['[', ']']).parse().ok())
-                            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                    )
-                    .to_string())
-                } else {
-                    self.http
-                        .post(url)
-                        .header(http::header::CONTENT_TYPE, "application/json")
-                        .header(ID_HEADER, &d.id)
-                        .header(TIMESTAMP_HEADER, ts.to_string())
-                        .header(SIGNATURE_HEADER, sign(&ep.secret, ts, &d.body))
-                        .header(EVENT_HEADER, d.kind.name())
-                        .body(d.body.clone())
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16())
-                        .map_err(|e| error_chain(&e))
-                }
+                let headers = [
+                    ("content-type", "application/json".to_owned()),
+                    ("user-agent", "io360-webhooks/1".to_owned()),
+                    (ID_HEADER, d.id.clone()),
+                    (TIMESTAMP_HEADER, ts.to_string()),
+                    (SIGNATURE_HEADER, sign(&ep.secret, ts, &d.body)),
+                    (EVENT_HEADER, d.kind.name().to_owned()),
+                ];
+                self.poster.post(&url, &headers, d.body.clone()).await
             }
         };
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -482,7 +571,7 @@ impl Deliverer {
     }
 }
 
-/// An error with its causes, on one line (reqwest's own message is only the outer layer).
+/// An error with its causes, on one line (hyper's own message is only the outer layer).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();

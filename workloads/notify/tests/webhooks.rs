@@ -370,3 +370,51 @@ fn registering_stops_at_the_limit() {
         Err(io360_notify::hooks::RegisterError::TooMany(3))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_setting_a_delivery_never_connects_to_a_private_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path()).unwrap();
+    let rx = Receiver::start(SECRET).await;
+    // Registered while allowed (or resolving elsewhere then); the setting is off now.
+    let id = "wh_00000000000000e5";
+    for (n, url) in [
+        rx.url(),
+        format!("http://localhost:{}/hook", rx.addr.port()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        outbox
+            .register(
+                &endpoint(
+                    &format!("{}{n}", &id[..18]),
+                    url,
+                    &[EventKind::CommentCreated],
+                ),
+                5,
+            )
+            .unwrap();
+    }
+    let mut c = config(50, 2);
+    c.allow_private = false;
+    let (_stop, wake, metrics) = start(&outbox, c);
+    outbox
+        .apply_all(
+            &change(1, ChangeKind::Created, Status::Approved),
+            now(),
+            &[],
+        )
+        .unwrap();
+    wake.notify_one();
+    wait_for("both deliveries to be given up", 10, || {
+        metrics.failed.get() == 2
+    })
+    .await;
+    assert!(rx.arrivals().is_empty(), "nothing reached the receiver");
+    for n in 0..2 {
+        let log = outbox.attempts(&format!("{}{n}", &id[..18])).unwrap();
+        let e = log[0].error.as_deref().unwrap();
+        assert!(e.contains("IO360_WEBHOOK_ALLOW_PRIVATE"), "{e}");
+    }
+}
