@@ -72,6 +72,20 @@ pub struct Config {
     #[arg(long, env = "IO360_NOTIFY_MODERATORS", value_delimiter = ',')]
     pub moderators: Vec<String>,
 
+    /// Email each moderator a summary of the comments waiting for moderation once a day
+    /// (every `--summary-secs`): how many, and the oldest with one-time approve links. None
+    /// is sent when nothing waits.
+    #[arg(long, env = "IO360_NOTIFY_DAILY_SUMMARY", default_value_t = false)]
+    pub daily_summary: bool,
+
+    /// Seconds between two moderators' summaries.
+    #[arg(long, env = "IO360_NOTIFY_SUMMARY_SECS", default_value_t = 86_400)]
+    pub summary_secs: u64,
+
+    /// Comments listed in a summary (the oldest first); the rest are counted.
+    #[arg(long, env = "IO360_NOTIFY_SUMMARY_LIST", default_value_t = 20)]
+    pub summary_list: usize,
+
     /// Seconds replies wait before they go, so a busy thread sends one digest.
     #[arg(long, env = "IO360_NOTIFY_DIGEST_SECS", default_value_t = 300)]
     pub digest_secs: u64,
@@ -306,7 +320,7 @@ pub async fn serve(
     let follow = tokio::spawn(follow::run(
         outbox.clone(),
         store,
-        Arc::new(moderators),
+        Arc::new(moderators.clone()),
         follow::Wakes {
             email: wake.clone(),
             hooks: wake_hooks.clone(),
@@ -327,6 +341,16 @@ pub async fn serve(
             }
             .run(wake.clone(), shutdown.clone()),
         )
+    });
+    let summary = (email && config.daily_summary && !moderators.is_empty()).then(|| {
+        tokio::spawn(summarize(
+            outbox.clone(),
+            moderators.clone(),
+            config.summary_secs.max(1) as i64,
+            config.summary_list,
+            wake.clone(),
+            shutdown.clone(),
+        ))
     });
     let deliver = tokio::spawn(
         Deliverer::new(outbox.clone(), config.webhooks.clone(), hook_metrics)
@@ -354,8 +378,55 @@ pub async fn serve(
         send.abort();
     }
     deliver.abort();
+    if let Some(summary) = summary {
+        summary.abort();
+    }
     served?;
     Ok(())
+}
+
+/// Queues the moderators' summary whenever one falls due, until shutdown.
+async fn summarize(
+    outbox: Outbox,
+    moderators: Vec<String>,
+    period: i64,
+    list: usize,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: Shutdown,
+) {
+    let moderators = Arc::new(moderators);
+    loop {
+        let o = outbox.clone();
+        let m = moderators.clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let due_in = tokio::task::spawn_blocking(move || {
+            if let Some(queued) = o.queue_summary(&m, now, period, list)?
+                && queued > 0
+            {
+                tracing::info!(queued, "moderators' summary queued");
+                return Ok((true, period));
+            }
+            o.summary_due_in(now, period).map(|d| (false, d))
+        })
+        .await;
+        let wait = match due_in {
+            Ok(Ok((queued, due_in))) => {
+                if queued {
+                    wake.notify_one();
+                }
+                due_in
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot queue the moderators' summary");
+                10
+            }
+            Err(_) => 10,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait.clamp(1, 3600) as u64)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// How logic calls notify.
