@@ -55,6 +55,12 @@ pub struct Config {
     #[arg(long, env = "IO360_NOTIFY_URL")]
     pub notify_url: Option<String>,
 
+    /// Whether the notify tier sends email (it may run for webhooks alone). With a notify
+    /// URL and this on, `/api/v1/status` says `notifications: true` and the widget offers
+    /// "Email me replies".
+    #[arg(long, env = "IO360_NOTIFY_EMAIL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub notify_email: bool,
+
     /// Bearer token for the admin API. Without one (and no token file), the admin API is
     /// closed.
     #[arg(long, env = "IO360_ADMIN_TOKEN", hide_env_values = true)]
