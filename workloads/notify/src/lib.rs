@@ -232,6 +232,13 @@ pub async fn serve(
         })?;
     }
     config.webhooks.validate().map_err(ServeError::Config)?;
+    if config.daily_summary && moderators.is_empty() {
+        return Err(ServeError::Config(
+            "--daily-summary (IO360_NOTIFY_DAILY_SUMMARY) needs moderators to send it to: set \
+             IO360_NOTIFY_MODERATORS"
+                .into(),
+        ));
+    }
     let email = config.smtp_url.is_some();
     let secret = config.secret()?;
     let mail = if email {
