@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,7 +68,9 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'io360-console-'));
   io = `http://127.0.0.1:${port}`;
   proc = spawn(bin, ['up', '--addr', `127.0.0.1:${port}`, '--data-dir', join(dir, 'data')], {
-    env: { ...process.env, IO360_LOG: 'warn', IO360_NO_RATE_LIMITS: 'true', IO360_MODERATION: 'all' },
+    // Webhooks on, to a receiver on 127.0.0.1 (so private addresses are allowed), retried fast.
+    env: { ...process.env, IO360_LOG: 'warn', IO360_NO_RATE_LIMITS: 'true', IO360_MODERATION: 'all',
+      IO360_WEBHOOKS: 'true', IO360_WEBHOOK_ALLOW_PRIVATE: 'true', IO360_WEBHOOK_RETRY_MS: '300' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.output = '';
@@ -187,4 +191,75 @@ test('bulk reject from the queue and the suspension timeline', async () => {
     await admin.click('#tab-suspension');
   }
   assert.match(await entry.first().textContent(), whole);
+});
+
+test('add a webhook in the console, and read its delivery log: a failure, then the retry that went through', async () => {
+  // A receiver that checks signatures as a site's would, and fails the first request.
+  const secret = 'whsec_console-test-secret-0123';
+  const got = [];
+  const rx = createHttpServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const ts = req.headers['io360-webhook-timestamp'];
+      const mac = createHmac('sha256', secret).update(`${ts}.`).update(body).digest();
+      const sig = Buffer.from((req.headers['io360-webhook-signature'] || '').replace(/^v1=/, ''), 'hex');
+      const signed = sig.length === mac.length && timingSafeEqual(sig, mac);
+      const fresh = Math.abs(Date.now() / 1000 - Number(ts)) <= 300;
+      got.push({ signed, fresh, event: JSON.parse(body) });
+      res.statusCode = !signed || !fresh ? 400 : got.length === 1 ? 500 : 204;
+      res.end();
+    });
+  });
+  await new Promise((ok) => rx.listen(0, '127.0.0.1', ok));
+  const url = `http://127.0.0.1:${rx.address().port}/hook`;
+  try {
+    const admin = await browser();
+    await admin.goto(`${io}/admin`);
+    await admin.fill('#token', token);
+    await admin.click('#login-form button[type=submit]');
+    await admin.waitForSelector('#app:not([hidden])');
+    await admin.click('#tab-webhooks');
+    // The Webhooks tab sits before Import; the audit trail stays the last tab.
+    const tabs = await admin.locator('[role=tab]').allTextContents();
+    assert.deepEqual(tabs.slice(-3), ['Webhooks', 'Import', 'Audit trail']);
+
+    // Refused input says why.
+    await admin.fill('#webhook-form input[name=url]', 'ftp://hooks.example.org/in');
+    await admin.check('#webhook-events input[value="comment.held"]');
+    await admin.click('#webhook-form button[type=submit]');
+    await admin.waitForSelector('#status.error:has-text("http")');
+
+    await admin.fill('#webhook-form input[name=url]', url);
+    await admin.check('#webhook-events input[value="comment.held"]');
+    await admin.fill('#webhook-form input[name=secret]', secret);
+    await admin.click('#webhook-form button[type=submit]');
+    await admin.waitForSelector(`#webhook-secret:has-text("${secret}")`);
+    await admin.waitForSelector(`#webhook-list li:has-text("${url}")`);
+
+    const id = await postHeld(`Held for the webhook ${Date.now()}`);
+    for (let i = 0; i < 100 && got.length < 2; i++) await sleep(100);
+    assert.equal(got.length, 2, 'one failure, one retry');
+    assert.ok(got.every((g) => g.signed && g.fresh));
+    assert.equal(got[1].event.type, 'comment.held');
+    assert.equal(got[1].event.comment.id, id);
+    assert.equal(got[0].event.id, got[1].event.id, 'the retry carries the same delivery id');
+
+    const sent = admin.locator('#deliveries-rows tr.sent');
+    for (let i = 0; i < 50 && (await sent.count()) === 0; i++) {
+      await sleep(200);
+      await admin.click(`#webhook-list li:has-text("${url}") button:has-text("Delivery log")`);
+    }
+    const rows = await admin.locator('#deliveries-rows tr').evaluateAll((trs) =>
+      trs.map((tr) => Array.from(tr.cells).map((td) => td.textContent)));
+    assert.equal(rows.length, 2, JSON.stringify(rows));
+    // Newest first: the retry that went through, then the failure.
+    assert.deepEqual(rows.map((r) => [r[1], r[3], r[4], r[5]]),
+      [['comment.held', '2', 'sent', '204'], ['comment.held', '1', 'retrying', '500']]);
+    assert.match(rows[1][7], /500/);
+    assert.match(rows[0][6], /^\d+ ms$/);
+  } finally {
+    rx.close();
+  }
 });

@@ -14,7 +14,8 @@
  * Options go in `window.io360Config` before the script: `api` (base URL of the comment
  * server; default: where this script came from), `strings` (replacement texts for another
  * language), `css: false` (bring your own stylesheet),
- * `liveCounts: false` (fill counts once, without a live connection).
+ * `liveCounts: false` (fill counts once, without a live connection), `notifications: false`
+ * (never offer "Email me replies", even on a site that sends email).
  */
 (() => {
   'use strict';
@@ -66,6 +67,13 @@
     network: 'Could not reach the comment server. Your draft is kept.',
     newComment: 'New comment from {name}',
     posted: 'Your comment was posted.',
+    notifyLabel: 'Email me',
+    notifyNone: 'nothing',
+    notifyReplies: 'replies to my comment',
+    notifyThread: 'every new comment here',
+    email: 'Email (never shown)',
+    emailNeeded: 'Give the address to email first.',
+    notifyPending: 'Check your inbox: a message asks you to confirm.',
     failed: 'Something went wrong: {title}',
   };
   const S = Object.assign({}, STRINGS, config.strings || {});
@@ -259,6 +267,20 @@
       this.submitBtn = h('button', { type: 'submit', class: 'io360-primary' }, t('post'));
       this.formMsg = h('p', { class: 'io360-message', role: 'alert' });
       this.replyingEl = h('p', { class: 'io360-replying', hidden: true });
+      // Shown once the server says it sends email (the status answer's `notifications`).
+      this.notifySelect = h('select', { id: id('notify'), name: 'notify' },
+        h('option', { value: '' }, t('notifyNone')),
+        h('option', { value: 'replies' }, t('notifyReplies')),
+        h('option', { value: 'thread' }, t('notifyThread')));
+      this.emailInput = h('input', { id: id('email'), name: 'email', type: 'email', autocomplete: 'email', maxlength: 254 });
+      this.emailField = h('div', { class: 'io360-field', hidden: true }, h('label', { for: id('email') }, t('email')), this.emailInput);
+      this.notifyEl = h('div', { class: 'io360-notify', hidden: true },
+        h('div', { class: 'io360-field' }, h('label', { for: id('notify') }, t('notifyLabel')), this.notifySelect),
+        this.emailField);
+      this.notifySelect.addEventListener('change', () => {
+        this.emailField.hidden = !this.notifySelect.value;
+        if (this.notifySelect.value && !this.emailInput.value) this.emailInput.focus();
+      });
       this.form = h(
         'form',
         { class: 'io360-form', novalidate: true, onsubmit: (e) => { e.preventDefault(); this.post(); } },
@@ -267,6 +289,7 @@
         h('div', { class: 'io360-hp', 'aria-hidden': 'true' }, h('label', { for: id('homepage') }, t('leaveEmpty')), this.honeypot),
         h('div', { class: 'io360-field' }, h('label', { for: id('text') }, t('comment')), this.text,
           h('small', { id: id('hint'), class: 'io360-hint' }, t('hint'))),
+        this.notifyEl,
         this.previewEl,
         h('div', { class: 'io360-buttons' }, this.previewBtn, this.submitBtn),
         this.formMsg,
@@ -540,6 +563,7 @@
         const s = await api('GET', '/api/v1/status');
         // Learned something newer meanwhile (a live event, a refused post): this answer is older.
         if (asked === this.stateAt) this.setSuspended(!!s.suspended, s.message);
+        if (s.notifications && config.notifications !== false) this.notifyEl.hidden = false;
       } catch (_) { /* unknown: assume the last known state */ }
     }
 
@@ -693,6 +717,17 @@
       if (author) body.author = author;
       if (this.replyTo != null) body.parent = this.replyTo;
       if (this.honeypot.value) body.homepage = this.honeypot.value;
+      const notify = this.notifyEl.hidden ? '' : this.notifySelect.value;
+      if (notify) {
+        const email = this.emailInput.value.trim();
+        if (!email) {
+          this.formMsg.textContent = t('emailNeeded');
+          this.emailInput.focus();
+          return;
+        }
+        body.notify = notify;
+        body.email = email;
+      }
       // A retry of the same comment reuses its key; a changed comment is a new request.
       const sent = JSON.stringify(body);
       if (!this.idempotencyKey || this.idempotencyBody !== sent) {
@@ -715,7 +750,9 @@
         storage.del(`draft:${this.thread}`);
         this.replyTo = null;
         this.togglePreview(false);
-        this.formMsg.textContent = c.status === 'pending' ? t('held') : t('posted');
+        this.formMsg.textContent = (c.status === 'pending' ? t('held') : t('posted')) + (notify ? ` ${t('notifyPending')}` : '');
+        this.notifySelect.value = '';
+        this.emailField.hidden = true;
         this.busy = false;
         this.render();
         this.focusComment(c.id);

@@ -64,11 +64,11 @@ pub const LOGGER: TierInfo = TierInfo {
     about: "The audit trail: every tier's events, kept and searchable",
 };
 
-/// Email notifications.
+/// Email notifications and webhooks.
 pub const NOTIFY: TierInfo = TierInfo {
     name: "notify",
     default_addr: "127.0.0.1:8088",
-    about: "Emails readers about replies from the store's change feed, through a durable outbox",
+    about: "Emails readers about replies and POSTs signed webhooks, from the store's change feed, through a durable outbox",
 };
 
 /// Every tier, from the public face inwards.

@@ -141,6 +141,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let notify_on = notify.enabled();
     if notify_on {
         logic.notify_url = Some(notify_url);
+        logic.notify_email = notify.smtp_url.is_some();
         notify.store_url = store_url.clone();
         notify.data_dir = args.data_dir.join("notify");
         notify.tier_auth = tier_auth.clone();

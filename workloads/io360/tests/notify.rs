@@ -590,3 +590,80 @@ async fn a_moderator_approves_or_deletes_a_held_comment_from_the_email_once() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_get_one_summary_a_period_of_what_waits_and_none_when_nothing_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mail = MailServer::start().await;
+    let addr = common::free_addr().to_string();
+    // A "day" of 4 seconds, and one comment listed.
+    let env = [
+        ("IO360_MODERATION", "all"),
+        ("IO360_NOTIFY_MODERATORS", "mod@site.test"),
+        ("IO360_NOTIFY_DAILY_SUMMARY", "true"),
+        ("IO360_NOTIFY_SUMMARY_SECS", "4"),
+        ("IO360_NOTIFY_SUMMARY_LIST", "1"),
+    ];
+    let mut io360 = up_with(&addr, &data, &mail, &env).await;
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let summaries = || {
+        mail.to("mod@site.test")
+            .into_iter()
+            .filter(|m| m.header("Subject").unwrap().starts_with("Moderation:"))
+            .collect::<Vec<_>>()
+    };
+
+    // A period passes with nothing waiting: no summary.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(summaries().is_empty(), "{:?}", summaries());
+
+    post(
+        &http,
+        &base,
+        "/held",
+        json!({"text": "held one", "author": "Cy"}),
+    )
+    .await;
+    post(&http, &base, "/held", json!({"text": "held two"})).await;
+    wait_for("the first summary", 15, || summaries().len() == 1).await;
+    let first_at = std::time::Instant::now();
+    let first = &summaries()[0];
+    assert_eq!(
+        first.header("Subject").unwrap(),
+        "Moderation: 2 comments are waiting for moderation"
+    );
+    let body = first.body();
+    assert!(body.contains("held one"), "{body}");
+    assert!(!body.contains("held two"), "one listed: {body}");
+    assert!(body.contains("1 more in the moderation console"), "{body}");
+    let approve = &links(&body, "moderate")[0];
+    let r = http.post(format!("{base}{approve}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Killed and restarted at once: the next summary keeps its time, one period after the last.
+    io360.kill9();
+    let _io360 = up_with(&addr, &data, &mail, &env).await;
+    wait_for("the second summary", 15, || summaries().len() == 2).await;
+    assert!(
+        first_at.elapsed() >= Duration::from_secs(3),
+        "a second summary {:?} after the first",
+        first_at.elapsed()
+    );
+    let second = summaries()
+        .into_iter()
+        .find(|m| !m.body().contains("held one"))
+        .unwrap();
+    assert_eq!(
+        second.header("Subject").unwrap(),
+        "Moderation: 1 comment is waiting for moderation"
+    );
+    let delete = &links(&second.body(), "moderate")[1];
+    let r = http.post(format!("{base}{delete}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Nothing waits any more: two periods pass without a summary.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(summaries().len(), 2, "{:?}", summaries());
+}

@@ -58,6 +58,7 @@ pub fn router(
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::admin::router())
         .merge(crate::notify::router())
+        .merge(crate::webhooks::router())
         .merge(io360_console::router());
     // Longpoll asks whether comments are suspended, to tell every open page at once.
     let status_route = Router::new().route("/api/v1/status", get(status));
@@ -772,6 +773,18 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn status(State(s): State<AppState>) -> axum::Json<crate::SuspensionState> {
-    axum::Json(s.suspension.get())
+/// `/api/v1/status`: the suspension state, and whether readers can ask for email.
+#[derive(Debug, Serialize)]
+struct StatusAnswer {
+    #[serde(flatten)]
+    state: crate::SuspensionState,
+    /// Whether the site sends email notifications (the widget then offers a subscription).
+    notifications: bool,
+}
+
+async fn status(State(s): State<AppState>) -> axum::Json<StatusAnswer> {
+    axum::Json(StatusAnswer {
+        state: s.suspension.get(),
+        notifications: s.notify.is_some() && s.config.notify_email,
+    })
 }

@@ -18,6 +18,7 @@ mod render;
 mod state;
 mod suspension;
 mod token;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -53,6 +54,12 @@ pub struct Config {
     /// `/api/v1/notifications/...` routes answer 404.
     #[arg(long, env = "IO360_NOTIFY_URL")]
     pub notify_url: Option<String>,
+
+    /// Whether the notify tier sends email (it may run for webhooks alone). With a notify
+    /// URL and this on, `/api/v1/status` says `notifications: true` and the widget offers
+    /// "Email me replies".
+    #[arg(long, env = "IO360_NOTIFY_EMAIL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub notify_email: bool,
 
     /// Bearer token for the admin API. Without one (and no token file), the admin API is
     /// closed.

@@ -14,12 +14,22 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::outbox::Outbox;
 
-/// Runs until shutdown. `wake` tells the sender that rows were queued.
+/// Who to tell that something was queued.
+pub(crate) struct Wakes {
+    /// The mail sender.
+    pub(crate) email: Arc<tokio::sync::Notify>,
+    /// The webhook deliverer.
+    pub(crate) hooks: Arc<tokio::sync::Notify>,
+    /// Counts webhook deliveries dropped from a full queue.
+    pub(crate) dropped: prometheus_client::metrics::counter::Counter,
+}
+
+/// Runs until shutdown.
 pub(crate) async fn run(
     outbox: Outbox,
     store: StoreClient,
     moderators: Arc<Vec<String>>,
-    wake: Arc<tokio::sync::Notify>,
+    wake: Wakes,
     ready: Readiness,
     position: Gauge,
     shutdown: Shutdown,
@@ -54,15 +64,19 @@ pub(crate) async fn run(
                         let m = moderators.clone();
                         let now = time::OffsetDateTime::now_utc().unix_timestamp();
                         let pos = change.pos;
-                        match tokio::task::spawn_blocking(move || o.apply_for(&change, now, &m))
+                        match tokio::task::spawn_blocking(move || o.apply_all(&change, now, &m))
                             .await
                         {
-                            Ok(Ok(queued)) => {
+                            Ok(Ok(applied)) => {
                                 progressed = true;
                                 position.set(pos as i64);
-                                if queued > 0 {
-                                    wake.notify_one();
+                                if applied.emails > 0 {
+                                    wake.email.notify_one();
                                 }
+                                if applied.hooks > 0 {
+                                    wake.hooks.notify_one();
+                                }
+                                wake.dropped.inc_by(applied.dropped as u64);
                             }
                             Ok(Err(e)) => {
                                 tracing::error!(error = %e, pos, "cannot queue notifications");

@@ -99,6 +99,70 @@ impl Letters {
             .map_err(|e| e.to_string())
     }
 
+    /// The moderators' summary: how many comments wait, and the oldest with one-time links.
+    fn summary(
+        &self,
+        sum: &crate::outbox::Summary,
+        to: Mailbox,
+        email: &str,
+        message_id: &str,
+        now: i64,
+    ) -> Result<Message, String> {
+        let waiting = match sum.count {
+            1 => "1 comment is waiting for moderation".to_owned(),
+            n => format!("{n} comments are waiting for moderation"),
+        };
+        let mut text = format!("{waiting}.\n\n");
+        let mut html = format!(
+            "<!doctype html><html><body><p>{}.</p><ul>",
+            escape(&waiting)
+        );
+        for h in &sum.comments {
+            let on = Scope::Replies(h.comment);
+            let approve = self.link(Action::Approve, email, &h.thread, &on, now);
+            let delete = self.link(Action::Delete, email, &h.thread, &on, now);
+            let who = h.author.as_deref().unwrap_or("Someone");
+            text.push_str(&format!(
+                "{who} on {}:\n  {}\n  Approve: {approve}\n  Delete: {delete}\n\n",
+                h.thread, h.excerpt
+            ));
+            html.push_str(&format!(
+                "<li><p><b>{}</b> on {}:</p><blockquote>{}</blockquote>\
+                 <p><a href=\"{}\">Approve</a> &middot; <a href=\"{}\">Delete</a></p></li>",
+                escape(who),
+                escape(&h.thread),
+                escape(&h.excerpt),
+                escape(&approve),
+                escape(&delete)
+            ));
+        }
+        html.push_str("</ul>");
+        let more = sum.count.saturating_sub(sum.comments.len());
+        if more > 0 {
+            let line = format!(
+                "{more} more in the moderation console: {}/admin",
+                self.public_url
+            );
+            text.push_str(&line);
+            text.push_str("\n\n");
+            html.push_str(&format!("<p>{}</p>", escape(&line)));
+        }
+        let ttl = format!(
+            "Each link works once, for {} days.",
+            MODERATE_TTL_SECS / 86400
+        );
+        text.push_str(&ttl);
+        text.push('\n');
+        html.push_str(&format!("<p>{ttl}</p></body></html>"));
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!("Moderation: {waiting}"))
+            .message_id(Some(message_id.to_owned()))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| e.to_string())
+    }
+
     /// A fresh `Message-ID` under the sender's domain.
     pub fn message_id(&self) -> String {
         let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
@@ -124,6 +188,11 @@ impl Letters {
             Item::Confirm { thread, scope } => (thread, scope),
             Item::Reply { thread, sub, .. } => (thread, sub),
             Item::Held(h) => return self.held(h, to, &first.email, message_id, now).map_err(err),
+            Item::Summary(sum) => {
+                return self
+                    .summary(sum, to, &first.email, message_id, now)
+                    .map_err(err);
+            }
         };
         let unsubscribe = self.link(Action::Unsubscribe, &first.email, thread, scope, now);
         let what = match scope {
@@ -149,7 +218,7 @@ impl Letters {
                     ),
                 )
             }
-            Item::Reply { .. } | Item::Held(_) => {
+            Item::Reply { .. } | Item::Held(_) | Item::Summary(_) => {
                 let mut text = String::new();
                 let mut html = String::new();
                 for row in rows {

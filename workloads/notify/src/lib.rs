@@ -8,15 +8,21 @@
 //! confirming and unsubscribing need no table of issued links. Nothing here runs on a
 //! request's path: a post never waits for a mail server.
 //!
+//! Webhooks ([`hooks`], [`webhook`]) ride the same feed: each change a registered endpoint
+//! asked for becomes a delivery queued in the same batch, then a signed POST retried with
+//! backoff. Notify runs for webhooks alone when no mail server is configured.
+//!
 //! The public surface is [`Config`], [`serve`], the wire types in [`api`] and
 //! [`NotifyClient`].
 
 pub mod api;
 mod follow;
+pub mod hooks;
 pub mod letter;
 pub mod link;
 pub mod outbox;
 pub mod sender;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +39,7 @@ pub use letter::Letters;
 pub use link::Signer;
 pub use outbox::Outbox;
 pub use sender::Sender;
+pub use webhook::{Deliverer, WebhookConfig};
 
 /// Configuration of the notify tier.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,6 +81,20 @@ pub struct Config {
     #[arg(long, env = "IO360_NOTIFY_MODERATORS", value_delimiter = ',')]
     pub moderators: Vec<String>,
 
+    /// Email each moderator a summary of the comments waiting for moderation once a day
+    /// (every `--summary-secs`): how many, and the oldest with one-time approve links. None
+    /// is sent when nothing waits.
+    #[arg(long, env = "IO360_NOTIFY_DAILY_SUMMARY", default_value_t = false)]
+    pub daily_summary: bool,
+
+    /// Seconds between two moderators' summaries.
+    #[arg(long, env = "IO360_NOTIFY_SUMMARY_SECS", default_value_t = 86_400)]
+    pub summary_secs: u64,
+
+    /// Comments listed in a summary (the oldest first); the rest are counted.
+    #[arg(long, env = "IO360_NOTIFY_SUMMARY_LIST", default_value_t = 20)]
+    pub summary_list: usize,
+
     /// Seconds replies wait before they go, so a busy thread sends one digest.
     #[arg(long, env = "IO360_NOTIFY_DIGEST_SECS", default_value_t = 300)]
     pub digest_secs: u64,
@@ -82,6 +103,10 @@ pub struct Config {
     /// directory (file `link-secret`), made on first start.
     #[arg(long, env = "IO360_NOTIFY_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    /// Webhooks: signed POSTs of the site's events to registered URLs.
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 
     /// Where audit events (this tier's start and stop) go.
     #[command(flatten)]
@@ -112,9 +137,10 @@ pub enum ServeError {
 }
 
 impl Config {
-    /// Whether notifications are configured at all (`io360 up` starts notify only then).
+    /// Whether notifications are configured at all (`io360 up` starts notify only then):
+    /// a mail server, or webhooks.
     pub fn enabled(&self) -> bool {
-        self.smtp_url.is_some()
+        self.smtp_url.is_some() || self.webhooks.enabled
     }
 
     fn letters(&self, secret: &[u8]) -> Result<Letters, ServeError> {
@@ -248,9 +274,21 @@ pub async fn serve(
             ))
         })?;
     }
-    let mailer = config.mailer()?;
+    config.webhooks.validate().map_err(ServeError::Config)?;
+    if config.daily_summary && moderators.is_empty() {
+        return Err(ServeError::Config(
+            "--daily-summary (IO360_NOTIFY_DAILY_SUMMARY) needs moderators to send it to: set \
+             IO360_NOTIFY_MODERATORS"
+                .into(),
+        ));
+    }
+    let email = config.smtp_url.is_some();
     let secret = config.secret()?;
-    let letters = Arc::new(config.letters(&secret)?);
+    let mail = if email {
+        Some((config.mailer()?, Arc::new(config.letters(&secret)?)))
+    } else {
+        None
+    };
     let digest = Duration::from_secs(config.digest_secs);
     let telemetry = Telemetry::new("notify");
     shutdown.attach(&telemetry);
@@ -267,7 +305,8 @@ pub async fn serve(
     let dir = config.data_dir.clone();
     let outbox = tokio::task::spawn_blocking(move || Outbox::open(&dir))
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)??
+        .with_webhook_queue(config.webhooks.queue);
     let store = StoreClient::new(&config.store_url, credential);
 
     let metrics = sender::SendMetrics::default();
@@ -291,6 +330,27 @@ pub async fn serve(
         "Messages refused for good (not retried)",
         metrics.failed.clone(),
     );
+    let hook_metrics = webhook::HookMetrics::default();
+    telemetry.register(
+        "notify_webhook_queued",
+        "Webhook deliveries waiting",
+        hook_metrics.queued.clone(),
+    );
+    telemetry.register(
+        "notify_webhook_sent",
+        "Webhook deliveries a receiver acknowledged with 2xx",
+        hook_metrics.sent.clone(),
+    );
+    telemetry.register(
+        "notify_webhook_retried",
+        "Webhook attempts that failed, to be retried",
+        hook_metrics.retried.clone(),
+    );
+    telemetry.register(
+        "notify_webhook_failed",
+        "Webhook deliveries given up after their last attempt or dropped from a full queue",
+        hook_metrics.failed.clone(),
+    );
     let position = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     telemetry.register(
         "notify_feed_position",
@@ -300,42 +360,123 @@ pub async fn serve(
     tracing::info!(
         store = %config.store_url,
         digest_secs = config.digest_secs,
+        email,
+        allow_private_webhooks = config.webhooks.allow_private,
         "notify starting"
     );
 
     let wake = Arc::new(tokio::sync::Notify::new());
+    let wake_hooks = Arc::new(tokio::sync::Notify::new());
     let follow = tokio::spawn(follow::run(
         outbox.clone(),
         store,
-        Arc::new(moderators),
-        wake.clone(),
+        Arc::new(moderators.clone()),
+        follow::Wakes {
+            email: wake.clone(),
+            hooks: wake_hooks.clone(),
+            dropped: hook_metrics.failed.clone(),
+        },
         telemetry.ready.clone(),
         position,
         shutdown.clone(),
     ));
-    let send = tokio::spawn(
-        Sender {
-            outbox: outbox.clone(),
-            mailer,
-            letters,
-            digest,
-            metrics,
-        }
-        .run(wake.clone(), shutdown.clone()),
+    let send = mail.map(|(mailer, letters)| {
+        tokio::spawn(
+            Sender {
+                outbox: outbox.clone(),
+                mailer,
+                letters,
+                digest,
+                metrics,
+            }
+            .run(wake.clone(), shutdown.clone()),
+        )
+    });
+    let summary = (email && config.daily_summary && !moderators.is_empty()).then(|| {
+        tokio::spawn(summarize(
+            outbox.clone(),
+            moderators.clone(),
+            config.summary_secs.max(1) as i64,
+            config.summary_list,
+            wake.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let deliver = tokio::spawn(
+        Deliverer::new(outbox.clone(), config.webhooks.clone(), hook_metrics)
+            .run(wake_hooks.clone(), shutdown.clone()),
     );
-    let router = telemetry.instrument(config.limits.apply(
-        "notify",
-        api::router(outbox, Signer::new(&secret), wake, &verifier),
-    ));
+    let wiring = api::Wiring {
+        signer: Signer::new(&secret),
+        wake,
+        wake_hooks,
+        email,
+        hooks: config.webhooks.clone(),
+    };
+    let router = telemetry.instrument(
+        config
+            .limits
+            .apply("notify", api::router(outbox, wiring, &verifier)),
+    );
     let served = audit
         .around(io360_common::serve::serve(
             "notify", listener, router, shutdown,
         ))
         .await;
     follow.abort();
-    send.abort();
+    if let Some(send) = send {
+        send.abort();
+    }
+    deliver.abort();
+    if let Some(summary) = summary {
+        summary.abort();
+    }
     served?;
     Ok(())
+}
+
+/// Queues the moderators' summary whenever one falls due, until shutdown.
+async fn summarize(
+    outbox: Outbox,
+    moderators: Vec<String>,
+    period: i64,
+    list: usize,
+    wake: Arc<tokio::sync::Notify>,
+    shutdown: Shutdown,
+) {
+    let moderators = Arc::new(moderators);
+    loop {
+        let o = outbox.clone();
+        let m = moderators.clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let due_in = tokio::task::spawn_blocking(move || {
+            if let Some(queued) = o.queue_summary(&m, now, period, list)?
+                && queued > 0
+            {
+                tracing::info!(queued, "moderators' summary queued");
+                return Ok((true, period));
+            }
+            o.summary_due_in(now, period).map(|d| (false, d))
+        })
+        .await;
+        let wait = match due_in {
+            Ok(Ok((queued, due_in))) => {
+                if queued {
+                    wake.notify_one();
+                }
+                due_in
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot queue the moderators' summary");
+                10
+            }
+            Err(_) => 10,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(wait.clamp(1, 3600) as u64)) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// How logic calls notify.
@@ -390,6 +531,37 @@ impl NotifyClient {
             email: email.into(),
         };
         self.inner.post("/notify/v1/addresses/export", &r).await
+    }
+
+    /// Every registered webhook endpoint.
+    pub async fn webhooks(&self) -> Result<api::Webhooks, ClientError> {
+        self.inner.get("/notify/v1/webhooks").await
+    }
+
+    /// Registers a webhook endpoint; the answer carries its secret, shown this once.
+    pub async fn register_webhook(
+        &self,
+        r: &api::WebhookRequest,
+    ) -> Result<api::Webhook, ClientError> {
+        self.inner.post("/notify/v1/webhooks", r).await
+    }
+
+    /// Removes a webhook endpoint with its queue and log.
+    pub async fn delete_webhook(&self, id: &str) -> Result<api::Deleted, ClientError> {
+        self.inner
+            .send_json(
+                reqwest::Method::DELETE,
+                &format!("/notify/v1/webhooks/{id}"),
+                &(),
+            )
+            .await
+    }
+
+    /// A webhook endpoint's delivery log.
+    pub async fn webhook_deliveries(&self, id: &str) -> Result<api::DeliveryLog, ClientError> {
+        self.inner
+            .get(&format!("/notify/v1/webhooks/{id}/deliveries"))
+            .await
     }
 
     /// Erases an address.

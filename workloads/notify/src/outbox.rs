@@ -116,6 +116,17 @@ pub enum Item {
     /// A comment was held for moderation; sent at once to each moderator, with one-time
     /// approve and delete links.
     Held(Held),
+    /// The moderators' summary of comments waiting for moderation; sent at once.
+    Summary(Summary),
+}
+
+/// What waits for moderation, for a moderator's summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// How many comments wait.
+    pub count: usize,
+    /// The oldest of them, with what an approve link needs.
+    pub comments: Vec<Held>,
 }
 
 /// A comment held for moderation, for a moderator.
@@ -167,7 +178,7 @@ fn sent_key(event: &str, email: &str) -> Vec<u8> {
 /// The notification database.
 #[derive(Clone)]
 pub struct Outbox {
-    db: Database,
+    pub(crate) db: Database,
     subs: Keyspace,
     rows: Keyspace,
     sent: Keyspace,
@@ -177,15 +188,43 @@ pub struct Outbox {
     redeeming: std::sync::Arc<std::sync::Mutex<()>>,
     /// Address → the keys of its subscriptions, for the per-address cap, export and erase.
     addresses: Keyspace,
+    /// Webhook endpoints by id.
+    pub(crate) endpoints: Keyspace,
+    /// Webhook deliveries waiting, by endpoint and feed position.
+    pub(crate) deliveries: Keyspace,
+    /// The last attempts of each endpoint.
+    pub(crate) hook_log: Keyspace,
+    /// Comments held for moderation, by id, as the feed says: for the moderators' summary.
+    held: Keyspace,
+    pub(crate) registering: std::sync::Arc<std::sync::Mutex<()>>,
+    pub(crate) log_seq: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Deliveries one endpoint may have waiting; past it, new events are dropped and logged.
+    pub(crate) hook_queue: usize,
 }
 
 const CURSOR: &[u8] = b"cursor";
+/// When the last moderators' summary was made, Unix seconds.
+const SUMMARY: &[u8] = b"summary-last";
 
-fn decode<T: for<'a> Deserialize<'a>>(what: &'static str, v: &[u8]) -> Result<T, OutboxError> {
+/// What one change of the feed queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Outbox rows (emails).
+    pub emails: usize,
+    /// Webhook deliveries.
+    pub hooks: usize,
+    /// Webhook deliveries dropped because their endpoint's queue was full.
+    pub dropped: usize,
+}
+
+pub(crate) fn decode<T: for<'a> Deserialize<'a>>(
+    what: &'static str,
+    v: &[u8],
+) -> Result<T, OutboxError> {
     serde_json::from_slice(v).map_err(|source| OutboxError::Decode { what, source })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize")
 }
 
@@ -204,11 +243,24 @@ impl Outbox {
             addresses: ks("addresses")?,
             used: ks("used-links")?,
             redeeming: Default::default(),
+            endpoints: ks("webhooks")?,
+            deliveries: ks("webhook-deliveries")?,
+            hook_log: ks("webhook-log")?,
+            held: ks("held")?,
+            registering: Default::default(),
+            log_seq: Default::default(),
+            hook_queue: 1000,
             db,
         })
     }
 
-    fn sync(&self) -> Result<(), OutboxError> {
+    /// Sets how many deliveries one webhook endpoint may have waiting (at least 1).
+    pub fn with_webhook_queue(mut self, n: usize) -> Outbox {
+        self.hook_queue = n.max(1);
+        self
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), OutboxError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
     }
 
@@ -365,7 +417,7 @@ impl Outbox {
                     thread: t,
                     scope: s,
                 } => t == thread && s == scope,
-                Item::Held(_) => false,
+                Item::Held(_) | Item::Summary(_) => false,
             };
             if ours && row.sending.is_none() {
                 batch.remove(&self.rows, row_key(&row.email, &row.event));
@@ -414,6 +466,17 @@ impl Outbox {
         now: i64,
         moderators: &[String],
     ) -> Result<usize, OutboxError> {
+        Ok(self.apply_all(change, now, moderators)?.emails)
+    }
+
+    /// As [`Outbox::apply_for`], also queueing a delivery to every webhook endpoint that
+    /// wants the change's kind, in the same durable batch.
+    pub fn apply_all(
+        &self,
+        change: &io360_common::model::Change,
+        now: i64,
+        moderators: &[String],
+    ) -> Result<Applied, OutboxError> {
         use io360_common::model::{ChangeKind, Status};
         let mut batch = self.db.batch();
         let mut queued = 0;
@@ -478,16 +541,105 @@ impl Outbox {
                 queued += 1;
             }
         }
+        if let Some(c) = &change.comment {
+            match change.kind {
+                ChangeKind::Created if c.status == Status::Pending => batch.insert(
+                    &self.held,
+                    c.id.to_be_bytes(),
+                    encode(&Held {
+                        thread: change.thread.clone(),
+                        comment: c.id,
+                        author: c.author.clone(),
+                        excerpt: excerpt(&c.text),
+                    }),
+                ),
+                ChangeKind::Approved | ChangeKind::Deleted => {
+                    batch.remove(&self.held, c.id.to_be_bytes())
+                }
+                _ => {}
+            }
+        }
+        let (hooks, dropped) = self.queue_hooks(&mut batch, change, now)?;
         if change.pos > self.cursor()? {
             batch.insert(&self.meta, CURSOR, change.pos.to_be_bytes());
         }
         batch.commit()?;
         // Rows are made durable before the feed moves on. A change that queued nothing need
         // not be: replayed after a crash, it queues nothing again.
-        if queued > 0 {
+        if queued + hooks + dropped > 0 {
             self.sync()?;
         }
-        Ok(queued)
+        Ok(Applied {
+            emails: queued,
+            hooks,
+            dropped,
+        })
+    }
+
+    /// Queues the moderators' summary when one is due: `period` seconds after the last one
+    /// (the first period starts at the first call). Nothing is sent when nothing waits. The
+    /// rows and the time of this summary are written in one durable batch, so a restart
+    /// neither skips a summary nor sends one twice. Answers how many rows were queued, or
+    /// `None` when no summary was due.
+    pub fn queue_summary(
+        &self,
+        moderators: &[String],
+        now: i64,
+        period: i64,
+        list: usize,
+    ) -> Result<Option<usize>, OutboxError> {
+        let last = match self.meta.get(SUMMARY)? {
+            Some(v) if v.len() == 8 => i64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+            _ => {
+                self.meta.insert(SUMMARY, now.to_be_bytes())?;
+                self.sync()?;
+                return Ok(None);
+            }
+        };
+        if now < last + period {
+            return Ok(None);
+        }
+        let count = self.held.len()?;
+        let mut comments = Vec::new();
+        for kv in self.held.iter().take(list) {
+            let (_, v) = kv.into_inner()?;
+            comments.push(decode("held comment", &v)?);
+        }
+        let mut batch = self.db.batch();
+        let mut queued = 0;
+        if count > 0 {
+            let event = format!("summary:{now}");
+            for m in moderators {
+                let row = Row {
+                    v: 1,
+                    email: m.clone(),
+                    event: event.clone(),
+                    queued: now,
+                    sending: None,
+                    attempts: 0,
+                    item: Item::Summary(Summary {
+                        count,
+                        comments: comments.clone(),
+                    }),
+                };
+                batch.insert(&self.rows, row_key(m, &event), encode(&row));
+                queued += 1;
+            }
+        }
+        batch.insert(&self.meta, SUMMARY, now.to_be_bytes());
+        batch.commit()?;
+        self.sync()?;
+        Ok(Some(queued))
+    }
+
+    /// Seconds until the next summary falls due (0: due now).
+    pub fn summary_due_in(&self, now: i64, period: i64) -> Result<i64, OutboxError> {
+        Ok(match self.meta.get(SUMMARY)? {
+            Some(v) if v.len() == 8 => {
+                (i64::from_be_bytes(v[..8].try_into().expect("8 bytes")) + period - now).max(0)
+            }
+            _ => 0,
+        })
     }
 
     /// Every queued row for one recipient.
@@ -524,7 +676,7 @@ impl Outbox {
             Item::Reply { thread, sub, .. } => self
                 .subscription(thread, sub, &row.email)?
                 .is_some_and(|s| s.confirmed),
-            Item::Held(_) => true,
+            Item::Held(_) | Item::Summary(_) => true,
         })
     }
 

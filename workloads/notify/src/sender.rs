@@ -55,6 +55,7 @@ fn group_key(row: &Row) -> (String, String, String) {
         Item::Confirm { thread, scope } => ("c", thread, scope),
         Item::Reply { thread, sub, .. } => ("r", thread, sub),
         Item::Held(h) => return ("h".into(), h.thread.clone(), h.comment.to_string()),
+        Item::Summary(_) => return ("h".into(), String::new(), row.event.clone()),
     };
     let scope = match scope {
         Scope::Thread => "*".to_owned(),

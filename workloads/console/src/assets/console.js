@@ -405,6 +405,97 @@ async function loadAudit(more = false) {
 }
 loaders.audit = () => loadAudit(false);
 
+// ---- webhooks ----
+
+const KINDS = ['comment.created', 'comment.held', 'comment.approved', 'comment.edited',
+  'comment.deleted', 'thread.closed', 'thread.reopened'];
+let webhookShown = null;
+
+function eventBoxes(kinds) {
+  const box = $('#webhook-events');
+  if ($$('input', box).length) return;
+  for (const k of kinds) {
+    box.append(el('label', {}, el('input', { type: 'checkbox', name: 'events', value: k }), ` ${k}`));
+  }
+}
+
+async function loadWebhooks() {
+  const off = $('#webhooks-off');
+  try {
+    const data = await api('GET', '/api/v1/admin/webhooks');
+    off.hidden = true;
+    eventBoxes(data.events || KINDS);
+    $('#webhook-list').replaceChildren(...data.webhooks.map((w) => el('li', { 'data-id': w.id },
+      `${w.url} — ${w.events.join(', ')} — ${w.waiting} waiting `,
+      el('button', { type: 'button', text: 'Delivery log', onclick: () => loadDeliveries(w.id) }), ' ',
+      el('button', { type: 'button', text: 'Remove', onclick: () => removeWebhook(w.id, w.url) }))));
+    if (!data.webhooks.length) $('#webhook-list').append(el('li', { class: 'meta', text: 'No webhooks yet.' }));
+    if (webhookShown && data.webhooks.some((w) => w.id === webhookShown)) loadDeliveries(webhookShown);
+    else if (data.webhooks.length) loadDeliveries(data.webhooks[0].id);
+    else $('#deliveries-rows').replaceChildren();
+  } catch (e) {
+    off.hidden = false;
+    off.textContent = e.status === 404 && e.problem.type && /notifications-off/.test(e.problem.type)
+      ? 'This site runs no notify tier: set IO360_WEBHOOKS=true (or a mail server) to use webhooks.'
+      : `Could not load the webhooks: ${e.message}`;
+    eventBoxes(KINDS);
+  }
+}
+loaders.webhooks = loadWebhooks;
+
+function deliveryRow(a) {
+  return el('tr', { class: a.outcome },
+    el('td', { text: when(new Date(a.at).toISOString()) }), el('td', { text: a.event }),
+    el('td', { text: a.delivery }), el('td', { text: String(a.attempt) }),
+    el('td', { text: a.outcome }), el('td', { text: a.status ? String(a.status) : '' }),
+    el('td', { text: `${a.latency_ms} ms` }), el('td', { text: a.error || '' }));
+}
+
+async function loadDeliveries(id) {
+  webhookShown = id;
+  try {
+    const log = await api('GET', `/api/v1/admin/webhooks/${encodeURIComponent(id)}/deliveries`);
+    $('#deliveries-title').textContent = `Delivery log: ${log.webhook.url}`;
+    $('#deliveries-rows').replaceChildren(...log.attempts.map(deliveryRow));
+    if (!log.attempts.length) {
+      $('#deliveries-rows').append(el('tr', {}, el('td', { colspan: 8, class: 'meta', text: 'No attempts yet.' })));
+    }
+  } catch (e) {
+    say(`Could not read the delivery log: ${e.message}`, true);
+  }
+}
+
+async function addWebhook(ev) {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  const body = { url: form.get('url').trim(), events: form.getAll('events') };
+  const secret = form.get('secret').trim();
+  if (secret) body.secret = secret;
+  try {
+    const w = await api('POST', '/api/v1/admin/webhooks', body);
+    ev.target.reset();
+    const shown = $('#webhook-secret');
+    shown.hidden = false;
+    shown.textContent = `Added ${w.url}. Its signing secret, shown this once: ${w.secret}`;
+    webhookShown = w.id;
+    say(`Added a webhook for ${w.url}`);
+  } catch (e) {
+    say(`Could not add the webhook: ${e.message}`, true);
+  }
+  loadWebhooks();
+}
+
+async function removeWebhook(id, url) {
+  try {
+    await api('DELETE', `/api/v1/admin/webhooks/${encodeURIComponent(id)}`);
+    say(`Removed the webhook for ${url}`);
+    if (webhookShown === id) webhookShown = null;
+  } catch (e) {
+    say(`Could not remove the webhook: ${e.message}`, true);
+  }
+  loadWebhooks();
+}
+
 // ---- wiring ----
 
 // ---- import ----
@@ -477,6 +568,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#audit-form').addEventListener('submit', (ev) => { ev.preventDefault(); loadAudit(false); });
   $('#audit-more').addEventListener('click', () => loadAudit(true));
   $('#import-form').addEventListener('submit', upload);
+  $('#webhook-form').addEventListener('submit', addWebhook);
   const actor = sessionStorage.getItem(ACTOR);
   if (actor) $('#actor').value = actor;
   if (sessionStorage.getItem(TOKEN)) enter(); else $('#token').focus();
