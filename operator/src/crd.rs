@@ -129,32 +129,39 @@ pub struct CommentClusterSpec {
     #[serde(default)]
     pub tier_keys: TierKeysSpec,
 
-    /// Email: readers told of replies they subscribed to, moderators of comments held for
-    /// them. Unset: no notify tier, and the comment API refuses subscriptions with
-    /// `notifications-off`. Set: the notify tier, a Deployment of one replica on its own
-    /// PersistentVolume (`<name>-notify-data`, holding the outbox, the subscriptions and the
-    /// key links are signed with), which logic hands subscriptions to.
+    /// Email and webhooks: readers told of replies they subscribed to, moderators of comments
+    /// held for them, and the site's own URLs of events they chose. Unset: no notify tier, and
+    /// the comment API refuses subscriptions with `notifications-off`. Set: the notify tier, a
+    /// Deployment of one replica on its own PersistentVolume (`<name>-notify-data`, holding
+    /// the outbox, the subscriptions, the webhooks and the key links are signed with), which
+    /// logic hands subscriptions and the admin API's webhook calls to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<NotificationsSpec>,
 }
 
-/// Email to readers and moderators, sent by the notify tier from a durable outbox: a post
-/// never waits for the mail server, and a mail server that is down delays messages, it does
-/// not drop them.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Email to readers and moderators, and webhooks, sent by the notify tier from a durable
+/// outbox: a post never waits for a mail server or a receiver, and one that is down delays
+/// what is sent, it does not drop it. Set `smtp` for email, `webhooks` for webhooks, or both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.smtp) || has(self.webhooks)").message("set smtp (email), webhooks, or both"))]
+#[x_kube(validation = Rule::new("!has(self.smtp) || (has(self.from) && has(self.publicUrl))").message("email needs from (the sender) and publicUrl (where links in messages point)"))]
+#[x_kube(validation = Rule::new("!self.dailySummary || (has(self.moderators) && size(self.moderators) > 0 && has(self.smtp))").message("dailySummary is emailed to moderators: set smtp and moderators"))]
 pub struct NotificationsSpec {
-    /// The mail server messages are handed to.
-    pub smtp: SmtpSpec,
+    /// The mail server messages are handed to. Unset: no email (webhooks alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
 
-    /// The sender of every message, e.g. `Comments <comments@example.org>`.
+    /// The sender of every message, e.g. `Comments <comments@example.org>`. Needed with smtp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 320), regex(pattern = r"^[^\r\n]*@[^\r\n]*$"))]
-    pub from: String,
+    pub from: Option<String>,
 
     /// The site's public base URL, e.g. `https://example.org`: the confirm, unsubscribe and
-    /// moderation links in messages point under it.
+    /// moderation links in messages point under it. Needed with smtp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s?#]+$"))]
-    pub public_url: String,
+    pub public_url: Option<String>,
 
     /// Addresses emailed at once when a comment is held for moderation, with one-time approve
     /// and delete links that expire. Empty: no moderator email.
@@ -171,6 +178,17 @@ pub struct NotificationsSpec {
     #[schemars(range(min = 0, max = 86400))]
     pub digest_seconds: i64,
 
+    /// Also email each moderator once a day the comments still waiting for them (none when
+    /// nothing waits). Needs smtp and moderators.
+    #[serde(default)]
+    pub daily_summary: bool,
+
+    /// Webhooks: signed JSON POSTs of the events a site registered URLs for (through the
+    /// admin API or the console), retried with backoff. Unset: notify's NetworkPolicy lets it
+    /// reach no receiver, so registered webhooks are not delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<WebhooksSpec>,
+
     /// The notify pod's storage, resources and placement.
     #[serde(flatten)]
     pub tier: StatefulTierSpec,
@@ -178,6 +196,47 @@ pub struct NotificationsSpec {
 
 fn default_digest_seconds() -> i64 {
     300
+}
+
+/// Where notify may deliver webhooks, and their limits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhooksSpec {
+    /// Allow receivers on loopback, private and link-local addresses (in-cluster services,
+    /// the cloud's metadata address). Off by default: a webhook URL is chosen by whoever
+    /// holds the admin token, and must not reach inside the network.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+
+    /// The receivers' ports, which notify's NetworkPolicy lets it reach. Default 443 and 80.
+    #[serde(default = "default_webhook_ports")]
+    #[schemars(length(min = 1, max = 16), inner(range(min = 1, max = 65535)))]
+    pub ports: Vec<i32>,
+
+    /// Where receivers are, for notify's NetworkPolicy egress. Empty: any public address
+    /// (every address but the private, loopback, link-local and shared ranges, unless
+    /// allowPrivateAddresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<NetworkPolicyPeer>,
+
+    /// The most webhooks a site may register. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_endpoints: Option<i32>,
+
+    /// Attempts at one delivery before it is given up (and logged as failed). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: Option<i32>,
+
+    /// Seconds a receiver has to answer one attempt. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: Option<i32>,
+}
+
+fn default_webhook_ports() -> Vec<i32> {
+    vec![443, 80]
 }
 
 /// The mail server notify hands messages to.
@@ -249,11 +308,11 @@ pub enum SmtpTls {
     Plain,
 }
 
-impl NotificationsSpec {
+impl SmtpSpec {
     /// The mail server as notify's `IO360_SMTP_URL` (without the login, which notify reads
     /// from files).
-    pub fn smtp_url(&self) -> String {
-        let s = &self.smtp;
+    pub fn url(&self) -> String {
+        let s = self;
         match s.tls {
             SmtpTls::StartTls => format!("smtp://{}:{}?tls=required", s.host, s.port),
             SmtpTls::StartTlsIfOffered => {

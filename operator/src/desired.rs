@@ -558,19 +558,25 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
                 .expect("notify runs only with spec.notifications");
             vars.push(env("IO360_DATA_DIR", "/data"));
             vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store)));
-            vars.push(env("IO360_SMTP_URL", n.smtp_url()));
-            if n.smtp.credentials_secret.is_some() {
-                vars.push(env(
-                    "IO360_SMTP_USERNAME_FILE",
-                    format!("{SMTP_CREDENTIALS_DIR}/username"),
-                ));
-                vars.push(env(
-                    "IO360_SMTP_PASSWORD_FILE",
-                    format!("{SMTP_CREDENTIALS_DIR}/password"),
-                ));
+            if let Some(smtp) = &n.smtp {
+                vars.push(env("IO360_SMTP_URL", smtp.url()));
+                if smtp.credentials_secret.is_some() {
+                    vars.push(env(
+                        "IO360_SMTP_USERNAME_FILE",
+                        format!("{SMTP_CREDENTIALS_DIR}/username"),
+                    ));
+                    vars.push(env(
+                        "IO360_SMTP_PASSWORD_FILE",
+                        format!("{SMTP_CREDENTIALS_DIR}/password"),
+                    ));
+                }
             }
-            vars.push(env("IO360_NOTIFY_FROM", n.from.clone()));
-            vars.push(env("IO360_PUBLIC_URL", n.public_url.clone()));
+            if let Some(from) = &n.from {
+                vars.push(env("IO360_NOTIFY_FROM", from.clone()));
+            }
+            if let Some(url) = &n.public_url {
+                vars.push(env("IO360_PUBLIC_URL", url.clone()));
+            }
             if !n.moderators.is_empty() {
                 vars.push(env("IO360_NOTIFY_MODERATORS", n.moderators.join(",")));
             }
@@ -578,6 +584,24 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
                 "IO360_NOTIFY_DIGEST_SECS",
                 n.digest_seconds.to_string(),
             ));
+            if n.daily_summary {
+                vars.push(env("IO360_NOTIFY_DAILY_SUMMARY", "true"));
+            }
+            if let Some(hooks) = &n.webhooks {
+                vars.push(env("IO360_WEBHOOKS", "true"));
+                if hooks.allow_private_addresses {
+                    vars.push(env("IO360_WEBHOOK_ALLOW_PRIVATE", "true"));
+                }
+                for (name, value) in [
+                    ("IO360_WEBHOOK_MAX_ENDPOINTS", hooks.max_endpoints),
+                    ("IO360_WEBHOOK_MAX_ATTEMPTS", hooks.max_attempts),
+                    ("IO360_WEBHOOK_TIMEOUT_SECS", hooks.timeout_seconds),
+                ] {
+                    if let Some(v) = value {
+                        vars.push(env(name, v.to_string()));
+                    }
+                }
+            }
         }
         Tier::Logic | Tier::Sync => vars.push(env("IO360_STORE_URL", ctx.url(Tier::Store))),
         Tier::Longpoll => {
@@ -645,7 +669,13 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
         // Only with email on, so that turning it on is what rolls logic, and nothing else.
         if let Some(n) = &spec.notifications {
             vars.push(env("IO360_NOTIFY_URL", ctx.url(Tier::Notify)));
-            vars.push(env("IO360_PUBLIC_URL", n.public_url.clone()));
+            if let Some(url) = &n.public_url {
+                vars.push(env("IO360_PUBLIC_URL", url.clone()));
+            }
+            if n.smtp.is_none() {
+                // Webhooks alone: the widget offers no "Email me".
+                vars.push(env("IO360_NOTIFY_EMAIL", "false"));
+            }
         }
     }
     if matches!(tier, Tier::Logic | Tier::Longpoll) && !spec.allowed_origins.is_empty() {
@@ -862,7 +892,8 @@ fn pod_template(
         && let Some(login) = spec
             .notifications
             .as_ref()
-            .and_then(|n| n.smtp.credentials_secret.as_ref())
+            .and_then(|n| n.smtp.as_ref())
+            .and_then(|smtp| smtp.credentials_secret.as_ref())
     {
         volumes.push(smtp_credentials_volume(&login.name));
     }
@@ -977,7 +1008,7 @@ fn pod_template(
         hashed["database"] = serde_json::json!(pg.url_secret);
     }
     if let (Tier::Notify, Some(n)) = (tier, &spec.notifications) {
-        hashed["smtp"] = serde_json::json!(n.smtp.credentials_secret);
+        hashed["smtp"] = serde_json::json!(n.smtp.as_ref().map(|s| &s.credentials_secret));
     }
     let hash = format!("{:016x}", fnv1a(hashed.to_string().as_bytes()));
     let pull_secrets =
@@ -1429,10 +1460,18 @@ fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
         });
     }
     if let (Tier::Notify, Some(n)) = (tier, &ctx.cc.spec.notifications) {
-        egress.push(NetworkPolicyEgressRule {
-            to: (!n.smtp.peers.is_empty()).then(|| n.smtp.peers.clone()),
-            ports: Some(vec![tcp(n.smtp.port)]),
-        });
+        if let Some(smtp) = &n.smtp {
+            egress.push(NetworkPolicyEgressRule {
+                to: (!smtp.peers.is_empty()).then(|| smtp.peers.clone()),
+                ports: Some(vec![tcp(smtp.port)]),
+            });
+        }
+        if let Some(hooks) = &n.webhooks {
+            egress.push(NetworkPolicyEgressRule {
+                to: Some(webhook_receivers(hooks)),
+                ports: Some(hooks.ports.iter().map(|p| tcp(*p)).collect()),
+            });
+        }
     }
     if matches!(tier, Tier::Frontend | Tier::Logic) {
         egress.push(NetworkPolicyEgressRule {
@@ -1463,6 +1502,41 @@ fn network_policy(ctx: &Ctx, tier: Tier) -> NetworkPolicy {
             ingress: Some(ingress),
             egress: Some(egress),
         }),
+    }
+}
+
+/// Ranges a webhook may not reach unless private addresses are allowed: this network, private,
+/// shared (carrier-grade NAT), loopback and link-local (the cloud's metadata address).
+const PRIVATE_V4: [&str; 7] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+];
+/// The same for IPv6: loopback, unique local and link-local.
+const PRIVATE_V6: [&str; 3] = ["::1/128", "fc00::/7", "fe80::/10"];
+
+/// Where notify may deliver webhooks: the spec's peers, or every public address (every address
+/// with private addresses allowed). Notify refuses private receivers itself too; this is the
+/// network's word on it.
+fn webhook_receivers(hooks: &crate::crd::WebhooksSpec) -> Vec<NetworkPolicyPeer> {
+    if !hooks.peers.is_empty() {
+        return hooks.peers.clone();
+    }
+    let block = |cidr: &str, except: &[&str]| NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.into(),
+            except: (!except.is_empty()).then(|| except.iter().map(|c| c.to_string()).collect()),
+        }),
+        ..Default::default()
+    };
+    if hooks.allow_private_addresses {
+        vec![block("0.0.0.0/0", &[]), block("::/0", &[])]
+    } else {
+        vec![block("0.0.0.0/0", &PRIVATE_V4), block("::/0", &PRIVATE_V6)]
     }
 }
 

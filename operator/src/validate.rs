@@ -7,8 +7,8 @@ use std::fmt;
 use kube::ResourceExt;
 
 use crate::crd::{
-    AutoscalingSpec, CommentCluster, NotificationsSpec, ScalingMetric, StoreEngine, StoreSpec,
-    TierSpec,
+    AutoscalingSpec, CommentCluster, NotificationsSpec, ScalingMetric, SmtpSpec, StoreEngine,
+    StoreSpec, TierSpec,
 };
 use crate::desired::{self, Tier};
 
@@ -223,7 +223,87 @@ fn is_address(s: &str) -> bool {
 }
 
 fn notifications_errors(n: &NotificationsSpec, err: &mut impl FnMut(String, String)) {
-    let smtp = &n.smtp;
+    if n.smtp.is_none() && n.webhooks.is_none() {
+        err(
+            "spec.notifications".into(),
+            "set smtp (email), webhooks, or both".into(),
+        );
+    }
+    if let Some(smtp) = &n.smtp {
+        smtp_errors(smtp, err);
+        if n.from.is_none() {
+            err(
+                "spec.notifications.from".into(),
+                "email needs the sender, e.g. `Comments <comments@example.org>`".into(),
+            );
+        }
+        if n.public_url.is_none() {
+            err(
+                "spec.notifications.publicUrl".into(),
+                "email needs the site's public URL, where the links in messages point".into(),
+            );
+        }
+    }
+    if let Some(from) = &n.from
+        && (has_line_break(from) || !from.contains('@'))
+    {
+        err(
+            "spec.notifications.from".into(),
+            format!(
+                "must be one address, e.g. `Comments <comments@example.org>`, on one line, got {from:?}"
+            ),
+        );
+    }
+    if let Some(url) = &n.public_url
+        && (!(url.starts_with("https://") || url.starts_with("http://"))
+            || url.contains(|c: char| c.is_whitespace() || c == '?' || c == '#'))
+    {
+        err(
+            "spec.notifications.publicUrl".into(),
+            format!(
+                "must be the site's http(s):// base URL without query or fragment, got {url:?}"
+            ),
+        );
+    }
+    for (i, m) in n.moderators.iter().enumerate() {
+        if !is_address(m) {
+            err(
+                format!("spec.notifications.moderators[{i}]"),
+                format!("must be one email address (local@domain), got {m:?}"),
+            );
+        }
+    }
+    if !(0..=86_400).contains(&n.digest_seconds) {
+        err(
+            "spec.notifications.digestSeconds".into(),
+            format!("must be 0 to 86400, got {}", n.digest_seconds),
+        );
+    }
+    if n.daily_summary && (n.moderators.is_empty() || n.smtp.is_none()) {
+        err(
+            "spec.notifications.dailySummary".into(),
+            "is emailed to moderators: set smtp and moderators".into(),
+        );
+    }
+    if let Some(hooks) = &n.webhooks {
+        for (i, p) in hooks.ports.iter().enumerate() {
+            if !(1..=65535).contains(p) {
+                err(
+                    format!("spec.notifications.webhooks.ports[{i}]"),
+                    format!("must be 1 to 65535, got {p}"),
+                );
+            }
+        }
+        if hooks.ports.is_empty() {
+            err(
+                "spec.notifications.webhooks.ports".into(),
+                "needs at least one port receivers listen on".into(),
+            );
+        }
+    }
+}
+
+fn smtp_errors(smtp: &SmtpSpec, err: &mut impl FnMut(String, String)) {
     if smtp.host.is_empty()
         || smtp
             .host
@@ -251,40 +331,6 @@ fn notifications_errors(n: &NotificationsSpec, err: &mut impl FnMut(String, Stri
         err(
             "spec.notifications.smtp.credentialsSecret.name".into(),
             "must name the Secret with the keys username and password".into(),
-        );
-    }
-    if has_line_break(&n.from) || !n.from.contains('@') {
-        err(
-            "spec.notifications.from".into(),
-            format!(
-                "must be one address, e.g. `Comments <comments@example.org>`, on one line, got {:?}",
-                n.from
-            ),
-        );
-    }
-    let url = n.public_url.as_str();
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
-    {
-        err(
-            "spec.notifications.publicUrl".into(),
-            format!(
-                "must be the site's http(s):// base URL without query or fragment, got {url:?}"
-            ),
-        );
-    }
-    for (i, m) in n.moderators.iter().enumerate() {
-        if !is_address(m) {
-            err(
-                format!("spec.notifications.moderators[{i}]"),
-                format!("must be one email address (local@domain), got {m:?}"),
-            );
-        }
-    }
-    if !(0..=86_400).contains(&n.digest_seconds) {
-        err(
-            "spec.notifications.digestSeconds".into(),
-            format!("must be 0 to 86400, got {}", n.digest_seconds),
         );
     }
 }

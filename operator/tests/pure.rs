@@ -768,7 +768,13 @@ fn email_adds_the_notify_tier_rolls_only_logic_and_keeps_the_login_in_notify() {
     // A new login revision restarts notify, and nothing else.
     let mut rotated = on.clone();
     if let Some(n) = rotated.spec.notifications.as_mut() {
-        n.smtp.credentials_secret.as_mut().unwrap().revision = Some("2026-02".into());
+        n.smtp
+            .as_mut()
+            .unwrap()
+            .credentials_secret
+            .as_mut()
+            .unwrap()
+            .revision = Some("2026-02".into());
     }
     let rolled = desired::build(&rotated, &Inputs::default());
     for (key, _) in pod_specs(&after) {
@@ -778,4 +784,70 @@ fn email_adds_the_notify_tier_rolls_only_logic_and_keeps_the_login_in_notify() {
             "{key}"
         );
     }
+}
+
+#[test]
+fn webhooks_reach_public_addresses_only_unless_the_spec_says_where() {
+    let email = load(&dir("tests/fixtures/notifications.yaml"));
+    let objs = desired::build(&email, &Inputs::default());
+    let np = find(&objs, "NetworkPolicy/forum-notify")
+        .unwrap()
+        .object
+        .data["spec"]
+        .clone();
+    // DNS, the tiers, the mail server, then the webhook receivers.
+    let hooks = &np["egress"][3];
+    assert_eq!(
+        ports_of(hooks),
+        vec![(443, "TCP".to_string()), (80, "TCP".to_string())]
+    );
+    let v4 = &hooks["to"][0]["ipBlock"];
+    assert_eq!(v4["cidr"], "0.0.0.0/0");
+    for private in [
+        "10.0.0.0/8",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "192.168.0.0/16",
+    ] {
+        assert!(
+            v4["except"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == private),
+            "{private} reachable"
+        );
+    }
+    assert_eq!(hooks["to"][1]["ipBlock"]["cidr"], "::/0");
+
+    let alone = load(&dir("tests/fixtures/webhooks-only.yaml"));
+    let objs = desired::build(&alone, &Inputs::default());
+    let env_of = |key: &str| -> Vec<(String, String)> {
+        find(&objs, key).unwrap().object.data["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_owned(),
+                    e["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let notify = env_of("Deployment/hooks-notify");
+    assert!(notify.contains(&("IO360_WEBHOOKS".into(), "true".into())));
+    assert!(notify.contains(&("IO360_WEBHOOK_ALLOW_PRIVATE".into(), "true".into())));
+    assert!(!notify.iter().any(|(k, _)| k == "IO360_SMTP_URL"));
+    let logic = env_of("Deployment/hooks-logic");
+    assert!(logic.contains(&("IO360_NOTIFY_EMAIL".into(), "false".into())));
+    let np = find(&objs, "NetworkPolicy/hooks-notify")
+        .unwrap()
+        .object
+        .data["spec"]
+        .clone();
+    let egress = np["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 3, "DNS, the tiers, the receivers: {egress:?}");
+    assert_eq!(ports_of(&egress[2]), vec![(8443, "TCP".to_string())]);
+    assert!(egress[2]["to"][0]["namespaceSelector"].is_object());
 }

@@ -145,6 +145,13 @@ async fn crd_and_chart_on_a_real_api_server() -> Result<()> {
             if name == "spec.store.engine" && text == "Postgres" {
                 nested.push_str("    postgres:\n      urlSecret:\n        name: db\n");
             }
+            // Email needs its mail server's host, its sender and the site's URL.
+            if name == "spec.notifications.smtp.tls" {
+                nested = nested.replace("smtp:\n", "smtp:\n      host: smtp.example.org\n");
+                nested.push_str(
+                    "    from: comments@example.org\n    publicUrl: https://example.org\n",
+                );
+            }
             let yaml = format!(
                 "apiVersion: io360.dev/v1alpha1\nkind: CommentCluster\nmetadata:\n  name: {cc}\n  namespace: {ns}\nspec:\n  adminTokenSecret:\n    name: admin\n{nested}",
             );
