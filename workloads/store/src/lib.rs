@@ -26,6 +26,7 @@ mod keys;
 mod pg;
 mod record;
 mod routes;
+pub mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -51,6 +51,8 @@ use crate::record::{
     encode,
 };
 
+mod moving;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
