@@ -140,6 +140,15 @@ impl Engine {
         either!(self, db => db.durable())
     }
 
+    /// Follows whether the engine's database can be reached, for an engine that has one
+    /// (fjall has none: its disk is the process's own).
+    pub fn reachable(&self) -> Option<watch::Receiver<bool>> {
+        match self {
+            Engine::Fjall(_) => None,
+            Engine::Postgres(db) => Some(db.reachable()),
+        }
+    }
+
     /// Stops taking writes once what is queued is written.
     pub fn close(&self) {
         either!(self, db => db.close())

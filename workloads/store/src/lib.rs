@@ -146,6 +146,19 @@ pub async fn serve_on(
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
+    // On PostgreSQL, ready only while the database answers: a store that cannot reach it is
+    // taken out of its Service (its liveness stays good, so it is not restarted).
+    if let Some(mut reachable) = db.reachable() {
+        let ready = telemetry.ready.clone();
+        tokio::spawn(async move {
+            loop {
+                ready.set(*reachable.borrow_and_update());
+                if reachable.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let router = telemetry.instrument(config.limits.apply(
         "store",
         routes::router(db.clone(), shutdown.clone(), &verifier),

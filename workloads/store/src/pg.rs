@@ -130,6 +130,7 @@ pub struct PgDb {
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     durable: watch::Receiver<FeedPos>,
+    reachable: watch::Receiver<bool>,
     metrics: Metrics,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -295,6 +296,7 @@ impl PgDb {
         };
         metrics.durable_pos.set(big(last));
         let durable_tx = Arc::new(durable_tx);
+        let (reachable_tx, reachable) = watch::channel(true);
         let (tx, rx) = mpsc::channel(o.write_queue_max.max(1));
         let writer = Writer {
             pool: pool.clone(),
@@ -309,6 +311,7 @@ impl PgDb {
                 tls.clone(),
                 pool.clone(),
                 durable_tx,
+                reachable_tx,
                 metrics.clone(),
             )),
         ];
@@ -319,6 +322,7 @@ impl PgDb {
             tls,
             queue: Mutex::new(Some(tx)),
             durable,
+            reachable,
             metrics,
             tasks,
         })
@@ -359,6 +363,13 @@ impl PgDb {
     /// Follows the last committed change-feed position (of every replica).
     pub fn durable(&self) -> watch::Receiver<FeedPos> {
         self.durable.clone()
+    }
+
+    /// Follows whether the database answered the last time it was asked (about once a
+    /// second): a store that cannot reach it reports itself not ready, so it is taken out of
+    /// its Service rather than restarted, and ready again once the database answers.
+    pub fn reachable(&self) -> watch::Receiver<bool> {
+        self.reachable.clone()
     }
 
     /// Stops taking writes; what is queued is still written.
@@ -915,14 +926,33 @@ async fn export(
 
 /// Keeps `durable` at the last committed feed position of every replica: woken by `NOTIFY`
 /// on a connection of its own, and reading the counter every [`POLL`] whatever happens (a
-/// notification sent while that connection was down is never delivered).
+/// notification sent while that connection was down is never delivered). Whether that read
+/// succeeds is whether the database is `reachable`.
 async fn follow(
     pg: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     pool: Pool,
     durable: Arc<watch::Sender<FeedPos>>,
+    reachable: watch::Sender<bool>,
     metrics: Metrics,
 ) {
+    let answered = |ok: bool, error: Option<String>| {
+        reachable.send_if_modified(|r| {
+            if *r == ok {
+                return false;
+            }
+            *r = ok;
+            if ok {
+                tracing::info!("the database answers again: the store is ready");
+            } else {
+                tracing::warn!(
+                    error = error.as_deref().unwrap_or_default(),
+                    "the database cannot be reached: the store reports itself not ready"
+                );
+            }
+            true
+        });
+    };
     let advance = |pos: FeedPos| {
         durable.send_if_modified(|d| {
             if pos > *d {
@@ -968,10 +998,19 @@ async fn follow(
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if let Ok(c) = pool.get().await
-                        && let Ok(r) = c.query_one("SELECT feed FROM counters", &[]).await
-                    {
-                        advance(small(r.get(0)));
+                    let read = match pool.get().await {
+                        Ok(c) => c
+                            .query_one("SELECT feed FROM counters", &[])
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match read {
+                        Ok(r) => {
+                            advance(small(r.get(0)));
+                            answered(true, None);
+                        }
+                        Err(e) => answered(false, Some(e)),
                     }
                     if listener.is_none() {
                         break;
