@@ -211,7 +211,9 @@ pub async fn move_store(args: MoveStoreArgs) -> anyhow::Result<()> {
     }
     .url()
     .map_err(anyhow::Error::msg)?;
-    let dir = args.store_dir.unwrap_or_else(|| args.data_dir.join("store"));
+    let dir = args
+        .store_dir
+        .unwrap_or_else(|| args.data_dir.join("store"));
     let (moved, whence) = match args.to {
         io360_store::EngineKind::Postgres => (
             io360_store::transfer::fjall_to_postgres(&dir, url).await?,

@@ -243,13 +243,19 @@ async fn fill(s: &Store) -> u64 {
         .await;
     s.write(json!({"op": "vote", "id": c2, "voter": "v1", "value": 1}))
         .await;
-    s.write(json!({"op": "edit", "id": c2, "text": "reply, edited", "html": "<p>reply, edited</p>"}))
-        .await;
+    s.write(
+        json!({"op": "edit", "id": c2, "text": "reply, edited", "html": "<p>reply, edited</p>"}),
+    )
+    .await;
     s.write(json!({"op": "delete", "id": c3})).await;
     s.append("/b/", comment("held", None, "pending", Some("ak2")), None)
         .await;
     let c5 = s
-        .append("/b/", comment("held, then approved", None, "pending", None), None)
+        .append(
+            "/b/",
+            comment("held, then approved", None, "pending", None),
+            None,
+        )
         .await;
     s.write(json!({"op": "approve", "id": c5})).await;
     s.append(
@@ -258,8 +264,12 @@ async fn fill(s: &Store) -> u64 {
         Some("key-6"),
     )
     .await;
-    s.append("/c/", comment("before closing", None, "approved", None), None)
-        .await;
+    s.append(
+        "/c/",
+        comment("before closing", None, "approved", None),
+        None,
+    )
+    .await;
     s.write(json!({"op": "close", "thread": "/c/"})).await;
     let imported = json!([
         {"thread": "/imported/", "source": "isso:1", "parentSource": null, "author": "old",
@@ -314,7 +324,11 @@ async fn a_store_moves_into_postgres_and_back_with_the_same_answers() {
     let last_id = fill(&fjall).await;
     let before = fjall.answers(&THREADS, last_id).await;
     assert_eq!(before["comment 8"]["body"]["comment"]["text"], "from isso");
-    assert_eq!(before["author ak1"]["body"]["approved"], 2, "{}", before["author ak1"]);
+    assert_eq!(
+        before["author ak1"]["body"]["approved"], 2,
+        "{}",
+        before["author ak1"]
+    );
     drop(fjall);
 
     // Into PostgreSQL.
@@ -408,7 +422,11 @@ async fn a_store_moves_into_postgres_and_back_with_the_same_answers() {
     assert!(text(&o).contains("into "), "{}", text(&o));
     let fjall = Store::fjall(&back.join("store")).await;
     let returned = fjall.answers(&THREADS, last_id).await;
-    same("fjall after the round trip against fjall", &before, &returned);
+    same(
+        "fjall after the round trip against fjall",
+        &before,
+        &returned,
+    );
     // Writing goes on where the site left off: the next id, sequence number and position.
     let next = fjall
         .write(json!({"op": "append", "thread": "/a/", "comment": comment("after the move", None, "approved", None)}))

@@ -160,7 +160,11 @@ async fn a_store_whose_database_is_down_is_not_ready_but_alive() {
     // Kubernetes takes it out of its Service, and does not restart it.
     assert_eq!(status(&http, &alive).await, 200);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(status(&http, &ready).await, 503, "ready again with no database");
+    assert_eq!(
+        status(&http, &ready).await,
+        503,
+        "ready again with no database"
+    );
     assert_eq!(status(&http, &alive).await, 200);
 
     pg.restart().await;

@@ -79,7 +79,11 @@ pub(crate) enum Item {
     /// The suspension or the bans.
     Setting { name: String, bytes: Vec<u8> },
     /// The last feed position, comment id and thread id assigned: sent last.
-    Counters { feed: u64, comment: u64, thread: u64 },
+    Counters {
+        feed: u64,
+        comment: u64,
+        thread: u64,
+    },
 }
 
 /// What a store holds, counted: what a move compares on both sides.
@@ -200,7 +204,9 @@ impl Census {
             .keys()
             .find(|n| !self.threads.contains_key(*n))
         {
-            return Some(format!("the target holds a thread {name:?} that was not read"));
+            return Some(format!(
+                "the target holds a thread {name:?} that was not read"
+            ));
         }
         let totals = |c: &Census| {
             [
@@ -380,9 +386,7 @@ pub async fn postgres_to_fjall(url: String, dir: &Path) -> Result<Census, MoveEr
                 t.fill_blocking(batch)?;
             }
             // Made durable only once the database was read whole.
-            done_rx
-                .blocking_recv()
-                .map_err(|_| StoreError::Stopping)?;
+            done_rx.blocking_recv().map_err(|_| StoreError::Stopping)?;
             t.finish_fill_blocking()?;
             Ok(read)
         })

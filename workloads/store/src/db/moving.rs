@@ -192,7 +192,11 @@ impl Db {
                     key,
                     record,
                 } => {
-                    batch.insert(&t.idem, id_bytes(thread_id, key.as_bytes()), encode(&record));
+                    batch.insert(
+                        &t.idem,
+                        id_bytes(thread_id, key.as_bytes()),
+                        encode(&record),
+                    );
                 }
                 Item::Vote {
                     comment_id,

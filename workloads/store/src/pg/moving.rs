@@ -231,12 +231,17 @@ impl PgDb {
             })
         })
         .await?;
-        each(&t, "SELECT source, comment_id FROM sources", &mut out, |r| {
-            Ok(Item::Source {
-                source: r.get(0),
-                comment_id: small(r.get(1)),
-            })
-        })
+        each(
+            &t,
+            "SELECT source, comment_id FROM sources",
+            &mut out,
+            |r| {
+                Ok(Item::Source {
+                    source: r.get(0),
+                    comment_id: small(r.get(1)),
+                })
+            },
+        )
         .await?;
         each(&t, "SELECT name, value FROM settings", &mut out, |r| {
             Ok(Item::Setting {
@@ -307,20 +312,53 @@ impl PgDb {
     }
 }
 
+/// One batch's threads, a vector per column, for `unnest`.
+#[derive(Default)]
+struct ThreadRows {
+    id: Vec<i64>,
+    name: Vec<String>,
+    head: Vec<i64>,
+    count: Vec<i64>,
+    closed: Vec<bool>,
+}
+
+/// One batch's changes, a vector per column.
+#[derive(Default)]
+struct FeedRows {
+    pos: Vec<i64>,
+    thread_id: Vec<i64>,
+    seq: Vec<i64>,
+    comment_id: Vec<Option<i64>>,
+    change: Vec<Vec<u8>>,
+}
+
+/// One batch's comments, a vector per column.
+#[derive(Default)]
+struct CommentRows {
+    id: Vec<i64>,
+    thread_id: Vec<i64>,
+    seq: Vec<i64>,
+    parent_id: Vec<Option<i64>>,
+    author_key: Vec<Option<String>>,
+    record: Vec<Vec<u8>>,
+}
+
+/// One batch's idempotency keys, a vector per column.
+#[derive(Default)]
+struct IdemRows {
+    thread_id: Vec<i64>,
+    key: Vec<String>,
+    pos: Vec<i64>,
+    fingerprint: Vec<String>,
+    at: Vec<i64>,
+}
+
 /// Inserts one batch, a statement per table (arrays unnested into rows).
 async fn insert(c: &impl GenericClient, items: Vec<Item>) -> Result<(), StoreError> {
-    let mut threads: (Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>, Vec<bool>) = Default::default();
-    let mut feed: (Vec<i64>, Vec<i64>, Vec<i64>, Vec<Option<i64>>, Vec<Vec<u8>>) =
-        Default::default();
-    let mut comments: (
-        Vec<i64>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<Option<i64>>,
-        Vec<Option<String>>,
-        Vec<Vec<u8>>,
-    ) = Default::default();
-    let mut idem: (Vec<i64>, Vec<String>, Vec<i64>, Vec<String>, Vec<i64>) = Default::default();
+    let mut threads = ThreadRows::default();
+    let mut feed = FeedRows::default();
+    let mut comments = CommentRows::default();
+    let mut idem = IdemRows::default();
     let mut votes: (Vec<i64>, Vec<String>, Vec<i16>) = Default::default();
     let mut pending: Vec<i64> = Vec::new();
     let mut authors: (Vec<String>, Vec<i64>) = Default::default();
@@ -328,11 +366,11 @@ async fn insert(c: &impl GenericClient, items: Vec<Item>) -> Result<(), StoreErr
     for item in items {
         match item {
             Item::Thread { name, rec } => {
-                threads.0.push(big(rec.id));
-                threads.1.push(name);
-                threads.2.push(big(rec.head));
-                threads.3.push(big(rec.count));
-                threads.4.push(rec.closed);
+                threads.id.push(big(rec.id));
+                threads.name.push(name);
+                threads.head.push(big(rec.head));
+                threads.count.push(big(rec.count));
+                threads.closed.push(rec.closed);
             }
             Item::Change {
                 pos,
@@ -341,11 +379,11 @@ async fn insert(c: &impl GenericClient, items: Vec<Item>) -> Result<(), StoreErr
                 comment_id,
                 bytes,
             } => {
-                feed.0.push(big(pos));
-                feed.1.push(big(thread_id));
-                feed.2.push(big(seq));
-                feed.3.push(comment_id.map(big));
-                feed.4.push(bytes);
+                feed.pos.push(big(pos));
+                feed.thread_id.push(big(thread_id));
+                feed.seq.push(big(seq));
+                feed.comment_id.push(comment_id.map(big));
+                feed.change.push(bytes);
             }
             Item::Comment {
                 id,
@@ -355,23 +393,23 @@ async fn insert(c: &impl GenericClient, items: Vec<Item>) -> Result<(), StoreErr
                 author_key,
                 bytes,
             } => {
-                comments.0.push(big(id));
-                comments.1.push(big(thread_id));
-                comments.2.push(big(seq));
-                comments.3.push(parent.map(big));
-                comments.4.push(author_key);
-                comments.5.push(bytes);
+                comments.id.push(big(id));
+                comments.thread_id.push(big(thread_id));
+                comments.seq.push(big(seq));
+                comments.parent_id.push(parent.map(big));
+                comments.author_key.push(author_key);
+                comments.record.push(bytes);
             }
             Item::Idempotency {
                 thread_id,
                 key,
                 record,
             } => {
-                idem.0.push(big(thread_id));
-                idem.1.push(key);
-                idem.2.push(big(record.pos));
-                idem.3.push(record.fingerprint);
-                idem.4.push(record.at);
+                idem.thread_id.push(big(thread_id));
+                idem.key.push(key);
+                idem.pos.push(big(record.pos));
+                idem.fingerprint.push(record.fingerprint);
+                idem.at.push(record.at);
             }
             Item::Vote {
                 comment_id,
@@ -411,42 +449,60 @@ async fn insert(c: &impl GenericClient, items: Vec<Item>) -> Result<(), StoreErr
             }
         }
     }
-    if !threads.0.is_empty() {
+    if !threads.id.is_empty() {
         c.execute(
             "INSERT INTO threads (id, name, head, count, closed) \
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::boolean[])",
-            &[&threads.0, &threads.1, &threads.2, &threads.3, &threads.4],
-        )
-        .await?;
-    }
-    if !feed.0.is_empty() {
-        c.execute(
-            "INSERT INTO feed (pos, thread_id, seq, comment_id, change) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])",
-            &[&feed.0, &feed.1, &feed.2, &feed.3, &feed.4],
-        )
-        .await?;
-    }
-    if !comments.0.is_empty() {
-        c.execute(
-            "INSERT INTO comments (id, thread_id, seq, parent_id, author_key, record) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bytea[])",
             &[
-                &comments.0,
-                &comments.1,
-                &comments.2,
-                &comments.3,
-                &comments.4,
-                &comments.5,
+                &threads.id,
+                &threads.name,
+                &threads.head,
+                &threads.count,
+                &threads.closed,
             ],
         )
         .await?;
     }
-    if !idem.0.is_empty() {
+    if !feed.pos.is_empty() {
+        c.execute(
+            "INSERT INTO feed (pos, thread_id, seq, comment_id, change) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])",
+            &[
+                &feed.pos,
+                &feed.thread_id,
+                &feed.seq,
+                &feed.comment_id,
+                &feed.change,
+            ],
+        )
+        .await?;
+    }
+    if !comments.id.is_empty() {
+        c.execute(
+            "INSERT INTO comments (id, thread_id, seq, parent_id, author_key, record) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bytea[])",
+            &[
+                &comments.id,
+                &comments.thread_id,
+                &comments.seq,
+                &comments.parent_id,
+                &comments.author_key,
+                &comments.record,
+            ],
+        )
+        .await?;
+    }
+    if !idem.key.is_empty() {
         c.execute(
             "INSERT INTO idempotency (thread_id, key, pos, fingerprint, at) \
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])",
-            &[&idem.0, &idem.1, &idem.2, &idem.3, &idem.4],
+            &[
+                &idem.thread_id,
+                &idem.key,
+                &idem.pos,
+                &idem.fingerprint,
+                &idem.at,
+            ],
         )
         .await?;
     }
@@ -481,4 +537,3 @@ async fn insert(c: &impl GenericClient, items: Vec<Item>) -> Result<(), StoreErr
     }
     Ok(())
 }
-

@@ -82,7 +82,10 @@ impl Tls {
                     .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
                 for cert in certs {
                     roots.add(cert).map_err(|e| {
-                        format!("sslrootcert {} holds a bad certificate: {e}", path.display())
+                        format!(
+                            "sslrootcert {} holds a bad certificate: {e}",
+                            path.display()
+                        )
                     })?;
                 }
                 if roots.is_empty() {
@@ -363,7 +366,8 @@ mod tests {
         assert_eq!(tls.root_cert, Some(PathBuf::from("/a b/ca.pem")));
         assert!(!rest.contains("ssl"), "{rest}");
 
-        let (_, tls) = split("postgres://u@db/site?sslrootcert=system&sslmode=verify-full").unwrap();
+        let (_, tls) =
+            split("postgres://u@db/site?sslrootcert=system&sslmode=verify-full").unwrap();
         assert_eq!(tls.root_cert, None, "system: the system's CAs");
 
         assert!(
@@ -375,8 +379,8 @@ mod tests {
 
     #[test]
     fn a_keyword_string_keeps_its_other_values_whole() {
-        let (rest, _) = split(r"host=db password='a \'quoted\' one' dbname=site sslmode=disable")
-            .unwrap();
+        let (rest, _) =
+            split(r"host=db password='a \'quoted\' one' dbname=site sslmode=disable").unwrap();
         assert_eq!(rest, r"host='db' password='a \'quoted\' one' dbname='site'");
         let parsed: tokio_postgres::Config = rest.parse().unwrap();
         assert_eq!(parsed.get_password(), Some(&b"a 'quoted' one"[..]));
