@@ -14,7 +14,8 @@
 //! apart from the wire types in [`api`] that logic and sync use through [`StoreClient`].
 //!
 //! The public surface is [`Config`], [`EngineConfig`], [`serve`], the engines ([`Db`],
-//! [`PgDb`], [`Engine`]: for tests and tools) and the wire types.
+//! [`PgDb`], [`Engine`]: for tests and tools), the wire types, and [`transfer`], which moves a
+//! site's store from one engine to the other (`io360 move-store`).
 
 pub mod api;
 mod client;
