@@ -27,7 +27,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
-stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
+# Stops the processes of one setup (a bare `wait` would wait for PostgreSQL too).
+stop_all() {
+  [ ${#pids[@]} -eq 0 ] && return 0
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait "${pids[@]}" 2>/dev/null || true
+  pids=()
+}
 pg_pid=""
 cleanup() {
   stop_all
