@@ -2,7 +2,8 @@
 //!
 //! `--concurrency` clients each send one request, wait for the answer, and send the next, for
 //! `--duration`. `{n}` in the URL or body becomes a number unique to each request, so posted
-//! comments never repeat. It prints one JSON line: requests per second, latency percentiles
+//! comments never repeat. With `--url` given more than once, the clients take the URLs in
+//! turn (client i the URL i mod n), as a Service would spread them over replicas. It prints one JSON line: requests per second, latency percentiles
 //! and how many answers were not the expected status.
 
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(about = "Closed-loop HTTP load: N clients, one request at a time each")]
 struct Args {
-    /// The URL; `{n}` becomes a unique number.
-    #[arg(long)]
-    url: String,
+    /// The URL; `{n}` becomes a unique number. Given more than once, clients take them in turn.
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
     /// GET or POST.
     #[arg(long, default_value = "GET")]
     method: String,
@@ -63,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(args);
     let mut tasks = Vec::new();
     let start = Instant::now();
-    for _ in 0..args.concurrency {
+    for i in 0..args.concurrency {
+        let url = args.urls[i % args.urls.len()].clone();
         let (client, method, headers) = (client.clone(), method.clone(), headers.clone());
         let (counter, errors, args) = (counter.clone(), errors.clone(), args.clone());
         tasks.push(tokio::spawn(async move {
@@ -71,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed).to_string();
                 let mut req = client
-                    .request(method.clone(), args.url.replace("{n}", &n))
+                    .request(method.clone(), url.replace("{n}", &n))
                     .headers(headers.clone())
                     .timeout(Duration::from_secs(30));
                 if let Some(b) = &args.body {

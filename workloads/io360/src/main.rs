@@ -72,6 +72,11 @@ enum Command {
     /// counts and history, in a data directory that no running io360 holds; --dry-run lists
     /// what would change.
     Remap(moving::RemapArgs),
+    /// Moves the store between its engines, with no io360 running on either side: from a data
+    /// directory into an empty PostgreSQL database (`--to postgres`), or from the database
+    /// into a fresh data directory (`--to fjall`). Ids, sequence numbers and feed positions are
+    /// kept; both sides are counted and compared afterwards.
+    MoveStore(moving::MoveStoreArgs),
 }
 
 /// Writes a keyring and every tier's credential into `dir`.
@@ -102,7 +107,7 @@ fn main() -> std::process::ExitCode {
     let overridden = std::env::var_os("MIMALLOC_PURGE_DELAY").is_some();
     if matches!(
         cli.command,
-        Command::Import(_) | Command::Export(_) | Command::Remap(_)
+        Command::Import(_) | Command::Export(_) | Command::Remap(_) | Command::MoveStore(_)
     ) {
         set_purge_delay(overridden, 0);
     } else {
@@ -111,7 +116,7 @@ fn main() -> std::process::ExitCode {
     // Import and export speak to a person on stderr and write data to stdout: no log lines.
     if !matches!(
         cli.command,
-        Command::Import(_) | Command::Export(_) | Command::Remap(_)
+        Command::Import(_) | Command::Export(_) | Command::Remap(_) | Command::MoveStore(_)
     ) {
         io360_common::telemetry::init_logging();
     }
@@ -130,6 +135,7 @@ fn main() -> std::process::ExitCode {
             Command::Import(args) => moving::import(args).await,
             Command::Export(args) => moving::export(args).await,
             Command::Remap(args) => moving::remap(args).await,
+            Command::MoveStore(args) => moving::move_store(args).await,
         }
     });
     match result {

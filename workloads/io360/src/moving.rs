@@ -173,3 +173,65 @@ pub async fn remap(args: RemapArgs) -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+/// `io360 move-store`.
+#[derive(Debug, clap::Args)]
+pub struct MoveStoreArgs {
+    /// Where the store goes: `postgres` (from the data directory into an empty database) or
+    /// `fjall` (from the database into a fresh data directory).
+    #[arg(long, value_enum)]
+    to: io360_store::EngineKind,
+
+    /// The data directory `io360 up --data-dir` uses (the store is its `store`): the source
+    /// when moving to postgres, the target when moving to fjall.
+    #[arg(long, env = "IO360_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// The store's own directory instead (what `io360 serve store --data-dir` is given, as on a
+    /// store pod's volume).
+    #[arg(long, conflicts_with = "data_dir")]
+    store_dir: Option<PathBuf>,
+
+    /// The PostgreSQL connection string (`postgres://io360:secret@db:5432/io360?sslmode=verify-full`).
+    #[arg(long, env = "IO360_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// A file holding the connection string, instead of `--database-url`.
+    #[arg(long, env = "IO360_DATABASE_URL_FILE")]
+    database_url_file: Option<PathBuf>,
+}
+
+/// Runs `io360 move-store`: copies every record, checks both sides agree, prints what moved.
+pub async fn move_store(args: MoveStoreArgs) -> anyhow::Result<()> {
+    let url = io360_store::EngineConfig {
+        engine: io360_store::EngineKind::Postgres,
+        database_url: args.database_url,
+        database_url_file: args.database_url_file,
+        ..io360_store::EngineConfig::default()
+    }
+    .url()
+    .map_err(anyhow::Error::msg)?;
+    let dir = args
+        .store_dir
+        .unwrap_or_else(|| args.data_dir.join("store"));
+    let (moved, whence) = match args.to {
+        io360_store::EngineKind::Postgres => (
+            io360_store::transfer::fjall_to_postgres(&dir, url).await?,
+            format!("from {} into PostgreSQL", dir.display()),
+        ),
+        io360_store::EngineKind::Fjall => (
+            io360_store::transfer::postgres_to_fjall(url, &dir).await?,
+            format!("from PostgreSQL into {}", dir.display()),
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "moved {whence}: {moved}")?;
+    writeln!(
+        out,
+        "checked on both sides: each of the {} threads' comments, last sequence number and approved count; feed position {}, last comment id {}, and every other record's count",
+        moved.threads.len(),
+        moved.feed_position,
+        moved.last_comment_id,
+    )?;
+    Ok(())
+}

@@ -116,3 +116,67 @@ async fn serve_store_on_postgres_from_the_environment_survives_its_process_and_t
     let answer = answer.expect("the store never wrote again after the database came back");
     assert_eq!(answer["change"]["seq"], 6, "{answer}");
 }
+
+/// The status of `GET url`, or 0 when nothing answered.
+async fn status(http: &reqwest::Client, url: &str) -> u16 {
+    match http.get(url).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Waits up to `secs` for `GET url` to answer `want`; answers whether it did.
+async fn turns(http: &reqwest::Client, url: &str, want: u16, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if status(http, url).await == want {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_database_is_down_is_not_ready_but_alive() {
+    let mut pg = pg::Postgres::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = dir.path().join("dsn");
+    std::fs::write(&dsn, format!("{}\n", pg.url())).unwrap();
+    let http = common::as_tier("logic");
+    let addr = free_addr().to_string();
+    let _store = start_store(&addr, &dsn, &dir.path().join("store"));
+    let (ready, alive) = (
+        format!("http://{addr}/readyz"),
+        format!("http://{addr}/healthz"),
+    );
+    wait_ready(&http, &ready).await;
+
+    pg.stop();
+    assert!(
+        turns(&http, &ready, 503, 10).await,
+        "the store stayed ready with its database down"
+    );
+    // Kubernetes takes it out of its Service, and does not restart it.
+    assert_eq!(status(&http, &alive).await, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        status(&http, &ready).await,
+        503,
+        "ready again with no database"
+    );
+    assert_eq!(status(&http, &alive).await, 200);
+
+    pg.restart().await;
+    assert!(
+        turns(&http, &ready, 200, 10).await,
+        "the store never became ready again once its database was back"
+    );
+    let r = http
+        .post(format!("http://{addr}/store/v1/write"))
+        .json(&append("once ready again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "ready, yet refusing writes");
+}

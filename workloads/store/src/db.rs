@@ -58,6 +58,8 @@ use crate::record::{
 };
 use io360_common::format::FormatError;
 
+mod moving;
+
 /// Why the data directory could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

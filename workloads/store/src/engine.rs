@@ -35,8 +35,11 @@ pub struct EngineConfig {
     pub engine: EngineKind,
 
     /// The PostgreSQL connection string, for the `postgres` engine
-    /// (`postgres://io360:secret@db:5432/io360?sslmode=require`; `sslmode=require` encrypts
-    /// the connection).
+    /// (`postgres://io360:secret@db:5432/io360?sslmode=verify-full&sslrootcert=/ca.pem`).
+    /// `sslmode` and `sslrootcert` mean what they mean to libpq: `verify-full` encrypts and
+    /// checks the server's certificate against the CA (the system's without `sslrootcert`) and
+    /// the host name, `verify-ca` the CA only, `require` and `prefer` (the default) encrypt
+    /// without checking, `disable` never encrypts.
     #[arg(long, env = "IO360_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
@@ -138,6 +141,15 @@ impl Engine {
     /// Follows the last durable change-feed position.
     pub fn durable(&self) -> watch::Receiver<FeedPos> {
         either!(self, db => db.durable())
+    }
+
+    /// Follows whether the engine's database can be reached, for an engine that has one
+    /// (fjall has none: its disk is the process's own).
+    pub fn reachable(&self) -> Option<watch::Receiver<bool>> {
+        match self {
+            Engine::Fjall(_) => None,
+            Engine::Postgres(db) => Some(db.reachable()),
+        }
     }
 
     /// Stops taking writes once what is queued is written.

@@ -14,7 +14,8 @@
 //! apart from the wire types in [`api`] that logic and sync use through [`StoreClient`].
 //!
 //! The public surface is [`Config`], [`EngineConfig`], [`serve`], the engines ([`Db`],
-//! [`PgDb`], [`Engine`]: for tests and tools) and the wire types.
+//! [`PgDb`], [`Engine`]: for tests and tools), the wire types, and [`transfer`], which moves a
+//! site's store from one engine to the other (`io360 move-store`).
 
 pub mod api;
 mod client;
@@ -26,6 +27,7 @@ mod keys;
 mod pg;
 mod record;
 mod routes;
+pub mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,6 +147,19 @@ pub async fn serve_on(
     db.register_metrics(&telemetry);
     let db = Arc::new(db);
     telemetry.ready.set(true);
+    // On PostgreSQL, ready only while the database answers: a store that cannot reach it is
+    // taken out of its Service (its liveness stays good, so it is not restarted).
+    if let Some(mut reachable) = db.reachable() {
+        let ready = telemetry.ready.clone();
+        tokio::spawn(async move {
+            loop {
+                ready.set(*reachable.borrow_and_update());
+                if reachable.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
     let router = telemetry.instrument(config.limits.apply(
         "store",
         routes::router(db.clone(), shutdown.clone(), &verifier),

@@ -51,6 +51,9 @@ use crate::record::{
     encode,
 };
 
+mod moving;
+mod tls;
+
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
@@ -70,6 +73,9 @@ pub enum PgOpenError {
     /// The DSN is not one.
     #[error("IO360_DATABASE_URL is not a PostgreSQL connection string: {0}")]
     Url(String),
+    /// TLS to the database, as the connection string asks it, cannot be set up.
+    #[error("cannot set up TLS to the database: {0}")]
+    Tls(String),
     /// The pool could not be built.
     #[error("cannot build the database connection pool: {0}")]
     Pool(String),
@@ -128,6 +134,7 @@ pub struct PgDb {
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     durable: watch::Receiver<FeedPos>,
+    reachable: watch::Receiver<bool>,
     metrics: Metrics,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -151,19 +158,18 @@ fn small(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
+/// An error with its causes (a failed TLS handshake says why only in its source).
+fn why(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    text
 }
 
 /// Whether a database error means the database is away (answer 503 and let the caller retry)
@@ -183,16 +189,16 @@ fn unavailable(e: &tokio_postgres::Error) -> bool {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
         if unavailable(&e) {
-            StoreError::Unavailable(format!("the database is unavailable: {e}"))
+            StoreError::Unavailable(format!("the database is unavailable: {}", why(&e)))
         } else {
-            StoreError::Internal(format!("database error: {e}"))
+            StoreError::Internal(format!("database error: {}", why(&e)))
         }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> StoreError {
-        StoreError::Unavailable(format!("the database is unavailable: {e}"))
+        StoreError::Unavailable(format!("the database is unavailable: {}", why(&e)))
     }
 }
 
@@ -220,11 +226,11 @@ impl PgDb {
     /// Connects to the database, brings its schema up to date and starts the writer and the
     /// feed follower. Several replicas may start at once: migrations take an advisory lock.
     pub async fn connect(o: PgOptions) -> Result<PgDb, PgOpenError> {
-        let pg: tokio_postgres::Config = o
-            .url
+        let (rest, wish) = tls::split(&o.url).map_err(PgOpenError::Url)?;
+        let mut pg: tokio_postgres::Config = rest
             .parse()
             .map_err(|e: tokio_postgres::Error| PgOpenError::Url(e.to_string()))?;
-        let mut pg = pg;
+        pg.ssl_mode(wish.ssl_mode());
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(CONNECT_WAIT);
         }
@@ -236,7 +242,7 @@ impl PgDb {
             None => "-c idle_in_transaction_session_timeout=10000".to_owned(),
         };
         pg.options(&options);
-        let tls = tls();
+        let tls = wish.connector().map_err(PgOpenError::Tls)?;
         let manager = Manager::from_config(
             pg.clone(),
             tls.clone(),
@@ -255,7 +261,7 @@ impl PgDb {
         let mut client = pool
             .get()
             .await
-            .map_err(|e| PgOpenError::Connect(e.to_string()))?;
+            .map_err(|e| PgOpenError::Connect(why(&e)))?;
         client
             .execute("SELECT pg_advisory_lock(360360)", &[])
             .await
@@ -278,7 +284,7 @@ impl PgDb {
         let last: i64 = client
             .query_one("SELECT feed FROM counters", &[])
             .await
-            .map_err(|e| PgOpenError::Connect(e.to_string()))?
+            .map_err(|e| PgOpenError::Connect(why(&e)))?
             .get(0);
         drop(client);
         let last = small(last);
@@ -293,6 +299,7 @@ impl PgDb {
         };
         metrics.durable_pos.set(big(last));
         let durable_tx = Arc::new(durable_tx);
+        let (reachable_tx, reachable) = watch::channel(true);
         let (tx, rx) = mpsc::channel(o.write_queue_max.max(1));
         let writer = Writer {
             pool: pool.clone(),
@@ -307,6 +314,7 @@ impl PgDb {
                 tls.clone(),
                 pool.clone(),
                 durable_tx,
+                reachable_tx,
                 metrics.clone(),
             )),
         ];
@@ -317,6 +325,7 @@ impl PgDb {
             tls,
             queue: Mutex::new(Some(tx)),
             durable,
+            reachable,
             metrics,
             tasks,
         })
@@ -357,6 +366,13 @@ impl PgDb {
     /// Follows the last committed change-feed position (of every replica).
     pub fn durable(&self) -> watch::Receiver<FeedPos> {
         self.durable.clone()
+    }
+
+    /// Follows whether the database answered the last time it was asked (about once a
+    /// second): a store that cannot reach it reports itself not ready, so it is taken out of
+    /// its Service rather than restarted, and ready again once the database answers.
+    pub fn reachable(&self) -> watch::Receiver<bool> {
+        self.reachable.clone()
     }
 
     /// Stops taking writes; what is queued is still written.
@@ -913,14 +929,33 @@ async fn export(
 
 /// Keeps `durable` at the last committed feed position of every replica: woken by `NOTIFY`
 /// on a connection of its own, and reading the counter every [`POLL`] whatever happens (a
-/// notification sent while that connection was down is never delivered).
+/// notification sent while that connection was down is never delivered). Whether that read
+/// succeeds is whether the database is `reachable`.
 async fn follow(
     pg: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     pool: Pool,
     durable: Arc<watch::Sender<FeedPos>>,
+    reachable: watch::Sender<bool>,
     metrics: Metrics,
 ) {
+    let answered = |ok: bool, error: Option<String>| {
+        reachable.send_if_modified(|r| {
+            if *r == ok {
+                return false;
+            }
+            *r = ok;
+            if ok {
+                tracing::info!("the database answers again: the store is ready");
+            } else {
+                tracing::warn!(
+                    error = error.as_deref().unwrap_or_default(),
+                    "the database cannot be reached: the store reports itself not ready"
+                );
+            }
+            true
+        });
+    };
     let advance = |pos: FeedPos| {
         durable.send_if_modified(|d| {
             if pos > *d {
@@ -966,10 +1001,19 @@ async fn follow(
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if let Ok(c) = pool.get().await
-                        && let Ok(r) = c.query_one("SELECT feed FROM counters", &[]).await
-                    {
-                        advance(small(r.get(0)));
+                    let read = match pool.get().await {
+                        Ok(c) => c
+                            .query_one("SELECT feed FROM counters", &[])
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match read {
+                        Ok(r) => {
+                            advance(small(r.get(0)));
+                            answered(true, None);
+                        }
+                        Err(e) => answered(false, Some(e)),
                     }
                     if listener.is_none() {
                         break;

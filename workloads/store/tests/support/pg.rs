@@ -21,6 +21,7 @@ pub struct Postgres {
     port: u16,
     child: Option<Child>,
     fsync: bool,
+    tls: bool,
 }
 
 /// The newest PostgreSQL's binaries under `/usr/lib/postgresql/*/bin`.
@@ -94,7 +95,17 @@ impl Postgres {
             .unwrap_or_default()
     }
 
+    /// A server that takes TCP connections over TLS only (`hostssl` in `pg_hba.conf`), with
+    /// this certificate chain and key (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_full(false, Some((cert_pem, key_pem))).await
+    }
+
     async fn start_with(fsync: bool) -> Postgres {
+        Postgres::start_full(fsync, None).await
+    }
+
+    async fn start_full(fsync: bool, tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("io360-pg")
@@ -131,6 +142,30 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            if is_root() {
+                for f in ["server.crt", "server.key", "pg_hba.conf"] {
+                    Command::new("chown")
+                        .args(["65534:65534"])
+                        .arg(data.join(f))
+                        .status()
+                        .unwrap();
+                }
+            }
+        }
         std::fs::create_dir_all(dir.path().join("socket")).unwrap();
         if is_root() {
             Command::new("chown")
@@ -145,6 +180,7 @@ impl Postgres {
             port: free_port(),
             child: None,
             fsync,
+            tls: tls.is_some(),
         };
         pg.up().await;
         pg
@@ -182,6 +218,20 @@ impl Postgres {
         )
     }
 
+    /// Where readiness is probed: over TCP, or through the Unix socket for a server that
+    /// takes TCP connections over TLS only.
+    fn probe_url(&self) -> String {
+        if self.tls {
+            format!(
+                "host={} port={} user=postgres dbname=postgres",
+                self.dir.path().join("socket").display(),
+                self.port
+            )
+        } else {
+            self.url()
+        }
+    }
+
     async fn up(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -194,6 +244,7 @@ impl Postgres {
                 .arg("-k")
                 .arg(self.dir.path().join("socket"))
                 .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
+                .args(["-c", if self.tls { "ssl=on" } else { "ssl=off" }])
                 .args([
                     "-c",
                     "listen_addresses=127.0.0.1",
@@ -218,7 +269,7 @@ impl Postgres {
                     break;
                 }
                 if let Ok((client, conn)) =
-                    tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await
+                    tokio_postgres::connect(&self.probe_url(), tokio_postgres::NoTls).await
                 {
                     let driver = tokio::spawn(conn);
                     let ok = client.simple_query("SELECT 1").await.is_ok();
