@@ -57,8 +57,16 @@ fn is_root() -> bool {
 fn as_owner(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(program);
+        // The kernel forgets a parent-death signal when the user changes: setpriv sets it
+        // again, so a test run that is killed leaves no server behind.
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--pdeathsig=INT",
+            "--",
+        ])
+        .arg(program);
         c
     } else {
         Command::new(program)
