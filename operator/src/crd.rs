@@ -785,8 +785,9 @@ pub enum StoreEngine {
 #[serde(rename_all = "camelCase")]
 pub struct PostgresSpec {
     /// The Secret key holding the connection URL,
-    /// `postgres://USER:PASSWORD@HOST:5432/DATABASE?sslmode=verify-full` (libpq's URL form;
-    /// `sslmode=require` or `verify-full` turns TLS on). Mounted read-only into store pods
+    /// `postgres://USER:PASSWORD@HOST:5432/DATABASE?sslmode=verify-full` (libpq's URL form, read
+    /// as libpq reads it: `require` encrypts, `verify-ca` also checks the CA, `verify-full`
+    /// also the host name; see caSecret). Mounted read-only into store pods
     /// only; the operator never reads it. Key default `token`: set `key` to the Secret's key,
     /// e.g. `uri` for a CloudNativePG application Secret.
     pub url_secret: SecretKeyRef,
@@ -800,6 +801,14 @@ pub struct PostgresSpec {
     /// the database's pods, or an ipBlock). Empty: any address on `port`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<NetworkPolicyPeer>,
+
+    /// A Secret key holding the CA certificate (PEM) the database's certificate is checked
+    /// against, mounted beside the URL as `/var/run/secrets/io360/database/ca.crt`: write
+    /// `sslmode=verify-full&sslrootcert=/var/run/secrets/io360/database/ca.crt` in the URL.
+    /// For a CloudNativePG cluster: the Secret `<cluster>-ca`, key `ca.crt`. Unset: the
+    /// system's CAs (a managed service with a public certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
 }
 
 fn default_postgres_port() -> i32 {

@@ -16,10 +16,10 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, SleepAction,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretProjection, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -1006,6 +1006,9 @@ fn pod_template(
     // that no other pod's hash moved when this was added).
     if let (Tier::Store, Some(pg)) = (tier, &spec.store.postgres) {
         hashed["database"] = serde_json::json!(pg.url_secret);
+        if let Some(ca) = &pg.ca_secret {
+            hashed["databaseCa"] = serde_json::json!(ca);
+        }
     }
     if let (Tier::Notify, Some(n)) = (tier, &spec.notifications) {
         hashed["smtp"] = serde_json::json!(n.smtp.as_ref().map(|s| &s.credentials_secret));
@@ -1136,26 +1139,48 @@ pub fn store_as_tier(store: &StoreSpec) -> Option<TierSpec> {
     })
 }
 
-/// The Secret key holding the database URL, as `url` in [`DATABASE_URL_DIR`].
+/// The Secret key holding the database URL, as `url` in [`DATABASE_URL_DIR`], and with a CA,
+/// that as `ca.crt` beside it (one projected volume, so the directory holds both).
 fn database_url_volume(ctx: &Ctx) -> Vec<(Volume, VolumeMount)> {
     let Some(pg) = &ctx.cc.spec.store.postgres else {
         return Vec::new();
     };
-    vec![(
-        Volume {
-            name: "database-url".into(),
-            secret: Some(SecretVolumeSource {
+    let item = |key: &str, path: &str| KeyToPath {
+        key: key.into(),
+        path: path.into(),
+        ..Default::default()
+    };
+    let mut volume = Volume {
+        name: "database-url".into(),
+        ..Default::default()
+    };
+    match &pg.ca_secret {
+        // Without a CA, the plain Secret volume it always was: no store pod rolls for this.
+        None => {
+            volume.secret = Some(SecretVolumeSource {
                 secret_name: Some(pg.url_secret.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: pg.url_secret.key.clone(),
-                    path: "url".into(),
-                    ..Default::default()
-                }]),
+                items: Some(vec![item(&pg.url_secret.key, "url")]),
                 default_mode: Some(0o440),
                 optional: Some(false),
-            }),
-            ..Default::default()
-        },
+            })
+        }
+        Some(ca) => {
+            let source = |secret: &crate::crd::SecretKeyRef, path: &str| VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: secret.name.clone(),
+                    items: Some(vec![item(&secret.key, path)]),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            };
+            volume.projected = Some(ProjectedVolumeSource {
+                sources: Some(vec![source(&pg.url_secret, "url"), source(ca, "ca.crt")]),
+                default_mode: Some(0o440),
+            })
+        }
+    }
+    vec![(
+        volume,
         VolumeMount {
             name: "database-url".into(),
             mount_path: DATABASE_URL_DIR.into(),

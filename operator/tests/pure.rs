@@ -851,3 +851,61 @@ fn webhooks_reach_public_addresses_only_unless_the_spec_says_where() {
     assert_eq!(ports_of(&egress[2]), vec![(8443, "TCP".to_string())]);
     assert!(egress[2]["to"][0]["namespaceSelector"].is_object());
 }
+
+#[test]
+fn the_database_ca_is_mounted_beside_the_url_and_its_revision_rolls_only_the_store() {
+    let with_ca = load(&dir("tests/fixtures/store-postgres.yaml"));
+    let volume = |cc: &CommentCluster| {
+        let objs = desired::build(cc, &Inputs::default());
+        let spec =
+            find(&objs, "Deployment/shop-store").unwrap().object.data["spec"]["template"]["spec"]
+                .clone();
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "database-url")
+            .unwrap()
+            .clone()
+    };
+    let v = volume(&with_ca);
+    let sources = v["projected"]["sources"].as_array().unwrap();
+    assert_eq!(sources[0]["secret"]["name"], "comments-db-app");
+    assert_eq!(sources[0]["secret"]["items"][0]["path"], "url");
+    assert_eq!(sources[1]["secret"]["name"], "comments-db-ca");
+    assert_eq!(sources[1]["secret"]["items"][0]["key"], "ca.crt");
+    assert_eq!(sources[1]["secret"]["items"][0]["path"], "ca.crt");
+
+    // Without a CA, the Secret volume it always was.
+    let mut without = with_ca.clone();
+    without.spec.store.postgres.as_mut().unwrap().ca_secret = None;
+    let v = volume(&without);
+    assert_eq!(v["secret"]["secretName"], "comments-db-app");
+    assert!(v.get("projected").is_none());
+
+    let hash = |cc: &CommentCluster, key: &str| {
+        find(&desired::build(cc, &Inputs::default()), key)
+            .unwrap()
+            .object
+            .data["spec"]["template"]["metadata"]["annotations"][desired::CONFIG_HASH]
+            .clone()
+    };
+    let mut rotated = with_ca.clone();
+    rotated
+        .spec
+        .store
+        .postgres
+        .as_mut()
+        .unwrap()
+        .ca_secret
+        .as_mut()
+        .unwrap()
+        .revision = Some("2027".into());
+    for (key, _) in pod_specs(&desired::build(&with_ca, &Inputs::default())) {
+        assert_eq!(
+            hash(&with_ca, &key) != hash(&rotated, &key),
+            key == "Deployment/shop-store",
+            "{key}"
+        );
+    }
+}
