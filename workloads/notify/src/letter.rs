@@ -1,6 +1,7 @@
-//! The messages themselves: a confirmation request, a digest of replies. Plain text and
-//! HTML, every one with a signed one-click unsubscribe (RFC 8058 headers and a link in the
-//! body that works without JavaScript).
+//! The messages themselves: a confirmation request, a digest of replies, a moderator's
+//! notice and summary. Plain text and HTML, in the site's words ([`Phrases`]), every
+//! subscriber's message with a signed one-click unsubscribe (RFC 8058 headers and a link in
+//! the body that works without JavaScript).
 
 use io360_common::html::escape;
 use lettre::Message;
@@ -9,6 +10,7 @@ use lettre::message::{Mailbox, MultiPart};
 
 use crate::link::{Action, Claim, Signer};
 use crate::outbox::{Item, Row, Scope};
+use crate::phrases::Phrases;
 
 /// How long a confirmation link stays valid.
 pub const CONFIRM_TTL_SECS: i64 = 7 * 24 * 3600;
@@ -24,6 +26,8 @@ pub struct Letters {
     pub public_url: String,
     /// Signs links.
     pub signer: Signer,
+    /// The words of the messages.
+    pub phrases: Phrases,
 }
 
 /// Why a message could not be built.
@@ -35,6 +39,32 @@ pub struct LetterError {
 }
 
 impl Letters {
+    /// A message's HTML body in a document of the site's language.
+    fn html(&self, body: &str) -> String {
+        format!(
+            "<!doctype html><html lang=\"{}\"><body>{body}</body></html>",
+            escape(self.phrases.get("lang"))
+        )
+    }
+
+    /// "Each link works once, for 3 days."
+    fn link_once(&self) -> String {
+        let days = (MODERATE_TTL_SECS / 86400).to_string();
+        self.phrases.fill("linkOnce", &[("days", &days)])
+    }
+
+    /// The start of every message: sender, recipient, id and the site's language.
+    fn builder(&self, to: Mailbox, message_id: &str) -> lettre::message::MessageBuilder {
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .message_id(Some(message_id.to_owned()))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Content-Language"),
+                self.phrases.get("lang").to_owned(),
+            ))
+    }
+
     fn link(&self, action: Action, email: &str, thread: &str, scope: &Scope, now: i64) -> String {
         let claim = Claim {
             a: action,
@@ -71,30 +101,34 @@ impl Letters {
         let on = Scope::Replies(h.comment);
         let approve = self.link(Action::Approve, email, &h.thread, &on, now);
         let delete = self.link(Action::Delete, email, &h.thread, &on, now);
-        let who = h.author.as_deref().unwrap_or("Someone");
+        let p = &self.phrases;
+        let who = h.author.as_deref().unwrap_or(p.get("someone"));
+        let (approve_word, delete_word, once) =
+            (p.get("approve"), p.get("delete"), self.link_once());
         let text = format!(
-            "{who} wrote on {}:\n\n  {}\n\nApprove: {approve}\nDelete: {delete}\n\n\
-             Each link works once, for {} days.\n",
-            h.thread,
+            "{}\n\n  {}\n\n{approve_word}: {approve}\n{delete_word}: {delete}\n\n{once}\n",
+            p.fill("heldWrote", &[("who", who), ("thread", &h.thread)]),
             h.excerpt,
-            MODERATE_TTL_SECS / 86400
         );
-        let html = format!(
-            "<!doctype html><html><body><p><b>{}</b> wrote on {}:</p><blockquote>{}</blockquote>\
-             <p><a href=\"{}\">Approve</a> &middot; <a href=\"{}\">Delete</a></p>\
-             <p>Each link works once, for {} days.</p></body></html>",
-            escape(who),
-            escape(&h.thread),
+        let html = self.html(&format!(
+            "<p>{}</p><blockquote>{}</blockquote>\
+             <p><a href=\"{}\">{}</a> &middot; <a href=\"{}\">{}</a></p><p>{}</p>",
+            p.fill_html(
+                "heldWrote",
+                &[
+                    ("who", &format!("<b>{}</b>", escape(who))),
+                    ("thread", &escape(&h.thread))
+                ]
+            ),
             escape(&h.excerpt),
             escape(&approve),
+            escape(approve_word),
             escape(&delete),
-            MODERATE_TTL_SECS / 86400
-        );
-        Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(format!("Held for moderation on {}", h.thread))
-            .message_id(Some(message_id.to_owned()))
+            escape(delete_word),
+            escape(&once),
+        ));
+        self.builder(to, message_id)
+            .subject(p.fill("heldSubject", &[("thread", &h.thread)]))
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| e.to_string())
     }
@@ -108,58 +142,60 @@ impl Letters {
         message_id: &str,
         now: i64,
     ) -> Result<Message, String> {
+        let p = &self.phrases;
         let waiting = match sum.count {
-            1 => "1 comment is waiting for moderation".to_owned(),
-            n => format!("{n} comments are waiting for moderation"),
+            1 => p.get("summaryOne").to_owned(),
+            n => p.fill("summaryMany", &[("n", &n.to_string())]),
         };
+        let (approve_word, delete_word) = (p.get("approve"), p.get("delete"));
         let mut text = format!("{waiting}.\n\n");
-        let mut html = format!(
-            "<!doctype html><html><body><p>{}.</p><ul>",
-            escape(&waiting)
-        );
+        let mut html = format!("<p>{}.</p><ul>", escape(&waiting));
         for h in &sum.comments {
             let on = Scope::Replies(h.comment);
             let approve = self.link(Action::Approve, email, &h.thread, &on, now);
             let delete = self.link(Action::Delete, email, &h.thread, &on, now);
-            let who = h.author.as_deref().unwrap_or("Someone");
+            let who = h.author.as_deref().unwrap_or(p.get("someone"));
             text.push_str(&format!(
-                "{who} on {}:\n  {}\n  Approve: {approve}\n  Delete: {delete}\n\n",
-                h.thread, h.excerpt
+                "{}\n  {}\n  {approve_word}: {approve}\n  {delete_word}: {delete}\n\n",
+                p.fill("summaryOn", &[("who", who), ("thread", &h.thread)]),
+                h.excerpt
             ));
             html.push_str(&format!(
-                "<li><p><b>{}</b> on {}:</p><blockquote>{}</blockquote>\
-                 <p><a href=\"{}\">Approve</a> &middot; <a href=\"{}\">Delete</a></p></li>",
-                escape(who),
-                escape(&h.thread),
+                "<li><p>{}</p><blockquote>{}</blockquote>\
+                 <p><a href=\"{}\">{}</a> &middot; <a href=\"{}\">{}</a></p></li>",
+                p.fill_html(
+                    "summaryOn",
+                    &[
+                        ("who", &format!("<b>{}</b>", escape(who))),
+                        ("thread", &escape(&h.thread))
+                    ]
+                ),
                 escape(&h.excerpt),
                 escape(&approve),
-                escape(&delete)
+                escape(approve_word),
+                escape(&delete),
+                escape(delete_word),
             ));
         }
         html.push_str("</ul>");
         let more = sum.count.saturating_sub(sum.comments.len());
         if more > 0 {
-            let line = format!(
-                "{more} more in the moderation console: {}/admin",
-                self.public_url
+            let console = format!("{}/admin", self.public_url);
+            let line = p.fill(
+                "summaryMore",
+                &[("n", &more.to_string()), ("console", &console)],
             );
             text.push_str(&line);
             text.push_str("\n\n");
             html.push_str(&format!("<p>{}</p>", escape(&line)));
         }
-        let ttl = format!(
-            "Each link works once, for {} days.",
-            MODERATE_TTL_SECS / 86400
-        );
+        let ttl = self.link_once();
         text.push_str(&ttl);
         text.push('\n');
-        html.push_str(&format!("<p>{ttl}</p></body></html>"));
-        Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(format!("Moderation: {waiting}"))
-            .message_id(Some(message_id.to_owned()))
-            .multipart(MultiPart::alternative_plain_html(text, html))
+        html.push_str(&format!("<p>{}</p>", escape(&ttl)));
+        self.builder(to, message_id)
+            .subject(p.fill("summarySubject", &[("waiting", &waiting)]))
+            .multipart(MultiPart::alternative_plain_html(text, self.html(&html)))
             .map_err(|e| e.to_string())
     }
 
@@ -195,26 +231,31 @@ impl Letters {
             }
         };
         let unsubscribe = self.link(Action::Unsubscribe, &first.email, thread, scope, now);
+        let p = &self.phrases;
         let what = match scope {
-            Scope::Thread => format!("new comments on {thread}"),
-            Scope::Replies(id) => format!("replies to comment {id} on {thread}"),
+            Scope::Thread => p.fill("whatThread", &[("thread", thread)]),
+            Scope::Replies(id) => p.fill(
+                "whatReplies",
+                &[("comment", &id.to_string()), ("thread", thread)],
+            ),
         };
         let (subject, text, html) = match &first.item {
             Item::Confirm { .. } => {
                 let confirm = self.link(Action::Confirm, &first.email, thread, scope, now);
+                let asked = p.fill("confirmAsked", &[("what", &what)]);
+                let ignore = p.get("confirmIgnore");
                 (
-                    format!("Confirm: email me {what}"),
+                    p.fill("confirmSubject", &[("what", &what)]),
                     format!(
-                        "Someone (we hope you) asked to be told of {what} at this address.\n\n\
-                         To confirm, open:\n{confirm}\n\n\
-                         If it was not you, ignore this message: nothing will be sent.\n"
+                        "{asked}\n\n{}\n{confirm}\n\n{ignore}\n",
+                        p.get("confirmOpen")
                     ),
                     format!(
-                        "<p>Someone (we hope you) asked to be told of {} at this address.</p>\
-                         <p><a href=\"{}\">Confirm</a></p>\
-                         <p>If it was not you, ignore this message: nothing will be sent.</p>",
-                        escape(&what),
-                        escape(&confirm)
+                        "<p>{}</p><p><a href=\"{}\">{}</a></p><p>{}</p>",
+                        escape(&asked),
+                        escape(&confirm),
+                        escape(p.get("confirmButton")),
+                        escape(ignore)
                     ),
                 )
             }
@@ -229,36 +270,44 @@ impl Letters {
                         ..
                     } = &row.item
                     {
-                        let who = author.as_deref().unwrap_or("Someone");
+                        let who = author.as_deref().unwrap_or(p.get("someone"));
                         let at = format!("{}{thread}#comment-{comment}", self.public_url);
-                        text.push_str(&format!("{who} wrote:\n  {excerpt}\n  {at}\n\n"));
+                        text.push_str(&format!(
+                            "{}\n  {excerpt}\n  {at}\n\n",
+                            p.fill("replyWrote", &[("who", who)])
+                        ));
                         html.push_str(&format!(
-                            "<p><b>{}</b> wrote:</p><blockquote>{}</blockquote><p><a href=\"{}\">Read it</a></p>",
-                            escape(who),
+                            "<p>{}</p><blockquote>{}</blockquote><p><a href=\"{}\">{}</a></p>",
+                            p.fill_html(
+                                "replyWrote",
+                                &[("who", &format!("<b>{}</b>", escape(who)))]
+                            ),
                             escape(excerpt),
-                            escape(&at)
+                            escape(&at),
+                            escape(p.get("replyRead"))
                         ));
                     }
                 }
                 let n = rows.len();
                 let subject = if n == 1 {
-                    format!("A new comment on {thread}")
+                    p.fill("replySubjectOne", &[("thread", thread)])
                 } else {
-                    format!("{n} new comments on {thread}")
+                    p.fill(
+                        "replySubjectMany",
+                        &[("n", &n.to_string()), ("thread", thread)],
+                    )
                 };
                 (subject, text, html)
             }
         };
-        let text = format!("{text}--\nStop these emails: {unsubscribe}\n");
-        let html = format!(
-            "<!doctype html><html><body>{html}<hr><p><a href=\"{}\">Stop these emails</a></p></body></html>",
-            escape(&unsubscribe)
-        );
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(subject)
-            .message_id(Some(message_id.to_owned()));
+        let stop = p.get("stop");
+        let text = format!("{text}--\n{stop}: {unsubscribe}\n");
+        let html = self.html(&format!(
+            "{html}<hr><p><a href=\"{}\">{}</a></p>",
+            escape(&unsubscribe),
+            escape(stop)
+        ));
+        let mut builder = self.builder(to, message_id).subject(subject);
         if !matches!(first.item, Item::Confirm { .. }) {
             builder = builder
                 .raw_header(HeaderValue::new(

@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod letter;
 pub mod link;
 pub mod outbox;
+pub mod phrases;
 pub mod sender;
 pub mod webhook;
 
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 pub use letter::Letters;
 pub use link::Signer;
 pub use outbox::Outbox;
+pub use phrases::Phrases;
 pub use sender::Sender;
 pub use webhook::{Deliverer, WebhookConfig};
 
@@ -71,6 +73,12 @@ pub struct Config {
     /// The sender of every message, e.g. `Comments <comments@example.org>`.
     #[arg(long, env = "IO360_NOTIFY_FROM")]
     pub from: Option<String>,
+
+    /// A JSON file of the phrases messages are written in, over the English defaults (the
+    /// keys and their defaults are in docs/CONTRACTS.md): a site in another language gives
+    /// its own, with `lang` its language tag.
+    #[arg(long, env = "IO360_NOTIFY_STRINGS_FILE")]
+    pub strings_file: Option<PathBuf>,
 
     /// The site's public base URL; links in messages point under it.
     #[arg(long, env = "IO360_PUBLIC_URL")]
@@ -160,10 +168,16 @@ impl Config {
             })?
             .trim_end_matches('/')
             .to_owned();
+        let phrases = match &self.strings_file {
+            Some(path) => Phrases::load(path)
+                .map_err(|e| bad(format!("--strings-file (IO360_NOTIFY_STRINGS_FILE): {e}")))?,
+            None => Phrases::default(),
+        };
         Ok(Letters {
             from,
             public_url,
             signer: Signer::new(secret),
+            phrases,
         })
     }
 

@@ -14,7 +14,7 @@ use io360_common::serve::Shutdown;
 use io360_notify::link::{Action, Signer};
 use io360_notify::outbox::{Scope, Subscription};
 use io360_notify::sender::SendMetrics;
-use io360_notify::{Letters, Outbox, Sender};
+use io360_notify::{Letters, Outbox, Phrases, Sender};
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use smtp::MailServer;
 
@@ -81,6 +81,7 @@ fn start_sender(
             from: "io360 <comments@site.test>".parse().unwrap(),
             public_url: "http://127.0.0.1:9".into(),
             signer: Signer::new(SECRET),
+            phrases: Phrases::default(),
         }),
         digest,
         metrics: metrics.clone(),
