@@ -1489,6 +1489,11 @@ impl Writer {
         if self.imported_bytes >= IMPORT_MEMTABLE_BYTES {
             self.imported_bytes = 0;
             let t = &self.t;
+            // Every keyspace an import writes, the small ones too: an author's count, the
+            // moderation queue and the thread counter are rewritten at each comment, and a
+            // memtable keeps every version of a key until it is flushed. Left to grow, they
+            // held on to about 100 MiB at 1 GiB imported, and no journal could be deleted
+            // before they were flushed.
             for ks in [
                 &t.comments,
                 &t.feed,
@@ -1497,6 +1502,9 @@ impl Writer {
                 &t.sources,
                 &t.source_of,
                 &t.threads,
+                &t.pending,
+                &t.authors,
+                &t.meta,
             ] {
                 ks.rotate_memtable()?;
             }
