@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! {"format":"io360-export","version":1}
-//! {"type":"thread","thread":"/a/","closed":false}
+//! {"type":"thread","thread":"/a/","closed":false,"title":"A page"}
 //! {"type":"comment","source":"disqus:12","parentSource":null,"id":3,"thread":"/a/",...}
 //! ```
 //!
@@ -12,7 +12,8 @@
 //! (`disqus:12`), or `io360:<id>` for a comment posted on this site, and `parentSource` is its
 //! parent's. Importing keys on `source`, so an export imported twice, or into the site it came
 //! from, adds nothing. `id`, `parent` and `seq` are this directory's own numbers: an import
-//! gives new ones.
+//! gives new ones. A thread's `title` (its page's title) is optional: exports written before
+//! titles were kept have none, and read as they always did.
 
 use std::io::{BufRead, Write};
 
@@ -63,6 +64,19 @@ pub struct ThreadLine {
     pub thread: String,
     /// Closed to new comments.
     pub closed: bool,
+    /// Its page's title, if one is kept (absent from older exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+impl From<io360_store::api::ExportedThread> for ThreadLine {
+    fn from(t: io360_store::api::ExportedThread) -> Self {
+        ThreadLine {
+            thread: t.thread,
+            closed: t.closed,
+            title: t.title,
+        }
+    }
 }
 
 /// A comment's line: everything the store keeps of it.
@@ -171,7 +185,7 @@ impl Reader {
                 Line::Thread(t) => Ok(Some(Record::Thread(Thread {
                     source_id: t.thread.clone(),
                     url: t.thread,
-                    title: None,
+                    title: t.title,
                     closed: t.closed,
                 }))),
                 Line::Comment(c) => Ok(Some(Record::Comment(comment(*c)?))),
@@ -256,10 +270,7 @@ pub fn export(db: &io360_store::Db, out: &mut impl Write) -> Result<(), io360_st
     write_line(out, &Header::current()).map_err(io)?;
     db.export_blocking(|item| {
         let line = match item {
-            io360_store::api::ExportItem::Thread(t) => Line::Thread(ThreadLine {
-                thread: t.thread,
-                closed: t.closed,
-            }),
+            io360_store::api::ExportItem::Thread(t) => Line::Thread(t.into()),
             io360_store::api::ExportItem::Comment(c) => Line::Comment(Box::new((*c).into())),
         };
         write_line(out, &line).map_err(io)

@@ -11,13 +11,16 @@
 //! from it to the io360 id, so a second run of the same file adds nothing, and a run stopped
 //! half way continues where it stopped. Bodies go through io360's own rendering: Markdown is
 //! rendered as a posted comment's text is, HTML is sanitized as io360's own output is.
+//!
+//! Page titles are kept by thread once the comments are in: the same title again writes
+//! nothing, and a later import with another title for the page replaces it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use io360_common::model::{Status, Votes};
-use io360_store::api::{Imported, ImportedComment, WriteOp};
+use io360_store::api::{Imported, ImportedComment, MAX_TITLE_BYTES, ThreadTitle, WriteOp};
 use io360_store::{Db, StoreClient, StoreError};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
@@ -29,6 +32,9 @@ const BATCH: usize = 512;
 
 /// Bytes of sorted comments in one batch at most (a batch sent over HTTP is one request).
 const BATCH_BYTES: usize = 4 << 20;
+
+/// Page titles written to the store in one batch (at most about 256 KiB).
+const TITLE_BATCH: usize = 256;
 
 /// Where an import writes: the store itself (the offline commands hold its data directory),
 /// or a running store through its client (logic's `POST /api/v1/admin/import`).
@@ -47,6 +53,12 @@ pub trait Target: Sync {
 
     /// Closes `thread` to new comments.
     fn close(&self, thread: String) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Keeps page titles for their threads; answers how many were new or changed.
+    fn set_titles(
+        &self,
+        titles: Vec<ThreadTitle>,
+    ) -> impl Future<Output = Result<u64, Self::Error>> + Send;
 }
 
 impl Target for Db {
@@ -63,6 +75,10 @@ impl Target for Db {
     async fn close(&self, thread: String) -> Result<(), StoreError> {
         self.write(WriteOp::Close { thread }).await.map(|_| ())
     }
+
+    async fn set_titles(&self, titles: Vec<ThreadTitle>) -> Result<u64, StoreError> {
+        Ok(Db::set_titles(self, titles).await?.changed)
+    }
 }
 
 impl Target for StoreClient {
@@ -78,6 +94,10 @@ impl Target for StoreClient {
 
     async fn close(&self, thread: String) -> Result<(), Self::Error> {
         self.write(&WriteOp::Close { thread }).await.map(|_| ())
+    }
+
+    async fn set_titles(&self, titles: Vec<ThreadTitle>) -> Result<u64, Self::Error> {
+        Ok(StoreClient::set_titles(self, &titles).await?.changed)
     }
 }
 
@@ -118,6 +138,8 @@ pub struct Summary {
     pub without_thread: u64,
     /// Threads closed to new comments as they were in the source.
     pub closed: u64,
+    /// Page titles kept now: new, or different from the one kept before.
+    pub titles: u64,
     /// Time taken so far.
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -132,7 +154,7 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64().max(0.001);
         write!(
             f,
-            "{} records ({:.1} MiB) in {:.1} s: {} threads, {} comments, {} imported, {} already imported, {} without their parent (now top level), {} without a thread, {} threads closed; {:.0} records/s, {:.1} MiB/s",
+            "{} records ({:.1} MiB) in {:.1} s: {} threads, {} comments, {} imported, {} already imported, {} without their parent (now top level), {} without a thread, {} threads closed, {} page titles kept; {:.0} records/s, {:.1} MiB/s",
             self.records,
             self.bytes as f64 / 1048576.0,
             secs,
@@ -143,6 +165,7 @@ impl std::fmt::Display for Summary {
             self.orphans,
             self.without_thread,
             self.closed,
+            self.titles,
             self.records as f64 / secs,
             self.bytes as f64 / 1048576.0 / secs,
         )
@@ -196,6 +219,23 @@ impl<E: std::error::Error + 'static> From<fjall::Error> for LoadError<E> {
 struct SortedThread {
     name: String,
     closed: bool,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// A source's page title as io360 keeps it: one line, its runs of white space made one space,
+/// cut (at a character) to [`MAX_TITLE_BYTES`]; `None` when nothing is left.
+fn page_title(title: Option<String>) -> Option<String> {
+    let one_line: String = title?
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut out = one_line.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > MAX_TITLE_BYTES {
+        out.truncate(out.floor_char_boundary(MAX_TITLE_BYTES));
+        out.truncate(out.trim_end().len());
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The io360 thread name of a source thread.
@@ -328,22 +368,42 @@ pub async fn load<T: Target>(
         }
     }
 
-    // Threads the source had closed are closed last, once their comments are in.
+    // Threads the source had closed are closed last, once their comments are in; titles go
+    // with them.
+    let mut titles = Vec::new();
     for kv in threads.iter() {
         let (_, v) = kv.into_inner()?;
         let t: SortedThread = serde_json::from_slice(&v)
             .map_err(|e| LoadError::Scratch(format!("a sorted thread does not read: {e}")))?;
-        if !t.closed {
-            continue;
-        }
         let store = |source| LoadError::Store {
             imported: s.imported,
             source,
         };
-        if !db.closed(&t.name).await.map_err(store)? {
+        if let Some(title) = t.title {
+            titles.push(ThreadTitle {
+                thread: t.name.clone(),
+                title,
+            });
+            if titles.len() >= TITLE_BATCH {
+                s.titles += db
+                    .set_titles(std::mem::take(&mut titles))
+                    .await
+                    .map_err(store)?;
+            }
+        }
+        if t.closed && !db.closed(&t.name).await.map_err(store)? {
             db.close(t.name).await.map_err(store)?;
             s.closed += 1;
         }
+    }
+    if !titles.is_empty() {
+        s.titles += db
+            .set_titles(titles)
+            .await
+            .map_err(|source| LoadError::Store {
+                imported: s.imported,
+                source,
+            })?;
     }
     drop(sort);
     s.elapsed = started.elapsed();
@@ -374,6 +434,7 @@ fn sort_pass<E: std::error::Error + 'static>(
                 let v = serde_json::to_vec(&SortedThread {
                     name,
                     closed: t.closed,
+                    title: page_title(t.title),
                 })
                 .unwrap_or_default();
                 threads.insert(t.source_id.as_bytes(), v)?;
@@ -460,4 +521,24 @@ fn tempdir_in<E: std::error::Error + 'static>(
                 root.display()
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_title_is_one_line_cut_at_a_character() {
+        assert_eq!(
+            page_title(Some("  Café\n\t &\u{7} crème  ".into())).as_deref(),
+            Some("Café & crème")
+        );
+        assert_eq!(page_title(Some(" \n ".into())), None);
+        assert_eq!(page_title(None), None);
+        // 'é' is two bytes: a cut through it keeps the whole characters before it.
+        let long = format!("{}é tail", "a".repeat(MAX_TITLE_BYTES - 1));
+        let cut = page_title(Some(long)).unwrap();
+        assert_eq!(cut.len(), MAX_TITLE_BYTES - 1);
+        assert!(cut.chars().all(|c| c == 'a'));
+    }
 }

@@ -146,7 +146,7 @@ pub struct RemapArgs {
     dry_run: bool,
 }
 
-/// Runs `io360 remap`: renames threads, listing each.
+/// Runs `io360 remap`: renames threads (with their pages' titles), listing each with its title.
 pub async fn remap(args: RemapArgs) -> anyhow::Result<()> {
     let db = open_store(&args.data_dir)?;
     let result = db
@@ -156,7 +156,11 @@ pub async fn remap(args: RemapArgs) -> anyhow::Result<()> {
     let renamed = result?;
     let mut out = std::io::stdout().lock();
     for r in &renamed {
-        writeln!(out, "{} -> {} ({} comments)", r.from, r.to, r.comments)?;
+        write!(out, "{} -> {} ({} comments)", r.from, r.to, r.comments)?;
+        match &r.title {
+            Some(title) => writeln!(out, ": {title}")?,
+            None => writeln!(out)?,
+        }
     }
     let comments: u64 = renamed.iter().map(|r| r.comments).sum();
     writeln!(

@@ -306,10 +306,56 @@ async fn every_format_imports_once_and_round_trips_through_an_export() {
     assert!(second.status.success(), "{}", text(&second));
     let (a, b) = (comparable(&first.stdout), comparable(&second.stdout));
     assert!(a.1.len() > 60, "{} lines", a.1.len());
+    // Page titles come along: WordPress's post titles and Remark42's (Commento's export has
+    // none), entities decoded.
+    let titled =
+        a.1.iter()
+            .filter(|l| l.contains(r#""type":"thread""#) && l.contains(r#""title":"#))
+            .count();
+    assert_eq!(titled, 6, "{:#?}", a.1);
+    assert!(
+        a.1.iter().any(|l| l.contains(r#""title":"Café & post 0""#)),
+        "{:#?}",
+        a.1
+    );
     assert_eq!(a, b, "the round trip lost or changed something");
     // Importing the export into the directory it came from adds nothing.
     let same = import("io360", &path, &data);
     assert!(same.contains(" 0 imported"), "{same}");
+}
+
+#[test]
+fn a_later_import_with_another_page_title_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = write(dir.path(), "disqus.xml", generate::disqus);
+    let out = import("disqus", &file, &data);
+    assert!(out.contains("3 page titles kept"), "{out}");
+    let again = import("disqus", &file, &data);
+    assert!(
+        again.contains(" 0 imported") && again.contains("0 page titles kept"),
+        "the same file again changes nothing: {again}"
+    );
+    let xml = std::fs::read_to_string(&file).unwrap();
+    let renamed = xml.replace("Caf&#233; &amp; post 1<", "The first\n   post, renamed<");
+    assert_ne!(xml, renamed);
+    let file2 = dir.path().join("disqus-renamed.xml");
+    std::fs::write(&file2, renamed).unwrap();
+    let later = import("disqus", &file2, &data);
+    assert!(
+        later.contains(" 0 imported") && later.contains("1 page titles kept"),
+        "{later}"
+    );
+    let export = io360(&["export"], &data);
+    let export = String::from_utf8(export.stdout).unwrap();
+    assert!(
+        export.contains(r#""thread":"/posts/1/","closed":true,"title":"The first post, renamed""#),
+        "the new title, on one line: {export}"
+    );
+    assert!(
+        export.contains(r#""thread":"/posts/0/","closed":false,"title":"Café & post 0""#),
+        "{export}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,6 +461,15 @@ async fn a_database_real_isso_wrote_imports_and_shows() {
     let data = dir.path().join("data");
     let out = import("isso", &dir.path().join("comments.db"), &data);
     assert!(out.contains("0 already imported"), "{out}");
+    assert!(out.contains("2 page titles kept"), "{out}");
+    let export = io360(&["export"], &data);
+    assert!(export.status.success(), "{}", text(&export));
+    let export = String::from_utf8(export.stdout).unwrap();
+    assert!(
+        export
+            .contains(r#"{"type":"thread","thread":"/posts/a/","closed":false,"title":"Post A"}"#),
+        "Isso's thread title is kept: {export}"
+    );
     let again = import("isso", &dir.path().join("comments.db"), &data);
     assert!(again.contains(" 0 imported"), "{again}");
     let (_up, base) = up(&data).await;
@@ -449,8 +504,8 @@ async fn a_remap_lists_then_moves_threads_and_up_shows_them_at_their_new_names()
     assert!(dry.status.success(), "{}", text(&dry));
     let said = text(&dry);
     assert!(
-        said.contains("/posts/0/ -> /blog/0/ (10 comments)"),
-        "{said}"
+        said.contains("/posts/0/ -> /blog/0/ (10 comments): Café & post 0"),
+        "the listing names each page by its title: {said}"
     );
     assert!(
         said.contains("would rename 3 threads (30 comments)"),

@@ -737,10 +737,7 @@ async fn export_site(
                 }
                 Some(Ok(ExportItem::Thread(t))) => {
                     audit.threads += 1;
-                    Line::Thread(ThreadLine {
-                        thread: t.thread,
-                        closed: t.closed,
-                    })
+                    Line::Thread(ThreadLine::from(t))
                 }
                 Some(Ok(ExportItem::Comment(c))) => {
                     audit.comments += 1;

@@ -360,6 +360,33 @@ pub struct ExportedThread {
     pub thread: String,
     /// Whether it is closed to new comments.
     pub closed: bool,
+    /// Its page's title, if one was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// The longest page title the store keeps, in bytes (an importer cuts a longer one).
+pub const MAX_TITLE_BYTES: usize = 1024;
+
+/// A page's title, kept for its thread (set by an import: the title the source had).
+///
+/// A title is kept by thread name, whether or not the thread has comments yet, and moves with
+/// the thread when it is renamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadTitle {
+    /// The thread.
+    pub thread: String,
+    /// The page's title: plain text, not empty, at most [`MAX_TITLE_BYTES`] bytes.
+    pub title: String,
+}
+
+/// What setting titles changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TitlesSet {
+    /// Titles written now: new, or different from the one kept (the same title again is not
+    /// written).
+    pub changed: u64,
 }
 
 /// One item of an export: every thread comes before every comment.
@@ -380,6 +407,9 @@ pub struct Renamed {
     pub to: String,
     /// Comments it holds (of every state).
     pub comments: u64,
+    /// Its page's title, if one was kept (it moves with the thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// The comment imported under a source id, if any.

@@ -121,6 +121,14 @@ impl StoreClient {
         self.inner.post("/store/v1/import", batch).await
     }
 
+    /// Keeps page titles for their threads (see `POST /store/v1/titles`); returns once durable.
+    pub async fn set_titles(
+        &self,
+        titles: &[crate::api::ThreadTitle],
+    ) -> Result<crate::api::TitlesSet, ClientError> {
+        self.inner.post("/store/v1/titles", titles).await
+    }
+
     /// The id of the comment imported under `source` (`disqus:12`), if any.
     pub async fn by_source(&self, source: &str) -> Result<Option<u64>, ClientError> {
         let m: crate::api::SourceMatch = self

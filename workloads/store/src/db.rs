@@ -16,6 +16,7 @@
 //! | `authors` | author key | approved comment count |
 //! | `sources` | an imported comment's source id (`disqus:123`) | its comment id: permanent, so an import never writes a source comment twice |
 //! | `source_of` | comment id | the source id it was imported under |
+//! | `titles` | thread name | its page's title (UTF-8), as an import found it |
 //! | `meta` | name | counters, the [format version](crate::format), the suspension and the bans |
 //!
 //! What is stored are the records of [`crate::record`], never the wire types: this layer takes
@@ -47,8 +48,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::api::{
     Bans, Counts, ExportItem, ExportedComment, ExportedThread, Idempotency, Imported,
-    ImportedComment, Renamed, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
-    WriteResult,
+    ImportedComment, MAX_TITLE_BYTES, Renamed, Search, StoredComment, Suspension, ThreadChanges,
+    ThreadTitle, TitlesSet, WriteOp, WriteResult,
 };
 use crate::error::StoreError;
 use crate::keys::{id_bytes, read_u64, thread_seq, u64_key};
@@ -121,6 +122,7 @@ struct Tables {
     authors: Keyspace,
     sources: Keyspace,
     source_of: Keyspace,
+    titles: Keyspace,
     meta: Keyspace,
 }
 
@@ -136,6 +138,10 @@ enum Job {
         oneshot::Sender<Result<Imported, StoreError>>,
     ),
     Remap(Remap, oneshot::Sender<Result<Vec<Renamed>, StoreError>>),
+    Titles(
+        Vec<ThreadTitle>,
+        oneshot::Sender<Result<TitlesSet, StoreError>>,
+    ),
 }
 
 /// A rename of every thread whose name starts with `from`.
@@ -228,6 +234,7 @@ impl Db {
             authors: ks("authors").map_err(fj)?,
             sources: ks("sources").map_err(fj)?,
             source_of: ks("source_of").map_err(fj)?,
+            titles: ks("titles").map_err(fj)?,
             meta: ks("meta").map_err(fj)?,
             db,
         };
@@ -470,6 +477,24 @@ impl Db {
             .await
     }
 
+    /// Keeps page titles for their threads, replacing a different title kept before; answers
+    /// once durable. A title equal to the one kept writes nothing, so an import run twice
+    /// changes nothing the second time. A thread name or title that breaks the rules (see
+    /// [`ThreadTitle`]) refuses the whole batch.
+    pub async fn set_titles(&self, titles: Vec<ThreadTitle>) -> Result<TitlesSet, StoreError> {
+        for t in &titles {
+            check_title(t)?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Titles(titles, tx))?;
+        rx.await.map_err(|_| writer_stopped())?
+    }
+
+    /// The title kept for `thread`'s page, if any.
+    pub async fn title(&self, thread: String) -> Result<Option<String>, StoreError> {
+        self.read(move |t| t.title(&thread)).await
+    }
+
     /// Every thread, then every comment in id order with its private fields and source id,
     /// handed to `out` one at a time from one snapshot (memory stays bounded by one item).
     /// Blocking: call it off the async workers.
@@ -482,9 +507,25 @@ impl Db {
         for kv in snapshot.iter(&t.threads) {
             let (k, v) = kv.into_inner()?;
             let rec: ThreadRecord = decode("thread", &v)?;
+            let title = snapshot
+                .get(&t.titles, &k)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
             out(ExportItem::Thread(ExportedThread {
                 thread: String::from_utf8_lossy(&k).into_owned(),
                 closed: rec.closed,
+                title,
+            }))?;
+        }
+        // Pages with a title and no comments yet: threads too, so their titles come along.
+        for kv in snapshot.iter(&t.titles) {
+            let (k, v) = kv.into_inner()?;
+            if snapshot.contains_key(&t.threads, &k)? {
+                continue;
+            }
+            out(ExportItem::Thread(ExportedThread {
+                thread: String::from_utf8_lossy(&k).into_owned(),
+                closed: false,
+                title: Some(String::from_utf8_lossy(&v).into_owned()),
             }))?;
         }
         for kv in snapshot.iter(&t.comments) {
@@ -843,6 +884,13 @@ impl Tables {
             None => Ok(None),
         }
     }
+
+    fn title(&self, thread: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .titles
+            .get(thread.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
 }
 
 /// The single writer: owns the counters, so sequence numbers and feed positions are assigned
@@ -885,6 +933,10 @@ enum Done {
     Remap(
         oneshot::Sender<Result<Vec<Renamed>, StoreError>>,
         Result<Vec<Renamed>, StoreError>,
+    ),
+    Titles(
+        oneshot::Sender<Result<TitlesSet, StoreError>>,
+        Result<TitlesSet, StoreError>,
     ),
 }
 
@@ -951,6 +1003,11 @@ impl Writer {
                     wrote = true;
                     done.push(Done::Remap(reply, r));
                 }
+                Job::Titles(titles, reply) => {
+                    let r = self.set_titles(titles);
+                    wrote |= matches!(&r, Ok(t) if t.changed > 0);
+                    done.push(Done::Titles(reply, r));
+                }
             }
         }
         if wrote {
@@ -967,6 +1024,7 @@ impl Writer {
                         Done::Bans(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Import(_, r) => *r = Err(StoreError::Poisoned),
                         Done::Remap(_, r) => *r = Err(StoreError::Poisoned),
+                        Done::Titles(_, r) => *r = Err(StoreError::Poisoned),
                     }
                 }
             }
@@ -1001,6 +1059,9 @@ impl Writer {
                     let _ = reply.send(r);
                 }
                 Done::Remap(reply, r) => {
+                    let _ = reply.send(r);
+                }
+                Done::Titles(reply, r) => {
                     let _ = reply.send(r);
                 }
             }
@@ -1430,6 +1491,11 @@ impl Writer {
         if self.imported_bytes >= IMPORT_MEMTABLE_BYTES {
             self.imported_bytes = 0;
             let t = &self.t;
+            // Every keyspace an import writes, the small ones too: an author's count, the
+            // moderation queue and the thread counter are rewritten at each comment, and a
+            // memtable keeps every version of a key until it is flushed. Left to grow, they
+            // held on to about 100 MiB at 1 GiB imported, and no journal could be deleted
+            // before they were flushed.
             for ks in [
                 &t.comments,
                 &t.feed,
@@ -1438,6 +1504,9 @@ impl Writer {
                 &t.sources,
                 &t.source_of,
                 &t.threads,
+                &t.pending,
+                &t.authors,
+                &t.meta,
             ] {
                 ks.rotate_memtable()?;
             }
@@ -1447,6 +1516,34 @@ impl Writer {
             while self.t.db.outstanding_flushes() > 2 && Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
+        }
+        Ok(out)
+    }
+
+    /// See [`Db::set_titles`].
+    fn set_titles(&mut self, titles: Vec<ThreadTitle>) -> Result<TitlesSet, StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let mut out = TitlesSet::default();
+        let mut batch = self.t.db.batch();
+        let mut seen = BTreeSet::new();
+        // The last title given for a thread wins, as it would in separate calls.
+        for t in titles.iter().rev() {
+            if !seen.insert(t.thread.as_str()) {
+                continue;
+            }
+            if self.t.title(&t.thread)?.as_deref() == Some(t.title.as_str()) {
+                continue;
+            }
+            batch.insert(&self.t.titles, t.thread.as_bytes(), t.title.as_bytes());
+            out.changed += 1;
+        }
+        if out.changed > 0 {
+            batch.durability(None).commit().map_err(|e| {
+                self.poisoned = true;
+                StoreError::Storage(e)
+            })?;
         }
         Ok(out)
     }
@@ -1474,8 +1571,21 @@ impl Writer {
                 .latest
                 .range(thread_seq(rec.id, 0)..=thread_seq(rec.id, u64::MAX))
                 .count() as u64;
-            plan.push((name, to, rec, comments));
+            plan.push((name, to, Some(rec), comments));
         }
+        // Titles move with their threads; a page with a title and no comments moves too.
+        let mut titles = Vec::new();
+        for kv in self.t.titles.prefix(r.from.as_bytes()) {
+            let (k, v) = kv.into_inner()?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let to = format!("{}{}", r.to, &name[r.from.len()..]);
+            io360_common::rules::thread("to", &to)?;
+            if !self.t.threads.contains_key(&k)? {
+                plan.push((name.clone(), to.clone(), None, 0));
+            }
+            titles.push((name, to, String::from_utf8_lossy(&v).into_owned()));
+        }
+        plan.sort_by(|a, b| a.0.cmp(&b.0));
         let moving: BTreeSet<&str> = plan.iter().map(|(n, ..)| n.as_str()).collect();
         for (name, to, ..) in &plan {
             if self.t.threads.contains_key(to.as_bytes())? && !moving.contains(to.as_str()) {
@@ -1491,6 +1601,10 @@ impl Writer {
                 from: from.clone(),
                 to: to.clone(),
                 comments: *comments,
+                title: titles
+                    .iter()
+                    .find(|(n, ..)| n == from)
+                    .map(|(.., title)| title.clone()),
             })
             .collect();
         if r.dry_run {
@@ -1498,14 +1612,26 @@ impl Writer {
         }
         // An old name that is also a new one (`/a` to `/b` while `/b` moves to `/c`) is
         // overwritten, not removed: a key appears once in the batch.
-        let targets: BTreeSet<&str> = plan.iter().map(|(_, to, ..)| to.as_str()).collect();
+        let targets: BTreeSet<&str> = plan
+            .iter()
+            .filter(|(.., rec, _)| rec.is_some())
+            .map(|(_, to, ..)| to.as_str())
+            .collect();
         let mut batch = self.t.db.batch();
-        for (name, ..) in &plan {
-            if !targets.contains(name.as_str()) {
+        for (name, _, rec, _) in &plan {
+            if rec.is_some() && !targets.contains(name.as_str()) {
                 batch.remove(&self.t.threads, name.as_bytes());
             }
         }
+        let title_targets: BTreeSet<&str> = titles.iter().map(|(_, to, _)| to.as_str()).collect();
+        for (name, to, title) in &titles {
+            if !title_targets.contains(name.as_str()) {
+                batch.remove(&self.t.titles, name.as_bytes());
+            }
+            batch.insert(&self.t.titles, to.as_bytes(), title.as_bytes());
+        }
         for (_, to, rec, _) in &plan {
+            let Some(rec) = rec else { continue };
             batch.insert(&self.t.threads, to.as_bytes(), encode(rec));
             let (lo, hi) = (thread_seq(rec.id, 0), thread_seq(rec.id, u64::MAX));
             for kv in self.t.latest.range(lo..=hi) {
@@ -1658,6 +1784,27 @@ impl IdemRecord {
 
 fn gone(id: u64) -> StoreError {
     StoreError::Deleted(id)
+}
+
+/// Checks a title against the rules of [`ThreadTitle`]; both engines keep the same ones.
+pub(crate) fn check_title(t: &ThreadTitle) -> Result<(), StoreError> {
+    io360_common::rules::thread("thread", &t.thread)?;
+    if t.title.trim().is_empty() {
+        return Err(StoreError::invalid("title", "must not be empty"));
+    }
+    if t.title.len() > MAX_TITLE_BYTES {
+        return Err(StoreError::invalid(
+            "title",
+            format!("must be at most {MAX_TITLE_BYTES} bytes"),
+        ));
+    }
+    if t.title.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            "title",
+            "must be one line of text, without control characters",
+        ));
+    }
+    Ok(())
 }
 
 fn writer_stopped() -> StoreError {

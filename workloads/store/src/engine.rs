@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::api::{
     Bans, Counts, ExportItem, Imported, ImportedComment, Renamed, Search, StoredComment,
-    Suspension, ThreadChanges, WriteOp, WriteResult,
+    Suspension, ThreadChanges, ThreadTitle, TitlesSet, WriteOp, WriteResult,
 };
 use crate::db::Db;
 use crate::error::StoreError;
@@ -180,6 +180,16 @@ impl Engine {
     /// Writes comments imported from another system.
     pub async fn import(&self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
         either!(self, db => db.import(comments).await)
+    }
+
+    /// Keeps page titles for their threads (an import's); the same title again writes nothing.
+    pub async fn set_titles(&self, titles: Vec<ThreadTitle>) -> Result<TitlesSet, StoreError> {
+        either!(self, db => db.set_titles(titles).await)
+    }
+
+    /// The title kept for `thread`'s page, if any.
+    pub async fn title(&self, thread: String) -> Result<Option<String>, StoreError> {
+        either!(self, db => db.title(thread).await)
     }
 
     /// Renames every thread whose name starts with `from` (offline only).

@@ -41,10 +41,10 @@ use tokio_postgres::types::ToSql;
 
 use crate::api::{
     Bans, Counts, ExportItem, ExportedComment, ExportedThread, Idempotency, Imported,
-    ImportedComment, Renamed, Search, StoredComment, Suspension, ThreadChanges, WriteOp,
-    WriteResult,
+    ImportedComment, Renamed, Search, StoredComment, Suspension, ThreadChanges, ThreadTitle,
+    TitlesSet, WriteOp, WriteResult,
 };
-use crate::db::{Replay, tombstone};
+use crate::db::{Replay, check_title, tombstone};
 use crate::error::StoreError;
 use crate::record::{
     BansRecord, ChangeRecord, CommentRecord, IdemRecord, SuspensionRecord, ThreadRecord, decode,
@@ -124,6 +124,7 @@ enum Job {
     Bans(Bans, Reply<Bans>),
     Import(Vec<ImportedComment>, Reply<Imported>),
     Remap(String, String, bool, Reply<Vec<Renamed>>),
+    Titles(Vec<ThreadTitle>, Reply<TitlesSet>),
 }
 
 /// The comment database on PostgreSQL. Cheap to share behind an `Arc`; several of them (in
@@ -453,6 +454,25 @@ impl PgDb {
     /// refused batch writes nothing.
     pub async fn import(&self, comments: Vec<ImportedComment>) -> Result<Imported, StoreError> {
         self.ask(|tx| Job::Import(comments, tx)).await
+    }
+
+    /// Keeps page titles for their threads; see [`crate::Db::set_titles`].
+    pub async fn set_titles(&self, titles: Vec<ThreadTitle>) -> Result<TitlesSet, StoreError> {
+        for t in &titles {
+            check_title(t)?;
+        }
+        self.ask(|tx| Job::Titles(titles, tx)).await
+    }
+
+    /// The title kept for `thread`'s page, if any.
+    pub async fn title(&self, thread: String) -> Result<Option<String>, StoreError> {
+        let r = async {
+            let c = self.client().await?;
+            let row = opt(&c, "SELECT title FROM titles WHERE thread = $1", &[&thread]).await?;
+            Ok(row.map(|r| r.get(0)))
+        }
+        .await;
+        self.read(r).await
     }
 
     /// Renames threads; see [`crate::Db::remap`]. Offline only, as there.
@@ -885,9 +905,15 @@ async fn export(
         .start()
         .await?;
     let none: [&(dyn ToSql + Sync); 0] = [];
+    // Threads, then pages with a title and no comments yet (as the fjall engine exports them).
     let rows = t
         .query_raw(
-            "SELECT name, closed FROM threads ORDER BY name COLLATE \"C\"",
+            "SELECT name, closed, title FROM ( \
+             SELECT t.name, t.closed, ti.title, 0 AS part FROM threads t \
+             LEFT JOIN titles ti ON ti.thread = t.name \
+             UNION ALL SELECT ti.thread, false, ti.title, 1 FROM titles ti \
+             WHERE NOT EXISTS (SELECT 1 FROM threads t WHERE t.name = ti.thread)) u \
+             ORDER BY part, name COLLATE \"C\"",
             none,
         )
         .await?;
@@ -896,6 +922,7 @@ async fn export(
         let item = ExportItem::Thread(ExportedThread {
             thread: r.get(0),
             closed: r.get(1),
+            title: r.get(2),
         });
         if tx.send(Ok(item)).is_err() {
             return Ok(());
@@ -1054,6 +1081,7 @@ enum Done {
     Bans(Reply<Bans>, Result<Bans, StoreError>),
     Import(Reply<Imported>, Result<Imported, StoreError>),
     Remap(Reply<Vec<Renamed>>, Result<Vec<Renamed>, StoreError>),
+    Titles(Reply<TitlesSet>, Result<TitlesSet, StoreError>),
 }
 
 impl Done {
@@ -1069,6 +1097,7 @@ impl Done {
             Done::Bans(_, r) => *r = Err(again()),
             Done::Import(_, r) => *r = Err(again()),
             Done::Remap(_, r) => *r = Err(again()),
+            Done::Titles(_, r) => *r = Err(again()),
         }
     }
 
@@ -1093,6 +1122,9 @@ impl Done {
                 let _ = reply.send(r);
             }
             Done::Remap(reply, r) => {
+                let _ = reply.send(r);
+            }
+            Done::Titles(reply, r) => {
                 let _ = reply.send(r);
             }
         }
@@ -1261,6 +1293,7 @@ fn unanswered(job: Job, e: &StoreError) -> Done {
         Job::Bans(_, r) => Done::Bans(r, Err(writer_stopped())),
         Job::Import(_, r) => Done::Import(r, Err(writer_stopped())),
         Job::Remap(_, _, _, r) => Done::Remap(r, Err(writer_stopped())),
+        Job::Titles(_, r) => Done::Titles(r, Err(writer_stopped())),
     };
     d.fail(e);
     d
@@ -1339,6 +1372,9 @@ impl<'a, 'c> Tx<'a, 'c> {
             }
             Job::Remap(from, to, dry, reply) => {
                 outcome(self.remap(from, to, dry).await, |r| Done::Remap(reply, r))
+            }
+            Job::Titles(titles, reply) => {
+                outcome(self.set_titles(titles).await, |r| Done::Titles(reply, r))
             }
         }
     }
@@ -1893,6 +1929,25 @@ impl<'a, 'c> Tx<'a, 'c> {
         Ok(out)
     }
 
+    async fn set_titles(&mut self, titles: Vec<ThreadTitle>) -> Result<TitlesSet, StoreError> {
+        let mut out = TitlesSet::default();
+        let mut seen = BTreeSet::new();
+        // The last title given for a thread wins, as on fjall.
+        for t in titles.iter().rev() {
+            if !seen.insert(t.thread.as_str()) {
+                continue;
+            }
+            out.changed += exec(
+                self.tx,
+                "INSERT INTO titles (thread, title) VALUES ($1, $2) ON CONFLICT (thread) \
+                 DO UPDATE SET title = excluded.title WHERE titles.title <> excluded.title",
+                &[&t.thread, &t.title],
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
     async fn remap(
         &mut self,
         from: String,
@@ -1917,8 +1972,27 @@ impl<'a, 'c> Tx<'a, 'c> {
             let (id, name): (i64, String) = (r.get(0), r.get(1));
             let new = format!("{to}{}", &name[from.len()..]);
             io360_common::rules::thread("to", &new)?;
-            plan.push((id, name, new, small(r.get(2))));
+            plan.push((Some(id), name, new, small(r.get(2))));
         }
+        // Titles move with their threads; a page with a title and no comments moves too.
+        let rows = all(
+            self.tx,
+            "SELECT ti.thread, ti.title, EXISTS (SELECT 1 FROM threads t WHERE t.name = ti.thread) \
+                 FROM titles ti WHERE starts_with(ti.thread, $1)",
+            &[&from],
+        )
+        .await?;
+        let mut titles = Vec::new();
+        for r in rows {
+            let (name, title, thread): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+            let new = format!("{to}{}", &name[from.len()..]);
+            io360_common::rules::thread("to", &new)?;
+            if !thread {
+                plan.push((None, name.clone(), new.clone(), 0));
+            }
+            titles.push((name, new, title));
+        }
+        plan.sort_by(|a, b| a.1.cmp(&b.1));
         let moving: BTreeSet<&str> = plan.iter().map(|(_, n, ..)| n.as_str()).collect();
         for (_, name, new, _) in &plan {
             if !moving.contains(new.as_str()) && thread_record(self.tx, new).await?.is_some() {
@@ -1934,11 +2008,34 @@ impl<'a, 'c> Tx<'a, 'c> {
                 from: from.clone(),
                 to: to.clone(),
                 comments: *comments,
+                title: titles
+                    .iter()
+                    .find(|(n, ..)| n == from)
+                    .map(|(.., title)| title.clone()),
             })
             .collect();
         if dry_run {
             return Ok(answer);
         }
+        exec(
+            self.tx,
+            "DELETE FROM titles WHERE starts_with(thread, $1)",
+            &[&from],
+        )
+        .await?;
+        for (_, new, title) in &titles {
+            exec(
+                self.tx,
+                "INSERT INTO titles (thread, title) VALUES ($1, $2) \
+                 ON CONFLICT (thread) DO UPDATE SET title = excluded.title",
+                &[new, title],
+            )
+            .await?;
+        }
+        let plan: Vec<(i64, String, String, u64)> = plan
+            .into_iter()
+            .filter_map(|(id, name, new, n)| id.map(|id| (id, name, new, n)))
+            .collect();
         // Names are unique: every moving thread steps aside first, so `/a` may become `/b`
         // while `/b` becomes `/c`.
         for (id, ..) in &plan {

@@ -18,6 +18,7 @@
 //! | `GET /store/v1/author/comments?key` | every comment of an author, private fields included |
 //! | `POST /store/v1/author/erase` | `{authorKey}`: deletes and scrubs every comment of an author |
 //! | `POST /store/v1/import` | a batch of [`ImportedComment`](crate::api::ImportedComment)s, oldest first per thread → [`Imported`](crate::api::Imported) once durable |
+//! | `POST /store/v1/titles` | [`ThreadTitle`](crate::api::ThreadTitle)s: page titles kept for their threads → [`TitlesSet`](crate::api::TitlesSet) once durable |
 //! | `GET /store/v1/source?source` | the id of the comment imported under a source id (`disqus:12`) |
 //! | `GET /store/v1/export` | every thread, then every comment with its private fields and source ids, as NDJSON [`ExportItem`](crate::api::ExportItem)s from one snapshot |
 //!
@@ -150,6 +151,13 @@ async fn import(
     Ok(axum::Json(s.db.import(batch).await?))
 }
 
+async fn titles(
+    State(s): State<AppState>,
+    Json(titles): Json<Vec<crate::api::ThreadTitle>>,
+) -> Result<axum::Json<crate::api::TitlesSet>, Problem> {
+    Ok(axum::Json(s.db.set_titles(titles).await?))
+}
+
 #[derive(Clone)]
 struct AppState {
     db: Arc<Engine>,
@@ -176,7 +184,8 @@ pub fn router(db: Arc<Engine>, shutdown: Shutdown, verifier: &Verifier) -> Route
         .route(
             "/store/v1/import",
             post(import).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BATCH)),
-        );
+        )
+        .route("/store/v1/titles", post(titles));
     let feed = Router::new()
         .route("/store/v1/feed", get(feed))
         .route("/store/v1/position", get(position));

@@ -5,7 +5,7 @@
 mod support;
 
 use io360_common::model::{ChangeKind, Status, Votes};
-use io360_store::api::{ExportItem, ImportedComment};
+use io360_store::api::{ExportItem, ImportedComment, ThreadTitle};
 use support::engines::{self, Kind, on_both};
 
 fn imported(source: &str, parent: Option<&str>, created: &str, status: Status) -> ImportedComment {
@@ -204,4 +204,143 @@ async fn a_remap_moves_threads_with_their_comments_and_history(kind: Kind) {
     let page = db.page("/a/".into(), 0, 10).await.unwrap();
     assert_eq!(page.head, 3);
     assert_eq!(page.comments[2].parent, Some(page.comments[1].id));
+}
+
+fn title(thread: &str, title: &str) -> ThreadTitle {
+    ThreadTitle {
+        thread: thread.into(),
+        title: title.into(),
+    }
+}
+
+/// The threads of an export, with their titles, in the order given.
+fn exported_threads(db: &support::engines::Opened) -> Vec<(String, bool, Option<String>)> {
+    let mut out = Vec::new();
+    db.export_blocking(|item| {
+        if let ExportItem::Thread(t) = item {
+            out.push((t.thread, t.closed, t.title));
+        }
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+on_both!(page_titles_are_kept_replaced_exported_and_moved);
+async fn page_titles_are_kept_replaced_exported_and_moved(kind: Kind) {
+    let db = engines::open(kind, 64).await;
+    db.import(vec![imported(
+        "disqus:1",
+        None,
+        "2015-03-01T10:00:00Z",
+        Status::Approved,
+    )])
+    .await
+    .unwrap();
+    assert_eq!(db.title("/moved/".into()).await.unwrap(), None);
+
+    // A thread with comments, and a page with none yet: both keep their titles.
+    let set = db
+        .set_titles(vec![
+            title("/moved/", "Café & crème"),
+            title("/quiet/", "Nobody wrote here"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(set.changed, 2);
+    assert_eq!(
+        db.title("/moved/".into()).await.unwrap().as_deref(),
+        Some("Café & crème")
+    );
+    // The same titles again write nothing; a different one replaces the old.
+    let again = db
+        .set_titles(vec![
+            title("/moved/", "Café & crème"),
+            title("/quiet/", "Nobody wrote here"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(again.changed, 0, "the same title twice is written once");
+    let changed = db
+        .set_titles(vec![title("/quiet/", "Still nobody")])
+        .await
+        .unwrap();
+    assert_eq!(changed.changed, 1);
+    assert_eq!(
+        db.title("/quiet/".into()).await.unwrap().as_deref(),
+        Some("Still nobody")
+    );
+    // Titles are no change of a thread: its numbering and the feed are untouched.
+    assert_eq!(db.meta("/moved/".into()).await.unwrap().head, 1);
+    assert_eq!(db.feed(0, 100).await.unwrap().len(), 1);
+
+    // Titles break the rules as a batch: nothing of it is kept.
+    for bad in [
+        title("/moved/", "   "),
+        title(
+            "/moved/",
+            &"x".repeat(io360_store::api::MAX_TITLE_BYTES + 1),
+        ),
+        title("/moved/", "two\nlines"),
+        title("", "no thread"),
+    ] {
+        let r = db
+            .set_titles(vec![title("/other/", "fine"), bad.clone()])
+            .await;
+        assert!(
+            matches!(r, Err(io360_store::StoreError::Invalid(_))),
+            "{bad:?} is refused: {r:?}"
+        );
+    }
+    assert_eq!(db.title("/other/".into()).await.unwrap(), None);
+
+    // The export carries them: threads first, then pages known only by their title.
+    assert_eq!(
+        exported_threads(&db),
+        vec![
+            ("/moved/".into(), false, Some("Café & crème".into())),
+            ("/quiet/".into(), false, Some("Still nobody".into())),
+        ]
+    );
+
+    // They survive a restart, and a remap moves them with their threads.
+    let db = db.reopen().await;
+    let dry = db.remap("/".into(), "/blog/".into(), true).await.unwrap();
+    let listed: Vec<(&str, &str, u64, Option<&str>)> = dry
+        .iter()
+        .map(|r| {
+            (
+                r.from.as_str(),
+                r.to.as_str(),
+                r.comments,
+                r.title.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("/moved/", "/blog/moved/", 1, Some("Café & crème")),
+            ("/quiet/", "/blog/quiet/", 0, Some("Still nobody")),
+        ]
+    );
+    assert_eq!(
+        db.title("/moved/".into()).await.unwrap().as_deref(),
+        Some("Café & crème"),
+        "a dry run moves nothing"
+    );
+    db.remap("/".into(), "/blog/".into(), false).await.unwrap();
+    assert_eq!(db.title("/moved/".into()).await.unwrap(), None);
+    assert_eq!(db.title("/quiet/".into()).await.unwrap(), None);
+    assert_eq!(
+        db.title("/blog/moved/".into()).await.unwrap().as_deref(),
+        Some("Café & crème")
+    );
+    assert_eq!(
+        exported_threads(&db),
+        vec![
+            ("/blog/moved/".into(), false, Some("Café & crème".into())),
+            ("/blog/quiet/".into(), false, Some("Still nobody".into())),
+        ]
+    );
 }

@@ -509,7 +509,7 @@ function importLine(i) {
   if (i.running) return `Importing ${i.format} (by ${i.actor}, since ${when(i.started)}): ${counts}`;
   if (i.error) return `The ${i.format} import by ${i.actor} stopped: ${i.error}`;
   return `The ${i.format} import by ${i.actor} finished in ${s.elapsed} s: ${counts}, ` +
-    `${s.orphans} without their parent, ${s.closed} threads closed.`;
+    `${s.orphans} without their parent, ${s.closed} threads closed, ${s.titles ?? 0} page titles kept.`;
 }
 
 let importTimer = null;
