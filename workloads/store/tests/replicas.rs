@@ -139,15 +139,25 @@ async fn check_stored(db: &Engine, acked: &[WriteResult], threads: &[String]) ->
     let mut ids = BTreeSet::new();
     let mut texts = BTreeSet::new();
     for t in threads {
-        let page = db.page(t.clone(), 0, 1000).await.unwrap();
-        let seqs: Vec<u64> = page.comments.iter().map(|c| c.seq).collect();
+        // Page by page: a fast machine posts more than one page's worth to a thread.
+        let (mut comments, mut head, mut after) = (Vec::new(), 0, 0);
+        loop {
+            let page = db.page(t.clone(), after, 1000).await.unwrap();
+            head = head.max(page.head);
+            let Some(last) = page.comments.last() else {
+                break;
+            };
+            after = last.seq;
+            comments.extend(page.comments);
+        }
+        let seqs: Vec<u64> = comments.iter().map(|c| c.seq).collect();
         assert_eq!(
             seqs,
-            (1..=page.head).collect::<Vec<_>>(),
+            (1..=head).collect::<Vec<_>>(),
             "{t}: sequence numbers with a gap"
         );
-        head_total += page.head;
-        for c in page.comments {
+        head_total += head;
+        for c in comments {
             assert!(ids.insert(c.id), "comment {} stored twice", c.id);
             assert!(texts.insert(c.text.clone()), "{:?} stored twice", c.text);
         }
