@@ -183,6 +183,12 @@ pub struct NotificationsSpec {
     #[serde(default)]
     pub daily_summary: bool,
 
+    /// A ConfigMap key holding the phrases messages are written in, a JSON object over the
+    /// English defaults (e.g. `{"lang": "fr", "stop": "Ne plus recevoir ces messages"}`; the
+    /// keys are in docs/CONTRACTS.md). Mounted into notify pods; change `revision` with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phrases: Option<PhrasesRef>,
+
     /// Webhooks: signed JSON POSTs of the events a site registered URLs for (through the
     /// admin API or the console), retried with backoff. Unset: notify's NetworkPolicy lets it
     /// reach no receiver, so registered webhooks are not delivered.
@@ -196,6 +202,30 @@ pub struct NotificationsSpec {
 
 fn default_digest_seconds() -> i64 {
     300
+}
+
+/// A ConfigMap key with a site's phrases for messages.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhrasesRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key inside the ConfigMap. Default `phrases.json`.
+    #[serde(default = "default_phrases_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+
+    /// Anything that changes when the phrases do: part of notify's config hash, so notify
+    /// restarts with the new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub revision: Option<String>,
+}
+
+fn default_phrases_key() -> String {
+    "phrases.json".into()
 }
 
 /// Where notify may deliver webhooks, and their limits.

@@ -57,6 +57,9 @@ pub const DATABASE_URL_DIR: &str = "/var/run/secrets/io360/database";
 
 /// Where the mail server's login (`username`, `password`) is mounted in notify pods.
 pub const SMTP_CREDENTIALS_DIR: &str = "/var/run/secrets/io360/smtp";
+
+/// Where a site's phrases for messages are mounted in notify pods.
+pub const PHRASES_DIR: &str = "/etc/io360/phrases";
 /// Store replicas on PostgreSQL when the spec sets neither replicas nor autoscaling: two, so
 /// one pod's loss never stops writes.
 pub const DEFAULT_POSTGRES_STORE_REPLICAS: i32 = 2;
@@ -587,6 +590,12 @@ fn tier_env(ctx: &Ctx, tier: Tier) -> Vec<EnvVar> {
             if n.daily_summary {
                 vars.push(env("IO360_NOTIFY_DAILY_SUMMARY", "true"));
             }
+            if n.phrases.is_some() {
+                vars.push(env(
+                    "IO360_NOTIFY_STRINGS_FILE",
+                    format!("{PHRASES_DIR}/phrases.json"),
+                ));
+            }
             if let Some(hooks) = &n.webhooks {
                 vars.push(env("IO360_WEBHOOKS", "true"));
                 if hooks.allow_private_addresses {
@@ -897,6 +906,31 @@ fn pod_template(
     {
         volumes.push(smtp_credentials_volume(&login.name));
     }
+    if tier == Tier::Notify
+        && let Some(phrases) = spec.notifications.as_ref().and_then(|n| n.phrases.as_ref())
+    {
+        volumes.push((
+            Volume {
+                name: "phrases".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: phrases.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: phrases.key.clone(),
+                        path: "phrases.json".into(),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "phrases".into(),
+                mount_path: PHRASES_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ));
+    }
     if tier == Tier::Logic {
         // An import's on-disk sort: about the size of the upload at most, gone with the pod.
         volumes.push((
@@ -1012,6 +1046,9 @@ fn pod_template(
     }
     if let (Tier::Notify, Some(n)) = (tier, &spec.notifications) {
         hashed["smtp"] = serde_json::json!(n.smtp.as_ref().map(|s| &s.credentials_secret));
+        if let Some(phrases) = &n.phrases {
+            hashed["phrases"] = serde_json::json!(phrases);
+        }
     }
     let hash = format!("{:016x}", fnv1a(hashed.to_string().as_bytes()));
     let pull_secrets =
