@@ -904,7 +904,13 @@ fn pod_template(
             .and_then(|n| n.smtp.as_ref())
             .and_then(|smtp| smtp.credentials_secret.as_ref())
     {
-        volumes.push(smtp_credentials_volume(&login.name));
+        // The mail server's login, as `username` and `password`.
+        volumes.push(secret_volume(
+            "smtp-credentials",
+            &login.name,
+            &[("username", "username"), ("password", "password")],
+            SMTP_CREDENTIALS_DIR,
+        ));
     }
     if tier == Tier::Notify
         && let Some(phrases) = spec.notifications.as_ref().and_then(|n| n.phrases.as_ref())
@@ -946,27 +952,11 @@ fn pod_template(
             },
         ));
         let secret = &spec.admin_token_secret;
-        volumes.push((
-            Volume {
-                name: "admin-token".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.name.clone()),
-                    items: Some(vec![KeyToPath {
-                        key: secret.key.clone(),
-                        path: "token".into(),
-                        ..Default::default()
-                    }]),
-                    default_mode: Some(0o440),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "admin-token".into(),
-                mount_path: ADMIN_TOKEN_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
+        volumes.push(secret_volume(
+            "admin-token",
+            &secret.name,
+            &[(&secret.key, "token")],
+            ADMIN_TOKEN_DIR,
         ));
     }
     volumes.push(tier_keys_volume(ctx, tier));
@@ -1182,42 +1172,37 @@ fn database_url_volume(ctx: &Ctx) -> Vec<(Volume, VolumeMount)> {
     let Some(pg) = &ctx.cc.spec.store.postgres else {
         return Vec::new();
     };
-    let item = |key: &str, path: &str| KeyToPath {
-        key: key.into(),
-        path: path.into(),
-        ..Default::default()
+    let url = (pg.url_secret.key.as_str(), "url");
+    // Without a CA, the plain Secret volume it always was: no store pod rolls for this.
+    let Some(ca) = &pg.ca_secret else {
+        return vec![secret_volume(
+            "database-url",
+            &pg.url_secret.name,
+            &[url],
+            DATABASE_URL_DIR,
+        )];
     };
-    let mut volume = Volume {
-        name: "database-url".into(),
-        ..Default::default()
-    };
-    match &pg.ca_secret {
-        // Without a CA, the plain Secret volume it always was: no store pod rolls for this.
-        None => {
-            volume.secret = Some(SecretVolumeSource {
-                secret_name: Some(pg.url_secret.name.clone()),
-                items: Some(vec![item(&pg.url_secret.key, "url")]),
-                default_mode: Some(0o440),
-                optional: Some(false),
-            })
-        }
-        Some(ca) => {
-            let source = |secret: &crate::crd::SecretKeyRef, path: &str| VolumeProjection {
-                secret: Some(SecretProjection {
-                    name: secret.name.clone(),
-                    items: Some(vec![item(&secret.key, path)]),
-                    optional: Some(false),
-                }),
+    let source = |secret: &crate::crd::SecretKeyRef, path: &str| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.name.clone(),
+            items: Some(vec![KeyToPath {
+                key: secret.key.clone(),
+                path: path.into(),
                 ..Default::default()
-            };
-            volume.projected = Some(ProjectedVolumeSource {
+            }]),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    };
+    vec![(
+        Volume {
+            name: "database-url".into(),
+            projected: Some(ProjectedVolumeSource {
                 sources: Some(vec![source(&pg.url_secret, "url"), source(ca, "ca.crt")]),
                 default_mode: Some(0o440),
-            })
-        }
-    }
-    vec![(
-        volume,
+            }),
+            ..Default::default()
+        },
         VolumeMount {
             name: "database-url".into(),
             mount_path: DATABASE_URL_DIR.into(),
@@ -1248,28 +1233,36 @@ fn tier_deployment(ctx: &Ctx, tier: Tier, spec: &TierSpec, replicas: Option<i32>
     }
 }
 
-/// The Secret with the mail server's login, as `username` and `password` in
-/// [`SMTP_CREDENTIALS_DIR`].
-fn smtp_credentials_volume(secret: &str) -> (Volume, VolumeMount) {
-    let item = |key: &str| KeyToPath {
-        key: key.into(),
-        path: key.into(),
-        ..Default::default()
-    };
+/// Keys of Secret `secret` as files (`(key, path)`), read-only by the pod's group, in `dir`.
+fn secret_volume(
+    name: &str,
+    secret: &str,
+    items: &[(&str, &str)],
+    dir: &str,
+) -> (Volume, VolumeMount) {
     (
         Volume {
-            name: "smtp-credentials".into(),
+            name: name.into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.into()),
-                items: Some(vec![item("username"), item("password")]),
+                items: Some(
+                    items
+                        .iter()
+                        .map(|(key, path)| KeyToPath {
+                            key: (*key).into(),
+                            path: (*path).into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 default_mode: Some(0o440),
                 optional: Some(false),
             }),
             ..Default::default()
         },
         VolumeMount {
-            name: "smtp-credentials".into(),
-            mount_path: SMTP_CREDENTIALS_DIR.into(),
+            name: name.into(),
+            mount_path: dir.into(),
             read_only: Some(true),
             ..Default::default()
         },
