@@ -249,15 +249,21 @@ pub fn plan(o: &Observed) -> Plan {
         }
     }
     let keep: BTreeSet<ChildRef> = wanted.iter().map(|d| d.child()).collect();
-    // Notify's workload, Service and NetworkPolicy go with `spec.notifications`; its volume
-    // claim stays (the subscriptions and the outbox), as a StatefulSet's claims do.
-    let notify = names::tier(&o.cc.name_any(), Tier::Notify);
+    // A tier the spec no longer runs (notify without `spec.notifications`) loses its
+    // workload, Service and NetworkPolicy; its volume claim stays (the subscriptions and the
+    // outbox), as a StatefulSet's claims do.
+    let running = Tier::of(o.cc);
+    let gone: Vec<String> = Tier::EVERY
+        .into_iter()
+        .filter(|t| !running.contains(t))
+        .map(|t| names::tier(&o.cc.name_any(), t))
+        .collect();
     let mut prune: Vec<ChildRef> = o
         .children
         .keys()
         .filter(|c| {
             let optional = c.kind.pruned()
-                || (c.name == notify
+                || (gone.contains(&c.name)
                     && matches!(
                         c.kind,
                         ChildKind::Deployment | ChildKind::Service | ChildKind::NetworkPolicy
