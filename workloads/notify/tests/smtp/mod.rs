@@ -70,6 +70,8 @@ impl Received {
 
 /// The server: what it received, and its listener while up.
 pub struct MailServer {
+    /// The address it listens on: loopback, or where a test's pods can reach it.
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
     pub received: Arc<Mutex<Vec<Received>>>,
     /// When set, a message is kept but its `250` is never answered: the state of a server
@@ -94,19 +96,25 @@ struct Shared {
 impl MailServer {
     /// Starts on a free loopback port.
     pub async fn start() -> MailServer {
-        Self::start_with(None).await
+        Self::start_with(std::net::Ipv4Addr::LOCALHOST, None).await
     }
 
     /// Starts on a free loopback port, taking mail only from a client logged in as `user`
     /// with `password`.
     pub async fn start_with_login(user: &str, password: &str) -> MailServer {
-        Self::start_with(Some((user.to_owned(), password.to_owned()))).await
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST, user, password).await
     }
 
-    async fn start_with(login: Option<(String, String)>) -> MailServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// As [`MailServer::start_with_login`], on a free port of `ip`.
+    pub async fn start_at(ip: std::net::Ipv4Addr, user: &str, password: &str) -> MailServer {
+        Self::start_with(ip, Some((user.to_owned(), password.to_owned()))).await
+    }
+
+    async fn start_with(ip: std::net::Ipv4Addr, login: Option<(String, String)>) -> MailServer {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut s = MailServer {
+            ip,
             port,
             received: Arc::default(),
             stall: Arc::default(),
@@ -138,12 +146,12 @@ impl MailServer {
 
     /// Listens again on the same port.
     pub async fn up(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let listener = TcpListener::bind((self.ip, self.port)).await.unwrap();
         self.task = Some(tokio::spawn(accept(listener, self.shared())));
     }
 
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
+        format!("smtp://{}:{}", self.ip, self.port)
     }
 
     pub fn messages(&self) -> Vec<Received> {
