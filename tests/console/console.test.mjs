@@ -263,3 +263,30 @@ test('add a webhook in the console, and read its delivery log: a failure, then t
     rx.close();
   }
 });
+
+test('look up an imported page by its thread: the console shows the title the import kept, then closes it', async () => {
+  const thread = `/imported/${Date.now()}/`;
+  const file = [
+    JSON.stringify({ format: 'io360-export', version: 1 }),
+    JSON.stringify({ type: 'thread', thread, closed: false, title: 'Moving <day> & more' }),
+  ].join('\n') + '\n';
+  const res = await fetch(`${io}/api/v1/admin/import?from=io360`, {
+    method: 'POST', headers: { authorization: `Bearer ${token}` }, body: file,
+  });
+  assert.equal(res.status, 200, await res.text());
+
+  const admin = await browser();
+  await admin.goto(`${io}/admin`);
+  await admin.fill('#token', token);
+  await admin.click('#login-form button[type=submit]');
+  await admin.waitForSelector('#app:not([hidden])');
+  await admin.click('#tab-threads');
+  // Enter in the field looks the thread up; the title shows as text, not markup.
+  await admin.fill('#thread-form input[name=thread]', thread);
+  await admin.press('#thread-form input[name=thread]', 'Enter');
+  await admin.waitForSelector('#thread-result:has-text("Moving")');
+  assert.equal(await admin.textContent('#thread-result'), `“Moving <day> & more” (${thread}) is open (0 comments).`);
+  await admin.click('#thread-form button[value=close]');
+  await admin.waitForSelector('#thread-result:has-text("is now closed")');
+  assert.match(await admin.textContent('#thread-result'), /^“Moving <day> & more”/);
+});

@@ -204,6 +204,9 @@ pub struct ThreadMeta {
     pub count: u64,
     /// Whether new comments are refused.
     pub closed: bool,
+    /// The page's title, when an import brought one (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// A page of a thread's comments, in sequence order.

@@ -596,6 +596,35 @@ async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_t
     let page = list(&base, "/posts/0/").await;
     assert_eq!(page["comments"].as_array().unwrap().len(), 9, "{page}");
 
+    // The thread's metadata, read by an administrator, shows the page title the export had.
+    let meta_url = format!("{base}/api/v1/admin/threads?thread=%2Fposts%2F0%2F");
+    let meta: Value = http
+        .get(&meta_url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["thread"], "/posts/0/", "{meta}");
+    assert_eq!(meta["title"], "Café & post 0", "{meta}");
+    assert_eq!(meta["closed"], false, "{meta}");
+    assert!(meta["head"].as_u64().unwrap() >= 9, "{meta}");
+    let r = http.get(&meta_url).send().await.unwrap();
+    assert_eq!(
+        problem(r).await.0,
+        401,
+        "the metadata needs the admin token"
+    );
+    let r = http
+        .get(format!("{base}/api/v1/admin/threads?thread="))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(r).await.0, 400, "an empty thread name is refused");
+
     // Again: nothing new.
     let r = upload(file.clone()).await;
     assert_eq!(r.status(), 200);

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/admin/queue", get(queue))
         .route("/api/v1/admin/comments/{id}/approve", post(approve))
         .route("/api/v1/admin/comments/{id}", delete(remove))
+        .route("/api/v1/admin/threads", get(thread))
         .route("/api/v1/admin/threads/close", post(close))
         .route("/api/v1/admin/threads/reopen", post(reopen))
         .route("/api/v1/admin/suspension", put(suspend).get(suspension))
@@ -233,6 +234,17 @@ async fn reject(
         Some(_) => {}
     }
     moderate(&s, &admin, WriteOp::Delete { id }, Kind::CommentRejected).await
+}
+
+/// A thread's metadata as the store keeps it: its head, count, whether it is closed, and the
+/// page title an import brought.
+async fn thread(
+    _admin: Admin,
+    State(s): State<AppState>,
+    Query(q): Query<ThreadQuery>,
+) -> Result<axum::Json<io360_common::model::ThreadMeta>, Problem> {
+    check_thread(&q.thread)?;
+    Ok(axum::Json(s.store.meta(&q.thread).await?))
 }
 
 async fn close(

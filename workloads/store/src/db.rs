@@ -655,11 +655,13 @@ impl Db {
     pub async fn meta(&self, thread: String) -> Result<ThreadMeta, StoreError> {
         self.read(move |t| {
             let rec = t.thread(&thread)?.unwrap_or_default();
+            let title = t.title(&thread)?;
             Ok(ThreadMeta {
                 thread,
                 head: rec.head,
                 count: rec.count,
                 closed: rec.closed,
+                title,
             })
         })
         .await

@@ -685,11 +685,13 @@ impl PgDb {
         let r = async {
             let c = self.client().await?;
             let rec = thread_record(&c, &thread).await?.unwrap_or_default();
+            let title = opt(&c, "SELECT title FROM titles WHERE thread = $1", &[&thread]).await?;
             Ok(ThreadMeta {
                 thread,
                 head: rec.head,
                 count: rec.count,
                 closed: rec.closed,
+                title: title.map(|r| r.get(0)),
             })
         }
         .await;

@@ -270,8 +270,16 @@ async fn page_titles_are_kept_replaced_exported_and_moved(kind: Kind) {
         db.title("/quiet/".into()).await.unwrap().as_deref(),
         Some("Still nobody")
     );
+    // The thread's metadata carries its title; a page nobody wrote on has it too.
+    let meta = db.meta("/moved/".into()).await.unwrap();
+    assert_eq!(meta.title.as_deref(), Some("Café & crème"));
+    assert_eq!(
+        db.meta("/quiet/".into()).await.unwrap().title.as_deref(),
+        Some("Still nobody")
+    );
+    assert_eq!(db.meta("/nowhere/".into()).await.unwrap().title, None);
     // Titles are no change of a thread: its numbering and the feed are untouched.
-    assert_eq!(db.meta("/moved/".into()).await.unwrap().head, 1);
+    assert_eq!(meta.head, 1);
     assert_eq!(db.feed(0, 100).await.unwrap().len(), 1);
 
     // Titles break the rules as a batch: nothing of it is kept.

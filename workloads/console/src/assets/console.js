@@ -245,16 +245,23 @@ async function search(more = false) {
 
 // ---- threads ----
 
+// Enter in the thread field looks the thread up; the buttons close or reopen it.
 async function threadAction(ev) {
   ev.preventDefault();
-  const action = ev.submitter ? ev.submitter.value : 'close';
+  const action = ev.submitter ? ev.submitter.value : 'show';
   const thread = new FormData(ev.target).get('thread').trim();
+  const q = `?thread=${encodeURIComponent(thread)}`;
   try {
-    const meta = await api('POST', `/api/v1/admin/threads/${action}?thread=${encodeURIComponent(thread)}`);
-    $('#thread-result').textContent = `${meta.thread} is now ${meta.closed ? 'closed' : 'open'} (${meta.count} comments).`;
-    say(`${action === 'close' ? 'Closed' : 'Reopened'} ${thread}`);
+    const meta = action === 'show'
+      ? await api('GET', `/api/v1/admin/threads${q}`)
+      : await api('POST', `/api/v1/admin/threads/${action}${q}`);
+    const page = meta.title ? `“${meta.title}” (${meta.thread})` : meta.thread;
+    const state = action === 'show' ? 'is' : 'is now';
+    $('#thread-result').textContent =
+      `${page} ${state} ${meta.closed ? 'closed' : 'open'} (${meta.count} comments).`;
+    if (action !== 'show') say(`${action === 'close' ? 'Closed' : 'Reopened'} ${thread}`);
   } catch (e) {
-    say(`Could not ${action} ${thread}: ${e.message}`, true);
+    say(`Could not ${action === 'show' ? 'look up' : action} ${thread}: ${e.message}`, true);
   }
 }
 
