@@ -93,6 +93,16 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+// The console, logged in with the admin token by the login form.
+async function loggedIn() {
+  const admin = await browser();
+  await admin.goto(`${io}/admin`);
+  await admin.fill('#token', token);
+  await admin.click('#login-form button[type=submit]');
+  await admin.waitForSelector('#app:not([hidden])');
+  return admin;
+}
+
 async function postHeld(text) {
   const res = await fetch(`${io}/api/v1/comments?thread=${encodeURIComponent('/posts/always-up/')}`, {
     method: 'POST',
@@ -164,10 +174,7 @@ test('log in, approve a held comment with the keyboard, see it on the page, read
 test('bulk reject from the queue and the suspension timeline', async () => {
   const a = await postHeld(`spam one ${Date.now()}`);
   const b = await postHeld(`spam two ${Date.now()}`);
-  const admin = await browser();
-  await admin.goto(`${io}/admin`);
-  await admin.fill('#token', token);
-  await admin.click('#login-form button[type=submit]');
+  const admin = await loggedIn();
   await admin.locator(`#queue-list li[data-id="${b}"]`).waitFor();
   for (const id of [a, b]) await admin.check(`#queue-list li[data-id="${id}"] .pick`);
   await admin.click('[data-bulk=reject]');
@@ -215,11 +222,7 @@ test('add a webhook in the console, and read its delivery log: a failure, then t
   await new Promise((ok) => rx.listen(0, '127.0.0.1', ok));
   const url = `http://127.0.0.1:${rx.address().port}/hook`;
   try {
-    const admin = await browser();
-    await admin.goto(`${io}/admin`);
-    await admin.fill('#token', token);
-    await admin.click('#login-form button[type=submit]');
-    await admin.waitForSelector('#app:not([hidden])');
+    const admin = await loggedIn();
     await admin.click('#tab-webhooks');
     // The Webhooks tab sits before Import; the audit trail stays the last tab.
     const tabs = await admin.locator('[role=tab]').allTextContents();
@@ -275,11 +278,7 @@ test('look up an imported page by its thread: the console shows the title the im
   });
   assert.equal(res.status, 200, await res.text());
 
-  const admin = await browser();
-  await admin.goto(`${io}/admin`);
-  await admin.fill('#token', token);
-  await admin.click('#login-form button[type=submit]');
-  await admin.waitForSelector('#app:not([hidden])');
+  const admin = await loggedIn();
   await admin.click('#tab-threads');
   // Enter in the field looks the thread up; the title shows as text, not markup.
   await admin.fill('#thread-form input[name=thread]', thread);

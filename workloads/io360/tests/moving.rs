@@ -117,6 +117,18 @@ async fn list(base: &str, thread: &str) -> Value {
         .unwrap()
 }
 
+/// An admin GET answered as JSON.
+async fn admin_get(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Export lines without the fields an import renumbers (documented in docs/CONTRACTS.md),
 /// sorted.
 fn comparable(export: &[u8]) -> (String, Vec<String>) {
@@ -197,15 +209,7 @@ async fn a_disqus_import_shows_through_up_with_its_nesting_order_and_states() {
     // The moderation queue has the spam.
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
     let http = reqwest::Client::new();
-    let queue: Value = http
-        .get(format!("{base}/api/v1/admin/queue"))
-        .bearer_auth(token.trim())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue: Value = admin_get(&http, &format!("{base}/api/v1/admin/queue"), token.trim()).await;
     let held = queue.to_string();
     assert!(held.contains("comment 5 of thread 0"), "{held}");
 
@@ -598,15 +602,7 @@ async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_t
 
     // The thread's metadata, read by an administrator, shows the page title the export had.
     let meta_url = format!("{base}/api/v1/admin/threads?thread=%2Fposts%2F0%2F");
-    let meta: Value = http
-        .get(&meta_url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = admin_get(&http, &meta_url, token).await;
     assert_eq!(meta["thread"], "/posts/0/", "{meta}");
     assert_eq!(meta["title"], "Café & post 0", "{meta}");
     assert_eq!(meta["closed"], false, "{meta}");
@@ -635,15 +631,7 @@ async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_t
     assert_eq!(page["comments"].as_array().unwrap().len(), 9, "{page}");
 
     // The last import is shown, with who ran it.
-    let status: Value = http
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = admin_get(&http, &url, token).await;
     assert_eq!(status["import"]["running"], false, "{status}");
     assert_eq!(status["import"]["actor"], "admin:mover", "{status}");
     assert_eq!(status["import"]["summary"]["skipped"], 33, "{status}");
@@ -725,15 +713,7 @@ async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_t
     // one shows in the progress. (The upload cut at the bound above ends first.)
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s: Value = http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Value = admin_get(&http, &url, token).await;
         if s["import"]["running"] == false {
             assert!(s["import"]["error"].is_string(), "{s}");
             break;
@@ -760,15 +740,7 @@ async fn an_upload_imports_into_a_running_site_once_and_refuses_what_it_cannot_t
     tx.send(Ok(bytes[..5000].to_vec())).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s: Value = http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Value = admin_get(&http, &url, token).await;
         if s["import"]["running"] == true && s["import"]["actor"] == "admin:holder" {
             assert!(s["import"]["received"].as_u64().unwrap() >= 5000, "{s}");
             break;
