@@ -4,9 +4,27 @@ Every 4xx is an RFC 9457 problem: `application/problem+json` with `type`, `title
 same `status` as the answer. (No 5xx is schemathesis' own `not_a_server_error`.)
 """
 
+import ast
 import json
+import threading
 
 import schemathesis
+
+# CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per thread, so
+# two threads parsing at once can fail with "SystemError: AST constructor recursion depth
+# mismatch". Hypothesis parses a lambda's source to describe the strategy it filters, from
+# both of schemathesis' workers; one such failure stopped a whole run with a runtime error
+# after every generated case had passed. Parsing is serialized here.
+_parse = ast.parse
+_parsing = threading.Lock()
+
+
+def _parse_one_at_a_time(*args, **kwargs):
+    with _parsing:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _parse_one_at_a_time
 
 
 @schemathesis.check

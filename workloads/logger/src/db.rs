@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fjall::config::{PartitioningPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use io360_common::format::FormatError;
 use io360_common::telemetry::Telemetry;
@@ -274,7 +275,19 @@ impl EventLog {
         // often costs little, and the memory of a flushed memtable is reused instead of the
         // process growing by fresh pages (which a steady stream of events would otherwise
         // touch at every write).
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        //
+        // Indexes and filters unpinned and partitioned, under the block cache: the log's keys
+        // only grow, so compaction moves each flushed table down unchanged, and fjall would
+        // keep the index and filter it pinned at the first level for as long as the table
+        // lives (the store's keyspaces are made the same way, for the same reason).
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .index_block_pinning_policy(PinningPolicy::all(false))
+                .filter_block_pinning_policy(PinningPolicy::all(false))
+                .index_block_partitioning_policy(PartitioningPolicy::all(true))
+                .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+        };
         let events = db.keyspace("events", options).map_err(fj)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
