@@ -810,16 +810,8 @@ async fn an_upload_and_an_export_are_in_the_audit_trail_with_who_and_what() {
         let http = http.clone();
         let base = base.clone();
         async move {
-            let v: Value = http
-                .get(format!("{base}/api/v1/admin/events"))
-                .query(&[("kind", kind)])
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("{base}/api/v1/admin/events?kind={kind}");
+            let v = admin_get(&http, &url, token).await;
             v["events"].as_array().cloned().unwrap_or_default()
         }
     };
